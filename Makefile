@@ -1,0 +1,49 @@
+# mediascan developer commands. `make run` and `make test` set everything up on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROTO_DIR := protos
+PROTOS := $(wildcard $(PROTO_DIR)/mediascan/v1/*.proto)
+ARGS ?=
+
+.PHONY: all setup run test test-fast protos protos-check lint typecheck format demo bench bench-quick clean
+
+all: protos lint typecheck test
+
+setup: $(STAMP)
+
+# The virtualenv, with the project installed editable and its dev extras.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mediascan needs Python 3.11 or newer")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/mediascan-server $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+# Regenerate the Python modules beside the .proto files (never edit them by hand).
+protos: $(STAMP)
+	cd $(PROTO_DIR) && ../$(BIN)/python generate.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy server client
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+demo: $(STAMP)
+	$(BIN)/python -m mediascan.client.demo $(ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

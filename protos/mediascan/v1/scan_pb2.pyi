@@ -1,0 +1,322 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
+from google.protobuf import empty_pb2 as _empty_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.rpc import status_pb2 as _status_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    JOB_STATE_QUEUED: _ClassVar[JobState]
+    JOB_STATE_RUNNING: _ClassVar[JobState]
+    JOB_STATE_SUCCEEDED: _ClassVar[JobState]
+    JOB_STATE_FAILED: _ClassVar[JobState]
+    JOB_STATE_TIMED_OUT: _ClassVar[JobState]
+    JOB_STATE_CANCELLED: _ClassVar[JobState]
+
+class ScanPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCAN_PHASE_UNSPECIFIED: _ClassVar[ScanPhase]
+    SCAN_PHASE_DISCOVERING: _ClassVar[ScanPhase]
+    SCAN_PHASE_PROBING: _ClassVar[ScanPhase]
+    SCAN_PHASE_FINALIZING: _ClassVar[ScanPhase]
+JOB_STATE_UNSPECIFIED: JobState
+JOB_STATE_QUEUED: JobState
+JOB_STATE_RUNNING: JobState
+JOB_STATE_SUCCEEDED: JobState
+JOB_STATE_FAILED: JobState
+JOB_STATE_TIMED_OUT: JobState
+JOB_STATE_CANCELLED: JobState
+SCAN_PHASE_UNSPECIFIED: ScanPhase
+SCAN_PHASE_DISCOVERING: ScanPhase
+SCAN_PHASE_PROBING: ScanPhase
+SCAN_PHASE_FINALIZING: ScanPhase
+
+class SubmitScanRequest(_message.Message):
+    __slots__ = ("path", "recursive", "follow_symlinks", "timeout", "request_id", "priority", "full")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    recursive: bool
+    follow_symlinks: bool
+    timeout: _duration_pb2.Duration
+    request_id: str
+    priority: int
+    full: bool
+    def __init__(self, path: _Optional[str] = ..., recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ...) -> None: ...
+
+class SubmitScanResponse(_message.Message):
+    __slots__ = ("job_id", "job", "deduplicated")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    job: Job
+    deduplicated: bool
+    def __init__(self, job_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
+
+class ScanOptions(_message.Message):
+    __slots__ = ("recursive", "follow_symlinks", "timeout", "priority", "full")
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    recursive: bool
+    follow_symlinks: bool
+    timeout: _duration_pb2.Duration
+    priority: int
+    full: bool
+    def __init__(self, recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ...) -> None: ...
+
+class Job(_message.Message):
+    __slots__ = ("job_id", "state", "path", "options", "progress", "result", "error", "create_time", "start_time", "end_time", "attempt", "last_sequence", "request_id")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    state: JobState
+    path: str
+    options: ScanOptions
+    progress: Progress
+    result: ScanResult
+    error: _status_pb2.Status
+    create_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    attempt: int
+    last_sequence: int
+    request_id: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., path: _Optional[str] = ..., options: _Optional[_Union[ScanOptions, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[ScanResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., last_sequence: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("phase", "files_found", "files_done", "files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_done", "current_path", "fraction")
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    FILES_FOUND_FIELD_NUMBER: _ClassVar[int]
+    FILES_DONE_FIELD_NUMBER: _ClassVar[int]
+    FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_PATH_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_FIELD_NUMBER: _ClassVar[int]
+    phase: ScanPhase
+    files_found: int
+    files_done: int
+    files_total: int
+    added: int
+    updated: int
+    unchanged: int
+    removed: int
+    failed: int
+    bytes_done: int
+    current_path: str
+    fraction: float
+    def __init__(self, phase: _Optional[_Union[ScanPhase, str]] = ..., files_found: _Optional[int] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_done: _Optional[int] = ..., current_path: _Optional[str] = ..., fraction: _Optional[float] = ...) -> None: ...
+
+class FileError(_message.Message):
+    __slots__ = ("path", "status")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    status: _status_pb2.Status
+    def __init__(self, path: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
+class ScanResult(_message.Message):
+    __slots__ = ("files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_total", "file_errors", "file_errors_truncated")
+    FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    FILE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    FILE_ERRORS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    files_total: int
+    added: int
+    updated: int
+    unchanged: int
+    removed: int
+    failed: int
+    bytes_total: int
+    file_errors: _containers.RepeatedCompositeFieldContainer[FileError]
+    file_errors_truncated: bool
+    def __init__(self, files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_total: _Optional[int] = ..., file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., file_errors_truncated: _Optional[bool] = ...) -> None: ...
+
+class GetJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class WatchJobRequest(_message.Message):
+    __slots__ = ("job_id", "after_sequence")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    after_sequence: int
+    def __init__(self, job_id: _Optional[str] = ..., after_sequence: _Optional[int] = ...) -> None: ...
+
+class JobSnapshot(_message.Message):
+    __slots__ = ("job", "resync")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    RESYNC_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    resync: bool
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ..., resync: _Optional[bool] = ...) -> None: ...
+
+class StateChange(_message.Message):
+    __slots__ = ("from_state", "to_state", "job")
+    FROM_STATE_FIELD_NUMBER: _ClassVar[int]
+    TO_STATE_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    from_state: JobState
+    to_state: JobState
+    job: Job
+    def __init__(self, from_state: _Optional[_Union[JobState, str]] = ..., to_state: _Optional[_Union[JobState, str]] = ..., job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
+class JobEvent(_message.Message):
+    __slots__ = ("job_id", "sequence", "event_time", "snapshot", "state_change", "progress", "file_error")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
+    STATE_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    FILE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    sequence: int
+    event_time: _timestamp_pb2.Timestamp
+    snapshot: JobSnapshot
+    state_change: StateChange
+    progress: Progress
+    file_error: FileError
+    def __init__(self, job_id: _Optional[str] = ..., sequence: _Optional[int] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., snapshot: _Optional[_Union[JobSnapshot, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., file_error: _Optional[_Union[FileError, _Mapping]] = ...) -> None: ...
+
+class CancelJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class ListJobsRequest(_message.Message):
+    __slots__ = ("state", "page_size", "page_token")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    state: JobState
+    page_size: int
+    page_token: str
+    def __init__(self, state: _Optional[_Union[JobState, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListJobsResponse(_message.Message):
+    __slots__ = ("jobs", "next_page_token")
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[Job]
+    next_page_token: str
+    def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class Video(_message.Message):
+    __slots__ = ("video_id", "path", "size_bytes", "modify_time", "container", "duration", "bit_rate", "video_codec", "width", "height", "frame_rate", "audio_codec", "audio_channels", "audio_sample_rate", "audio_streams", "probe_time", "job_id")
+    VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODIFY_TIME_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    BIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_CODEC_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FRAME_RATE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_CODEC_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    PROBE_TIME_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    video_id: str
+    path: str
+    size_bytes: int
+    modify_time: _timestamp_pb2.Timestamp
+    container: str
+    duration: _duration_pb2.Duration
+    bit_rate: int
+    video_codec: str
+    width: int
+    height: int
+    frame_rate: float
+    audio_codec: str
+    audio_channels: int
+    audio_sample_rate: int
+    audio_streams: int
+    probe_time: _timestamp_pb2.Timestamp
+    job_id: str
+    def __init__(self, video_id: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., modify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., container: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., bit_rate: _Optional[int] = ..., video_codec: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frame_rate: _Optional[float] = ..., audio_codec: _Optional[str] = ..., audio_channels: _Optional[int] = ..., audio_sample_rate: _Optional[int] = ..., audio_streams: _Optional[int] = ..., probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class ListVideosRequest(_message.Message):
+    __slots__ = ("path_prefix", "page_size", "page_token", "video_codec", "min_duration", "max_duration")
+    PATH_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_CODEC_FIELD_NUMBER: _ClassVar[int]
+    MIN_DURATION_FIELD_NUMBER: _ClassVar[int]
+    MAX_DURATION_FIELD_NUMBER: _ClassVar[int]
+    path_prefix: str
+    page_size: int
+    page_token: str
+    video_codec: str
+    min_duration: _duration_pb2.Duration
+    max_duration: _duration_pb2.Duration
+    def __init__(self, path_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., video_codec: _Optional[str] = ..., min_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+
+class ListVideosResponse(_message.Message):
+    __slots__ = ("videos", "next_page_token")
+    VIDEOS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    videos: _containers.RepeatedCompositeFieldContainer[Video]
+    next_page_token: str
+    def __init__(self, videos: _Optional[_Iterable[_Union[Video, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetVideoRequest(_message.Message):
+    __slots__ = ("video_id", "path")
+    VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    video_id: str
+    path: str
+    def __init__(self, video_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...

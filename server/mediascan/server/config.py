@@ -1,0 +1,197 @@
+"""Server configuration: command-line flags, each with a `MEDIASCAN_*` environment twin."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse `30s`, `5m`, `1h`, `2d`, `250ms` or a bare number of seconds into seconds."""
+    match = _DURATION_RE.match(text)
+    if match is None:
+        raise ValueError(f"invalid duration {text!r}: use a number with a unit, e.g. 30s, 5m, 1h")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest of `1h`, `5m`, `30s`, `1.5s` that reads back as `seconds`."""
+    for unit in ("d", "h", "m", "s"):
+        size = _UNIT_SECONDS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything the server can be told. Defaults are the out-of-the-box values."""
+
+    #: host:port to listen on; port 0 picks a free port.
+    listen: str = "127.0.0.1:50051"
+    #: SQLite database file, created with its folder on first start.
+    db: Path = Path("var/mediascan.db")
+    #: Jobs that run at the same time.
+    workers: int = 2
+    #: Queued (not yet running) jobs beyond which SubmitScan answers RESOURCE_EXHAUSTED.
+    max_queued: int = 1000
+    #: Time limit of a job whose request names none (seconds).
+    default_timeout: float = 300.0
+    #: Upper bound of any job's time limit (seconds).
+    max_timeout: float = 3600.0
+    #: Folders under which scans are allowed (resolved at start); empty allows any folder.
+    allow_roots: tuple[Path, ...] = ()
+    #: On SIGTERM/SIGINT, how long running jobs may go on before they are interrupted (seconds).
+    shutdown_grace: float = 10.0
+    #: How long finished jobs are kept before they are purged (seconds).
+    retention: float = 7 * 86400.0
+    #: Files probed at the same time within one job.
+    probe_concurrency: int = max(2, os.cpu_count() or 2)
+    #: A probe taking longer than this is abandoned and the file reported (seconds).
+    probe_timeout: float = 30.0
+    #: Per-file errors kept in a job's result; past it the list is marked truncated.
+    max_file_errors: int = 1000
+    #: Events of a job kept for WatchJob resumes (per job, in memory and in the database).
+    event_log_size: int = 10_000
+    #: Most progress events per second and job (state changes are never coalesced).
+    progress_rate: float = 10.0
+    #: Python logging level name.
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        checks: list[tuple[bool, str]] = [
+            (self.workers >= 1, "--workers must be at least 1"),
+            (self.max_queued >= 1, "--max-queued must be at least 1"),
+            (self.default_timeout > 0, "--default-timeout must be positive"),
+            (self.max_timeout > 0, "--max-timeout must be positive"),
+            (self.shutdown_grace >= 0, "--shutdown-grace must not be negative"),
+            (self.retention > 0, "--retention must be positive"),
+            (self.probe_concurrency >= 1, "--probe-concurrency must be at least 1"),
+            (self.probe_timeout > 0, "--probe-timeout must be positive"),
+            (self.max_file_errors >= 0, "--max-file-errors must not be negative"),
+            (self.event_log_size >= 16, "--event-log-size must be at least 16"),
+            (self.progress_rate > 0, "--progress-rate must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @property
+    def effective_default_timeout(self) -> float:
+        return min(self.default_timeout, self.max_timeout)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Flag:
+    name: str  # the Config field
+    help: str
+    kind: str = "str"  # str | int | float | duration | path | paths
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-").replace("allow-roots", "allow-root")
+
+    @property
+    def env(self) -> str:
+        return "MEDIASCAN_" + self.name.upper()
+
+
+_FLAGS = (
+    _Flag("listen", "address to listen on, host:port (port 0 picks a free one)"),
+    _Flag("db", "SQLite database file (created on first start)", "path"),
+    _Flag("workers", "jobs that run at the same time", "int"),
+    _Flag("max_queued", "queued jobs beyond which submits get RESOURCE_EXHAUSTED", "int"),
+    _Flag("default_timeout", "time limit of a job that names none, e.g. 5m", "duration"),
+    _Flag("max_timeout", "upper bound of any job's time limit, e.g. 1h", "duration"),
+    _Flag(
+        "allow_roots",
+        "folder under which scans are allowed; repeat for more (default: any folder); "
+        "the environment twin takes a list separated by ':'",
+        "paths",
+    ),
+    _Flag("shutdown_grace", "how long running jobs may finish on SIGTERM, e.g. 10s", "duration"),
+    _Flag("retention", "how long finished jobs are kept, e.g. 7d", "duration"),
+    _Flag("probe_concurrency", "files probed at the same time within one job", "int"),
+    _Flag("probe_timeout", "per-file probe time limit, e.g. 30s", "duration"),
+    _Flag("max_file_errors", "per-file errors kept in a job's result", "int"),
+    _Flag("event_log_size", "events per job kept for WatchJob resumes", "int"),
+    _Flag("progress_rate", "most progress events per second and job", "float"),
+    _Flag("log_level", "DEBUG, INFO, WARNING or ERROR"),
+)
+
+
+def _convert(flag: _Flag, raw: str) -> object:
+    if flag.kind == "int":
+        return int(raw)
+    if flag.kind == "float":
+        return float(raw)
+    if flag.kind == "duration":
+        return parse_duration(raw)
+    if flag.kind == "path":
+        return Path(raw)
+    return raw
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = Config()
+    parser = argparse.ArgumentParser(
+        prog="mediascan-server",
+        description="Serve the mediascan gRPC API: scan video folders as asynchronous jobs.",
+        epilog="Every flag has an environment twin, e.g. --max-queued and MEDIASCAN_MAX_QUEUED; "
+        "a flag given on the command line wins.",
+    )
+    for flag in _FLAGS:
+        default = getattr(defaults, flag.name)
+        if flag.kind == "duration":
+            shown = format_duration(default)
+        elif flag.kind == "paths":
+            shown = "any folder"
+        else:
+            shown = str(default)
+        parser.add_argument(
+            flag.option,
+            dest=flag.name,
+            action="append" if flag.kind == "paths" else "store",
+            metavar=flag.name.upper().removesuffix("S") if flag.kind == "paths" else None,
+            help=f"{flag.help} [env {flag.env}; default {shown}]",
+        )
+    return parser
+
+
+def load_config(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Build a Config from flags, then environment twins, then defaults.
+
+    Raises SystemExit (through argparse) with a message naming the flag when a value is invalid.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for flag in _FLAGS:
+        raw: object = getattr(args, flag.name)
+        source = flag.option
+        if raw is None and env.get(flag.env):
+            raw = env[flag.env]
+            source = flag.env
+            if flag.kind == "paths":
+                raw = [p for p in str(raw).split(os.pathsep) if p]
+        if raw is None:
+            continue
+        try:
+            if flag.kind == "paths":
+                values[flag.name] = tuple(Path(p) for p in raw)  # type: ignore[attr-defined]
+            else:
+                values[flag.name] = _convert(flag, str(raw))
+        except ValueError as exc:
+            parser.error(f"{source}: {exc}")
+    try:
+        return Config(**values)  # type: ignore[arg-type]
+    except ValueError as exc:
+        parser.error(str(exc))
