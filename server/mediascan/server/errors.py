@@ -1,0 +1,133 @@
+"""Domain errors, and the one place that turns them into gRPC statuses (AIP-193).
+
+Handlers and the layers below them raise these; `service.py` catches them at the edge and calls
+`abort()`. Anything else that escapes a handler is a bug: it is logged with its traceback and the
+caller gets INTERNAL with a message that leaks nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+ERROR_DOMAIN = "mediascan.dev"
+
+#: The servicer context of any grpc.aio method.
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class MediascanError(Exception):
+    """An expected error: the caller's request cannot be served as asked (the caller's fault, or
+    a state of the server the caller must wait out). Carries its gRPC status code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def details(self) -> list[any_pb2.Any]:
+        """Rich error details to attach (google.rpc.* messages packed in Any)."""
+        return []
+
+
+class InvalidArgument(MediascanError):
+    """A request field is invalid; `field` names it, `description` says how to fix it."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, description: str) -> None:
+        super().__init__(f"{field}: {description}")
+        self.field = field
+        self.description = description
+
+    def details(self) -> list[any_pb2.Any]:
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=self.field, description=self.description
+                )
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        return [packed]
+
+
+class NotFound(MediascanError):
+    """The named job, video or path does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(MediascanError):
+    """The request is valid but the target is in the wrong state (e.g. a file, not a folder)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class PermissionDenied(MediascanError):
+    """The path lies outside the server's allowed roots."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class ResourceExhausted(MediascanError):
+    """The queue is full; the caller should retry after `retry_after` seconds."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def details(self) -> list[any_pb2.Any]:
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(max(1, round(self.retry_after * 1000)))
+        packed = any_pb2.Any()
+        packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
+        return [packed]
+
+
+class Unavailable(MediascanError):
+    """The server is shutting down or its storage is failing; retry, maybe elsewhere."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class Aborted(MediascanError):
+    """A concurrent change won a race (e.g. the job finished while being cancelled)."""
+
+    code = grpc.StatusCode.ABORTED
+
+
+def to_rpc_status(error: MediascanError) -> status_pb2.Status:
+    """The google.rpc.Status that describes `error` (also stored in jobs' `error` field)."""
+    return status_pb2.Status(
+        code=error.code.value[0], message=error.message, details=error.details()
+    )
+
+
+def status_of(code: grpc.StatusCode, message: str) -> status_pb2.Status:
+    """A bare google.rpc.Status (no details) for `code` and `message`."""
+    return status_pb2.Status(code=code.value[0], message=message)
+
+
+INTERNAL_MESSAGE = "internal error: the server logged the details; please report it"
+
+
+async def abort(context: Context, error: MediascanError) -> None:
+    """End the call with `error`'s status, message and rich details."""
+    status = rpc_status.to_status(to_rpc_status(error))
+    await context.abort(status.code, status.details, status.trailing_metadata)
+
+
+async def abort_internal(context: Context) -> None:
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.INTERNAL, message=INTERNAL_MESSAGE)
+    )
+    await context.abort(status.code, status.details, status.trailing_metadata)

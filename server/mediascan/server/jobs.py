@@ -1,0 +1,154 @@
+"""The job model: states, the allowed transitions, ids, and the scan spec a job runs with.
+
+The live job itself is a `mediascan.v1.Job` message: it is what the store persists, what GetJob
+returns and what snapshots carry, so there is one representation and no mapping layer to drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import os
+import time
+
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from mediascan.v1 import scan_pb2
+
+
+class JobState(enum.IntEnum):
+    """A job's place in its life cycle (the numbers are the contract's `JobState`)."""
+
+    #: Accepted and committed; waiting for a worker.
+    QUEUED = scan_pb2.JOB_STATE_QUEUED
+    #: A worker is scanning.
+    RUNNING = scan_pb2.JOB_STATE_RUNNING
+    #: Finished; per-file errors are in the result.
+    SUCCEEDED = scan_pb2.JOB_STATE_SUCCEEDED
+    #: Could not run or stopped on an error.
+    FAILED = scan_pb2.JOB_STATE_FAILED
+    #: Ran out of time; partial counts kept.
+    TIMED_OUT = scan_pb2.JOB_STATE_TIMED_OUT
+    #: Cancelled by a client; partial counts kept.
+    CANCELLED = scan_pb2.JOB_STATE_CANCELLED
+
+
+TERMINAL: frozenset[JobState] = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED}
+)
+ACTIVE: frozenset[JobState] = frozenset({JobState.QUEUED, JobState.RUNNING})
+
+#: Every allowed transition. RUNNING -> QUEUED is the re-queue of a job cut off by a shutdown.
+TRANSITIONS: frozenset[tuple[JobState, JobState]] = frozenset(
+    {
+        (JobState.QUEUED, JobState.RUNNING),
+        (JobState.QUEUED, JobState.CANCELLED),
+        (JobState.QUEUED, JobState.FAILED),
+        (JobState.RUNNING, JobState.QUEUED),
+        (JobState.RUNNING, JobState.SUCCEEDED),
+        (JobState.RUNNING, JobState.FAILED),
+        (JobState.RUNNING, JobState.TIMED_OUT),
+        (JobState.RUNNING, JobState.CANCELLED),
+    }
+)
+
+
+class IllegalTransition(RuntimeError):
+    """A programmer error: code asked for a state change the state machine forbids."""
+
+
+def check_transition(current: int, target: JobState) -> None:
+    if (JobState(current), target) not in TRANSITIONS:
+        raise IllegalTransition(f"{JobState(current).name} -> {target.name} is not allowed")
+
+
+def is_terminal(state: int) -> bool:
+    return state in TERMINAL
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_job_id() -> str:
+    """`j_` + a 26-character ULID: sortable by creation time, unique without coordination."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "j_" + "".join(reversed(chars))
+
+
+def now_timestamp() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+def seconds_to_duration(seconds: float) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    duration.FromNanoseconds(round(seconds * 1e9))
+    return duration
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScanSpec:
+    """A validated scan request, with the server's defaults and caps applied."""
+
+    path: str  #: resolved absolute folder
+    recursive: bool
+    follow_symlinks: bool
+    timeout: float  #: seconds, already capped
+    priority: int
+    full: bool
+    request_id: str = ""
+    #: Hash of what the client asked for (before defaults), to tell a retried request_id
+    #: from a reused one (AIP-155).
+    fingerprint: str = ""
+
+    @property
+    def dedup_key(self) -> str:
+        """Jobs with the same key do the same work; a submit joins an active one."""
+        flags = f"{int(self.recursive)}{int(self.follow_symlinks)}{int(self.full)}"
+        return f"{flags}:{self.path}"
+
+    def new_job(self) -> scan_pb2.Job:
+        job_id = new_job_id()
+        return scan_pb2.Job(
+            job_id=job_id,
+            state=scan_pb2.JOB_STATE_QUEUED,
+            path=self.path,
+            options=scan_pb2.ScanOptions(
+                recursive=self.recursive,
+                follow_symlinks=self.follow_symlinks,
+                timeout=seconds_to_duration(self.timeout),
+                priority=self.priority,
+                full=self.full,
+            ),
+            progress=scan_pb2.Progress(),
+            create_time=now_timestamp(),
+            attempt=1,
+            request_id=self.request_id,
+        )
+
+
+def request_fingerprint(request: scan_pb2.SubmitScanRequest) -> str:
+    """A stable hash of a SubmitScanRequest without its request_id."""
+    copy = scan_pb2.SubmitScanRequest()
+    copy.CopyFrom(request)
+    copy.ClearField("request_id")
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).hexdigest()[:32]
+
+
+def spec_of(job: scan_pb2.Job) -> ScanSpec:
+    """The spec a stored job runs with (used when jobs are recovered after a restart)."""
+    return ScanSpec(
+        path=job.path,
+        recursive=job.options.recursive,
+        follow_symlinks=job.options.follow_symlinks,
+        timeout=job.options.timeout.ToNanoseconds() / 1e9,
+        priority=job.options.priority,
+        full=job.options.full,
+        request_id=job.request_id,
+    )

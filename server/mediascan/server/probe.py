@@ -1,0 +1,151 @@
+"""Probing one file with PyAV (FFmpeg's libraries in-process: no ffprobe start-up per file).
+
+`probe_file` is blocking and runs in a worker thread, never on the event loop. It reads only the
+container header and stream parameters (what ffprobe -show_format -show_streams reports), never
+decodes frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+
+import av
+
+#: File name extensions (lower case, without the dot) that a scan considers videos.
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        "mp4",
+        "m4v",
+        "mkv",
+        "webm",
+        "mov",
+        "avi",
+        "mpg",
+        "mpeg",
+        "ts",
+        "m2ts",
+        "wmv",
+        "flv",
+        "3gp",
+        "ogv",
+    }
+)
+
+#: FFmpeg demuxers that open anything (text, images) and must not count as videos.
+_NOT_VIDEO_FORMATS = frozenset({"tty", "image2", "image2pipe", "lavfi", "bin", "txt"})
+
+av.logging.set_level(av.logging.PANIC)  # corrupt files are reported per file, not on stderr
+
+
+def is_video_name(name: str) -> bool:
+    _, dot, ext = name.rpartition(".")
+    return bool(dot) and ext.lower() in VIDEO_EXTENSIONS
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProbeResult:
+    """What a probe found in one file."""
+
+    container: str
+    duration_ns: int
+    bit_rate: int
+    video_codec: str
+    width: int
+    height: int
+    frame_rate: float
+    audio_codec: str
+    audio_channels: int
+    audio_sample_rate: int
+    audio_streams: int
+
+
+class ProbeError(Exception):
+    """The file is not a readable video. `reason` is a short code: not_video, corrupt,
+    unreadable, vanished, timeout."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _codec_name(stream: av.stream.Stream) -> str:
+    codec = stream.codec_context.codec
+    return str(getattr(codec, "canonical_name", None) or stream.codec_context.name or "")
+
+
+def probe_file(path: str) -> ProbeResult:
+    """Read a file's format and streams. Raises ProbeError when it is not a usable video."""
+    try:
+        container = av.open(path, mode="r", metadata_errors="ignore")
+    except FileNotFoundError as exc:
+        raise ProbeError("vanished", "the file vanished before it could be probed") from exc
+    except PermissionError as exc:
+        raise ProbeError("unreadable", "cannot read the file: permission denied") from exc
+    except av.error.FFmpegError as exc:
+        raise ProbeError("corrupt", f"not a readable media file: {_ffmpeg_reason(exc)}") from exc
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ProbeError("unreadable", f"cannot read the file: {reason}") from exc
+    with container:
+        format_name = container.format.name
+        if format_name in _NOT_VIDEO_FORMATS:
+            raise ProbeError("not_video", f"not a video: FFmpeg reads it as {format_name!r}")
+        videos = [s for s in container.streams.video if not _is_cover_art(s)]
+        if not videos:
+            raise ProbeError("not_video", "not a video: the file has no video stream")
+        video = videos[0]
+        duration_ns = _duration_ns(container, video)
+        if duration_ns <= 0:
+            raise ProbeError("corrupt", "the video stream has no duration (truncated or broken)")
+        width = int(video.codec_context.width or 0)
+        height = int(video.codec_context.height or 0)
+        if width <= 0 or height <= 0:
+            raise ProbeError("corrupt", "the video stream has no frame size")
+        rate = video.average_rate
+        audios = list(container.streams.audio)
+        audio = audios[0] if audios else None
+        return ProbeResult(
+            container=format_name,
+            duration_ns=duration_ns,
+            bit_rate=int(container.bit_rate or 0),
+            video_codec=_codec_name(video),
+            width=width,
+            height=height,
+            frame_rate=float(rate) if rate else 0.0,
+            audio_codec=_codec_name(audio) if audio is not None else "",
+            audio_channels=_channels(audio) if audio is not None else 0,
+            audio_sample_rate=int(audio.codec_context.sample_rate or 0) if audio else 0,
+            audio_streams=len(audios),
+        )
+
+
+def _is_cover_art(stream: av.stream.Stream) -> bool:
+    disposition = getattr(stream, "disposition", None)
+    attached = getattr(av.stream.Disposition, "attached_pic", None) if disposition else None
+    return bool(attached is not None and disposition & attached)
+
+
+def _duration_ns(container: av.container.InputContainer, video: av.stream.Stream) -> int:
+    if container.duration is not None and container.duration > 0:
+        return int(container.duration) * 1000  # AV_TIME_BASE is microseconds
+    if video.duration is not None and video.time_base is not None:
+        return int(video.duration * video.time_base * 1_000_000_000)
+    return 0
+
+
+def _channels(stream: av.stream.Stream) -> int:
+    context = stream.codec_context
+    layout = getattr(context, "layout", None)
+    if layout is not None and getattr(layout, "nb_channels", None):
+        return int(layout.nb_channels)
+    return int(getattr(context, "channels", 0) or 0)
+
+
+def _ffmpeg_reason(exc: av.error.FFmpegError) -> str:
+    message = getattr(exc, "strerror", None) or str(exc)
+    if getattr(exc, "errno", None) == errno.ENOENT:
+        return "file not found"
+    return str(message)

@@ -1,0 +1,654 @@
+"""The job queue protocol and its asyncio implementation: a bounded priority queue in front of a
+pool of workers, every change committed to the store before it is acknowledged or published.
+
+Concurrency comes from a semaphore of `workers` slots and a dict of running tasks; each job runs
+in its own named task under `asyncio.timeout`. A job's timeout, a user's cancel, a shutdown and a
+failure are four separate outcomes. Every state change goes through `_commit`, which checks the
+transition against the state machine, assigns the next event sequence and saves the row guarded
+by the expected current state, so a race can never revive a finished job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import heapq
+import itertools
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Protocol, cast
+
+import grpc
+from google.rpc import status_pb2
+
+from mediascan.v1 import scan_pb2
+
+from .config import Config, format_duration
+from .errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    MediascanError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    status_of,
+    to_rpc_status,
+)
+from .events import EventHub, JobChannel
+from .jobs import (
+    JobState,
+    ScanSpec,
+    check_transition,
+    now_timestamp,
+    spec_of,
+)
+from .scanner import Scanner
+from .store import RequestIdReused, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SubmitOutcome:
+    job: scan_pb2.Job
+    #: True when an active job with the same path and options was returned instead.
+    deduplicated: bool = False
+
+
+class AsyncJobQueue(Protocol):
+    """What the service needs from a job queue. `LocalJobQueue` is the in-process one; a shared
+    backend (PostgreSQL with SKIP LOCKED and LISTEN/NOTIFY) can implement the same protocol."""
+
+    async def submit(self, spec: ScanSpec) -> SubmitOutcome: ...
+
+    async def get(self, job_id: str) -> scan_pb2.Job: ...
+
+    async def cancel(self, job_id: str) -> scan_pb2.Job: ...
+
+    async def list_jobs(
+        self, *, state: int, page_size: int, page_token: str
+    ) -> tuple[list[scan_pb2.Job], str]: ...
+
+    async def delete(self, job_id: str) -> None: ...
+
+    def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[scan_pb2.JobEvent]: ...
+
+
+USER_CANCEL = "user"
+SHUTDOWN = "shutdown"
+
+
+class _ActiveJob:
+    """A queued or running job: its authoritative in-memory copy and what runs it."""
+
+    def __init__(self, job: scan_pb2.Job, spec: ScanSpec, channel: JobChannel) -> None:
+        self.job = job
+        self.spec = spec
+        self.channel = channel
+        self.lock = asyncio.Lock()  # serializes commits: sequence order == commit order
+        self.task: asyncio.Task[None] | None = None
+        self.stop_reason: str | None = None
+        self.done = asyncio.Event()
+
+
+class _Reporter:
+    """Collects a running scan's progress and file errors and publishes them, coalesced."""
+
+    def __init__(self, queue: LocalJobQueue, active: _ActiveJob) -> None:
+        self._queue = queue
+        self._active = active
+        self.progress = scan_pb2.Progress()
+        self.progress.CopyFrom(active.job.progress)
+        self.file_errors: list[scan_pb2.FileError] = []
+        self.file_errors_total = 0
+        self._unpublished_errors: list[scan_pb2.FileError] = []
+        self._dirty = asyncio.Event()
+        self._interval = 1.0 / queue.config.progress_rate
+
+    def changed(self) -> None:
+        self._dirty.set()
+
+    def file_error(self, path: str, code: grpc.StatusCode, message: str) -> None:
+        error = scan_pb2.FileError(path=path, status=status_of(code, message))
+        self.file_errors_total += 1
+        if len(self.file_errors) < self._queue.config.max_file_errors:
+            self.file_errors.append(error)
+        self._unpublished_errors.append(error)
+        self._dirty.set()
+
+    async def run(self) -> None:
+        """Publish at most `progress_rate` progress events a second while the scan changes."""
+        while True:
+            await self._dirty.wait()
+            await self.flush()
+            await asyncio.sleep(self._interval)  # the coalescing window
+
+    async def flush(self) -> None:
+        if not self._dirty.is_set():
+            return
+        self._dirty.clear()
+        errors, self._unpublished_errors = self._unpublished_errors, []
+        progress = scan_pb2.Progress()
+        progress.CopyFrom(self.progress)
+        kinds: list[dict[str, object]] = [{"file_error": e} for e in errors]
+        kinds.append({"progress": progress})
+
+        def mutate(job: scan_pb2.Job) -> None:
+            job.progress.CopyFrom(progress)
+
+        await self._queue._commit(self._active, kinds, mutate=mutate)
+
+    def result(self) -> scan_pb2.ScanResult:
+        p = self.progress
+        return scan_pb2.ScanResult(
+            files_total=p.files_done,
+            added=p.added,
+            updated=p.updated,
+            unchanged=p.unchanged,
+            removed=p.removed,
+            failed=p.failed,
+            bytes_total=p.bytes_done,
+            file_errors=self.file_errors,
+            file_errors_truncated=self.file_errors_total > len(self.file_errors),
+        )
+
+
+class LocalJobQueue:
+    """The asyncio job queue and worker pool of one server process."""
+
+    def __init__(self, store: Store, hub: EventHub, scanner: Scanner, config: Config) -> None:
+        self.store = store
+        self.hub = hub
+        self.scanner = scanner
+        self.config = config
+        self._active: dict[str, _ActiveJob] = {}
+        self._by_dedup_key: dict[str, _ActiveJob] = {}
+        self._heap: list[tuple[int, int, str]] = []
+        self._queued: dict[str, _ActiveJob] = {}
+        self._order = itertools.count()
+        self._pending_submits = 0
+        self._has_queued = asyncio.Event()
+        self._slots = asyncio.Semaphore(config.workers)
+        self._running: dict[asyncio.Task[None], _ActiveJob] = {}
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._draining = False
+        self._recent_durations: list[float] = []
+        self._side_tasks: set[asyncio.Task[None]] = set()
+
+    # -- life cycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Re-queue the jobs a previous process left unfinished, then start dispatching."""
+        for job in await self.store.active_jobs():
+            spec = spec_of(job)
+            active = self._register(job, spec)
+            if JobState(job.state) is JobState.RUNNING:
+                # Cut off by a crash: run it again (scans are idempotent).
+                await self._requeue(active, "the server stopped while the job ran")
+            self._enqueue(active)
+            log.info(
+                "recovered job %s (attempt %d) for %s", job.job_id, active.job.attempt, job.path
+            )
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
+
+    @property
+    def dispatcher(self) -> asyncio.Task[None] | None:
+        return self._dispatcher
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._queued)
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    def stop_accepting(self) -> None:
+        self._draining = True
+
+    async def drain(self, grace: float) -> None:
+        """Shutdown: stop dispatching, let running jobs finish for `grace` seconds, then interrupt
+        the rest, which are saved as QUEUED (attempt + 1) for the next start."""
+        self._draining = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+            await asyncio.gather(self._dispatcher, return_exceptions=True)
+        running = set(self._running)
+        if running:
+            log.info("waiting up to %s for %d running job(s)", format_duration(grace), len(running))
+            _, still_running = await asyncio.wait(running, timeout=grace)
+            for task in still_running:
+                self._running[task].stop_reason = SHUTDOWN
+                task.cancel()
+            if still_running:
+                log.info(
+                    "interrupted %d job(s); they run again at the next start", len(still_running)
+                )
+                await asyncio.wait(still_running)
+
+    # -- the protocol -----------------------------------------------------------------------------
+
+    async def submit(self, spec: ScanSpec) -> SubmitOutcome:
+        if self._draining:
+            raise Unavailable("the server is shutting down and accepts no new scans; retry later")
+        if spec.request_id:
+            # A retry of an earlier submit returns that job (AIP-155), even when the queue is full.
+            found = await self.store.find_request(spec.request_id)
+            if found is not None:
+                job, fingerprint = found
+                if fingerprint != spec.fingerprint:
+                    raise _request_id_reused(job.job_id)
+                return self._retried(job)
+        same = self._by_dedup_key.get(spec.dedup_key)
+        if same is not None:
+            return SubmitOutcome(job=self._copy(same.job), deduplicated=True)
+        if len(self._queued) + self._pending_submits >= self.config.max_queued:
+            raise ResourceExhausted(
+                f"the queue is full ({self.config.max_queued} queued scans): retry after the "
+                "delay in the RetryInfo detail",
+                retry_after=self._retry_delay(),
+            )
+        job = spec.new_job()
+        job.last_sequence = 1
+        event = _event(job.job_id, 1, state_change=_state_change(0, job))
+        self._pending_submits += 1
+        try:
+            outcome = await self.store.insert_job(job, spec, event)
+        except RequestIdReused as exc:
+            raise _request_id_reused(exc.job_id) from None
+        finally:
+            self._pending_submits -= 1
+        if not outcome.created:
+            return self._retried(outcome.job)
+        if self._draining:  # shut down while the insert was committing: it runs next start
+            return SubmitOutcome(job=self._copy(job))
+        same = self._by_dedup_key.get(spec.dedup_key)
+        active = self._register(job, spec)
+        if same is not None:  # a concurrent identical submit won; both run (both committed)
+            log.debug("concurrent duplicate submits for %s", spec.path)
+        active.channel.publish(self._copy(job), [event])
+        self._enqueue(active)
+        log.info("job %s queued: %s", job.job_id, spec.path)
+        return SubmitOutcome(job=self._copy(job))
+
+    def _retried(self, job: scan_pb2.Job) -> SubmitOutcome:
+        active = self._active.get(job.job_id)
+        return SubmitOutcome(job=self._copy(active.job if active else job))
+
+    async def get(self, job_id: str) -> scan_pb2.Job:
+        active = self._active.get(job_id)
+        if active is not None:
+            return self._copy(active.channel.job)
+        job = await self.store.get_job(job_id)
+        if job is None:
+            raise NotFound(_unknown_job(job_id))
+        return job
+
+    async def cancel(self, job_id: str) -> scan_pb2.Job:
+        active = self._active.get(job_id)
+        if active is None:
+            return await self.get(job_id)  # finished: unchanged (or NOT_FOUND)
+        if active.stop_reason is None:
+            active.stop_reason = USER_CANCEL
+            if active.task is None:
+                # Still queued: cancelled at once, never started.
+                self._queued.pop(job_id, None)
+                await self._finish(
+                    active,
+                    JobState.CANCELLED,
+                    status_of(
+                        grpc.StatusCode.CANCELLED, "cancelled by CancelJob before it started"
+                    ),
+                    scan_pb2.ScanResult(),
+                )
+            else:
+                active.task.cancel()
+        await active.done.wait()
+        return await self.get(job_id)
+
+    async def list_jobs(
+        self, *, state: int, page_size: int, page_token: str
+    ) -> tuple[list[scan_pb2.Job], str]:
+        after = _decode_jobs_token(page_token, state)
+        jobs = await self.store.list_jobs(state=state, limit=page_size + 1, after=after)
+        more = len(jobs) > page_size
+        jobs = jobs[:page_size]
+        # Active jobs: the live copy is fresher than the row (same sequence, or newer).
+        jobs = [
+            self._copy(self._active[j.job_id].channel.job) if j.job_id in self._active else j
+            for j in jobs
+        ]
+        token = _encode_jobs_token(jobs[-1], state) if more and jobs else ""
+        return jobs, token
+
+    async def delete(self, job_id: str) -> None:
+        active = self._active.get(job_id)
+        if active is not None:
+            state = JobState(active.job.state).name
+            raise FailedPrecondition(
+                f"job {job_id} is {state}: cancel it with CancelJob, then delete it"
+            )
+        if not await self.store.delete_job(job_id):
+            raise NotFound(_unknown_job(job_id))
+
+    def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[scan_pb2.JobEvent]:
+        return self.hub.watch(job_id, after_sequence)
+
+    # -- dispatching and running -------------------------------------------------------------
+
+    def _register(self, job: scan_pb2.Job, spec: ScanSpec) -> _ActiveJob:
+        active = _ActiveJob(job, spec, self.hub.open(self._copy(job)))
+        self._active[job.job_id] = active
+        self._by_dedup_key.setdefault(spec.dedup_key, active)
+        return active
+
+    def _enqueue(self, active: _ActiveJob) -> None:
+        job_id = active.job.job_id
+        self._queued[job_id] = active
+        heapq.heappush(self._heap, (-active.spec.priority, next(self._order), job_id))
+        self._has_queued.set()
+
+    async def _next(self) -> _ActiveJob:
+        while True:
+            while not self._heap:
+                self._has_queued.clear()
+                await self._has_queued.wait()
+            _, _, job_id = heapq.heappop(self._heap)
+            active = self._queued.pop(job_id, None)
+            if active is not None:  # else: cancelled while queued
+                return active
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                active = await self._next()
+            except BaseException:
+                self._slots.release()
+                raise
+            task = asyncio.create_task(self._run(active), name=f"job-{active.job.job_id}")
+            active.task = task
+            self._running[task] = active
+            task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        active = self._running.pop(task, None)
+        self._slots.release()
+        if task.cancelled():
+            if active is not None and active.job.job_id in self._active:
+                # Cancelled before its first step ran: _run never saw the cancel.
+                cleanup = asyncio.create_task(self._never_started(active))
+                self._side_tasks.add(cleanup)
+                cleanup.add_done_callback(self._side_tasks.discard)
+        elif task.exception() is not None:
+            log.error("job task %s crashed", task.get_name(), exc_info=task.exception())
+
+    async def _never_started(self, active: _ActiveJob) -> None:
+        if active.stop_reason == USER_CANCEL:
+            await self._finish(
+                active,
+                JobState.CANCELLED,
+                status_of(grpc.StatusCode.CANCELLED, "cancelled by CancelJob before it started"),
+                scan_pb2.ScanResult(),
+            )
+        else:  # shutdown: it is still QUEUED in the store and runs at the next start
+            self._release(active)
+
+    async def _run(self, active: _ActiveJob) -> None:
+        reporter = _Reporter(self, active)
+        started = time.monotonic()
+        try:
+            await self._start(active)
+            state, error = await self._execute(active, reporter)
+        except asyncio.CancelledError:
+            if active.stop_reason is None:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            state, error = self._stopped_outcome(active)
+        await asyncio.shield(reporter.flush())
+        if state is JobState.QUEUED:
+            await asyncio.shield(self._requeue(active, "the server shut down while the job ran"))
+            self._release(active)
+            return
+        self._recent_durations = [*self._recent_durations[-19:], time.monotonic() - started]
+        await asyncio.shield(self._finish(active, state, error, reporter.result()))
+
+    async def _start(self, active: _ActiveJob) -> None:
+        def mutate(job: scan_pb2.Job) -> None:
+            job.start_time.CopyFrom(now_timestamp())
+            job.progress.CopyFrom(scan_pb2.Progress(phase=scan_pb2.SCAN_PHASE_DISCOVERING))
+
+        await self._transition(active, JobState.RUNNING, mutate=mutate)
+        log.info(
+            "job %s running (attempt %d): %s",
+            active.job.job_id,
+            active.job.attempt,
+            active.spec.path,
+        )
+
+    async def _execute(
+        self, active: _ActiveJob, reporter: _Reporter
+    ) -> tuple[JobState, status_pb2.Status | None]:
+        publisher = asyncio.create_task(reporter.run(), name=f"progress-{active.job.job_id}")
+        limit = active.spec.timeout
+        try:
+            async with asyncio.timeout(limit) as deadline:
+                await self.scanner.scan(active.spec, active.job.job_id, reporter)
+            return JobState.SUCCEEDED, None
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            return JobState.TIMED_OUT, status_of(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"the scan ran longer than its time limit of {format_duration(limit)} "
+                f"(server maximum {format_duration(self.config.max_timeout)}); the counts so far "
+                "are kept: submit it again with a longer timeout to finish it",
+            )
+        except MediascanError as exc:
+            return JobState.FAILED, to_rpc_status(exc)
+        except Exception:
+            log.exception("job %s failed unexpectedly", active.job.job_id)
+            return JobState.FAILED, status_of(
+                grpc.StatusCode.INTERNAL, "the scan failed on an internal error; see the server log"
+            )
+        finally:
+            publisher.cancel()
+            await asyncio.gather(publisher, return_exceptions=True)
+
+    def _stopped_outcome(self, active: _ActiveJob) -> tuple[JobState, status_pb2.Status | None]:
+        if active.stop_reason == USER_CANCEL:
+            return JobState.CANCELLED, status_of(
+                grpc.StatusCode.CANCELLED, "cancelled by CancelJob; the counts so far are kept"
+            )
+        return JobState.QUEUED, None
+
+    async def _requeue(self, active: _ActiveJob, why: str) -> None:
+        async with active.lock:  # let a commit in flight (e.g. QUEUED -> RUNNING) land first
+            if JobState(active.job.state) is not JobState.RUNNING:
+                return
+
+        def mutate(job: scan_pb2.Job) -> None:
+            job.attempt += 1
+            job.ClearField("start_time")
+            job.progress.CopyFrom(scan_pb2.Progress())
+
+        await self._transition(active, JobState.QUEUED, mutate=mutate)
+        log.info(
+            "job %s re-queued (%s); next attempt %d", active.job.job_id, why, active.job.attempt
+        )
+
+    async def _finish(
+        self,
+        active: _ActiveJob,
+        state: JobState,
+        error: status_pb2.Status | None,
+        result: scan_pb2.ScanResult,
+    ) -> None:
+        def mutate(job: scan_pb2.Job) -> None:
+            job.end_time.CopyFrom(now_timestamp())
+            job.result.CopyFrom(result)
+            job.progress.phase = scan_pb2.SCAN_PHASE_UNSPECIFIED
+            job.progress.current_path = ""
+            if error is not None:
+                job.error.CopyFrom(error)
+
+        try:
+            await self._transition(active, state, mutate=mutate)
+        finally:
+            self._release(active)
+        job = active.job
+        log.info(
+            "job %s %s: %d added, %d updated, %d unchanged, %d failed",
+            job.job_id,
+            state.name,
+            result.added,
+            result.updated,
+            result.unchanged,
+            result.failed,
+        )
+        try:
+            await self.store.trim_events(job.job_id, self.config.event_log_size)
+        except MediascanError as exc:
+            log.warning("could not trim the events of job %s: %s", job.job_id, exc)
+
+    def _release(self, active: _ActiveJob) -> None:
+        job_id = active.job.job_id
+        self._active.pop(job_id, None)
+        self._queued.pop(job_id, None)
+        if self._by_dedup_key.get(active.spec.dedup_key) is active:
+            del self._by_dedup_key[active.spec.dedup_key]
+        self.hub.release(job_id)
+        active.done.set()
+
+    # -- committing changes ------------------------------------------------------------------
+
+    async def _transition(
+        self,
+        active: _ActiveJob,
+        target: JobState,
+        *,
+        mutate: Callable[[scan_pb2.Job], None] | None = None,
+    ) -> None:
+        """Move the job to `target` (checked against the state machine), with a state event."""
+
+        def change(job: scan_pb2.Job) -> None:
+            check_transition(job.state, target)
+            job.state = cast(scan_pb2.JobState, int(target))
+            if mutate is not None:
+                mutate(job)
+
+        await self._commit(active, [{"state_change": None}], mutate=change, guard=True)
+
+    async def _commit(
+        self,
+        active: _ActiveJob,
+        kinds: Iterable[dict[str, object]],
+        *,
+        mutate: Callable[[scan_pb2.Job], None] | None = None,
+        guard: bool = False,
+    ) -> None:
+        """Apply `mutate` to a copy of the job, append one event per entry of `kinds`, commit
+        both, then publish. Runs to the end even if the caller is cancelled."""
+        await asyncio.shield(self._commit_now(active, list(kinds), mutate, guard))
+
+    async def _commit_now(
+        self,
+        active: _ActiveJob,
+        kinds: list[dict[str, object]],
+        mutate: Callable[[scan_pb2.Job], None] | None,
+        guard: bool,
+    ) -> None:
+        async with active.lock:
+            before = active.job
+            job = self._copy(before)
+            if mutate is not None:
+                mutate(job)
+            events = []
+            for kind in kinds:
+                job.last_sequence += 1
+                if "state_change" in kind:
+                    kind = {"state_change": _state_change(before.state, job)}
+                events.append(_event(job.job_id, job.last_sequence, **kind))
+            if not events:
+                return
+            saved = await self.store.record(
+                job, events, expected_state=before.state if guard else None
+            )
+            if not saved:
+                raise Unavailable(
+                    f"job {job.job_id} changed in the database behind this server's back"
+                )
+            active.job = job
+            active.channel.publish(self._copy(job), events)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _copy(job: scan_pb2.Job) -> scan_pb2.Job:
+        copy = scan_pb2.Job()
+        copy.CopyFrom(job)
+        return copy
+
+    def _retry_delay(self) -> float:
+        """A guess at when a queue slot frees up: the recent mean job time per worker."""
+        if not self._recent_durations:
+            return 1.0
+        mean = sum(self._recent_durations) / len(self._recent_durations)
+        return max(0.5, min(60.0, mean / self.config.workers))
+
+
+def _state_change(from_state: int, job: scan_pb2.Job) -> scan_pb2.StateChange:
+    return scan_pb2.StateChange(from_state=from_state, to_state=job.state, job=job)  # type: ignore[arg-type]
+
+
+def _event(job_id: str, sequence: int, **kind: object) -> scan_pb2.JobEvent:
+    return scan_pb2.JobEvent(
+        job_id=job_id,
+        sequence=sequence,
+        event_time=now_timestamp(),
+        **kind,  # type: ignore[arg-type]
+    )
+
+
+def _request_id_reused(job_id: str) -> InvalidArgument:
+    return InvalidArgument(
+        "request_id",
+        f"already used by job {job_id} for a different request; use a new request_id for a "
+        "new scan",
+    )
+
+
+def _unknown_job(job_id: str) -> str:
+    return f'job "{job_id}" does not exist (it may have been deleted or purged)'
+
+
+def _encode_jobs_token(last: scan_pb2.Job, state: int) -> str:
+    raw = json.dumps(
+        {"c": last.create_time.ToNanoseconds(), "j": last.job_id, "s": state}, separators=(",", ":")
+    )
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_jobs_token(token: str, state: int) -> tuple[int, str] | None:
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        create_ns, job_id, token_state = int(data["c"]), str(data["j"]), int(data["s"])
+        if not 0 <= create_ns < 2**63:
+            raise ValueError("out of range")
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise InvalidArgument(
+            "page_token",
+            "not a token this server issued: pass the next_page_token of the previous "
+            "ListJobs response unchanged, or leave it empty for the first page",
+        ) from None
+    if token_state != state:
+        raise InvalidArgument(
+            "page_token", "the token belongs to a listing with another state filter"
+        )
+    return create_ns, job_id

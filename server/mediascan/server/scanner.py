@@ -1,0 +1,359 @@
+"""One scan: walk a folder, probe its video files, and write what they are into the library.
+
+The walk runs in its own thread (os.scandir) and hands batches of files to the event loop through
+a bounded queue, so probing starts while the walk goes on and a huge tree is never held in memory
+at once. Probes run in a thread pool, at most `probe_concurrency` at a time per scan, each with a
+time limit. Results are written to the library in batches (one transaction per batch). A file
+whose size and modification time are unchanged since the last probe is not probed again unless
+the scan is `full`. Whatever is committed stays committed when a scan is cancelled or times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import Protocol
+
+import grpc
+
+from mediascan.v1 import scan_pb2
+
+from .errors import FailedPrecondition, NotFound, PermissionDenied
+from .jobs import ScanSpec
+from .probe import ProbeError, ProbeResult, is_video_name, probe_file
+from .store import Store, VideoRow
+
+_WALK_BATCH = 256  # files per hand-over from the walker thread
+_WALK_QUEUE = 8  # batches in flight between the walker and the loop
+_WRITE_BATCH = 128  # probed files per library transaction
+_WRITE_INTERVAL = 0.5  # seconds: a partial batch is written at least this often
+
+_REASON_CODES = {
+    "not_video": grpc.StatusCode.INVALID_ARGUMENT,
+    "corrupt": grpc.StatusCode.DATA_LOSS,
+    "unreadable": grpc.StatusCode.PERMISSION_DENIED,
+    "vanished": grpc.StatusCode.NOT_FOUND,
+    "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "unsupported": grpc.StatusCode.UNIMPLEMENTED,
+}
+
+
+class ScanReporter(Protocol):
+    """Where a scan reports to; the job runner turns it into progress and file-error events."""
+
+    progress: scan_pb2.Progress
+
+    def changed(self) -> None:
+        """Progress was updated (events are coalesced by the reporter)."""
+
+    def file_error(self, path: str, code: grpc.StatusCode, message: str) -> None:
+        """A file or folder could not be handled."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FoundFile:
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WalkError:
+    path: str
+    code: grpc.StatusCode
+    message: str
+
+
+_Item = list[FoundFile | WalkError] | None  # None ends the walk
+
+
+class Scanner:
+    """Runs scans; one instance serves every job."""
+
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        *,
+        probe_concurrency: int,
+        probe_timeout: float,
+        probe: Callable[[str], ProbeResult] = probe_file,
+    ) -> None:
+        self._store = store
+        self._executor = executor
+        self._probe_concurrency = probe_concurrency
+        self._probe_timeout = probe_timeout
+        self._probe = probe
+
+    async def scan(self, spec: ScanSpec, job_id: str, reporter: ScanReporter) -> None:
+        await asyncio.to_thread(_check_root, spec.path)
+        run = _ScanRun(self, spec, job_id, reporter)
+        await run.execute()
+
+
+def _check_root(path: str) -> None:
+    """The folder must still be what was accepted at submit time."""
+    if os.path.realpath(path) != path:
+        raise PermissionDenied(
+            f"{path} changed into a symbolic link after the scan was accepted; submit the "
+            "scan again with the real folder"
+        )
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise NotFound(f"{path} no longer exists") from None
+    except OSError as exc:
+        raise FailedPrecondition(f"cannot read {path}: {exc.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        raise FailedPrecondition(f"{path} is no longer a folder")
+
+
+class _ScanRun:
+    def __init__(
+        self, scanner: Scanner, spec: ScanSpec, job_id: str, reporter: ScanReporter
+    ) -> None:
+        self._scanner = scanner
+        self._spec = spec
+        self._job_id = job_id
+        self._reporter = reporter
+        self._progress = reporter.progress
+        self._pending: list[VideoRow] = []
+        self._last_write = time.monotonic()
+        self._write_lock = asyncio.Lock()
+        self._slots = asyncio.Semaphore(scanner._probe_concurrency)
+        self._probes: set[asyncio.Task[None]] = set()
+        self._stop = threading.Event()
+
+    async def execute(self) -> None:
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue[_Item] = asyncio.Queue(_WALK_QUEUE)
+        self._progress.phase = scan_pb2.SCAN_PHASE_DISCOVERING
+        self._reporter.changed()
+        walker = loop.run_in_executor(
+            None, _walk, self._spec, lambda item: self._hand_over(loop, items, item), self._stop
+        )
+        try:
+            while (batch := await items.get()) is not None:
+                await self._handle(batch)
+            await walker  # re-raises a walker crash
+            self._progress.files_total = self._progress.files_found
+            self._progress.phase = scan_pb2.SCAN_PHASE_PROBING
+            self._update_fraction()
+            self._reporter.changed()
+            if self._probes:
+                await asyncio.gather(*self._probes)
+            self._progress.phase = scan_pb2.SCAN_PHASE_FINALIZING
+            self._reporter.changed()
+        finally:
+            self._stop.set()
+            for task in self._probes:
+                task.cancel()
+            if self._probes:
+                await asyncio.gather(*self._probes, return_exceptions=True)
+            # Keep what was probed, even when cancelled or timed out.
+            await asyncio.shield(self._write(force=True))
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(walker)
+
+    def _hand_over(
+        self, loop: asyncio.AbstractEventLoop, items: asyncio.Queue[_Item], item: _Item
+    ) -> bool:
+        """Called in the walker thread: put `item` on the queue, blocking while it is full.
+
+        Returns False when the scan is over and the walker should stop."""
+        future = asyncio.run_coroutine_threadsafe(items.put(item), loop)
+        while not self._stop.is_set():
+            try:
+                future.result(timeout=0.2)
+                return True
+            except TimeoutError:
+                continue
+        future.cancel()
+        return False
+
+    async def _handle(self, batch: list[FoundFile | WalkError]) -> None:
+        files = [item for item in batch if isinstance(item, FoundFile)]
+        for item in batch:
+            if isinstance(item, WalkError):
+                self._reporter.file_error(item.path, item.code, item.message)
+        self._progress.files_found += len(files)
+        known: dict[str, tuple[int, int]] = {}
+        if not self._spec.full and files:
+            known = await self._scanner._store.known_files([f.path for f in files])
+        for found in files:
+            if known.get(found.path) == (found.size, found.mtime_ns):
+                self._progress.unchanged += 1
+                self._done(found)
+                continue
+            await self._slots.acquire()
+            task = asyncio.create_task(self._probe_one(found))
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
+        self._reporter.changed()
+
+    async def _probe_one(self, found: FoundFile) -> None:
+        try:
+            if found.size == 0:
+                raise ProbeError("corrupt", "the file is empty (0 bytes)")
+            future = asyncio.get_running_loop().run_in_executor(
+                self._scanner._executor, self._scanner._probe, found.path
+            )
+            try:
+                result = await asyncio.wait_for(future, self._scanner._probe_timeout)
+            except TimeoutError:
+                raise ProbeError(
+                    "timeout",
+                    f"the probe took longer than {self._scanner._probe_timeout:g}s and was "
+                    "abandoned",
+                ) from None
+        except ProbeError as exc:
+            self._progress.failed += 1
+            self._reporter.file_error(
+                found.path, _REASON_CODES.get(exc.reason, grpc.StatusCode.UNKNOWN), exc.message
+            )
+            self._done(found)
+            return
+        finally:
+            self._slots.release()
+        self._pending.append(_row(found, result, self._job_id))
+        self._done(found)
+        await self._write(force=False)
+
+    def _done(self, found: FoundFile) -> None:
+        self._progress.files_done += 1
+        self._progress.bytes_done += found.size
+        self._progress.current_path = found.path
+        self._update_fraction()
+        self._reporter.changed()
+
+    def _update_fraction(self) -> None:
+        if self._progress.HasField("files_total") and self._progress.files_total:
+            self._progress.fraction = min(
+                1.0, self._progress.files_done / self._progress.files_total
+            )
+        elif self._progress.HasField("files_total"):
+            self._progress.fraction = 1.0
+
+    async def _write(self, *, force: bool) -> None:
+        due = len(self._pending) >= _WRITE_BATCH or (
+            time.monotonic() - self._last_write >= _WRITE_INTERVAL
+        )
+        if not self._pending or not (force or due):
+            return
+        async with self._write_lock:
+            rows, self._pending = self._pending, []
+            if not rows:
+                return
+            self._last_write = time.monotonic()
+            added, updated = await self._scanner._store.upsert_videos(rows)
+            self._progress.added += added
+            self._progress.updated += updated
+            self._reporter.changed()
+
+
+def _row(found: FoundFile, result: ProbeResult, job_id: str) -> VideoRow:
+    return VideoRow(
+        path=found.path,
+        size_bytes=found.size,
+        mtime_ns=found.mtime_ns,
+        container=result.container,
+        duration_ns=result.duration_ns,
+        bit_rate=result.bit_rate,
+        video_codec=result.video_codec,
+        width=result.width,
+        height=result.height,
+        frame_rate=result.frame_rate,
+        audio_codec=result.audio_codec,
+        audio_channels=result.audio_channels,
+        audio_sample_rate=result.audio_sample_rate,
+        audio_streams=result.audio_streams,
+        probe_ns=time.time_ns(),
+        job_id=job_id,
+    )
+
+
+def _walk(spec: ScanSpec, hand_over: Callable[[_Item], bool], stop: threading.Event) -> None:
+    """Depth-first walk of spec.path in the calling (worker) thread."""
+    batch: list[FoundFile | WalkError] = []
+    seen: set[tuple[int, int]] = set()
+    follow = spec.follow_symlinks
+    if follow:
+        root_stat = os.stat(spec.path)
+        seen.add((root_stat.st_dev, root_stat.st_ino))
+    stack = [spec.path]
+    try:
+        while stack and not stop.is_set():
+            folder = stack.pop()
+            try:
+                with os.scandir(folder) as entries:
+                    for entry in entries:
+                        item = _visit(entry, follow, spec.recursive, seen, stack)
+                        if item is None:
+                            continue
+                        batch.append(item)
+                        if len(batch) >= _WALK_BATCH:
+                            if not hand_over(batch):
+                                return
+                            batch = []
+            except OSError as exc:
+                batch.append(_folder_error(folder, exc))
+        if batch and not stop.is_set():
+            hand_over(batch)
+    finally:
+        if not stop.is_set():
+            hand_over(None)
+
+
+def _visit(
+    entry: os.DirEntry[str],
+    follow: bool,
+    recursive: bool,
+    seen: set[tuple[int, int]],
+    stack: list[str],
+) -> FoundFile | WalkError | None:
+    try:
+        if entry.is_dir(follow_symlinks=follow):
+            if not recursive:
+                return None
+            if follow:
+                info = entry.stat(follow_symlinks=True)
+                key = (info.st_dev, info.st_ino)
+                if key in seen:
+                    return None  # a symlink loop, or a folder reached twice
+                seen.add(key)
+            stack.append(entry.path)
+            return None
+        if not is_video_name(entry.name):
+            return None
+        if not entry.is_file(follow_symlinks=follow):
+            return None
+        info = entry.stat(follow_symlinks=follow)
+    except OSError as exc:
+        if is_video_name(entry.name):
+            return WalkError(entry.path, grpc.StatusCode.NOT_FOUND, f"cannot stat: {exc.strerror}")
+        return None
+    try:
+        entry.path.encode("utf-8")
+    except UnicodeEncodeError:
+        return WalkError(
+            entry.path.encode("utf-8", "backslashreplace").decode(),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "the file name is not valid UTF-8; rename it to scan it",
+        )
+    return FoundFile(entry.path, info.st_size, info.st_mtime_ns)
+
+
+def _folder_error(folder: str, exc: OSError) -> WalkError:
+    code = (
+        grpc.StatusCode.PERMISSION_DENIED
+        if isinstance(exc, PermissionError)
+        else grpc.StatusCode.UNAVAILABLE
+    )
+    return WalkError(folder, code, f"cannot read folder: {exc.strerror or exc}")

@@ -1,0 +1,342 @@
+"""The ScanService servicer: validates requests, calls the queue and the store, and is the one
+place where domain errors become gRPC statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import hashlib
+import json
+import logging
+import os
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import duration_pb2, empty_pb2
+
+from mediascan.v1 import scan_pb2, scan_pb2_grpc
+
+from .config import Config
+from .errors import (
+    Context,
+    FailedPrecondition,
+    InvalidArgument,
+    MediascanError,
+    NotFound,
+    PermissionDenied,
+    abort,
+    abort_internal,
+)
+from .jobs import JobState, ScanSpec, request_fingerprint
+from .queue import AsyncJobQueue
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+MAX_PATH = 4096
+MAX_ID = 128
+PRIORITY_RANGE = (-100, 100)
+JOBS_PAGE = (50, 1000)  # default, maximum
+VIDEOS_PAGE = (100, 1000)
+_MAX_DURATION_SECONDS = 315_576_000_000  # the protobuf Duration range
+
+
+def _unary(
+    method: Callable[[Any, Req, Context], Awaitable[Resp]],
+) -> Callable[[Any, Req, Context], Awaitable[Resp]]:
+    @functools.wraps(method)
+    async def handler(self: Any, request: Req, context: Context) -> Resp:
+        try:
+            return await method(self, request, context)
+        except MediascanError as exc:
+            await abort(context, exc)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            await abort_internal(context)
+        raise AssertionError("unreachable: abort() raises")
+
+    return handler
+
+
+class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
+    """mediascan.v1.ScanService over a job queue and the library store."""
+
+    def __init__(
+        self, queue: AsyncJobQueue, store: Store, config: Config, roots: Sequence[str]
+    ) -> None:
+        self._queue = queue
+        self._store = store
+        self._config = config
+        self._roots = tuple(roots)
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    @_unary
+    async def SubmitScan(
+        self, request: scan_pb2.SubmitScanRequest, context: Context
+    ) -> scan_pb2.SubmitScanResponse:
+        spec = await self._validate_submit(request)
+        outcome = await self._queue.submit(spec)
+        return scan_pb2.SubmitScanResponse(
+            job_id=outcome.job.job_id, job=outcome.job, deduplicated=outcome.deduplicated
+        )
+
+    @_unary
+    async def GetJob(self, request: scan_pb2.GetJobRequest, context: Context) -> scan_pb2.Job:
+        return await self._queue.get(_job_id(request.job_id))
+
+    async def WatchJob(
+        self, request: scan_pb2.WatchJobRequest, context: Context
+    ) -> AsyncIterator[scan_pb2.JobEvent]:
+        try:
+            job_id = _job_id(request.job_id)
+            if request.after_sequence < 0:
+                raise InvalidArgument(
+                    "after_sequence",
+                    "must not be negative: use 0 to start with a snapshot, or the sequence "
+                    "of the last event received to resume",
+                )
+            async for event in self._queue.watch(job_id, request.after_sequence):
+                yield event
+        except MediascanError as exc:
+            await abort(context, exc)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("WatchJob failed")
+            await abort_internal(context)
+
+    @_unary
+    async def CancelJob(self, request: scan_pb2.CancelJobRequest, context: Context) -> scan_pb2.Job:
+        return await self._queue.cancel(_job_id(request.job_id))
+
+    @_unary
+    async def ListJobs(
+        self, request: scan_pb2.ListJobsRequest, context: Context
+    ) -> scan_pb2.ListJobsResponse:
+        if request.state not in (0, *JobState):
+            raise InvalidArgument(
+                "state",
+                f"unknown state {request.state}: use one of "
+                + ", ".join(f"JOB_STATE_{s.name}" for s in JobState)
+                + ", or leave it unset for all",
+            )
+        page_size = _page_size(request.page_size, JOBS_PAGE)
+        jobs, token = await self._queue.list_jobs(
+            state=request.state, page_size=page_size, page_token=request.page_token
+        )
+        return scan_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    @_unary
+    async def DeleteJob(
+        self, request: scan_pb2.DeleteJobRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._queue.delete(_job_id(request.job_id))
+        return empty_pb2.Empty()
+
+    # -- the library --------------------------------------------------------------------------
+
+    @_unary
+    async def ListVideos(
+        self, request: scan_pb2.ListVideosRequest, context: Context
+    ) -> scan_pb2.ListVideosResponse:
+        prefix = request.path_prefix
+        if prefix:
+            _check_path_text("path_prefix", prefix)
+            prefix = os.path.normpath(prefix)
+        min_ns = _optional_duration(request, "min_duration")
+        max_ns = _optional_duration(request, "max_duration")
+        page_size = _page_size(request.page_size, VIDEOS_PAGE)
+        filters = _filter_key(prefix, request.video_codec, min_ns, max_ns)
+        after = _decode_videos_token(request.page_token, filters)
+        videos = await self._store.list_videos(
+            prefix=prefix,
+            video_codec=request.video_codec,
+            min_duration_ns=min_ns,
+            max_duration_ns=max_ns,
+            after_path=after,
+            limit=page_size + 1,
+        )
+        token = ""
+        if len(videos) > page_size:
+            videos = videos[:page_size]
+            token = _encode_videos_token(videos[-1].path, filters)
+        return scan_pb2.ListVideosResponse(videos=videos, next_page_token=token)
+
+    @_unary
+    async def GetVideo(self, request: scan_pb2.GetVideoRequest, context: Context) -> scan_pb2.Video:
+        if bool(request.video_id) == bool(request.path):
+            raise InvalidArgument("video_id", "set exactly one of video_id and path")
+        if request.video_id:
+            number = request.video_id.removeprefix("v_")
+            if not number.isdigit() or len(number) > 18:
+                raise InvalidArgument(
+                    "video_id", f"{request.video_id!r} is not a video id (they look like v_123)"
+                )
+            video = await self._store.get_video(video_id=int(number), path=None)
+            missing = f'video "{request.video_id}" is not in the library'
+        else:
+            _check_path_text("path", request.path)
+            video = await self._store.get_video(video_id=None, path=os.path.normpath(request.path))
+            missing = f"{request.path} is not in the library (scan its folder first)"
+        if video is None:
+            raise NotFound(missing)
+        return video
+
+    # -- validation -------------------------------------------------------------------------
+
+    async def _validate_submit(self, request: scan_pb2.SubmitScanRequest) -> ScanSpec:
+        _check_path_text("path", request.path)
+        if len(request.request_id) > MAX_ID:
+            raise InvalidArgument("request_id", f"longer than {MAX_ID} characters")
+        low, high = PRIORITY_RANGE
+        if not low <= request.priority <= high:
+            raise InvalidArgument(
+                "priority", f"{request.priority} is out of range: use {low} to {high}"
+            )
+        timeout = self._timeout(request)
+        path = await asyncio.to_thread(_resolve_folder, request.path, self._roots)
+        return ScanSpec(
+            path=path,
+            recursive=request.recursive if request.HasField("recursive") else True,
+            follow_symlinks=request.follow_symlinks,
+            timeout=timeout,
+            priority=request.priority,
+            full=request.full,
+            request_id=request.request_id,
+            fingerprint=request_fingerprint(request),
+        )
+
+    def _timeout(self, request: scan_pb2.SubmitScanRequest) -> float:
+        if not request.HasField("timeout"):
+            return self._config.effective_default_timeout
+        seconds = _duration_seconds("timeout", request.timeout)
+        if seconds < 0:
+            raise InvalidArgument(
+                "timeout",
+                'must not be negative: give a duration such as "300s", or leave '
+                "it unset for the server default",
+            )
+        if seconds == 0:
+            return self._config.effective_default_timeout
+        return min(seconds, self._config.max_timeout)
+
+
+def _job_id(job_id: str) -> str:
+    if not job_id:
+        raise InvalidArgument("job_id", "required: the id SubmitScan returned, e.g. j_01J...")
+    if len(job_id) > MAX_ID:
+        raise InvalidArgument("job_id", f"longer than {MAX_ID} characters: not a job id")
+    return job_id
+
+
+def _check_path_text(field: str, path: str) -> None:
+    if not path:
+        raise InvalidArgument(
+            field, "required: the absolute path of a folder on the server, e.g. /media/videos"
+        )
+    if "\x00" in path:
+        raise InvalidArgument(field, "contains a NUL character, which no path can hold")
+    if len(path) > MAX_PATH:
+        raise InvalidArgument(field, f"longer than {MAX_PATH} characters")
+    if not os.path.isabs(path):
+        raise InvalidArgument(
+            field,
+            f"must be an absolute path (starting with /), got {path[:200]!r}: the server does "
+            "not know the client's working folder",
+        )
+
+
+def _resolve_folder(raw: str, roots: Sequence[str]) -> str:
+    """Resolve `..` and symlinks, check the allowed roots, then that it is a readable folder.
+
+    The roots are checked before existence, so that the answers reveal nothing about paths
+    outside them."""
+    real = os.path.realpath(raw)
+    if roots and not any(_is_within(real, root) for root in roots):
+        raise PermissionDenied(
+            f"{raw} is outside the folders this server may scan ({', '.join(roots)}); "
+            "scan a folder below one of them, or start the server with --allow-root"
+        )
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        raise NotFound(f"{raw} does not exist on the server") from None
+    except PermissionError:
+        raise FailedPrecondition(f"the server has no permission to open {raw}") from None
+    except OSError as exc:
+        raise FailedPrecondition(f"cannot open {raw}: {exc.strerror}") from None
+    if not stat.S_ISDIR(mode):
+        raise FailedPrecondition(f"{raw} is not a folder: give the folder that holds it")
+    if not os.access(real, os.R_OK | os.X_OK):
+        raise FailedPrecondition(f"the server has no permission to read the folder {raw}")
+    return real
+
+
+def _is_within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _duration_seconds(field: str, duration: duration_pb2.Duration) -> float:
+    seconds, nanos = duration.seconds, duration.nanos
+    if (
+        abs(seconds) > _MAX_DURATION_SECONDS
+        or abs(nanos) >= 1_000_000_000
+        or (seconds > 0 > nanos)
+        or (seconds < 0 < nanos)
+    ):
+        raise InvalidArgument(field, "not a valid google.protobuf.Duration")
+    return seconds + nanos / 1e9
+
+
+def _optional_duration(request: scan_pb2.ListVideosRequest, field: str) -> int | None:
+    if not request.HasField(field):
+        return None
+    seconds = _duration_seconds(field, getattr(request, field))
+    if seconds < 0:
+        raise InvalidArgument(field, "must not be negative")
+    return round(seconds * 1e9)
+
+
+def _page_size(requested: int, limits: tuple[int, int]) -> int:
+    default, maximum = limits
+    if requested < 0:
+        raise InvalidArgument("page_size", "must not be negative (0 means the default)")
+    return min(requested or default, maximum)
+
+
+def _filter_key(prefix: str, codec: str, min_ns: int | None, max_ns: int | None) -> str:
+    raw = json.dumps([prefix, codec, min_ns, max_ns]).encode()
+    return hashlib.sha256(raw).hexdigest()[:12]
+
+
+def _encode_videos_token(last_path: str, filters: str) -> str:
+    raw = json.dumps({"p": last_path, "f": filters}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_videos_token(token: str, filters: str) -> str | None:
+    if not token:
+        return None
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        path, token_filters = str(data["p"]), str(data["f"])
+    except (ValueError, TypeError, KeyError):
+        raise InvalidArgument(
+            "page_token",
+            "not a token this server issued: pass the next_page_token of the previous "
+            "ListVideos response unchanged, or leave it empty for the first page",
+        ) from None
+    if token_filters != filters:
+        raise InvalidArgument(
+            "page_token", "the token belongs to a listing with other filters: keep them the same"
+        )
+    return path

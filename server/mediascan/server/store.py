@@ -1,0 +1,612 @@
+"""SQLite persistence: jobs, their event logs, and the video library.
+
+One writer thread owns the only write connection. Writes from the event loop are queued to it; it
+runs every write that is waiting as one transaction (group commit: 100 concurrent submits cost one
+fsync, not 100), each write inside its own SAVEPOINT so that one failing write does not undo its
+neighbours, and resolves the callers' futures only after COMMIT. Reads run on a small pool of
+reader threads, each with its own connection (WAL lets them read while the writer writes). The
+event loop never touches SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mediascan.v1 import scan_pb2
+
+from .errors import Unavailable
+from .jobs import TERMINAL, ScanSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id        TEXT PRIMARY KEY,
+    state         INTEGER NOT NULL,
+    create_ns     INTEGER NOT NULL,
+    end_ns        INTEGER,
+    request_id    TEXT,
+    fingerprint   TEXT,
+    last_sequence INTEGER NOT NULL,
+    job           BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (request_id)
+    WHERE request_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_create ON jobs (create_ns DESC, job_id DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, create_ns DESC, job_id DESC);
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id   TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event    BLOB NOT NULL,
+    PRIMARY KEY (job_id, sequence)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS videos (
+    id                INTEGER PRIMARY KEY,
+    path              TEXT NOT NULL UNIQUE,
+    size_bytes        INTEGER NOT NULL,
+    mtime_ns          INTEGER NOT NULL,
+    container         TEXT NOT NULL,
+    duration_ns       INTEGER NOT NULL,
+    bit_rate          INTEGER NOT NULL,
+    video_codec       TEXT NOT NULL,
+    width             INTEGER NOT NULL,
+    height            INTEGER NOT NULL,
+    frame_rate        REAL NOT NULL,
+    audio_codec       TEXT NOT NULL,
+    audio_channels    INTEGER NOT NULL,
+    audio_sample_rate INTEGER NOT NULL,
+    audio_streams     INTEGER NOT NULL,
+    probe_ns          INTEGER NOT NULL,
+    job_id            TEXT NOT NULL
+);
+"""
+
+_TERMINAL_SQL = ",".join(str(int(s)) for s in TERMINAL)
+
+
+class StorageError(Unavailable):
+    """The database failed (locked, disk full, file gone). Expected under faults: UNAVAILABLE."""
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer mediascan; refuse to touch it."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VideoRow:
+    """One probed video, as written to the library."""
+
+    path: str
+    size_bytes: int
+    mtime_ns: int
+    container: str
+    duration_ns: int
+    bit_rate: int
+    video_codec: str
+    width: int
+    height: int
+    frame_rate: float
+    audio_codec: str
+    audio_channels: int
+    audio_sample_rate: int
+    audio_streams: int
+    probe_ns: int
+    job_id: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InsertOutcome:
+    job: scan_pb2.Job
+    created: bool  #: False: the request_id named an existing job, which is returned
+
+
+class RequestIdReused(Exception):
+    """Raised inside the writer when a request_id comes back with a different request."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class _WriteRequest:
+    __slots__ = ("future", "op")
+
+    def __init__(self, op: Op, future: asyncio.Future[Any]) -> None:
+        self.op = op
+        self.future = future
+
+
+_STOP = object()
+
+
+class Store:
+    """The SQLite database behind the job queue and the library."""
+
+    def __init__(self, path: Path, *, readers: int = 2, max_batch: int = 1000) -> None:
+        self.path = path
+        self._readers = readers
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._write_conn: sqlite3.Connection | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the file and schema if needed, then start the writer and reader threads."""
+        self._loop = asyncio.get_running_loop()
+        self._write_conn = await asyncio.to_thread(self._open_sync)
+        self._writer = threading.Thread(target=self._writer_loop, name="sqlite-writer", daemon=True)
+        self._writer.start()
+        self._read_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-reader")
+
+    def _open_sync(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = _connect(self.path)
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            log.warning("SQLite refused WAL mode (got %s); concurrency will suffer", mode)
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.executescript(_SCHEMA)
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+            )
+        elif int(row[0]) > SCHEMA_VERSION:
+            conn.close()
+            raise SchemaTooNew(
+                f"{self.path} has schema version {row[0]}, newer than this server's "
+                f"{SCHEMA_VERSION}: upgrade mediascan or use another --db"
+            )
+        return conn
+
+    async def close(self) -> None:
+        """Finish the queued writes, then close every connection."""
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        if self._read_pool is not None:
+            self._read_pool.shutdown(wait=True)
+            self._read_pool = None
+        if self._write_conn is not None:
+            self._write_conn.close()
+            self._write_conn = None
+
+    # -- the two primitives -----------------------------------------------------------------
+
+    async def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `op` in the writer thread inside a transaction; return once it is committed.
+
+        The write happens even if the awaiting task is cancelled (a queued write is never
+        dropped), so callers that assign sequence numbers can rely on it.
+        """
+        if self._writer is None or self._loop is None:
+            raise StorageError("the database is closed")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put(_WriteRequest(op, future))
+        return await future
+
+    async def read(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `op` on a reader connection in a reader thread."""
+        if self._read_pool is None:
+            raise StorageError("the database is closed")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_pool, self._read_sync, op)
+
+    def _read_sync(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        try:
+            if conn is None:
+                conn = _connect(self.path)
+                self._local.conn = conn
+            return op(conn)
+        except sqlite3.Error as exc:
+            raise StorageError(f"database read failed: {exc}") from exc
+
+    # -- the writer thread ------------------------------------------------------------------
+
+    def _writer_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            batch = [item]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._run_batch(batch)  # type: ignore[arg-type]
+
+    def _run_batch(self, batch: list[_WriteRequest]) -> None:
+        conn = self._write_conn
+        assert conn is not None
+        outcomes: list[tuple[_WriteRequest, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for request in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    result = request.op(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    if isinstance(exc, sqlite3.Error):
+                        exc = StorageError(f"database write failed: {exc}")
+                    outcomes.append((request, None, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((request, result, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("database transaction failed: %s", exc)
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            error = StorageError(f"database write failed: {exc}")
+            outcomes = [(request, None, error) for request in batch]
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(_resolve_all, outcomes)
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    async def insert_job(
+        self, job: scan_pb2.Job, spec: ScanSpec, event: scan_pb2.JobEvent
+    ) -> InsertOutcome:
+        """Commit a new job and its first event, unless its request_id names an existing job.
+
+        Raises RequestIdReused when the request_id exists with a different request.
+        """
+
+        def op(conn: sqlite3.Connection) -> InsertOutcome:
+            if spec.request_id:
+                row = conn.execute(
+                    "SELECT fingerprint, job FROM jobs WHERE request_id = ?", (spec.request_id,)
+                ).fetchone()
+                if row is not None:
+                    existing = scan_pb2.Job.FromString(row[1])
+                    if row[0] != spec.fingerprint:
+                        raise RequestIdReused(existing.job_id)
+                    return InsertOutcome(job=existing, created=False)
+            conn.execute(
+                "INSERT INTO jobs (job_id, state, create_ns, request_id, fingerprint, "
+                "last_sequence, job) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.job_id,
+                    job.state,
+                    job.create_time.ToNanoseconds(),
+                    spec.request_id or None,
+                    spec.fingerprint,
+                    job.last_sequence,
+                    job.SerializeToString(),
+                ),
+            )
+            _insert_event(conn, event)
+            return InsertOutcome(job=job, created=True)
+
+        return await self.write(op)
+
+    async def record(
+        self,
+        job: scan_pb2.Job,
+        events: Sequence[scan_pb2.JobEvent],
+        *,
+        expected_state: int | None = None,
+    ) -> bool:
+        """Save `job` (its row) and append `events` in one transaction.
+
+        With `expected_state`, the row is only written while its stored state is that one (the
+        guarded transition): returns False, writing nothing, when another change won.
+        """
+        blob = job.SerializeToString()
+        end_ns = job.end_time.ToNanoseconds() if job.HasField("end_time") else None
+
+        def op(conn: sqlite3.Connection) -> bool:
+            sql = (
+                "UPDATE jobs SET state = ?, end_ns = ?, last_sequence = ?, job = ? WHERE job_id = ?"
+            )
+            params: tuple[Any, ...] = (job.state, end_ns, job.last_sequence, blob, job.job_id)
+            if expected_state is not None:
+                sql += " AND state = ?"
+                params += (expected_state,)
+            if conn.execute(sql, params).rowcount != 1:
+                return False
+            for event in events:
+                _insert_event(conn, event)
+            return True
+
+        return await self.write(op)
+
+    async def find_request(self, request_id: str) -> tuple[scan_pb2.Job, str] | None:
+        """The job an earlier submit with this request_id created, if it is still kept, and
+        that submit's fingerprint."""
+
+        def op(conn: sqlite3.Connection) -> tuple[scan_pb2.Job, str] | None:
+            row = conn.execute(
+                "SELECT job, fingerprint FROM jobs WHERE request_id = ?", (request_id,)
+            ).fetchone()
+            return None if row is None else (scan_pb2.Job.FromString(row[0]), row[1])
+
+        return await self.read(op)
+
+    async def get_job(self, job_id: str) -> scan_pb2.Job | None:
+        def op(conn: sqlite3.Connection) -> scan_pb2.Job | None:
+            row = conn.execute("SELECT job FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+            return None if row is None else scan_pb2.Job.FromString(row[0])
+
+        return await self.read(op)
+
+    async def list_jobs(
+        self, *, state: int, limit: int, after: tuple[int, str] | None
+    ) -> list[scan_pb2.Job]:
+        """Jobs newest first; `after` is the (create_ns, job_id) of the previous page's last."""
+
+        def op(conn: sqlite3.Connection) -> list[scan_pb2.Job]:
+            where: list[str] = []
+            params: list[Any] = []
+            if state:
+                where.append("state = ?")
+                params.append(state)
+            if after is not None:
+                where.append("(create_ns, job_id) < (?, ?)")
+                params.extend(after)
+            sql = "SELECT job FROM jobs"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY create_ns DESC, job_id DESC LIMIT ?"
+            params.append(limit)
+            return [scan_pb2.Job.FromString(row[0]) for row in conn.execute(sql, params)]
+
+        return await self.read(op)
+
+    async def active_jobs(self) -> list[scan_pb2.Job]:
+        """Jobs stored QUEUED or RUNNING, oldest first (the recovery set after a restart)."""
+
+        def op(conn: sqlite3.Connection) -> list[scan_pb2.Job]:
+            rows = conn.execute(
+                f"SELECT job FROM jobs WHERE state NOT IN ({_TERMINAL_SQL}) "
+                "ORDER BY create_ns, job_id"
+            )
+            return [scan_pb2.Job.FromString(row[0]) for row in rows]
+
+        return await self.read(op)
+
+    async def delete_job(self, job_id: str) -> bool:
+        """Forget a finished job and its events; False if no finished job has that id."""
+
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                f"DELETE FROM jobs WHERE job_id = ? AND state IN ({_TERMINAL_SQL})", (job_id,)
+            )
+            if cursor.rowcount == 0:
+                return False
+            conn.execute("DELETE FROM job_events WHERE job_id = ?", (job_id,))
+            return True
+
+        return await self.write(op)
+
+    async def purge_finished(self, ended_before_ns: int) -> int:
+        """Delete finished jobs that ended before the given time; returns how many."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            ids = [
+                row[0]
+                for row in conn.execute(
+                    f"SELECT job_id FROM jobs WHERE state IN ({_TERMINAL_SQL}) AND end_ns < ?",
+                    (ended_before_ns,),
+                )
+            ]
+            conn.executemany("DELETE FROM job_events WHERE job_id = ?", ((i,) for i in ids))
+            conn.executemany("DELETE FROM jobs WHERE job_id = ?", ((i,) for i in ids))
+            return len(ids)
+
+        return await self.write(op)
+
+    # -- events ---------------------------------------------------------------------------------
+
+    async def events_after(
+        self, job_id: str, after_sequence: int, limit: int
+    ) -> list[scan_pb2.JobEvent]:
+        def op(conn: sqlite3.Connection) -> list[scan_pb2.JobEvent]:
+            rows = conn.execute(
+                "SELECT event FROM job_events WHERE job_id = ? AND sequence > ? "
+                "ORDER BY sequence LIMIT ?",
+                (job_id, after_sequence, limit),
+            )
+            return [scan_pb2.JobEvent.FromString(row[0]) for row in rows]
+
+        return await self.read(op)
+
+    async def trim_events(self, job_id: str, keep: int) -> None:
+        """Keep only the newest `keep` events of a job."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM job_events WHERE job_id = ? AND sequence <= "
+                "(SELECT MAX(sequence) FROM job_events WHERE job_id = ?) - ?",
+                (job_id, job_id, keep),
+            )
+
+        await self.write(op)
+
+    # -- the library ------------------------------------------------------------------------
+
+    async def known_files(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of the given paths that the library holds."""
+
+        def op(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            found: dict[str, tuple[int, int]] = {}
+            for start in range(0, len(paths), 500):
+                chunk = paths[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                for path, size, mtime in conn.execute(
+                    f"SELECT path, size_bytes, mtime_ns FROM videos WHERE path IN ({marks})",
+                    chunk,
+                ):
+                    found[path] = (size, mtime)
+            return found
+
+        return await self.read(op)
+
+    async def upsert_videos(self, rows: Iterable[VideoRow]) -> tuple[int, int]:
+        """Insert or update videos by path in one transaction; returns (added, updated)."""
+        rows = list(rows)
+
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            added = updated = 0
+            for row in rows:
+                values = dataclasses.astuple(row)
+                cursor = conn.execute(
+                    "UPDATE videos SET size_bytes = ?, mtime_ns = ?, container = ?, "
+                    "duration_ns = ?, bit_rate = ?, video_codec = ?, width = ?, height = ?, "
+                    "frame_rate = ?, audio_codec = ?, audio_channels = ?, audio_sample_rate = ?, "
+                    "audio_streams = ?, probe_ns = ?, job_id = ? WHERE path = ?",
+                    (*values[1:], row.path),
+                )
+                if cursor.rowcount:
+                    updated += 1
+                else:
+                    conn.execute(
+                        f"INSERT INTO videos ({_VIDEO_COLUMNS}) VALUES "
+                        f"({','.join('?' * len(values))})",
+                        values,
+                    )
+                    added += 1
+            return added, updated
+
+        return await self.write(op)
+
+    async def list_videos(
+        self,
+        *,
+        prefix: str,
+        video_codec: str,
+        min_duration_ns: int | None,
+        max_duration_ns: int | None,
+        after_path: str | None,
+        limit: int,
+    ) -> list[scan_pb2.Video]:
+        def op(conn: sqlite3.Connection) -> list[scan_pb2.Video]:
+            where: list[str] = []
+            params: list[Any] = []
+            if prefix:
+                folder = prefix.rstrip("/")
+                # The folder itself as a file, or anything below it: path > 'a/' AND < 'a0'.
+                where.append("(path = ? OR (path > ? AND path < ?))")
+                params.extend([folder, folder + "/", folder + "0"])
+            if video_codec:
+                where.append("video_codec = ?")
+                params.append(video_codec)
+            if min_duration_ns is not None:
+                where.append("duration_ns >= ?")
+                params.append(min_duration_ns)
+            if max_duration_ns is not None:
+                where.append("duration_ns <= ?")
+                params.append(max_duration_ns)
+            if after_path is not None:
+                where.append("path > ?")
+                params.append(after_path)
+            sql = f"SELECT id, {_VIDEO_COLUMNS} FROM videos"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY path LIMIT ?"
+            params.append(limit)
+            return [_video_of(row) for row in conn.execute(sql, params)]
+
+        return await self.read(op)
+
+    async def get_video(self, *, video_id: int | None, path: str | None) -> scan_pb2.Video | None:
+        def op(conn: sqlite3.Connection) -> scan_pb2.Video | None:
+            if video_id is not None:
+                row = conn.execute(
+                    f"SELECT id, {_VIDEO_COLUMNS} FROM videos WHERE id = ?", (video_id,)
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    f"SELECT id, {_VIDEO_COLUMNS} FROM videos WHERE path = ?", (path,)
+                ).fetchone()
+            return None if row is None else _video_of(row)
+
+        return await self.read(op)
+
+
+_VIDEO_COLUMNS = ", ".join(f.name for f in dataclasses.fields(VideoRow))
+
+
+def _video_of(row: Sequence[Any]) -> scan_pb2.Video:
+    data = VideoRow(
+        **dict(zip((f.name for f in dataclasses.fields(VideoRow)), row[1:], strict=True))
+    )
+    video = scan_pb2.Video(
+        video_id=f"v_{row[0]}",
+        path=data.path,
+        size_bytes=data.size_bytes,
+        container=data.container,
+        bit_rate=data.bit_rate,
+        video_codec=data.video_codec,
+        width=data.width,
+        height=data.height,
+        frame_rate=data.frame_rate,
+        audio_codec=data.audio_codec,
+        audio_channels=data.audio_channels,
+        audio_sample_rate=data.audio_sample_rate,
+        audio_streams=data.audio_streams,
+        job_id=data.job_id,
+    )
+    video.modify_time.FromNanoseconds(data.mtime_ns)
+    video.duration.FromNanoseconds(data.duration_ns)
+    video.probe_time.FromNanoseconds(data.probe_ns)
+    return video
+
+
+def _insert_event(conn: sqlite3.Connection, event: scan_pb2.JobEvent) -> None:
+    conn.execute(
+        "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
+        (event.job_id, event.sequence, event.SerializeToString()),
+    )
+
+
+def _resolve_all(outcomes: list[tuple[_WriteRequest, Any, BaseException | None]]) -> None:
+    for request, result, error in outcomes:
+        if request.future.done():
+            continue
+        if error is not None:
+            request.future.set_exception(error)
+        else:
+            request.future.set_result(result)
