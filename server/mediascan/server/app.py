@@ -49,6 +49,7 @@ class MediascanServer:
         self._hub: EventHub | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._probe_pool: ThreadPoolExecutor | None = None
+        self._walk_pool: ThreadPoolExecutor | None = None
         self._side_tasks: dict[str, asyncio.Task[None]] = {}
         self._failed = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -75,9 +76,12 @@ class MediascanServer:
         self._probe_pool = ThreadPoolExecutor(
             max(2, config.probe_concurrency * config.workers), thread_name_prefix="probe"
         )
+        # One walker thread per running job, apart from the loop's default executor.
+        self._walk_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="walk")
         scanner = Scanner(
             self._store,
             self._probe_pool,
+            self._walk_pool,
             probe_concurrency=config.probe_concurrency,
             probe_timeout=config.probe_timeout,
         )
@@ -153,8 +157,9 @@ class MediascanServer:
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await asyncio.gather(*self._side_tasks.values(), return_exceptions=True)
-        if self._probe_pool is not None:
-            self._probe_pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._probe_pool, self._walk_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         await self._close_storage()
         self._stopped.set()
         log.info("stopped")

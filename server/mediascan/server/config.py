@@ -127,6 +127,18 @@ _FLAGS = (
 )
 
 
+_METAVARS = {
+    "listen": "HOST:PORT",
+    "log_level": "LEVEL",
+    "str": "VALUE",
+    "int": "N",
+    "float": "N",
+    "duration": "DURATION",
+    "path": "FILE",
+    "paths": "DIR",
+}
+
+
 def _convert(flag: _Flag, raw: str) -> object:
     if flag.kind == "int":
         return int(raw)
@@ -159,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
             flag.option,
             dest=flag.name,
             action="append" if flag.kind == "paths" else "store",
-            metavar=flag.name.upper().removesuffix("S") if flag.kind == "paths" else None,
+            metavar=_METAVARS.get(flag.name) or _METAVARS[flag.kind],
             help=f"{flag.help} [env {flag.env}; default {shown}]",
         )
     return parser

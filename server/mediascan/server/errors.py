@@ -22,17 +22,44 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 class MediascanError(Exception):
     """An expected error: the caller's request cannot be served as asked (the caller's fault, or
-    a state of the server the caller must wait out). Carries its gRPC status code."""
+    a state of the server the caller must wait out). Carries its gRPC status code.
+
+    `field` names the request field at fault (sent as a BadRequest field violation, so programs
+    can point at it whatever the code), `reason` a stable UPPER_SNAKE code for programs (sent as
+    an ErrorInfo in the mediascan.dev domain)."""
 
     code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, field: str = "", reason: str = "") -> None:
         super().__init__(message)
         self.message = message
+        self.field = field
+        self.reason = reason
 
     def details(self) -> list[any_pb2.Any]:
         """Rich error details to attach (google.rpc.* messages packed in Any)."""
-        return []
+        found: list[any_pb2.Any] = []
+        if self.field:
+            found.append(_pack(_bad_request(self.field, self.message)))
+        if self.reason:
+            found.append(
+                _pack(error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN))
+            )
+        return found
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def _bad_request(field: str, description: str) -> Any:
+    return error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+        ]
+    )
 
 
 class InvalidArgument(MediascanError):
@@ -46,16 +73,7 @@ class InvalidArgument(MediascanError):
         self.description = description
 
     def details(self) -> list[any_pb2.Any]:
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=self.field, description=self.description
-                )
-            ]
-        )
-        packed = any_pb2.Any()
-        packed.Pack(bad)
-        return [packed]
+        return [_pack(_bad_request(self.field, self.description))]
 
 
 class NotFound(MediascanError):
@@ -82,15 +100,13 @@ class ResourceExhausted(MediascanError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
     def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
+        super().__init__(message, reason="QUEUE_FULL")
         self.retry_after = retry_after
 
     def details(self) -> list[any_pb2.Any]:
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(max(1, round(self.retry_after * 1000)))
-        packed = any_pb2.Any()
-        packed.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-        return [packed]
+        return [_pack(error_details_pb2.RetryInfo(retry_delay=delay)), *super().details()]
 
 
 class Unavailable(MediascanError):
@@ -103,6 +119,14 @@ class Aborted(MediascanError):
     """A concurrent change won a race (e.g. the job finished while being cancelled)."""
 
     code = grpc.StatusCode.ABORTED
+
+
+def job_not_found(job_id: str) -> NotFound:
+    return NotFound(
+        f'job "{job_id}" does not exist (it may have been deleted or purged)',
+        field="job_id",
+        reason="JOB_NOT_FOUND",
+    )
 
 
 def to_rpc_status(error: MediascanError) -> status_pb2.Status:

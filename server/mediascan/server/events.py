@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from mediascan.v1 import scan_pb2
 
-from .errors import NotFound, Unavailable
+from .errors import Unavailable, job_not_found
 from .jobs import is_terminal, now_timestamp
 from .store import Store
 
@@ -128,17 +128,19 @@ class EventHub:
             return
         cursor = after_sequence
         if after_sequence <= 0 or after_sequence > channel.last_sequence:
-            yield snapshot_event(channel.job, resync=after_sequence > 0)
-            if is_terminal(channel.job.state):
+            snapshot = snapshot_event(channel.job, resync=after_sequence > 0)
+            cursor = snapshot.sequence  # before yielding: events may arrive meanwhile
+            yield snapshot
+            if ends_stream(snapshot):
                 return
-            cursor = channel.last_sequence
         elif after_sequence + 1 < channel.first_sequence():
             replayed = await self._replay(job_id, after_sequence, channel.first_sequence() - 1)
             if replayed is None:
-                yield snapshot_event(channel.job, resync=True)
-                if is_terminal(channel.job.state):
+                snapshot = snapshot_event(channel.job, resync=True)
+                cursor = snapshot.sequence
+                yield snapshot
+                if ends_stream(snapshot):
                     return
-                cursor = channel.last_sequence
             else:
                 for event in replayed:
                     yield event
@@ -150,10 +152,11 @@ class EventHub:
         while True:
             batch = channel.events_after(cursor)
             if batch is None:  # fell behind the ring: coalesce into a fresh snapshot
-                yield snapshot_event(channel.job, resync=True)
-                if is_terminal(channel.job.state):
+                snapshot = snapshot_event(channel.job, resync=True)
+                cursor = snapshot.sequence
+                yield snapshot
+                if ends_stream(snapshot):
                     return
-                cursor = channel.last_sequence
                 continue
             for event in batch:
                 yield event
@@ -186,7 +189,7 @@ class EventHub:
         """A job without a channel: finished (or unknown). Replay, or send the final snapshot."""
         job = await self._store.get_job(job_id)
         if job is None:
-            raise NotFound(f'job "{job_id}" does not exist (it may have been deleted or purged)')
+            raise job_not_found(job_id)
         if 0 < after_sequence <= job.last_sequence:
             replayed = await self._replay(job_id, after_sequence, job.last_sequence)
             if replayed is not None:

@@ -104,6 +104,7 @@ def probe_file(path: str) -> ProbeResult:
         height = int(video.codec_context.height or 0)
         if width <= 0 or height <= 0:
             raise ProbeError("corrupt", "the video stream has no frame size")
+        _require_a_packet(container, video)
         rate = video.average_rate
         audios = list(container.streams.audio)
         audio = audios[0] if audios else None
@@ -120,6 +121,18 @@ def probe_file(path: str) -> ProbeResult:
             audio_sample_rate=int(audio.codec_context.sample_rate or 0) if audio else 0,
             audio_streams=len(audios),
         )
+
+
+def _require_a_packet(container: av.container.InputContainer, video: av.stream.Stream) -> None:
+    """A header alone is not a video: a truncated file often keeps a valid header and loses
+    the media. Reading the first packet of the video stream costs one small read."""
+    try:
+        for packet in container.demux(video):
+            if packet.size:
+                return
+    except av.error.FFmpegError as exc:
+        raise ProbeError("corrupt", f"the video data is unreadable: {_ffmpeg_reason(exc)}") from exc
+    raise ProbeError("corrupt", "the file holds no video data (truncated or broken)")
 
 
 def _is_cover_art(stream: av.stream.Stream) -> bool:

@@ -31,9 +31,9 @@ from .errors import (
     FailedPrecondition,
     InvalidArgument,
     MediascanError,
-    NotFound,
     ResourceExhausted,
     Unavailable,
+    job_not_found,
     status_of,
     to_rpc_status,
 )
@@ -221,8 +221,10 @@ class LocalJobQueue:
             log.info("waiting up to %s for %d running job(s)", format_duration(grace), len(running))
             _, still_running = await asyncio.wait(running, timeout=grace)
             for task in still_running:
-                self._running[task].stop_reason = SHUTDOWN
-                task.cancel()
+                active = self._running[task]
+                if active.stop_reason is None:  # else: already stopping (a user cancel)
+                    active.stop_reason = SHUTDOWN
+                    task.cancel()
             if still_running:
                 log.info(
                     "interrupted %d job(s); they run again at the next start", len(still_running)
@@ -284,7 +286,7 @@ class LocalJobQueue:
             return self._copy(active.channel.job)
         job = await self.store.get_job(job_id)
         if job is None:
-            raise NotFound(_unknown_job(job_id))
+            raise job_not_found(job_id)
         return job
 
     async def cancel(self, job_id: str) -> scan_pb2.Job:
@@ -329,10 +331,11 @@ class LocalJobQueue:
         if active is not None:
             state = JobState(active.job.state).name
             raise FailedPrecondition(
-                f"job {job_id} is {state}: cancel it with CancelJob, then delete it"
+                f"job {job_id} is {state}: cancel it with CancelJob, then delete it",
+                reason="JOB_ACTIVE",
             )
         if not await self.store.delete_job(job_id):
-            raise NotFound(_unknown_job(job_id))
+            raise job_not_found(job_id)
 
     def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[scan_pb2.JobEvent]:
         return self.hub.watch(job_id, after_sequence)
@@ -411,6 +414,7 @@ class LocalJobQueue:
         await asyncio.shield(reporter.flush())
         if state is JobState.QUEUED:
             await asyncio.shield(self._requeue(active, "the server shut down while the job ran"))
+            active.channel.close()  # its watchers get UNAVAILABLE and resume after the restart
             self._release(active)
             return
         self._recent_durations = [*self._recent_durations[-19:], time.monotonic() - started]
@@ -619,10 +623,6 @@ def _request_id_reused(job_id: str) -> InvalidArgument:
         f"already used by job {job_id} for a different request; use a new request_id for a "
         "new scan",
     )
-
-
-def _unknown_job(job_id: str) -> str:
-    return f'job "{job_id}" does not exist (it may have been deleted or purged)'
 
 
 def _encode_jobs_token(last: scan_pb2.Job, state: int) -> str:

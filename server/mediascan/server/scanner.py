@@ -81,6 +81,7 @@ class Scanner:
         self,
         store: Store,
         executor: Executor,
+        walk_executor: Executor,
         *,
         probe_concurrency: int,
         probe_timeout: float,
@@ -88,6 +89,7 @@ class Scanner:
     ) -> None:
         self._store = store
         self._executor = executor
+        self._walk_executor = walk_executor
         self._probe_concurrency = probe_concurrency
         self._probe_timeout = probe_timeout
         self._probe = probe
@@ -130,6 +132,9 @@ class _ScanRun:
         self._slots = asyncio.Semaphore(scanner._probe_concurrency)
         self._probes: set[asyncio.Task[None]] = set()
         self._stop = threading.Event()
+        self._started_ns = time.time_ns()
+        self._seen: set[str] = set()  # video paths met by the walk
+        self._listed: set[str] = set()  # folders listed completely, without an error
 
     async def execute(self) -> None:
         loop = asyncio.get_running_loop()
@@ -137,7 +142,12 @@ class _ScanRun:
         self._progress.phase = scan_pb2.SCAN_PHASE_DISCOVERING
         self._reporter.changed()
         walker = loop.run_in_executor(
-            None, _walk, self._spec, lambda item: self._hand_over(loop, items, item), self._stop
+            self._scanner._walk_executor,
+            _walk,
+            self._spec,
+            lambda item: self._hand_over(loop, items, item),
+            self._stop,
+            self._listed,
         )
         try:
             while (batch := await items.get()) is not None:
@@ -151,6 +161,8 @@ class _ScanRun:
                 await asyncio.gather(*self._probes)
             self._progress.phase = scan_pb2.SCAN_PHASE_FINALIZING
             self._reporter.changed()
+            await self._write(force=True)
+            await self._remove_missing()
         finally:
             self._stop.set()
             for task in self._probes:
@@ -184,6 +196,7 @@ class _ScanRun:
             if isinstance(item, WalkError):
                 self._reporter.file_error(item.path, item.code, item.message)
         self._progress.files_found += len(files)
+        self._seen.update(f.path for f in files)
         known: dict[str, tuple[int, int]] = {}
         if not self._spec.full and files:
             known = await self._scanner._store.known_files([f.path for f in files])
@@ -225,6 +238,26 @@ class _ScanRun:
         self._pending.append(_row(found, result, self._job_id))
         self._done(found)
         await self._write(force=False)
+
+    async def _remove_missing(self) -> None:
+        """Forget library videos under the scanned folder that the walk did not meet.
+
+        Only after a complete walk (never on cancel or timeout), only files whose own folder was
+        listed without an error (an unreadable or vanished folder wipes nothing), and never a row
+        written after this scan began (an overlapping scan may have just added it)."""
+        root = self._spec.path
+        known = await self._scanner._store.paths_under(root, before_ns=self._started_ns)
+        gone = [
+            path
+            for path in known
+            if path not in self._seen
+            and os.path.dirname(path) in self._listed
+            and (self._spec.recursive or os.path.dirname(path) == root)
+        ]
+        if gone:
+            removed = await self._scanner._store.remove_videos(gone, before_ns=self._started_ns)
+            self._progress.removed += removed
+            self._reporter.changed()
 
     def _done(self, found: FoundFile) -> None:
         self._progress.files_done += 1
@@ -279,8 +312,14 @@ def _row(found: FoundFile, result: ProbeResult, job_id: str) -> VideoRow:
     )
 
 
-def _walk(spec: ScanSpec, hand_over: Callable[[_Item], bool], stop: threading.Event) -> None:
-    """Depth-first walk of spec.path in the calling (worker) thread."""
+def _walk(
+    spec: ScanSpec,
+    hand_over: Callable[[_Item], bool],
+    stop: threading.Event,
+    listed: set[str],
+) -> None:
+    """Depth-first walk of spec.path in the calling (worker) thread. Adds to `listed` every
+    folder whose entries were all read without an error."""
     batch: list[FoundFile | WalkError] = []
     seen: set[tuple[int, int]] = set()
     follow = spec.follow_symlinks
@@ -291,12 +330,14 @@ def _walk(spec: ScanSpec, hand_over: Callable[[_Item], bool], stop: threading.Ev
     try:
         while stack and not stop.is_set():
             folder = stack.pop()
+            complete = True
             try:
                 with os.scandir(folder) as entries:
                     for entry in entries:
                         item = _visit(entry, follow, spec.recursive, seen, stack)
                         if item is None:
                             continue
+                        complete = complete and isinstance(item, FoundFile)
                         batch.append(item)
                         if len(batch) >= _WALK_BATCH:
                             if not hand_over(batch):
@@ -304,6 +345,9 @@ def _walk(spec: ScanSpec, hand_over: Callable[[_Item], bool], stop: threading.Ev
                             batch = []
             except OSError as exc:
                 batch.append(_folder_error(folder, exc))
+            else:
+                if complete:
+                    listed.add(folder)
         if batch and not stop.is_set():
             hand_over(batch)
     finally:

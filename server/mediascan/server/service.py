@@ -264,20 +264,36 @@ def _resolve_folder(raw: str, roots: Sequence[str]) -> str:
     if roots and not any(_is_within(real, root) for root in roots):
         raise PermissionDenied(
             f"{raw} is outside the folders this server may scan ({', '.join(roots)}); "
-            "scan a folder below one of them, or start the server with --allow-root"
+            "scan a folder below one of them, or start the server with --allow-root",
+            field="path",
+            reason="PATH_OUTSIDE_ALLOWED_ROOTS",
         )
     try:
         mode = os.stat(real).st_mode
     except FileNotFoundError:
-        raise NotFound(f"{raw} does not exist on the server") from None
+        raise NotFound(
+            f"{raw} does not exist on the server", field="path", reason="PATH_NOT_FOUND"
+        ) from None
     except PermissionError:
-        raise FailedPrecondition(f"the server has no permission to open {raw}") from None
+        raise FailedPrecondition(
+            f"the server has no permission to open {raw}", field="path", reason="PATH_UNREADABLE"
+        ) from None
     except OSError as exc:
-        raise FailedPrecondition(f"cannot open {raw}: {exc.strerror}") from None
+        raise FailedPrecondition(
+            f"cannot open {raw}: {exc.strerror}", field="path", reason="PATH_UNREADABLE"
+        ) from None
     if not stat.S_ISDIR(mode):
-        raise FailedPrecondition(f"{raw} is not a folder: give the folder that holds it")
+        raise FailedPrecondition(
+            f"{raw} is not a folder: give the folder that holds it",
+            field="path",
+            reason="PATH_NOT_A_FOLDER",
+        )
     if not os.access(real, os.R_OK | os.X_OK):
-        raise FailedPrecondition(f"the server has no permission to read the folder {raw}")
+        raise FailedPrecondition(
+            f"the server has no permission to read the folder {raw}",
+            field="path",
+            reason="PATH_UNREADABLE",
+        )
     return real
 
 

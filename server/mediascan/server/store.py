@@ -512,6 +512,32 @@ class Store:
 
         return await self.write(op)
 
+    async def paths_under(self, folder: str, *, before_ns: int) -> list[str]:
+        """Paths of the library's videos below `folder` last written before `before_ns`."""
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            low, high = _below(folder)
+            rows = conn.execute(
+                "SELECT path FROM videos WHERE path > ? AND path < ? AND probe_ns < ?",
+                (low, high, before_ns),
+            )
+            return [row[0] for row in rows]
+
+        return await self.read(op)
+
+    async def remove_videos(self, paths: Sequence[str], *, before_ns: int) -> int:
+        """Delete these videos unless rewritten since `before_ns`; returns how many went."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            removed = 0
+            for path in paths:
+                removed += conn.execute(
+                    "DELETE FROM videos WHERE path = ? AND probe_ns < ?", (path, before_ns)
+                ).rowcount
+            return removed
+
+        return await self.write(op)
+
     async def list_videos(
         self,
         *,
@@ -527,9 +553,8 @@ class Store:
             params: list[Any] = []
             if prefix:
                 folder = prefix.rstrip("/")
-                # The folder itself as a file, or anything below it: path > 'a/' AND < 'a0'.
                 where.append("(path = ? OR (path > ? AND path < ?))")
-                params.extend([folder, folder + "/", folder + "0"])
+                params.extend([folder, *_below(folder)])
             if video_codec:
                 where.append("video_codec = ?")
                 params.append(video_codec)
@@ -567,6 +592,13 @@ class Store:
 
 
 _VIDEO_COLUMNS = ", ".join(f.name for f in dataclasses.fields(VideoRow))
+
+
+def _below(folder: str) -> tuple[str, str]:
+    """Bounds of the paths strictly below `folder`: path > 'a/' AND path < 'a0' ('0' follows
+    '/' in byte order, which is how SQLite compares TEXT by default)."""
+    base = folder.rstrip("/")
+    return base + "/", base + "0"
 
 
 def _video_of(row: Sequence[Any]) -> scan_pb2.Video:

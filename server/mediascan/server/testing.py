@@ -27,8 +27,8 @@ from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-unty
 from mediascan.v1 import scan_pb2
 
 __all__ = [
-    "Corpus",
     "TERMINAL_STATES",
+    "Corpus",
     "VideoSpec",
     "duration",
     "event_job",
@@ -42,6 +42,7 @@ __all__ = [
     "rich_status",
     "wait_for_event",
     "wait_for_progress",
+    "wait_for_running",
     "wait_for_state",
     "watch_events",
 ]
@@ -318,16 +319,18 @@ def make_corpus(root: Path) -> Corpus:
     )
 
 
-def make_many(root: Path, n: int, *, suffix: str = ".mp4") -> list[Path]:
+def make_many(root: Path, n: int, *, suffix: str = ".mp4", **video_options: Any) -> list[Path]:
     """Fill `root` with `n` tiny valid videos (one encoded, then copied) and return their paths.
 
-    The copies are real, separate files, so a scan of `root` probes `n` videos.
+    The copies are real, separate files, so a scan of `root` probes `n` videos. `video_options`
+    go to `make_video` for the one encoded video (default: 64x48, 0.2 s, no audio); e.g.
+    `audio_codec="aac", audio_streams=8` makes each probe several times slower.
     """
     root.mkdir(parents=True, exist_ok=True)
     seed = root / f".seed{suffix}.tmp"
-    make_video(
-        seed, container_format=_FORMAT_BY_SUFFIX.get(suffix), width=64, height=48, seconds=0.2
-    )
+    options: dict[str, Any] = {"width": 64, "height": 48, "seconds": 0.2}
+    options.update(video_options)
+    make_video(seed, container_format=_FORMAT_BY_SUFFIX.get(suffix), **options)
     paths = [root / f"v{index:05d}{suffix}" for index in range(n)]
     for path in paths:
         shutil.copyfile(seed, path)
@@ -473,6 +476,19 @@ async def wait_for_state(
     job = event_job(event)
     assert job is not None
     return job
+
+
+async def wait_for_running(stub: Any, job_id: str, *, timeout: float = 60.0) -> None:
+    """Watch a job until it is seen running: a state RUNNING, or any progress event (only a
+    running job makes progress)."""
+    await wait_for_event(
+        stub,
+        job_id,
+        lambda e: (
+            event_state(e) == scan_pb2.JOB_STATE_RUNNING or e.WhichOneof("kind") == "progress"
+        ),
+        timeout=timeout,
+    )
 
 
 async def wait_for_progress(
