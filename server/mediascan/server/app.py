@@ -19,6 +19,7 @@ from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 from .config import Config
 from .events import EventHub
+from .probe_pool import ProbePool
 from .queue import LocalJobQueue
 from .scanner import Scanner
 from .service import ScanService
@@ -48,7 +49,7 @@ class MediascanServer:
         self._queue: LocalJobQueue | None = None
         self._hub: EventHub | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
-        self._probe_pool: ThreadPoolExecutor | None = None
+        self._probe_pool: ProbePool | None = None
         self._walk_pool: ThreadPoolExecutor | None = None
         self._side_tasks: dict[str, asyncio.Task[None]] = {}
         self._failed = asyncio.Event()
@@ -73,9 +74,8 @@ class MediascanServer:
         self._store = Store(config.db)
         await self._store.open()
         self._hub = EventHub(self._store, ring_size=min(RING_SIZE, config.event_log_size))
-        self._probe_pool = ThreadPoolExecutor(
-            max(2, config.probe_concurrency * config.workers), thread_name_prefix="probe"
-        )
+        self._probe_pool = ProbePool(config.probe_workers, config.probe_timeout)
+        await self._probe_pool.start()
         # One walker thread per running job, apart from the loop's default executor.
         self._walk_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="walk")
         scanner = Scanner(
@@ -83,7 +83,6 @@ class MediascanServer:
             self._probe_pool,
             self._walk_pool,
             probe_concurrency=config.probe_concurrency,
-            probe_timeout=config.probe_timeout,
         )
         self._queue = LocalJobQueue(self._store, self._hub, scanner, config)
         await self._queue.start()
@@ -157,9 +156,10 @@ class MediascanServer:
         if self._server is not None:
             await self._server.stop(grace=1.0)
         await asyncio.gather(*self._side_tasks.values(), return_exceptions=True)
-        for pool in (self._probe_pool, self._walk_pool):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        if self._probe_pool is not None:
+            await self._probe_pool.close()
+        if self._walk_pool is not None:
+            self._walk_pool.shutdown(wait=False, cancel_futures=True)
         await self._close_storage()
         self._stopped.set()
         log.info("stopped")

@@ -52,8 +52,10 @@ class Config:
     shutdown_grace: float = 10.0
     #: How long finished jobs are kept before they are purged (seconds).
     retention: float = 7 * 86400.0
-    #: Files probed at the same time within one job.
-    probe_concurrency: int = max(2, os.cpu_count() or 2)
+    #: Prober processes shared by all jobs.
+    probe_workers: int = max(2, os.cpu_count() or 2)
+    #: Files of one job handed to the probers at the same time.
+    probe_concurrency: int = 16
     #: A probe taking longer than this is abandoned and the file reported (seconds).
     probe_timeout: float = 30.0
     #: Per-file errors kept in a job's result; past it the list is marked truncated.
@@ -73,6 +75,7 @@ class Config:
             (self.max_timeout > 0, "--max-timeout must be positive"),
             (self.shutdown_grace >= 0, "--shutdown-grace must not be negative"),
             (self.retention > 0, "--retention must be positive"),
+            (self.probe_workers >= 1, "--probe-workers must be at least 1"),
             (self.probe_concurrency >= 1, "--probe-concurrency must be at least 1"),
             (self.probe_timeout > 0, "--probe-timeout must be positive"),
             (self.max_file_errors >= 0, "--max-file-errors must not be negative"),
@@ -118,7 +121,8 @@ _FLAGS = (
     ),
     _Flag("shutdown_grace", "how long running jobs may finish on SIGTERM, e.g. 10s", "duration"),
     _Flag("retention", "how long finished jobs are kept, e.g. 7d", "duration"),
-    _Flag("probe_concurrency", "files probed at the same time within one job", "int"),
+    _Flag("probe_workers", "prober processes shared by all jobs", "int"),
+    _Flag("probe_concurrency", "files of one job handed to the probers at once", "int"),
     _Flag("probe_timeout", "per-file probe time limit, e.g. 30s", "duration"),
     _Flag("max_file_errors", "per-file errors kept in a job's result", "int"),
     _Flag("event_log_size", "events per job kept for WatchJob resumes", "int"),

@@ -1,15 +1,19 @@
 """Probing one file with PyAV (FFmpeg's libraries in-process: no ffprobe start-up per file).
 
-`probe_file` is blocking and runs in a worker thread, never on the event loop. It reads only the
-container header and stream parameters (what ffprobe -show_format -show_streams reports), never
-decodes frames.
+`probe_file` is blocking. The server runs it in prober processes (`probe_pool.py`), each started
+as `python -m mediascan.server.probe`, which answers one JSON line per path read on stdin
+(`serve_stdio`). It reads the container header, the stream parameters (what ffprobe
+-show_format -show_streams reports) and the first video packet; it never decodes frames.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import errno
+import json
 import os
+import sys
+import time
 
 import av
 
@@ -162,3 +166,29 @@ def _ffmpeg_reason(exc: av.error.FFmpegError) -> str:
     if getattr(exc, "errno", None) == errno.ENOENT:
         return "file not found"
     return str(message)
+
+
+def serve_stdio() -> None:
+    """The prober process: one JSON path per stdin line in, one JSON answer per line out."""
+    fault = os.environ.get("MEDIASCAN_PROBE_FAULT", "")
+    kind, _, marker = fault.partition(":")
+    out = sys.stdout
+    for line in sys.stdin.buffer:
+        path = json.loads(line)
+        if marker and marker in path:
+            if kind == "hang":
+                time.sleep(1e6)
+            elif kind == "crash":
+                os.abort()
+        try:
+            answer: dict[str, object] = {"ok": dataclasses.asdict(probe_file(path))}
+        except ProbeError as exc:
+            answer = {"error": [exc.reason, exc.message]}
+        except Exception as exc:  # a PyAV surprise costs this file, not the worker
+            answer = {"error": ["corrupt", f"the probe failed: {type(exc).__name__}: {exc}"]}
+        out.write(json.dumps(answer) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    serve_stdio()

@@ -2,10 +2,11 @@
 
 The walk runs in its own thread (os.scandir) and hands batches of files to the event loop through
 a bounded queue, so probing starts while the walk goes on and a huge tree is never held in memory
-at once. Probes run in a thread pool, at most `probe_concurrency` at a time per scan, each with a
-time limit. Results are written to the library in batches (one transaction per batch). A file
-whose size and modification time are unchanged since the last probe is not probed again unless
-the scan is `full`. Whatever is committed stays committed when a scan is cancelled or times out.
+at once. Probes run in the prober processes of `probe_pool.py`, at most `probe_concurrency` files
+of one scan at a time, each with a time limit. Results are written to the library in batches (one
+transaction per batch). A file whose size and modification time are unchanged since the last
+probe is not probed again unless the scan is `full`. Whatever is committed stays committed when a
+scan is cancelled or times out.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mediascan.v1 import scan_pb2
 
 from .errors import FailedPrecondition, NotFound, PermissionDenied
 from .jobs import ScanSpec
-from .probe import ProbeError, ProbeResult, is_video_name, probe_file
+from .probe import ProbeError, ProbeResult, is_video_name
 from .store import Store, VideoRow
 
 _WALK_BATCH = 256  # files per hand-over from the walker thread
@@ -41,8 +42,15 @@ _REASON_CODES = {
     "unreadable": grpc.StatusCode.PERMISSION_DENIED,
     "vanished": grpc.StatusCode.NOT_FOUND,
     "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "crashed": grpc.StatusCode.DATA_LOSS,
     "unsupported": grpc.StatusCode.UNIMPLEMENTED,
 }
+
+
+class Prober(Protocol):
+    """Probes one file (e.g. `ProbePool`); raises ProbeError when it is not a usable video."""
+
+    async def probe(self, path: str) -> ProbeResult: ...
 
 
 class ScanReporter(Protocol):
@@ -80,19 +88,15 @@ class Scanner:
     def __init__(
         self,
         store: Store,
-        executor: Executor,
+        prober: Prober,
         walk_executor: Executor,
         *,
         probe_concurrency: int,
-        probe_timeout: float,
-        probe: Callable[[str], ProbeResult] = probe_file,
     ) -> None:
         self._store = store
-        self._executor = executor
+        self._prober = prober
         self._walk_executor = walk_executor
         self._probe_concurrency = probe_concurrency
-        self._probe_timeout = probe_timeout
-        self._probe = probe
 
     async def scan(self, spec: ScanSpec, job_id: str, reporter: ScanReporter) -> None:
         await asyncio.to_thread(_check_root, spec.path)
@@ -215,17 +219,7 @@ class _ScanRun:
         try:
             if found.size == 0:
                 raise ProbeError("corrupt", "the file is empty (0 bytes)")
-            future = asyncio.get_running_loop().run_in_executor(
-                self._scanner._executor, self._scanner._probe, found.path
-            )
-            try:
-                result = await asyncio.wait_for(future, self._scanner._probe_timeout)
-            except TimeoutError:
-                raise ProbeError(
-                    "timeout",
-                    f"the probe took longer than {self._scanner._probe_timeout:g}s and was "
-                    "abandoned",
-                ) from None
+            result = await self._scanner._prober.probe(found.path)
         except ProbeError as exc:
             self._progress.failed += 1
             self._reporter.file_error(
