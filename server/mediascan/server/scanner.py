@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import os
 import stat
 import threading
@@ -74,9 +75,15 @@ class FoundFile:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WalkError:
+    """An entry the walk could not handle. `complete`: the folder's listing is still complete
+    (the entry is surely not a video the library could hold), so removals there stay safe."""
+
     path: str
     code: grpc.StatusCode
     message: str
+    complete: bool = False
+    #: A folder (unreadable, or skipped as already scanned), not a file: not counted as failed.
+    folder: bool = False
 
 
 _Item = list[FoundFile | WalkError] | None  # None ends the walk
@@ -199,6 +206,10 @@ class _ScanRun:
         for item in batch:
             if isinstance(item, WalkError):
                 self._reporter.file_error(item.path, item.code, item.message)
+                if not item.folder:  # a file that failed before it could be probed
+                    self._progress.files_found += 1
+                    self._progress.files_done += 1
+                    self._progress.failed += 1
         self._progress.files_found += len(files)
         self._seen.update(f.path for f in files)
         known: dict[str, tuple[int, int]] = {}
@@ -331,7 +342,7 @@ def _walk(
                         item = _visit(entry, follow, spec.recursive, seen, stack)
                         if item is None:
                             continue
-                        complete = complete and isinstance(item, FoundFile)
+                        complete = complete and (isinstance(item, FoundFile) or item.complete)
                         batch.append(item)
                         if len(batch) >= _WALK_BATCH:
                             if not hand_over(batch):
@@ -356,6 +367,7 @@ def _visit(
     seen: set[tuple[int, int]],
     stack: list[str],
 ) -> FoundFile | WalkError | None:
+    """One folder entry: descend, a video file, a reported oddity, or None (not ours)."""
     try:
         if entry.is_dir(follow_symlinks=follow):
             if not recursive:
@@ -364,19 +376,38 @@ def _visit(
                 info = entry.stat(follow_symlinks=True)
                 key = (info.st_dev, info.st_ino)
                 if key in seen:
-                    return None  # a symlink loop, or a folder reached twice
+                    return WalkError(
+                        entry.path,
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        "skipped: this folder was already scanned (a symbolic link loop, or a "
+                        "second link to the same folder)",
+                        complete=True,
+                        folder=True,
+                    )
                 seen.add(key)
             stack.append(entry.path)
             return None
         if not is_video_name(entry.name):
             return None
-        if not entry.is_file(follow_symlinks=follow):
-            return None
-        info = entry.stat(follow_symlinks=follow)
+        if entry.is_file(follow_symlinks=follow):
+            info = entry.stat(follow_symlinks=follow)
+        elif entry.is_symlink() and not follow:
+            return None  # links are followed only when the scan asks for it
+        else:
+            return WalkError(
+                entry.path, grpc.StatusCode.FAILED_PRECONDITION, _oddity(entry.path), complete=True
+            )
     except OSError as exc:
-        if is_video_name(entry.name):
-            return WalkError(entry.path, grpc.StatusCode.NOT_FOUND, f"cannot stat: {exc.strerror}")
-        return None
+        if not is_video_name(entry.name):
+            return None
+        if exc.errno == errno.ELOOP:
+            return WalkError(
+                entry.path,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "a symbolic link loop",
+                complete=True,
+            )
+        return WalkError(entry.path, grpc.StatusCode.NOT_FOUND, f"cannot stat: {exc.strerror}")
     try:
         entry.path.encode("utf-8")
     except UnicodeEncodeError:
@@ -384,8 +415,30 @@ def _visit(
             entry.path.encode("utf-8", "backslashreplace").decode(),
             grpc.StatusCode.INVALID_ARGUMENT,
             "the file name is not valid UTF-8; rename it to scan it",
+            complete=True,
         )
     return FoundFile(entry.path, info.st_size, info.st_mtime_ns)
+
+
+def _oddity(path: str) -> str:
+    """Why a name with a video extension is not a file to probe."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a dangling symbolic link: its target does not exist"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"cannot stat: {exc.strerror}"
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return f"not a regular file: {kind}"
+    return "not a regular file"
 
 
 def _folder_error(folder: str, exc: OSError) -> WalkError:
@@ -394,4 +447,4 @@ def _folder_error(folder: str, exc: OSError) -> WalkError:
         if isinstance(exc, PermissionError)
         else grpc.StatusCode.UNAVAILABLE
     )
-    return WalkError(folder, code, f"cannot read folder: {exc.strerror or exc}")
+    return WalkError(folder, code, f"cannot read folder: {exc.strerror or exc}", folder=True)
