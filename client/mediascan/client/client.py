@@ -1,0 +1,383 @@
+"""`ScanClient`: an asyncio client of the mediascan `ScanService`.
+
+Every failed call raises `MediascanError`. `watch_job` survives a lost connection: it reconnects
+with backoff and resumes right after the last event it yielded, so the caller sees every event
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import random
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from types import TracebackType
+from typing import Self, TypeVar, cast
+
+import grpc
+from google.protobuf import duration_pb2
+
+from mediascan.client.errors import MediascanError
+from mediascan.v1 import scan_pb2, scan_pb2_grpc
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+#: The states a job never leaves.
+TERMINAL_STATES: frozenset[scan_pb2.JobState] = frozenset(
+    {
+        scan_pb2.JOB_STATE_SUCCEEDED,
+        scan_pb2.JOB_STATE_FAILED,
+        scan_pb2.JOB_STATE_TIMED_OUT,
+        scan_pb2.JOB_STATE_CANCELLED,
+    }
+)
+
+_SERVICE = "mediascan.v1.ScanService"
+
+# gRPC retries these calls itself on UNAVAILABLE (a connection that broke before the server
+# answered). They are safe to repeat: reads, CancelJob (idempotent) and SubmitScan, whose
+# `request_id` makes a repeat return the job the first attempt created. DeleteJob is left out: a
+# repeat of a delete that did happen would answer NOT_FOUND.
+_SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": [
+                {"service": _SERVICE, "method": method}
+                for method in (
+                    "SubmitScan",
+                    "GetJob",
+                    "CancelJob",
+                    "ListJobs",
+                    "ListVideos",
+                    "GetVideo",
+                )
+            ],
+            "retryPolicy": {
+                "maxAttempts": 4,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+
+_CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
+    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
+    # Reconnect quickly after a server restart (the defaults wait 1 s, growing to 2 minutes).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+class _Backoff:
+    """Exponential backoff delays with jitter: 0.05 s doubling up to 2 s."""
+
+    def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
+        self._first = first
+        self._cap = cap
+        self._next = first
+
+    def reset(self) -> None:
+        self._next = self._first
+
+    def delay(self) -> float:
+        """The next delay: between half and all of the current step, which then doubles."""
+        step = self._next
+        self._next = min(self._cap, step * 2)
+        return random.uniform(step / 2, step)
+
+
+class _Stub:
+    """The generated stub's methods, with the types the generated code does not declare."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        stub = scan_pb2_grpc.ScanServiceStub(channel)  # type: ignore[no-untyped-call]
+        self.SubmitScan: grpc.aio.UnaryUnaryMultiCallable[
+            scan_pb2.SubmitScanRequest, scan_pb2.SubmitScanResponse
+        ] = stub.SubmitScan
+        self.GetJob: grpc.aio.UnaryUnaryMultiCallable[scan_pb2.GetJobRequest, scan_pb2.Job] = (
+            stub.GetJob
+        )
+        self.WatchJob: grpc.aio.UnaryStreamMultiCallable[
+            scan_pb2.WatchJobRequest, scan_pb2.JobEvent
+        ] = stub.WatchJob
+        self.CancelJob: grpc.aio.UnaryUnaryMultiCallable[
+            scan_pb2.CancelJobRequest, scan_pb2.Job
+        ] = stub.CancelJob
+        self.ListJobs: grpc.aio.UnaryUnaryMultiCallable[
+            scan_pb2.ListJobsRequest, scan_pb2.ListJobsResponse
+        ] = stub.ListJobs
+        self.DeleteJob: grpc.aio.UnaryUnaryMultiCallable[scan_pb2.DeleteJobRequest, object] = (
+            stub.DeleteJob
+        )
+        self.ListVideos: grpc.aio.UnaryUnaryMultiCallable[
+            scan_pb2.ListVideosRequest, scan_pb2.ListVideosResponse
+        ] = stub.ListVideos
+        self.GetVideo: grpc.aio.UnaryUnaryMultiCallable[
+            scan_pb2.GetVideoRequest, scan_pb2.Video
+        ] = stub.GetVideo
+
+
+def _duration(value: float | datetime.timedelta) -> duration_pb2.Duration:
+    duration = duration_pb2.Duration()
+    if isinstance(value, datetime.timedelta):
+        duration.FromTimedelta(value)
+    else:
+        duration.FromNanoseconds(round(value * 1e9))
+    return duration
+
+
+def terminal_job(event: scan_pb2.JobEvent) -> scan_pb2.Job | None:
+    """The final job if `event` shows the job terminal (a terminal state change, or a snapshot of
+    a finished job); None otherwise."""
+    kind = event.WhichOneof("kind")
+    if kind == "state_change" and event.state_change.to_state in TERMINAL_STATES:
+        return event.state_change.job
+    if kind == "snapshot" and event.snapshot.job.state in TERMINAL_STATES:
+        return event.snapshot.job
+    return None
+
+
+def _is_resync(event: scan_pb2.JobEvent) -> bool:
+    return event.WhichOneof("kind") == "snapshot" and event.snapshot.resync
+
+
+class ScanClient:
+    """An asyncio client of the mediascan server.
+
+    Use it as an async context manager, or call `close()` when done::
+
+        async with ScanClient("127.0.0.1:50051") as client:
+            submitted = await client.submit_scan("/media/videos")
+            job = await client.wait(submitted.job_id)
+
+    Pass `channel` to use a channel of your own (TLS, interceptors, ...); `close()` then leaves
+    it open. Failed calls raise `MediascanError`.
+    """
+
+    def __init__(
+        self, target: str = DEFAULT_TARGET, *, channel: grpc.aio.Channel | None = None
+    ) -> None:
+        self._target = target
+        self._owns_channel = channel is None
+        if channel is None:
+            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._channel = channel
+        self._stub = _Stub(self._channel)
+
+    @property
+    def target(self) -> str:
+        """The server address this client was made for."""
+        return self._target
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The underlying gRPC channel."""
+        return self._channel
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel (unless it was passed in); calls still running are cancelled."""
+        if self._owns_channel:
+            await self._channel.close(None)
+
+    async def _call(
+        self,
+        method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        request: _Request,
+    ) -> _Response:
+        try:
+            return await method(request)
+        except grpc.aio.AioRpcError as error:
+            raise MediascanError.from_rpc_error(error) from error
+
+    async def submit_scan(
+        self,
+        path: str,
+        *,
+        recursive: bool = True,
+        follow_symlinks: bool = False,
+        timeout: float | datetime.timedelta | None = None,
+        request_id: str | None = None,
+        priority: int = 0,
+        full: bool = False,
+    ) -> scan_pb2.SubmitScanResponse:
+        """Submit a scan of the folder `path` (absolute, on the server's file system).
+
+        `timeout` (seconds or a timedelta) limits the whole scan; None takes the server's default.
+        `request_id` is the idempotency key: a submit repeating an earlier one's id returns the
+        earlier job. When None, a fresh UUID is used, so that retries of this one call are safe.
+        """
+        request = scan_pb2.SubmitScanRequest(
+            path=path,
+            recursive=recursive,
+            follow_symlinks=follow_symlinks,
+            request_id=request_id if request_id is not None else str(uuid.uuid4()),
+            priority=priority,
+            full=full,
+        )
+        if timeout is not None:
+            request.timeout.CopyFrom(_duration(timeout))
+        return await self._call(self._stub.SubmitScan, request)
+
+    async def get_job(self, job_id: str) -> scan_pb2.Job:
+        """A point-in-time snapshot of the job."""
+        return await self._call(self._stub.GetJob, scan_pb2.GetJobRequest(job_id=job_id))
+
+    async def cancel_job(self, job_id: str) -> scan_pb2.Job:
+        """Cancel a queued or running job (a finished job is returned unchanged)."""
+        return await self._call(self._stub.CancelJob, scan_pb2.CancelJobRequest(job_id=job_id))
+
+    async def delete_job(self, job_id: str) -> None:
+        """Forget a finished job (FAILED_PRECONDITION while it is queued or running)."""
+        await self._call(self._stub.DeleteJob, scan_pb2.DeleteJobRequest(job_id=job_id))
+
+    async def get_video(
+        self, *, video_id: str | None = None, path: str | None = None
+    ) -> scan_pb2.Video:
+        """One video of the library, by id or by absolute path (give exactly one)."""
+        if (video_id is None) == (path is None):
+            raise TypeError("get_video() takes exactly one of video_id and path")
+        request = scan_pb2.GetVideoRequest(video_id=video_id or "", path=path or "")
+        return await self._call(self._stub.GetVideo, request)
+
+    async def list_jobs(
+        self, state: int | None = None, page_size: int = 100
+    ) -> AsyncGenerator[scan_pb2.Job, None]:
+        """All jobs, newest first, optionally only those in `state` (a `scan_pb2.JobState`)."""
+        request = scan_pb2.ListJobsRequest(
+            state=cast(scan_pb2.JobState, state or scan_pb2.JOB_STATE_UNSPECIFIED),
+            page_size=page_size,
+        )
+        while True:
+            page = await self._call(self._stub.ListJobs, request)
+            for job in page.jobs:
+                yield job
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    async def list_videos(
+        self,
+        prefix: str = "",
+        page_size: int = 100,
+        *,
+        video_codec: str = "",
+        min_duration: float | datetime.timedelta | None = None,
+        max_duration: float | datetime.timedelta | None = None,
+    ) -> AsyncGenerator[scan_pb2.Video, None]:
+        """The videos of the library, ordered by path, optionally only those under the folder
+        `prefix`, with `video_codec` or with a duration in [min_duration, max_duration]."""
+        request = scan_pb2.ListVideosRequest(
+            path_prefix=prefix, page_size=page_size, video_codec=video_codec
+        )
+        if min_duration is not None:
+            request.min_duration.CopyFrom(_duration(min_duration))
+        if max_duration is not None:
+            request.max_duration.CopyFrom(_duration(max_duration))
+        while True:
+            page = await self._call(self._stub.ListVideos, request)
+            for video in page.videos:
+                yield video
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    async def watch_job(
+        self, job_id: str, *, after_sequence: int = 0, reconnect_timeout: float = 60.0
+    ) -> AsyncGenerator[scan_pb2.JobEvent, None]:
+        """The job's events, in order, until the server ends the stream (after the event that
+        makes the job terminal).
+
+        With `after_sequence` 0 the first event is a snapshot of the job; with a positive value
+        the stream resumes right after that event. When the connection is lost (UNAVAILABLE),
+        this reconnects with backoff and resumes after the last event it yielded, so no event is
+        repeated or missed. It raises `MediascanError` when reconnecting has not worked for
+        `reconnect_timeout` seconds, and at once for any other error.
+
+        A snapshot with `resync` set means the server no longer kept the events asked for:
+        discard what you derived from earlier events and start over from that snapshot.
+        """
+        loop = asyncio.get_running_loop()
+        last = after_sequence
+        backoff = _Backoff()
+        failing_since: float | None = None
+        while True:
+            call = self._stub.WatchJob(scan_pb2.WatchJobRequest(job_id=job_id, after_sequence=last))
+            try:
+                async for event in call:
+                    failing_since = None
+                    backoff.reset()
+                    if last and event.sequence <= last and not _is_resync(event):
+                        continue  # already yielded (a server replaying too much)
+                    last = event.sequence
+                    yield event
+                return
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise MediascanError.from_rpc_error(error) from error
+                now = loop.time()
+                if failing_since is None:
+                    failing_since = now
+                elif now - failing_since >= reconnect_timeout:
+                    raise MediascanError.from_rpc_error(error) from error
+                delay = backoff.delay()
+                await asyncio.sleep(min(delay, failing_since + reconnect_timeout - now))
+            finally:
+                call.cancel()
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        on_event: Callable[[scan_pb2.JobEvent], object] | None = None,
+    ) -> scan_pb2.Job:
+        """Follow the job until it is terminal and return it in its final state.
+
+        `on_event` is called with each event as it arrives (e.g. to show progress). Raises
+        `TimeoutError` after `timeout` seconds (None waits for ever); the job goes on.
+        """
+        async with asyncio.timeout(timeout):
+            last = 0
+            backoff = _Backoff()
+            while True:
+                async with contextlib.aclosing(
+                    self.watch_job(job_id, after_sequence=last)
+                ) as events:
+                    async for event in events:
+                        last = event.sequence
+                        if on_event is not None:
+                            on_event(event)
+                        job = terminal_job(event)
+                        if job is not None:
+                            return job if job.job_id else await self.get_job(job_id)
+                # The stream ended without a terminal event (a server shutting down cleanly).
+                # Check the job, then follow it again (watch_job rides out a server that is down).
+                try:
+                    job = await self.get_job(job_id)
+                except MediascanError as error:
+                    if error.code != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                else:
+                    if job.state in TERMINAL_STATES:
+                        return job
+                await asyncio.sleep(backoff.delay())
