@@ -182,7 +182,7 @@ class _ScanRun:
                 await asyncio.gather(*self._probes, return_exceptions=True)
             # Keep what was probed, even when cancelled or timed out.
             await asyncio.shield(self._write(force=True))
-            with contextlib.suppress(BaseException):
+            with contextlib.suppress(Exception):  # a walker crash was raised above already
                 await asyncio.shield(walker)
 
     def _hand_over(
