@@ -22,7 +22,7 @@ from typing import Any
 import av
 import grpc
 from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from google.rpc import error_details_pb2, status_pb2
 
 from mediascan.v1 import scan_pb2
 

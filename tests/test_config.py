@@ -1,0 +1,125 @@
+"""Server configuration: durations, flags and their MEDIASCAN_* environment twins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mediascan.server.config import Config, load_config, parse_duration
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("30s", 30.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("2d", 172800.0),
+        ("250ms", 0.25),
+        ("1.5s", 1.5),
+        ("45", 45.0),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "s", "5 minutes", "-5s", "1h30m", "abc"])
+def test_parse_duration_rejects_garbage(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_defaults() -> None:
+    config = load_config([], env={})
+    assert config == Config()
+    assert config.listen == "127.0.0.1:50051"
+    assert config.db == Path("var/mediascan.db")
+    assert config.workers == 2
+    assert config.max_queued == 1000
+    assert config.default_timeout == 300.0
+    assert config.shutdown_grace == 10.0
+    assert config.allow_roots == ()
+
+
+def test_flags() -> None:
+    config = load_config(
+        [
+            "--listen",
+            "0.0.0.0:6000",
+            "--db",
+            "/tmp/x.db",
+            "--workers",
+            "3",
+            "--max-queued",
+            "7",
+            "--default-timeout",
+            "5m",
+            "--max-timeout",
+            "1h",
+            "--shutdown-grace",
+            "30s",
+            "--allow-root",
+            "/srv/a",
+            "--allow-root",
+            "/srv/b",
+            "--log-level",
+            "DEBUG",
+        ],
+        env={},
+    )
+    assert config.listen == "0.0.0.0:6000"
+    assert config.db == Path("/tmp/x.db")
+    assert config.workers == 3
+    assert config.max_queued == 7
+    assert config.default_timeout == 300.0
+    assert config.max_timeout == 3600.0
+    assert config.shutdown_grace == 30.0
+    assert config.allow_roots == (Path("/srv/a"), Path("/srv/b"))
+    assert config.log_level == "DEBUG"
+
+
+def test_environment_twins() -> None:
+    env = {
+        "MEDIASCAN_LISTEN": "127.0.0.1:7000",
+        "MEDIASCAN_DB": "/tmp/env.db",
+        "MEDIASCAN_WORKERS": "4",
+        "MEDIASCAN_MAX_QUEUED": "9",
+        "MEDIASCAN_DEFAULT_TIMEOUT": "30s",
+        "MEDIASCAN_MAX_TIMEOUT": "1h",
+        "MEDIASCAN_SHUTDOWN_GRACE": "5m",
+        "MEDIASCAN_ALLOW_ROOTS": "/srv/a:/srv/b",
+    }
+    config = load_config([], env=env)
+    assert config.listen == "127.0.0.1:7000"
+    assert config.db == Path("/tmp/env.db")
+    assert config.workers == 4
+    assert config.max_queued == 9
+    assert config.default_timeout == 30.0
+    assert config.max_timeout == 3600.0
+    assert config.shutdown_grace == 300.0
+    assert config.allow_roots == (Path("/srv/a"), Path("/srv/b"))
+
+
+def test_flag_wins_over_environment() -> None:
+    config = load_config(["--workers", "5"], env={"MEDIASCAN_WORKERS": "4"})
+    assert config.workers == 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "needle"),
+    [
+        (["--workers", "0"], {}, "--workers"),
+        (["--default-timeout", "soon"], {}, "--default-timeout"),
+        ([], {"MEDIASCAN_SHUTDOWN_GRACE": "forever"}, "MEDIASCAN_SHUTDOWN_GRACE"),
+        (["--max-queued", "x"], {}, "--max-queued"),
+    ],
+)
+def test_invalid_values_name_the_flag(
+    argv: list[str], env: dict[str, str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        load_config(argv, env=env)
+    assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err

@@ -1,0 +1,115 @@
+"""The real `mediascan-server` command as a subprocess: crash recovery and SIGTERM drain."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mediascan.server.testing import (
+    TERMINAL_STATES,
+    final_job,
+    make_many,
+    wait_for_progress,
+    wait_for_running,
+)
+from mediascan.v1 import scan_pb2
+
+SUCCEEDED = scan_pb2.JOB_STATE_SUCCEEDED
+RUNNING = scan_pb2.JOB_STATE_RUNNING
+QUEUED = scan_pb2.JOB_STATE_QUEUED
+
+
+async def test_subprocess_server_serves_and_exits_0_on_sigterm(
+    spawn_server: Any, connect: Any, small_folders: list[Path]
+) -> None:
+    spawned = await spawn_server("--workers", "1")
+    stub = await connect(spawned.address)
+    response = await stub.SubmitScan(scan_pb2.SubmitScanRequest(path=str(small_folders[0])))
+    assert (await final_job(stub, response.job_id)).state == SUCCEEDED
+    async with grpc.aio.insecure_channel(spawned.address) as channel:
+        answer = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    spawned.terminate()
+    assert await spawned.wait(10) == 0
+
+
+@pytest.mark.slow
+async def test_kill_9_then_restart_runs_every_job(
+    spawn_server: Any, connect: Any, tmp_path: Path, small_folders: list[Path]
+) -> None:
+    folder = tmp_path / "long"
+    make_many(folder, 1000)
+    first = await spawn_server("--workers", "1", "--probe-concurrency", "1")
+    stub = await connect(first.address)
+    long_id = (await stub.SubmitScan(scan_pb2.SubmitScanRequest(path=str(folder)))).job_id
+    queued_ids = [
+        (await stub.SubmitScan(scan_pb2.SubmitScanRequest(path=str(f)))).job_id
+        for f in small_folders[:3]
+    ]
+    await wait_for_running(stub, long_id)
+    for job_id in queued_ids:
+        assert (await stub.GetJob(scan_pb2.GetJobRequest(job_id=job_id))).state == QUEUED
+
+    first.kill()
+    assert await first.wait(10) == -signal.SIGKILL
+
+    second = await spawn_server("--workers", "1")
+    stub = await connect(second.address)
+    jobs = {job_id: await final_job(stub, job_id, timeout=60) for job_id in [long_id, *queued_ids]}
+    assert all(job.state == SUCCEEDED for job in jobs.values()), jobs
+    interrupted = jobs[long_id]
+    assert interrupted.attempt == 2
+    assert interrupted.result.files_total == 1000
+    assert interrupted.result.failed == 0
+    for job_id in queued_ids:
+        assert jobs[job_id].result.files_total == 3
+    listed = await stub.ListJobs(scan_pb2.ListJobsRequest())
+    assert {j.job_id for j in listed.jobs} == set(jobs)
+    assert all(j.state in TERMINAL_STATES for j in listed.jobs)
+
+
+@pytest.mark.slow
+async def test_sigterm_drains_requeues_and_finishes_after_restart(
+    spawn_server: Any, connect: Any, big_folder: Path
+) -> None:
+    folder = big_folder
+    files = sum(1 for _ in folder.iterdir())
+    grace = 1.0
+    first = await spawn_server(
+        "--workers", "1", "--probe-concurrency", "1", "--shutdown-grace", "1s"
+    )
+    stub = await connect(first.address)
+    job_id = (await stub.SubmitScan(scan_pb2.SubmitScanRequest(path=str(folder)))).job_id
+    await wait_for_progress(stub, job_id, files_done=1)
+    watch = stub.WatchJob(scan_pb2.WatchJobRequest(job_id=job_id))
+    assert (await watch.read()).WhichOneof("kind") == "snapshot"
+
+    started = time.monotonic()
+    first.terminate()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async with asyncio.timeout(grace + 10):
+            while await watch.read() is not grpc.aio.EOF:
+                pass
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert await first.wait(grace + 10) == 0
+    assert time.monotonic() - started < grace + 4.0
+
+    second = await spawn_server("--workers", "1")
+    stub = await connect(second.address)
+    requeued = await stub.GetJob(scan_pb2.GetJobRequest(job_id=job_id))
+    assert requeued.attempt == 2
+    assert requeued.state in (QUEUED, RUNNING)
+    job = await final_job(stub, job_id, timeout=90)
+    assert job.state == SUCCEEDED
+    assert job.attempt == 2
+    assert job.result.files_total == files
+    assert job.result.failed == 0
+    assert job.result.added + job.result.unchanged + job.result.updated == files
+    assert job.result.unchanged > 0  # the first attempt's work was kept
