@@ -17,7 +17,8 @@ def proto_files() -> list[pathlib.Path]:
 
 
 def generate(out_dir: pathlib.Path) -> None:
-    """Write `*_pb2.py`, `*_pb2.pyi` and `*_pb2_grpc.py` for every .proto into out_dir."""
+    """Write `*_pb2.py`, `*_pb2.pyi`, `*_pb2_grpc.py` and `*_descriptor.binpb` (descriptors with
+    comments) for every .proto into out_dir."""
     from importlib import resources
 
     import google.rpc.status_pb2
@@ -38,6 +39,21 @@ def generate(out_dir: pathlib.Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed: see the messages above")
+    # The descriptors with their comments, served by the server's reflection so that
+    # `grpcurl describe` shows the documentation (the _pb2 modules carry no comments).
+    for proto in proto_files():
+        target = out_dir / proto.relative_to(HERE).with_name(proto.stem + "_descriptor.binpb")
+        documented = [
+            "protoc",
+            f"-I{HERE}",
+            f"-I{googleapis}",
+            f"-I{well_known}",
+            "--include_source_info",
+            f"--descriptor_set_out={target}",
+            str(proto),
+        ]
+        if protoc.main(documented) != 0:
+            raise SystemExit("protoc failed: see the messages above")
 
 
 if __name__ == "__main__":
