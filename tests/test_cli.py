@@ -122,7 +122,7 @@ async def test_scan_makes_a_relative_path_absolute(server: Any, corpus: Corpus) 
 
     assert result.code == 0, result
     response = result.json()
-    assert response["job_id"].startswith("j_")
+    assert response["jobId"].startswith("j_")
     assert response["job"]["path"] == str(corpus.root.resolve())
     assert response["job"]["state"] == "JOB_STATE_QUEUED"
 
@@ -147,43 +147,43 @@ async def test_scan_passes_its_options(server: Any, corpus: Corpus) -> None:
     assert result.code == 0, result
     job = result.json()["job"]
     assert job["options"] == {
-        "follow_symlinks": True,
+        "followSymlinks": True,
         "timeout": "60s",
         "priority": 7,
         "full": True,
     }
-    assert job["request_id"] == "cli-test-1"
+    assert job["requestId"] == "cli-test-1"
     again = await run(*args, "--server", server.address)
     assert again.code == 0, again
-    assert again.json()["job_id"] == result.json()["job_id"]
+    assert again.json()["jobId"] == result.json()["jobId"]
 
 
 async def test_json_job_and_ndjson_watch(server: Any, corpus: Corpus) -> None:
     submitted = await run("--json", "--server", server.address, "scan", str(corpus.root), "--full")
-    job_id = submitted.json()["job_id"]
+    job_id = submitted.json()["jobId"]
 
     watched = await run("watch", job_id, "--json", "--server", server.address)
     assert watched.code == 0, watched
     events = [json.loads(line) for line in watched.stdout.splitlines()]
     assert "snapshot" in events[0]
-    assert all(event["job_id"] == job_id for event in events)
+    assert all(event["jobId"] == job_id for event in events)
     sequences = [int(event["sequence"]) for event in events]
     assert sequences == sorted(set(sequences))
     last = events[-1]  # the terminal state change, or the snapshot of a job already finished
-    final = last["state_change"]["job"] if "state_change" in last else last["snapshot"]["job"]
+    final = last["stateChange"]["job"] if "stateChange" in last else last["snapshot"]["job"]
     assert final["state"] == "JOB_STATE_SUCCEEDED"
 
     shown = await run("job", job_id, "--json", "--server", server.address)
     assert shown.code == 0
     job = shown.json()
-    assert job["job_id"] == job_id
+    assert job["jobId"] == job_id
     assert job["state"] == "JOB_STATE_SUCCEEDED"
-    assert job["result"]["files_total"] == len(corpus.video_files)
+    assert job["result"]["filesTotal"] == len(corpus.video_files)
 
 
 async def test_human_job_output(server: Any, corpus: Corpus) -> None:
     submitted = await run("scan", str(corpus.root), "--json", "--server", server.address)
-    job_id = submitted.json()["job_id"]
+    job_id = submitted.json()["jobId"]
     await run("watch", job_id, "--server", server.address)
 
     shown = await run("job", job_id, "--server", server.address)
@@ -250,7 +250,7 @@ async def test_jobs_and_videos_tables(server: Any, corpus: Corpus) -> None:
     assert "SUCCEEDED" in jobs.stdout
 
     succeeded = await run("jobs", "--state", "succeeded", "--json", "--server", server.address)
-    assert [job["job_id"] for job in succeeded.json()["jobs"]] == [job_id]
+    assert [job["jobId"] for job in succeeded.json()["jobs"]] == [job_id]
     queued = await run("jobs", "--state", "queued", "--json", "--server", server.address)
     assert queued.json() == {"jobs": []}
 
@@ -281,7 +281,7 @@ async def test_videos_prefix_is_made_absolute(server: Any, corpus: Corpus) -> No
 
 async def test_cancel_then_watch_exits_4_and_delete(server: Any, big_folder: Path) -> None:
     job_id = (await run("scan", str(big_folder), "--json", "--server", server.address)).json()[
-        "job_id"
+        "jobId"
     ]
     deleted_early = await run("delete", job_id, "--server", server.address)
     assert deleted_early.code == 2

@@ -1,7 +1,8 @@
 """The `mediascan` command line: submit scans, follow jobs and list the library.
 
-Every subcommand takes `--server ADDR` (or `MEDIASCAN_SERVER`) and `--json`. See `EXIT_CODES_HELP`
-for what the exit status means.
+Every subcommand takes `--server ADDR` (or `MEDIASCAN_SERVER`), `--json`, and the security options
+`--token` (or `MEDIASCAN_TOKEN`), `--tls-ca`, `--tls-cert`/`--tls-key`. See `EXIT_CODES_HELP` for
+what the exit status means.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import re
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import json_format
@@ -100,10 +101,54 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"server address host:port (env MEDIASCAN_SERVER, default {DEFAULT_TARGET})",
     )
     common.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=argparse.SUPPRESS,
+        help="bearer token for a server started with --auth-token-file (env MEDIASCAN_TOKEN, "
+        "which unlike the flag other users cannot see in the process list)",
+    )
+    common.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="read the bearer token from the first line of FILE",
+    )
+    common.add_argument(
+        "--tls-ca",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="connect with TLS, trusting the CA certificate(s) in this PEM file "
+        "(env MEDIASCAN_TLS_CA)",
+    )
+    common.add_argument(
+        "--tls",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="connect with TLS, trusting the system's CA certificates",
+    )
+    common.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="client certificate (PEM) for a server that requires one (mutual TLS)",
+    )
+    common.add_argument(
+        "--tls-key",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="private key (PEM) of --tls-cert",
+    )
+    common.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help="expect this name in the server's certificate instead of the host of --server",
+    )
+    common.add_argument(
         "--json",
         action="store_true",
         default=argparse.SUPPRESS,
-        help="print JSON (the proto field names, as grpcurl prints them); "
+        help="print JSON (lowerCamelCase field names, the proto3 JSON mapping grpcurl prints); "
         "watch prints one event per line",
     )
 
@@ -203,19 +248,14 @@ class _Output:
         print(text, flush=True)
 
     def message(self, message: Message) -> None:
-        self.line(json_format.MessageToJson(message, preserving_proto_field_name=True))
+        self.line(json_format.MessageToJson(message))
 
     def messages(self, key: str, messages: Sequence[Message]) -> None:
-        document = {
-            key: [
-                json_format.MessageToDict(message, preserving_proto_field_name=True)
-                for message in messages
-            ]
-        }
+        document = {key: [json_format.MessageToDict(message) for message in messages]}
         self.line(json.dumps(document, indent=2))
 
     def event(self, event: scan_pb2.JobEvent) -> None:
-        self.line(json.dumps(json_format.MessageToDict(event, preserving_proto_field_name=True)))
+        self.line(json.dumps(json_format.MessageToDict(event)))
 
 
 async def _take(items: AsyncGenerator[_T, None], limit: int) -> tuple[list[_T], bool]:
@@ -364,7 +404,20 @@ def _unreachable(error: MediascanError, client: ScanClient) -> bool:
     )
 
 
+def _tls_failure(error: MediascanError) -> bool:
+    text = error.message.lower()
+    return any(word in text for word in ("ssl", "tls", "handshake", "certificate"))
+
+
 def _report(error: MediascanError, client: ScanClient) -> None:
+    if _unreachable(error, client) and _tls_failure(error):
+        print(
+            f"error: no secure connection to {client.target}: {error.message}\n"
+            "  check --tls-ca (the CA of the server's certificate), --tls-cert/--tls-key (if "
+            "the server requires a client certificate) and --tls-server-name",
+            file=sys.stderr,
+        )
+        return
     if _unreachable(error, client):
         print(
             f"error: cannot reach the mediascan server at {client.target} "
@@ -380,10 +433,43 @@ def _report(error: MediascanError, client: ScanClient) -> None:
         print(f"  retry in {display.format_seconds(error.retry_delay)}", file=sys.stderr)
 
 
+def _security(args: argparse.Namespace) -> dict[str, Any]:
+    """ScanClient's security keyword arguments from the options and their environment twins.
+    Raises ValueError for an option that cannot work."""
+    token: str | None = getattr(args, "token", None)
+    token_file: str | None = getattr(args, "token_file", None)
+    if token is not None and token_file is not None:
+        raise ValueError("give --token or --token-file, not both")
+    if token_file is not None:
+        try:
+            with open(token_file, encoding="utf-8") as file:
+                token = file.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"--token-file {token_file}: cannot read it: {exc}") from None
+    if token is None:
+        token = os.environ.get("MEDIASCAN_TOKEN") or None
+    cert, key = getattr(args, "tls_cert", None), getattr(args, "tls_key", None)
+    if (cert is None) != (key is None):
+        raise ValueError("--tls-cert and --tls-key go together: give both")
+    return {
+        "token": token,
+        "tls": getattr(args, "tls", False),
+        "tls_ca": getattr(args, "tls_ca", None) or os.environ.get("MEDIASCAN_TLS_CA") or None,
+        "tls_cert": cert,
+        "tls_key": key,
+        "tls_server_name": getattr(args, "tls_server_name", None),
+    }
+
+
 async def _run(args: argparse.Namespace) -> int:
     target: str = getattr(args, "server", None) or os.environ.get("MEDIASCAN_SERVER") or ""
     out = _Output(getattr(args, "json", False))
-    async with ScanClient(target or DEFAULT_TARGET) as client:
+    try:
+        client = ScanClient(target or DEFAULT_TARGET, **_security(args))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    async with client:
         try:
             return await _COMMANDS[args.command](client, args, out)
         except MediascanError as error:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import os
 import random
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -135,6 +136,37 @@ def _duration(value: float | datetime.timedelta) -> duration_pb2.Duration:
     return duration
 
 
+def _check_token(token: str) -> str:
+    token = token.strip()
+    if not token or any(c.isspace() for c in token) or not token.isprintable():
+        raise ValueError("a token is one word of printable characters, without spaces")
+    return token
+
+
+def _read(what: str, path: str | os.PathLike[str] | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} {os.fspath(path)}: {exc.strerror}") from None
+
+
+def _tls_credentials(
+    ca: str | os.PathLike[str] | None,
+    cert: str | os.PathLike[str] | None,
+    key: str | os.PathLike[str] | None,
+) -> grpc.ChannelCredentials:
+    if (cert is None) != (key is None):
+        raise ValueError("tls_cert and tls_key go together: give both, or neither")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read("CA certificate file", ca),
+        private_key=_read("client key file", key),
+        certificate_chain=_read("client certificate file", cert),
+    )
+
+
 def terminal_job(event: scan_pb2.JobEvent) -> scan_pb2.Job | None:
     """The final job if `event` shows the job terminal (a terminal state change, or a snapshot of
     a finished job); None otherwise."""
@@ -159,16 +191,43 @@ class ScanClient:
             submitted = await client.submit_scan("/media/videos")
             job = await client.wait(submitted.job_id)
 
-    Pass `channel` to use a channel of your own (TLS, interceptors, ...); `close()` then leaves
-    it open. Failed calls raise `MediascanError`.
+    Security: `token` is sent as `authorization: Bearer TOKEN` on every call (streams too).
+    `tls_ca` (a PEM file of the CA that signed the server's certificate) turns TLS on, as does
+    `tls=True` alone (the system's CAs); `tls_cert` and `tls_key` add a client certificate for
+    servers that require one (mutual TLS); `tls_server_name` checks the server's certificate
+    for that name instead of the target's host.
+
+    Pass `channel` to use a channel of your own (interceptors, ...); `close()` then leaves it
+    open. Failed calls raise `MediascanError`.
     """
 
     def __init__(
-        self, target: str = DEFAULT_TARGET, *, channel: grpc.aio.Channel | None = None
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        channel: grpc.aio.Channel | None = None,
+        token: str | None = None,
+        tls: bool = False,
+        tls_ca: str | os.PathLike[str] | None = None,
+        tls_cert: str | os.PathLike[str] | None = None,
+        tls_key: str | os.PathLike[str] | None = None,
+        tls_server_name: str | None = None,
     ) -> None:
         self._target = target
         self._owns_channel = channel is None
-        if channel is None:
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if token is not None:
+            self._metadata = (("authorization", f"Bearer {_check_token(token)}"),)
+        uses_tls = tls or any(x is not None for x in (tls_ca, tls_cert, tls_key, tls_server_name))
+        if channel is not None and uses_tls:
+            raise TypeError("pass either a channel or TLS options, not both")
+        if channel is None and uses_tls:
+            credentials = _tls_credentials(tls_ca, tls_cert, tls_key)
+            options = list(_CHANNEL_OPTIONS)
+            if tls_server_name:
+                options.append(("grpc.ssl_target_name_override", tls_server_name))
+            channel = grpc.aio.secure_channel(target, credentials, options=options)
+        elif channel is None:
             channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._channel = channel
         self._stub = _Stub(self._channel)
@@ -205,7 +264,7 @@ class ScanClient:
         request: _Request,
     ) -> _Response:
         try:
-            return await method(request)
+            return await method(request, metadata=self._metadata)
         except grpc.aio.AioRpcError as error:
             raise MediascanError.from_rpc_error(error) from error
 
@@ -321,7 +380,10 @@ class ScanClient:
         backoff = _Backoff()
         failing_since: float | None = None
         while True:
-            call = self._stub.WatchJob(scan_pb2.WatchJobRequest(job_id=job_id, after_sequence=last))
+            call = self._stub.WatchJob(
+                scan_pb2.WatchJobRequest(job_id=job_id, after_sequence=last),
+                metadata=self._metadata,
+            )
             try:
                 async for event in call:
                     failing_since = None

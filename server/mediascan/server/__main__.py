@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import os
+
+# gRPC's C core writes lines of its own to stderr (e.g. one per failed TLS handshake), which
+# would break --log-format json: only its errors, unless the operator sets GRPC_VERBOSITY.
+# Read once when grpc is first imported, so this comes before the imports below.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
 from .app import ConfigError, serve
 from .config import load_config
+from .logs import configure_logging
 from .store import SchemaTooNew
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = load_config(argv)
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level, config.log_format)
     try:
         return asyncio.run(serve(config))
     except (ConfigError, SchemaTooNew) as exc:

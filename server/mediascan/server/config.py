@@ -66,6 +66,26 @@ class Config:
     progress_rate: float = 10.0
     #: Python logging level name.
     log_level: str = "INFO"
+    #: `text` (one human-readable line per record) or `json` (one JSON object per line).
+    log_format: str = "text"
+    #: PEM certificate chain of the server; with `tls_key`, the server speaks TLS only.
+    tls_cert: Path | None = None
+    #: PEM private key of `tls_cert`.
+    tls_key: Path | None = None
+    #: PEM CA bundle: when set, clients must present a certificate it signed (mutual TLS).
+    tls_client_ca: Path | None = None
+    #: File of bearer tokens, one per line; when set, every call but health checks needs one.
+    auth_token_file: Path | None = None
+    #: Listen on a non-loopback address without allowed roots or authentication anyway.
+    insecure_allow_remote: bool = False
+    #: host:port of the Prometheus metrics HTTP endpoint; empty: no metrics.
+    metrics_listen: str = ""
+    #: Most concurrent calls (streams) one client connection may have open.
+    max_concurrent_streams: int = 1000
+    #: Idle time after which the server pings a client to check the connection (seconds).
+    keepalive_time: float = 60.0
+    #: How long the server waits for the answer to a ping before closing the connection.
+    keepalive_timeout: float = 20.0
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -81,6 +101,22 @@ class Config:
             (self.max_file_errors >= 0, "--max-file-errors must not be negative"),
             (self.event_log_size >= 16, "--event-log-size must be at least 16"),
             (self.progress_rate > 0, "--progress-rate must be positive"),
+            (self.log_format in LOG_FORMATS, "--log-format must be text or json"),
+            (
+                (self.tls_cert is None) == (self.tls_key is None),
+                "--tls-cert and --tls-key go together: give both, or neither",
+            ),
+            (
+                self.tls_client_ca is None or self.tls_cert is not None,
+                "--tls-client-ca needs TLS: add --tls-cert and --tls-key",
+            ),
+            (self.max_concurrent_streams >= 1, "--max-concurrent-streams must be at least 1"),
+            (self.keepalive_time >= 1, "--keepalive-time must be at least 1s"),
+            (self.keepalive_timeout >= 1, "--keepalive-timeout must be at least 1s"),
+            (
+                not self.metrics_listen or _is_host_port(self.metrics_listen),
+                "--metrics-listen must be HOST:PORT, e.g. 127.0.0.1:9464",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -90,12 +126,37 @@ class Config:
     def effective_default_timeout(self) -> float:
         return min(self.default_timeout, self.max_timeout)
 
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `:port` into host (brackets removed) and port."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{address!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _is_host_port(address: str) -> bool:
+    try:
+        split_host_port(address)
+    except ValueError:
+        return False
+    return True
+
 
 @dataclasses.dataclass(frozen=True)
 class _Flag:
     name: str  # the Config field
     help: str
-    kind: str = "str"  # str | int | float | duration | path | paths
+    kind: str = "str"  # str | int | float | duration | path | paths | bool
 
     @property
     def option(self) -> str:
@@ -128,12 +189,39 @@ _FLAGS = (
     _Flag("event_log_size", "events per job kept for WatchJob resumes", "int"),
     _Flag("progress_rate", "most progress events per second and job", "float"),
     _Flag("log_level", "DEBUG, INFO, WARNING or ERROR"),
+    _Flag("log_format", "text, or json for one JSON object per line"),
+    _Flag("tls_cert", "PEM certificate (chain) of the server: serve TLS only", "path"),
+    _Flag("tls_key", "PEM private key of --tls-cert", "path"),
+    _Flag(
+        "tls_client_ca",
+        "PEM CA certificates: require client certificates signed by them (mutual TLS)",
+        "path",
+    ),
+    _Flag(
+        "auth_token_file",
+        "file of bearer tokens, one per line: every call but health checks needs one",
+        "path",
+    ),
+    _Flag(
+        "insecure_allow_remote",
+        "listen on a non-loopback address even without --allow-root and authentication",
+        "bool",
+    ),
+    _Flag("metrics_listen", "serve Prometheus metrics over HTTP on HOST:PORT (/metrics)"),
+    _Flag("max_concurrent_streams", "most calls one client connection may have open", "int"),
+    _Flag("keepalive_time", "ping a client after this long without traffic, e.g. 60s", "duration"),
+    _Flag("keepalive_timeout", "close a connection whose ping is unanswered this long", "duration"),
 )
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
 
 
 _METAVARS = {
     "listen": "HOST:PORT",
+    "metrics_listen": "HOST:PORT",
     "log_level": "LEVEL",
+    "log_format": "FORMAT",
     "str": "VALUE",
     "int": "N",
     "float": "N",
@@ -152,6 +240,12 @@ def _convert(flag: _Flag, raw: str) -> object:
         return parse_duration(raw)
     if flag.kind == "path":
         return Path(raw)
+    if flag.kind == "bool":
+        if raw.strip().lower() in _TRUE:
+            return True
+        if raw.strip().lower() in _FALSE:
+            return False
+        raise ValueError(f"expected true or false, got {raw!r}")
     return raw
 
 
@@ -169,14 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
             shown = format_duration(default)
         elif flag.kind == "paths":
             shown = "any folder"
+        elif default is None or default == "":
+            shown = "none"
         else:
             shown = str(default)
+        help = f"{flag.help} [env {flag.env}; default {shown}]"
+        if flag.kind == "bool":
+            parser.add_argument(
+                flag.option, dest=flag.name, action="store_const", const="true", help=help
+            )
+            continue
         parser.add_argument(
             flag.option,
             dest=flag.name,
             action="append" if flag.kind == "paths" else "store",
             metavar=_METAVARS.get(flag.name) or _METAVARS[flag.kind],
-            help=f"{flag.help} [env {flag.env}; default {shown}]",
+            help=help,
         )
     return parser
 

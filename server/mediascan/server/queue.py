@@ -45,6 +45,7 @@ from .jobs import (
     now_timestamp,
     spec_of,
 )
+from .logs import job_fields
 from .scanner import Scanner
 from .store import RequestIdReused, Store
 
@@ -76,6 +77,9 @@ class AsyncJobQueue(Protocol):
 
     def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[scan_pb2.JobEvent]: ...
 
+
+#: Seconds before a job whose start could not be committed is tried again.
+_RESTART_DELAY = 1.0
 
 USER_CANCEL = "user"
 SHUTDOWN = "shutdown"
@@ -177,6 +181,8 @@ class LocalJobQueue:
         self._draining = False
         self._recent_durations: list[float] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
+        #: Called with (previous state, job) after each committed state change (e.g. metrics).
+        self.state_listeners: list[Callable[[int, scan_pb2.Job], None]] = []
 
     # -- life cycle -----------------------------------------------------------------------------
 
@@ -190,7 +196,11 @@ class LocalJobQueue:
                 await self._requeue(active, "the server stopped while the job ran")
             self._enqueue(active)
             log.info(
-                "recovered job %s (attempt %d) for %s", job.job_id, active.job.attempt, job.path
+                "recovered job %s (attempt %d) for %s",
+                job.job_id,
+                active.job.attempt,
+                job.path,
+                extra=job_fields(active.job),
             )
         self._dispatcher = asyncio.create_task(self._dispatch(), name="job-dispatcher")
 
@@ -246,6 +256,10 @@ class LocalJobQueue:
                 return self._retried(job)
         same = self._by_dedup_key.get(spec.dedup_key)
         if same is not None:
+            if spec.request_id:
+                await self.store.remember_request(
+                    spec.request_id, spec.fingerprint, same.job.job_id
+                )
             return SubmitOutcome(job=self._copy(same.job), deduplicated=True)
         if len(self._queued) + self._pending_submits >= self.config.max_queued:
             raise ResourceExhausted(
@@ -272,8 +286,9 @@ class LocalJobQueue:
         if same is not None:  # a concurrent identical submit won; both run (both committed)
             log.debug("concurrent duplicate submits for %s", spec.path)
         active.channel.publish(self._copy(job), [event])
+        self._changed(0, job)
         self._enqueue(active)
-        log.info("job %s queued: %s", job.job_id, spec.path)
+        log.info("job %s queued: %s", job.job_id, spec.path, extra=job_fields(job))
         return SubmitOutcome(job=self._copy(job))
 
     def _retried(self, job: scan_pb2.Job) -> SubmitOutcome:
@@ -348,6 +363,13 @@ class LocalJobQueue:
         self._by_dedup_key.setdefault(spec.dedup_key, active)
         return active
 
+    def _enqueue_again(self, active: _ActiveJob) -> None:
+        """A job that could not start goes back in line, unless it ended meanwhile."""
+        if active.job.job_id in self._active and active.stop_reason is None and not self._draining:
+            self._enqueue(active)
+        elif active.stop_reason is not None and active.job.job_id in self._active:
+            self._release(active)  # cancelled or shut down while waiting: still QUEUED in the store
+
     def _enqueue(self, active: _ActiveJob) -> None:
         job_id = active.job.job_id
         self._queued[job_id] = active
@@ -404,7 +426,18 @@ class LocalJobQueue:
         reporter = _Reporter(self, active)
         started = time.monotonic()
         try:
-            await self._start(active)
+            try:
+                await self._start(active)
+            except MediascanError as exc:  # e.g. the database failed: try again later
+                log.error(
+                    "job %s could not start (%s); retrying in %gs",
+                    active.job.job_id,
+                    exc,
+                    _RESTART_DELAY,
+                )
+                asyncio.get_running_loop().call_later(_RESTART_DELAY, self._enqueue_again, active)
+                active.task = None
+                return
             state, error = await self._execute(active, reporter)
         except asyncio.CancelledError:
             if active.stop_reason is None:
@@ -431,6 +464,7 @@ class LocalJobQueue:
             active.job.job_id,
             active.job.attempt,
             active.spec.path,
+            extra=job_fields(active.job),
         )
 
     async def _execute(
@@ -481,7 +515,11 @@ class LocalJobQueue:
 
         await self._transition(active, JobState.QUEUED, mutate=mutate)
         log.info(
-            "job %s re-queued (%s); next attempt %d", active.job.job_id, why, active.job.attempt
+            "job %s re-queued (%s); next attempt %d",
+            active.job.job_id,
+            why,
+            active.job.attempt,
+            extra=job_fields(active.job),
         )
 
     async def _finish(
@@ -512,6 +550,7 @@ class LocalJobQueue:
             result.updated,
             result.unchanged,
             result.failed,
+            extra=job_fields(job),
         )
         try:
             await self.store.trim_events(job.job_id, self.config.event_log_size)
@@ -587,6 +626,8 @@ class LocalJobQueue:
                 )
             active.job = job
             active.channel.publish(self._copy(job), events)
+            if job.state != before.state:
+                self._changed(before.state, job)
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -595,6 +636,13 @@ class LocalJobQueue:
         copy = scan_pb2.Job()
         copy.CopyFrom(job)
         return copy
+
+    def _changed(self, previous: int, job: scan_pb2.Job) -> None:
+        for listener in self.state_listeners:
+            try:
+                listener(previous, job)
+            except Exception:
+                log.exception("a state listener failed on job %s", job.job_id)
 
     def _retry_delay(self) -> float:
         """A guess at when a queue slot frees up: the recent mean job time per worker."""

@@ -1,0 +1,333 @@
+"""Prometheus metrics: jobs, probes, watchers and every RPC, served over HTTP on
+`--metrics-listen` (off by default).
+
+Each server has its own registry, so several servers in one process (the tests) do not mix
+their numbers. The job counters are fed by the queue's state-change listener, the probe metrics
+by a wrapper around the prober, the gauges are read when scraped, and the RPC metrics come from a
+server interceptor that sees every call, streaming ones and refused ones included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+from wsgiref.simple_server import WSGIServer
+
+import grpc
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from mediascan.v1 import scan_pb2
+
+from .config import split_host_port
+from .jobs import JobState
+from .probe import ProbeError, ProbeResult
+
+log = logging.getLogger(__name__)
+
+WATCH_METHOD = "/mediascan.v1.ScanService/WatchJob"
+
+_RPC_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    1800.0,
+)
+_JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+_PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0)
+_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED})
+
+
+class _Prober(Protocol):
+    async def probe(self, path: str) -> ProbeResult: ...
+
+
+class Metrics:
+    """The metrics of one server process, in a registry of their own."""
+
+    def __init__(self) -> None:
+        # No `_created` series: they would double the output and tell nothing useful here.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+        self.jobs_submitted = Counter(
+            "mediascan_jobs_submitted", "Scan jobs created by SubmitScan.", registry=registry
+        )
+        self.jobs_finished = Counter(
+            "mediascan_jobs_finished",
+            "Scan jobs that reached a final state, by that state.",
+            ["state"],
+            registry=registry,
+        )
+        self.jobs_requeued = Counter(
+            "mediascan_jobs_requeued",
+            "Running jobs put back in the queue (shutdown or crash): they run again.",
+            registry=registry,
+        )
+        self.jobs_queued = Gauge(
+            "mediascan_jobs_queued", "Jobs waiting for a worker.", registry=registry
+        )
+        self.jobs_running = Gauge(
+            "mediascan_jobs_running", "Jobs a worker is running.", registry=registry
+        )
+        self.job_duration = Histogram(
+            "mediascan_job_duration_seconds",
+            "Run time of finished jobs (start to end), by final state.",
+            ["state"],
+            buckets=_JOB_BUCKETS,
+            registry=registry,
+        )
+        self.files_probed = Counter(
+            "mediascan_files_probed",
+            "Files handed to a prober (a success or a probe error).",
+            registry=registry,
+        )
+        self.probe_errors = Counter(
+            "mediascan_probe_errors",
+            "Probes that found no usable video, by reason (corrupt, not_video, timeout, ...).",
+            ["reason"],
+            registry=registry,
+        )
+        self.probe_duration = Histogram(
+            "mediascan_probe_duration_seconds",
+            "Time from handing a file to the probers to the answer (waiting for a free "
+            "prober included).",
+            buckets=_PROBE_BUCKETS,
+            registry=registry,
+        )
+        self.watchers = Gauge(
+            "mediascan_watchers_active", "Open WatchJob streams.", registry=registry
+        )
+        labels = ["grpc_service", "grpc_method", "grpc_type", "grpc_code"]
+        self.rpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, by method and status code.",
+            labels,
+            registry=registry,
+        )
+        self.rpc_duration = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from the start of an RPC to its status, by method and status code (for a "
+            "stream: its whole life).",
+            labels,
+            buckets=_RPC_BUCKETS,
+            registry=registry,
+        )
+        self._http: WSGIServer | None = None
+
+    # -- sources --------------------------------------------------------------------------------
+
+    def watch_queue(self, queued: Callable[[], int], running: Callable[[], int]) -> None:
+        """Read the queue depth and the running jobs from these when scraped."""
+        self.jobs_queued.set_function(lambda: float(queued()))
+        self.jobs_running.set_function(lambda: float(running()))
+
+    def job_changed(self, previous: int, job: scan_pb2.Job) -> None:
+        """The queue's state-change listener: count submits, requeues and final states."""
+        state = JobState(job.state)
+        if state is JobState.QUEUED and previous == 0:
+            self.jobs_submitted.inc()
+        elif state is JobState.QUEUED:
+            self.jobs_requeued.inc()
+        elif state in _TERMINAL:
+            self.jobs_finished.labels(state.name).inc()
+            if job.HasField("start_time") and job.HasField("end_time"):
+                ran = job.end_time.ToNanoseconds() - job.start_time.ToNanoseconds()
+                self.job_duration.labels(state.name).observe(max(0.0, ran / 1e9))
+
+    def prober(self, prober: _Prober) -> MeteredProber:
+        return MeteredProber(prober, self)
+
+    def interceptor(self) -> RpcMetricsInterceptor:
+        return RpcMetricsInterceptor(self)
+
+    # -- the HTTP endpoint ------------------------------------------------------------------------
+
+    def serve(self, address: str) -> tuple[str, int]:
+        """Start the /metrics HTTP endpoint (in a thread); returns the host and bound port.
+        Raises OSError when the address cannot be bound."""
+        host, port = split_host_port(address)
+        server, _ = start_http_server(port, addr=host or "0.0.0.0", registry=self.registry)
+        self._http = server
+        return host, server.server_port
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+class MeteredProber:
+    """A prober that counts and times the probes of the one it wraps."""
+
+    def __init__(self, prober: _Prober, metrics: Metrics) -> None:
+        self._prober = prober
+        self._metrics = metrics
+
+    async def probe(self, path: str) -> ProbeResult:
+        started = time.perf_counter()
+        try:
+            result = await self._prober.probe(path)
+        except ProbeError as exc:
+            self._record(started)
+            self._metrics.probe_errors.labels(exc.reason).inc()
+            raise
+        self._record(started)
+        return result
+
+    def _record(self, started: float) -> None:
+        self._metrics.files_probed.inc()
+        self._metrics.probe_duration.observe(time.perf_counter() - started)
+
+
+# -- RPC metrics ------------------------------------------------------------------------------
+
+_Context = grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:
+    _Handler = grpc.RpcMethodHandler[Any, Any]
+    _Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]]
+    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _Interceptor = grpc.aio.ServerInterceptor
+
+
+def _outcome(context: _Context, error: BaseException | None) -> str:
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code.name
+    if error is None:
+        return "OK"
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "CANCELLED"  # the client went away (or the server is stopping)
+    return "UNKNOWN"
+
+
+class RpcMetricsInterceptor(_Interceptor):
+    """Counts and times every RPC by service, method, type and final status code."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(
+        self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> _Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            # UNIMPLEMENTED: not counted (unknown method names would make unbounded labels).
+            return handler
+        full = handler_call_details.method
+        service, _, method = full.lstrip("/").rpartition("/")
+        record = functools.partial(self._record, service, method, full == WATCH_METHOD)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _timed(handler.unary_unary, functools.partial(record, "unary")),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _timed(handler.unary_stream, functools.partial(record, "server_stream")),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _timed(handler.stream_unary, functools.partial(record, "client_stream")),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                _timed(handler.stream_stream, functools.partial(record, "bidi_stream")),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return handler
+
+    def _record(
+        self,
+        service: str,
+        method: str,
+        watch: bool,
+        kind: str,
+        started: float | None,
+        code: str | None,
+    ) -> None:
+        """Called with code None when the call starts, then with its code when it ends."""
+        if code is None:
+            if watch:
+                self._metrics.watchers.inc()
+            return
+        if watch:
+            self._metrics.watchers.dec()
+        labels = (service, method, kind, code)
+        self._metrics.rpc_handled.labels(*labels).inc()
+        assert started is not None
+        self._metrics.rpc_duration.labels(*labels).observe(time.perf_counter() - started)
+
+
+_Record = Callable[[float | None, str | None], None]
+
+
+def _timed(behavior: Callable[..., Any], record: _Record) -> Callable[..., Any]:
+    """Wrap a handler behavior (coroutine or async generator, as the original) with `record`."""
+    if inspect.isasyncgenfunction(behavior):
+
+        async def stream(request: Any, context: _Context) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            record(started, None)
+            error: BaseException | None = None
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                record(started, _outcome(context, error))
+
+        return stream
+
+    async def call(request: Any, context: _Context) -> Any:
+        started = time.perf_counter()
+        record(started, None)
+        error: BaseException | None = None
+        try:
+            return await behavior(request, context)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            record(started, _outcome(context, error))
+
+    return call
