@@ -93,9 +93,10 @@ class JobChannel:
 class EventHub:
     """Channels of the active jobs, and the WatchJob logic on top of them and the store."""
 
-    def __init__(self, store: Store, *, ring_size: int) -> None:
+    def __init__(self, store: Store, *, ring_size: int, log_size: int) -> None:
         self._store = store
         self._ring_size = ring_size
+        self._log_size = log_size  # events per job the store keeps (--event-log-size)
         self._channels: dict[str, JobChannel] = {}
         self.closed = False
 
@@ -176,8 +177,8 @@ class EventHub:
     ) -> list[scan_pb2.JobEvent] | None:
         """Stored events after_sequence+1 .. up_to, or None if the store no longer has them."""
         wanted = up_to - after_sequence
-        if wanted > self._ring_size * 4:
-            return None  # too far behind to replay cheaply: a snapshot says it all
+        if wanted > self._log_size:
+            return None  # older than what the store keeps
         events = await self._store.events_after(job_id, after_sequence, wanted)
         if len(events) != wanted or (events and events[0].sequence != after_sequence + 1):
             return None
@@ -190,6 +191,13 @@ class EventHub:
         job = await self._store.get_job(job_id)
         if job is None:
             raise job_not_found(job_id)
+        if not is_terminal(job.state):
+            # Active, but not run by this server (it is shutting down, or another server runs
+            # it): an OK end here would wrongly tell the client the stream is complete.
+            raise Unavailable(
+                f"job {job_id} is not running on this server right now: reconnect and resume "
+                f"with after_sequence={max(after_sequence, 0)}"
+            )
         if 0 < after_sequence <= job.last_sequence:
             replayed = await self._replay(job_id, after_sequence, job.last_sequence)
             if replayed is not None:

@@ -80,6 +80,11 @@ def new_job_id() -> str:
     return "j_" + "".join(reversed(chars))
 
 
+def is_within(path: str, root: str) -> bool:
+    """True if the resolved `path` is `root` or below it."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
 def now_timestamp() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.GetCurrentTime()
@@ -109,9 +114,9 @@ class ScanSpec:
 
     @property
     def dedup_key(self) -> str:
-        """Jobs with the same key do the same work; a submit joins an active one."""
+        """Jobs with the same key are the same request: a submit joins an active one."""
         flags = f"{int(self.recursive)}{int(self.follow_symlinks)}{int(self.full)}"
-        return f"{flags}:{self.path}"
+        return f"{flags}:{self.timeout!r}:{self.priority}:{self.path}"
 
     def new_job(self) -> scan_pb2.Job:
         job_id = new_job_id()

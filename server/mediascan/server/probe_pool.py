@@ -118,30 +118,44 @@ class ProbePool:
         self, process: asyncio.subprocess.Process, carried: list[_Request]
     ) -> list[_Request]:
         """Serve batches with this process until it has to go; returns the requests it left."""
-        assert process.stdin is not None and process.stdout is not None
         while True:
             batch = await self._take(carried)
             carried = []
-            process.stdin.write(b"".join(json.dumps(p).encode() + b"\n" for p, _ in batch))
             try:
-                await process.stdin.drain()
-            except (BrokenPipeError, ConnectionResetError):
-                return batch  # died while idle: a new worker takes the whole batch
-            for index, (path, future) in enumerate(batch):
-                try:
-                    line = await asyncio.wait_for(process.stdout.readline(), self.timeout)
-                except TimeoutError:
-                    self.killed += 1
-                    log.warning("probe of %s hung for %gs: killing its worker", path, self.timeout)
-                    _fail(future, "timeout", f"the probe took longer than {self.timeout:g}s")
-                    return batch[index + 1 :]
-                if not line:  # the worker died on this file
-                    self.crashed += 1
-                    code = await process.wait()
-                    log.warning("the prober died (exit %s) on %s", code, path)
-                    _fail(future, "crashed", f"the prober crashed on this file ({_exit(code)})")
-                    return batch[index + 1 :]
-                _answer(future, line)
+                left = await self._run_batch(process, batch)
+            except asyncio.CancelledError:  # the pool is closing: nobody may wait for ever
+                for _, future in batch:
+                    future.cancel()
+                raise
+            if left is not None:
+                return left
+
+    async def _run_batch(
+        self, process: asyncio.subprocess.Process, batch: list[_Request]
+    ) -> list[_Request] | None:
+        """Send a batch and collect its answers; returns what is left if the worker must go."""
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.write(b"".join(json.dumps(p).encode() + b"\n" for p, _ in batch))
+        try:
+            await process.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            return batch  # died while idle: a new worker takes the whole batch
+        for index, (path, future) in enumerate(batch):
+            try:
+                line = await asyncio.wait_for(process.stdout.readline(), self.timeout)
+            except TimeoutError:
+                self.killed += 1
+                log.warning("probe of %s hung for %gs: killing its worker", path, self.timeout)
+                _fail(future, "timeout", f"the probe took longer than {self.timeout:g}s")
+                return batch[index + 1 :]
+            if not line:  # the worker died on this file
+                self.crashed += 1
+                code = await process.wait()
+                log.warning("the prober died (exit %s) on %s", code, path)
+                _fail(future, "crashed", f"the prober crashed on this file ({_exit(code)})")
+                return batch[index + 1 :]
+            _answer(future, line)
+        return None
 
 
 def _answer(future: asyncio.Future[ProbeResult], line: bytes) -> None:

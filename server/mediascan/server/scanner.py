@@ -28,7 +28,7 @@ import grpc
 from mediascan.v1 import scan_pb2
 
 from .errors import FailedPrecondition, NotFound, PermissionDenied
-from .jobs import ScanSpec
+from .jobs import ScanSpec, is_within
 from .probe import ProbeError, ProbeResult, is_video_name
 from .store import Store, VideoRow
 
@@ -71,6 +71,7 @@ class FoundFile:
     path: str
     size: int
     mtime_ns: int
+    dev: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -99,8 +100,10 @@ class Scanner:
         walk_executor: Executor,
         *,
         probe_concurrency: int,
+        roots: tuple[str, ...] = (),
     ) -> None:
         self._store = store
+        self._roots = roots  #: resolved allowed roots; empty allows any folder
         self._prober = prober
         self._walk_executor = walk_executor
         self._probe_concurrency = probe_concurrency
@@ -145,21 +148,21 @@ class _ScanRun:
         self._stop = threading.Event()
         self._started_ns = time.time_ns()
         self._seen: set[str] = set()  # video paths met by the walk
-        self._listed: set[str] = set()  # folders listed completely, without an error
+        self._listed: dict[str, int] = {}  # folders listed completely: their device
 
     async def execute(self) -> None:
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[_Item] = asyncio.Queue(_WALK_QUEUE)
         self._progress.phase = scan_pb2.SCAN_PHASE_DISCOVERING
         self._reporter.changed()
-        walker = loop.run_in_executor(
-            self._scanner._walk_executor,
-            _walk,
+        walk = _Walker(
             self._spec,
+            self._scanner._roots,
             lambda item: self._hand_over(loop, items, item),
             self._stop,
             self._listed,
         )
+        walker = loop.run_in_executor(self._scanner._walk_executor, walk.run)
         try:
             while (batch := await items.get()) is not None:
                 await self._handle(batch)
@@ -180,8 +183,9 @@ class _ScanRun:
                 task.cancel()
             if self._probes:
                 await asyncio.gather(*self._probes, return_exceptions=True)
-            # Keep what was probed, even when cancelled or timed out.
-            await asyncio.shield(self._write(force=True))
+            # Keep what was probed, even when cancelled or timed out; through the lock, so that
+            # a write a cancelled probe left in flight is counted before the scan returns.
+            await asyncio.shield(self._write_pending())
             with contextlib.suppress(Exception):  # a walker crash was raised above already
                 await asyncio.shield(walker)
 
@@ -247,18 +251,24 @@ class _ScanRun:
     async def _remove_missing(self) -> None:
         """Forget library videos under the scanned folder that the walk did not meet.
 
-        Only after a complete walk (never on cancel or timeout), only files whose own folder was
-        listed without an error (an unreadable or vanished folder wipes nothing), and never a row
-        written after this scan began (an overlapping scan may have just added it)."""
+        Only after a complete walk (never on cancel or timeout); only files whose own folder was
+        listed without an error (an unreadable or vanished folder wipes nothing) and is still on
+        the device the file was on (an unmounted disk leaves its mount point, an empty folder on
+        another device: that wipes nothing either); and never a row written after this scan
+        began (an overlapping scan may have just added it)."""
         root = self._spec.path
         known = await self._scanner._store.paths_under(root, before_ns=self._started_ns)
-        gone = [
-            path
-            for path in known
-            if path not in self._seen
-            and os.path.dirname(path) in self._listed
-            and (self._spec.recursive or os.path.dirname(path) == root)
-        ]
+        gone = []
+        for path, dev in known:
+            folder = os.path.dirname(path)
+            listed_on = self._listed.get(folder)
+            if (
+                path not in self._seen
+                and listed_on is not None
+                and dev in (0, listed_on)
+                and (self._spec.recursive or folder == root)
+            ):
+                gone.append(path)
         if gone:
             removed = await self._scanner._store.remove_videos(gone, before_ns=self._started_ns)
             self._progress.removed += removed
@@ -285,6 +295,10 @@ class _ScanRun:
         )
         if not self._pending or not (force or due):
             return
+        # Shielded: a cancel must not separate a committed batch from its counts.
+        await asyncio.shield(self._write_pending())
+
+    async def _write_pending(self) -> None:
         async with self._write_lock:
             rows, self._pending = self._pending, []
             if not rows:
@@ -314,110 +328,140 @@ def _row(found: FoundFile, result: ProbeResult, job_id: str) -> VideoRow:
         audio_streams=result.audio_streams,
         probe_ns=time.time_ns(),
         job_id=job_id,
+        dev=found.dev,
     )
 
 
-def _walk(
-    spec: ScanSpec,
-    hand_over: Callable[[_Item], bool],
-    stop: threading.Event,
-    listed: set[str],
-) -> None:
-    """Depth-first walk of spec.path in the calling (worker) thread. Adds to `listed` every
-    folder whose entries were all read without an error."""
-    batch: list[FoundFile | WalkError] = []
-    seen: set[tuple[int, int]] = set()
-    follow = spec.follow_symlinks
-    if follow:
-        root_stat = os.stat(spec.path)
-        seen.add((root_stat.st_dev, root_stat.st_ino))
-    stack = [spec.path]
-    try:
-        while stack and not stop.is_set():
-            folder = stack.pop()
-            complete = True
-            try:
-                with os.scandir(folder) as entries:
-                    for entry in entries:
-                        item = _visit(entry, follow, spec.recursive, seen, stack)
-                        if item is None:
-                            continue
-                        complete = complete and (isinstance(item, FoundFile) or item.complete)
-                        batch.append(item)
-                        if len(batch) >= _WALK_BATCH:
-                            if not hand_over(batch):
-                                return
-                            batch = []
-            except OSError as exc:
-                batch.append(_folder_error(folder, exc))
-            else:
-                if complete:
-                    listed.add(folder)
-        if batch and not stop.is_set():
-            hand_over(batch)
-    finally:
-        if not stop.is_set():
-            hand_over(None)
+class _Walker:
+    """Depth-first walk of a scan's folder, run in a worker thread.
 
+    Hands batches of files (and of entries it could not handle) to `hand_over`, and records in
+    `listed` the device of every folder whose entries were all read without an error. With
+    `follow_symlinks`, a link that leads outside the allowed roots is reported and not
+    followed."""
 
-def _visit(
-    entry: os.DirEntry[str],
-    follow: bool,
-    recursive: bool,
-    seen: set[tuple[int, int]],
-    stack: list[str],
-) -> FoundFile | WalkError | None:
-    """One folder entry: descend, a video file, a reported oddity, or None (not ours)."""
-    try:
-        if entry.is_dir(follow_symlinks=follow):
-            if not recursive:
+    def __init__(
+        self,
+        spec: ScanSpec,
+        roots: tuple[str, ...],
+        hand_over: Callable[[_Item], bool],
+        stop: threading.Event,
+        listed: dict[str, int],
+    ) -> None:
+        self._spec = spec
+        self._roots = roots
+        self._hand_over = hand_over
+        self._stop = stop
+        self._listed = listed
+        self._seen: set[tuple[int, int]] = set()  # folders entered, when following links
+        self._stack = [spec.path]
+
+    def run(self) -> None:
+        if self._spec.follow_symlinks:
+            root = os.stat(self._spec.path)
+            self._seen.add((root.st_dev, root.st_ino))
+        batch: list[FoundFile | WalkError] = []
+        try:
+            while self._stack and not self._stop.is_set():
+                folder = self._stack.pop()
+                complete = True
+                try:
+                    device = os.stat(folder).st_dev
+                    with os.scandir(folder) as listing:
+                        for entry in listing:
+                            item = self._visit(entry)
+                            if item is None:
+                                continue
+                            complete = complete and (isinstance(item, FoundFile) or item.complete)
+                            batch.append(item)
+                            if len(batch) >= _WALK_BATCH:
+                                if not self._hand_over(batch):
+                                    return
+                                batch = []
+                except OSError as exc:
+                    batch.append(_folder_error(folder, exc))
+                else:
+                    if complete:
+                        self._listed[folder] = device
+            if batch and not self._stop.is_set():
+                self._hand_over(batch)
+        finally:
+            if not self._stop.is_set():
+                self._hand_over(None)
+
+    def _visit(self, entry: os.DirEntry[str]) -> FoundFile | WalkError | None:
+        """One folder entry: descend, a video file, a reported oddity, or None (not ours)."""
+        follow = self._spec.follow_symlinks
+        try:
+            if follow and self._roots and entry.is_symlink() and self._leaves_roots(entry):
+                if not (entry.is_dir() or is_video_name(entry.name)):
+                    return None
+                return WalkError(
+                    entry.path,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    "not followed: the symbolic link leads outside the allowed roots",
+                    complete=True,
+                    folder=entry.is_dir(),
+                )
+            if entry.is_dir(follow_symlinks=follow):
+                return self._enter(entry)
+            if not is_video_name(entry.name):
                 return None
-            if follow:
-                info = entry.stat(follow_symlinks=True)
-                key = (info.st_dev, info.st_ino)
-                if key in seen:
-                    return WalkError(
-                        entry.path,
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        "skipped: this folder was already scanned (a symbolic link loop, or a "
-                        "second link to the same folder)",
-                        complete=True,
-                        folder=True,
-                    )
-                seen.add(key)
-            stack.append(entry.path)
-            return None
-        if not is_video_name(entry.name):
-            return None
-        if entry.is_file(follow_symlinks=follow):
-            info = entry.stat(follow_symlinks=follow)
-        elif entry.is_symlink() and not follow:
-            return None  # links are followed only when the scan asks for it
-        else:
+            if entry.is_file(follow_symlinks=follow):
+                info = entry.stat(follow_symlinks=follow)
+            elif entry.is_symlink() and not follow:
+                return None  # links are followed only when the scan asks for it
+            else:
+                return WalkError(
+                    entry.path,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    _oddity(entry.path),
+                    complete=True,
+                )
+        except OSError as exc:
+            if not is_video_name(entry.name):
+                return None
+            if exc.errno == errno.ELOOP:
+                return WalkError(
+                    entry.path,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "a symbolic link loop",
+                    complete=True,
+                )
+            return WalkError(entry.path, grpc.StatusCode.NOT_FOUND, f"cannot stat: {exc.strerror}")
+        try:
+            entry.path.encode("utf-8")
+        except UnicodeEncodeError:
             return WalkError(
-                entry.path, grpc.StatusCode.FAILED_PRECONDITION, _oddity(entry.path), complete=True
-            )
-    except OSError as exc:
-        if not is_video_name(entry.name):
-            return None
-        if exc.errno == errno.ELOOP:
-            return WalkError(
-                entry.path,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "a symbolic link loop",
+                entry.path.encode("utf-8", "backslashreplace").decode(),
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the file name is not valid UTF-8; rename it to scan it",
                 complete=True,
             )
-        return WalkError(entry.path, grpc.StatusCode.NOT_FOUND, f"cannot stat: {exc.strerror}")
-    try:
-        entry.path.encode("utf-8")
-    except UnicodeEncodeError:
-        return WalkError(
-            entry.path.encode("utf-8", "backslashreplace").decode(),
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "the file name is not valid UTF-8; rename it to scan it",
-            complete=True,
-        )
-    return FoundFile(entry.path, info.st_size, info.st_mtime_ns)
+        return FoundFile(entry.path, info.st_size, info.st_mtime_ns, info.st_dev)
+
+    def _enter(self, entry: os.DirEntry[str]) -> WalkError | None:
+        if not self._spec.recursive:
+            return None
+        if self._spec.follow_symlinks:
+            info = entry.stat(follow_symlinks=True)
+            key = (info.st_dev, info.st_ino)
+            if key in self._seen:
+                return WalkError(
+                    entry.path,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "skipped: this folder was already scanned (a symbolic link loop, or a "
+                    "second link to the same folder)",
+                    complete=True,
+                    folder=True,
+                )
+            self._seen.add(key)
+        self._stack.append(entry.path)
+        return None
+
+    def _leaves_roots(self, entry: os.DirEntry[str]) -> bool:
+        real = os.path.realpath(entry.path)
+        return not any(is_within(real, root) for root in self._roots)
 
 
 def _oddity(path: str) -> str:

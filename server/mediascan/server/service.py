@@ -30,7 +30,7 @@ from .errors import (
     abort,
     abort_internal,
 )
-from .jobs import JobState, ScanSpec, request_fingerprint
+from .jobs import JobState, ScanSpec, is_within, request_fingerprint
 from .queue import AsyncJobQueue
 from .store import Store
 
@@ -261,7 +261,7 @@ def _resolve_folder(raw: str, roots: Sequence[str]) -> str:
     The roots are checked before existence, so that the answers reveal nothing about paths
     outside them."""
     real = os.path.realpath(raw)
-    if roots and not any(_is_within(real, root) for root in roots):
+    if roots and not any(is_within(real, root) for root in roots):
         raise PermissionDenied(
             f"{raw} is outside the folders this server may scan ({', '.join(roots)}); "
             "scan a folder below one of them, or start the server with --allow-root",
@@ -295,10 +295,6 @@ def _resolve_folder(raw: str, roots: Sequence[str]) -> str:
             reason="PATH_UNREADABLE",
         )
     return real
-
-
-def _is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _duration_seconds(field: str, duration: duration_pb2.Duration) -> float:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -53,6 +53,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (request_id)
     WHERE request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_create ON jobs (create_ns DESC, job_id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, create_ns DESC, job_id DESC);
+CREATE TABLE IF NOT EXISTS requests (
+    request_id  TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    job_id      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS requests_by_job ON requests (job_id);
 CREATE TABLE IF NOT EXISTS job_events (
     job_id   TEXT NOT NULL,
     sequence INTEGER NOT NULL,
@@ -79,6 +85,13 @@ CREATE TABLE IF NOT EXISTS videos (
     job_id            TEXT NOT NULL
 );
 """
+
+#: Forward migrations: the statements that take a database from version N-1 to N.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # The device a video lives on: a folder now on another device (an unmounted disk's empty
+    # mount point) must not make its videos look deleted. 0: not known (written by version 1).
+    2: ("ALTER TABLE videos ADD COLUMN dev INTEGER NOT NULL DEFAULT 0",),
+}
 
 _TERMINAL_SQL = ",".join(str(int(s)) for s in TERMINAL)
 
@@ -111,6 +124,7 @@ class VideoRow:
     audio_streams: int
     probe_ns: int
     job_id: str
+    dev: int  #: st_dev of the file system the file lives on
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -176,19 +190,40 @@ class Store:
         if mode.lower() != "wal":
             log.warning("SQLite refused WAL mode (got %s); concurrency will suffer", mode)
         conn.execute("PRAGMA synchronous = FULL")
-        conn.executescript(_SCHEMA)
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None:
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
-            )
-        elif int(row[0]) > SCHEMA_VERSION:
+        try:
+            self._migrate(conn)
+        except BaseException:
             conn.close()
+            raise
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Create the version 1 schema if needed, then apply each later migration in its own
+        transaction. A database from a newer server is refused, never touched."""
+        row = conn.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+            if conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+            ).fetchone()
+            else "SELECT NULL WHERE 0"
+        ).fetchone()
+        version = int(row[0]) if row is not None else 0
+        if version > SCHEMA_VERSION:
             raise SchemaTooNew(
-                f"{self.path} has schema version {row[0]}, newer than this server's "
+                f"{self.path} has schema version {version}, newer than this server's "
                 f"{SCHEMA_VERSION}: upgrade mediascan or use another --db"
             )
-        return conn
+        conn.executescript(_SCHEMA)  # version 1, idempotent
+        if version == 0:
+            conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', 1)")
+            version = 1
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+            conn.execute("COMMIT")
+            log.info("migrated %s to schema version %d", self.path, target)
 
     async def close(self) -> None:
         """Finish the queued writes, then close every connection."""
@@ -296,14 +331,13 @@ class Store:
 
         def op(conn: sqlite3.Connection) -> InsertOutcome:
             if spec.request_id:
-                row = conn.execute(
-                    "SELECT fingerprint, job FROM jobs WHERE request_id = ?", (spec.request_id,)
-                ).fetchone()
-                if row is not None:
-                    existing = scan_pb2.Job.FromString(row[1])
-                    if row[0] != spec.fingerprint:
+                found = _find_request(conn, spec.request_id)
+                if found is not None:
+                    existing, fingerprint = found
+                    if fingerprint != spec.fingerprint:
                         raise RequestIdReused(existing.job_id)
                     return InsertOutcome(job=existing, created=False)
+                _remember_request(conn, spec.request_id, spec.fingerprint, job.job_id)
             conn.execute(
                 "INSERT INTO jobs (job_id, state, create_ns, request_id, fingerprint, "
                 "last_sequence, job) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -358,12 +392,17 @@ class Store:
         that submit's fingerprint."""
 
         def op(conn: sqlite3.Connection) -> tuple[scan_pb2.Job, str] | None:
-            row = conn.execute(
-                "SELECT job, fingerprint FROM jobs WHERE request_id = ?", (request_id,)
-            ).fetchone()
-            return None if row is None else (scan_pb2.Job.FromString(row[0]), row[1])
+            return _find_request(conn, request_id)
 
         return await self.read(op)
+
+    async def remember_request(self, request_id: str, fingerprint: str, job_id: str) -> None:
+        """Let a retry of a submit that joined an active job find that job (AIP-155)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            _remember_request(conn, request_id, fingerprint, job_id)
+
+        await self.write(op)
 
     async def get_job(self, job_id: str) -> scan_pb2.Job | None:
         def op(conn: sqlite3.Connection) -> scan_pb2.Job | None:
@@ -417,6 +456,7 @@ class Store:
             if cursor.rowcount == 0:
                 return False
             conn.execute("DELETE FROM job_events WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM requests WHERE job_id = ?", (job_id,))
             return True
 
         return await self.write(op)
@@ -433,6 +473,7 @@ class Store:
                 )
             ]
             conn.executemany("DELETE FROM job_events WHERE job_id = ?", ((i,) for i in ids))
+            conn.executemany("DELETE FROM requests WHERE job_id = ?", ((i,) for i in ids))
             conn.executemany("DELETE FROM jobs WHERE job_id = ?", ((i,) for i in ids))
             return len(ids)
 
@@ -492,13 +533,7 @@ class Store:
             added = updated = 0
             for row in rows:
                 values = dataclasses.astuple(row)
-                cursor = conn.execute(
-                    "UPDATE videos SET size_bytes = ?, mtime_ns = ?, container = ?, "
-                    "duration_ns = ?, bit_rate = ?, video_codec = ?, width = ?, height = ?, "
-                    "frame_rate = ?, audio_codec = ?, audio_channels = ?, audio_sample_rate = ?, "
-                    "audio_streams = ?, probe_ns = ?, job_id = ? WHERE path = ?",
-                    (*values[1:], row.path),
-                )
+                cursor = conn.execute(_UPDATE_VIDEO, (*values[1:], row.path))
                 if cursor.rowcount:
                     updated += 1
                 else:
@@ -512,16 +547,17 @@ class Store:
 
         return await self.write(op)
 
-    async def paths_under(self, folder: str, *, before_ns: int) -> list[str]:
-        """Paths of the library's videos below `folder` last written before `before_ns`."""
+    async def paths_under(self, folder: str, *, before_ns: int) -> list[tuple[str, int]]:
+        """(path, dev) of the library's videos below `folder` last written before
+        `before_ns`."""
 
-        def op(conn: sqlite3.Connection) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[tuple[str, int]]:
             low, high = _below(folder)
             rows = conn.execute(
-                "SELECT path FROM videos WHERE path > ? AND path < ? AND probe_ns < ?",
+                "SELECT path, dev FROM videos WHERE path > ? AND path < ? AND probe_ns < ?",
                 (low, high, before_ns),
             )
-            return [row[0] for row in rows]
+            return [(path, dev) for path, dev in rows]
 
         return await self.read(op)
 
@@ -592,6 +628,11 @@ class Store:
 
 
 _VIDEO_COLUMNS = ", ".join(f.name for f in dataclasses.fields(VideoRow))
+_UPDATE_VIDEO = (
+    "UPDATE videos SET "
+    + ", ".join(f"{f.name} = ?" for f in dataclasses.fields(VideoRow)[1:])
+    + " WHERE path = ?"
+)
 
 
 def _below(folder: str) -> tuple[str, str]:
@@ -625,6 +666,25 @@ def _video_of(row: Sequence[Any]) -> scan_pb2.Video:
     video.duration.FromNanoseconds(data.duration_ns)
     video.probe_time.FromNanoseconds(data.probe_ns)
     return video
+
+
+def _find_request(conn: sqlite3.Connection, request_id: str) -> tuple[scan_pb2.Job, str] | None:
+    row = conn.execute(
+        "SELECT jobs.job, requests.fingerprint FROM requests JOIN jobs USING (job_id) "
+        "WHERE requests.request_id = ?",
+        (request_id,),
+    ).fetchone()
+    return None if row is None else (scan_pb2.Job.FromString(row[0]), row[1])
+
+
+def _remember_request(
+    conn: sqlite3.Connection, request_id: str, fingerprint: str, job_id: str
+) -> None:
+    # REPLACE: a mapping left behind by a deleted job gives way.
+    conn.execute(
+        "INSERT OR REPLACE INTO requests (request_id, fingerprint, job_id) VALUES (?, ?, ?)",
+        (request_id, fingerprint, job_id),
+    )
 
 
 def _insert_event(conn: sqlite3.Connection, event: scan_pb2.JobEvent) -> None:
