@@ -14,10 +14,9 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-ERROR_DOMAIN = "mediascan.dev"
+from .grpc_types import Context
 
-#: The servicer context of any grpc.aio method.
-Context = grpc.aio.ServicerContext[Any, Any]
+ERROR_DOMAIN = "mediascan.dev"
 
 
 class MediascanError(Exception):

@@ -14,8 +14,8 @@ import functools
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
 from wsgiref.simple_server import WSGIServer
 
 import grpc
@@ -34,6 +34,7 @@ from prometheus_client.process_collector import ProcessCollector
 from mediascan.v1 import scan_pb2
 
 from .config import split_host_port
+from .grpc_types import Context, Continuation, Handler, Interceptor
 from .jobs import JobState
 from .probe import ProbeError, ProbeResult
 
@@ -212,16 +213,8 @@ class MeteredProber:
 
 # -- RPC metrics ------------------------------------------------------------------------------
 
-_Context = grpc.aio.ServicerContext[Any, Any]
-if TYPE_CHECKING:
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-    _Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    _Interceptor = grpc.aio.ServerInterceptor
 
-
-def _outcome(context: _Context, error: BaseException | None) -> str:
+def _outcome(context: Context, error: BaseException | None) -> str:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
         return code.name
@@ -232,15 +225,15 @@ def _outcome(context: _Context, error: BaseException | None) -> str:
     return "UNKNOWN"
 
 
-class RpcMetricsInterceptor(_Interceptor):
+class RpcMetricsInterceptor(Interceptor):
     """Counts and times every RPC by service, method, type and final status code."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
     async def intercept_service(
-        self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> _Handler:
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
         handler = await continuation(handler_call_details)
         if handler is None:
             # UNIMPLEMENTED: not counted (unknown method names would make unbounded labels).
@@ -303,7 +296,7 @@ def _timed(behavior: Callable[..., Any], record: _Record) -> Callable[..., Any]:
     """Wrap a handler behavior (coroutine or async generator, as the original) with `record`."""
     if inspect.isasyncgenfunction(behavior):
 
-        async def stream(request: Any, context: _Context) -> AsyncIterator[Any]:
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             started = time.perf_counter()
             record(started, None)
             error: BaseException | None = None
@@ -318,7 +311,7 @@ def _timed(behavior: Callable[..., Any], record: _Record) -> Callable[..., Any]:
 
         return stream
 
-    async def call(request: Any, context: _Context) -> Any:
+    async def call(request: Any, context: Context) -> Any:
         started = time.perf_counter()
         record(started, None)
         error: BaseException | None = None

@@ -14,13 +14,14 @@ import ipaddress
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from .config import Config, split_host_port
+from .grpc_types import Continuation, Handler, Interceptor
 from .logs import register_secrets
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,6 @@ log = logging.getLogger(__name__)
 #: Calls under this prefix need no token: liveness and readiness probes carry none.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 AUTH_HEADER = "authorization"
-
-if TYPE_CHECKING:
-    _Handler = grpc.RpcMethodHandler[Any, Any]
-    _Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[_Handler]]
-    _Interceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    _Interceptor = grpc.aio.ServerInterceptor
 
 
 class SecurityError(Exception):
@@ -185,7 +179,7 @@ def bearer_token(metadata: Sequence[tuple[str, str | bytes]] | None) -> bytes | 
     return None
 
 
-class TokenAuthInterceptor(_Interceptor):
+class TokenAuthInterceptor(Interceptor):
     """UNAUTHENTICATED for any call (reflection too) without a valid bearer token, except the
     health service."""
 
@@ -195,8 +189,8 @@ class TokenAuthInterceptor(_Interceptor):
         self._tokens = tuple(tokens)
 
     async def intercept_service(
-        self, continuation: _Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> _Handler:
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
         method = handler_call_details.method
         if method.startswith(OPEN_PREFIXES):
             return await continuation(handler_call_details)
@@ -217,7 +211,7 @@ class TokenAuthInterceptor(_Interceptor):
         return refusal(handler, grpc.StatusCode.UNAUTHENTICATED, why, method)
 
 
-def refusal(handler: _Handler | None, code: grpc.StatusCode, message: str, method: str) -> _Handler:
+def refusal(handler: Handler | None, code: grpc.StatusCode, message: str, method: str) -> Handler:
     """A handler of the same shape as `handler` that fails every call with `code`."""
 
     async def deny(context: grpc.aio.ServicerContext[Any, Any]) -> None:

@@ -21,7 +21,6 @@ from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 from .config import Config
 from .errors import (
-    Context,
     FailedPrecondition,
     InvalidArgument,
     MediascanError,
@@ -30,6 +29,7 @@ from .errors import (
     abort,
     abort_internal,
 )
+from .grpc_types import Context
 from .jobs import JobState, ScanSpec, is_within, request_fingerprint
 from .queue import AsyncJobQueue
 from .store import Store
