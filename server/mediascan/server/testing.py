@@ -21,10 +21,11 @@ from typing import Any
 
 import av
 import grpc
-from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from mediascan.v1 import scan_pb2
+
+from .jobs import seconds_to_duration
 
 __all__ = [
     "TERMINAL_STATES",
@@ -338,11 +339,8 @@ def make_many(root: Path, n: int, *, suffix: str = ".mp4", **video_options: Any)
     return paths
 
 
-def duration(seconds: float) -> duration_pb2.Duration:
-    """A `google.protobuf.Duration` of `seconds` (may be negative)."""
-    value = duration_pb2.Duration()
-    value.FromNanoseconds(round(seconds * 1e9))
-    return value
+#: A `google.protobuf.Duration` of `seconds` (may be negative).
+duration = seconds_to_duration
 
 
 def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
