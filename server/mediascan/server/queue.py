@@ -170,6 +170,8 @@ class LocalJobQueue:
         self.config = config
         self._active: dict[str, _ActiveJob] = {}
         self._by_dedup_key: dict[str, _ActiveJob] = {}
+        #: Submits whose insert is being committed, by dedup key: an identical submit waits.
+        self._submitting: dict[str, asyncio.Future[scan_pb2.Job]] = {}
         self._heap: list[tuple[int, int, str]] = []
         self._queued: dict[str, _ActiveJob] = {}
         self._order = itertools.count()
@@ -255,12 +257,32 @@ class LocalJobQueue:
                     raise _request_id_reused(job.job_id)
                 return self._retried(job)
         same = self._by_dedup_key.get(spec.dedup_key)
-        if same is not None:
+        joined = self._submitting.get(spec.dedup_key)
+        if same is not None or joined is not None:
+            if same is not None:
+                job = self._copy(same.job)
+            else:
+                assert joined is not None
+                job = await asyncio.shield(joined)
             if spec.request_id:
-                await self.store.remember_request(
-                    spec.request_id, spec.fingerprint, same.job.job_id
-                )
-            return SubmitOutcome(job=self._copy(same.job), deduplicated=True)
+                await self.store.remember_request(spec.request_id, spec.fingerprint, job.job_id)
+            return SubmitOutcome(job=job, deduplicated=True)
+        inserted: asyncio.Future[scan_pb2.Job] = asyncio.get_running_loop().create_future()
+        inserted.add_done_callback(_consume)
+        self._submitting[spec.dedup_key] = inserted
+        try:
+            outcome = await self._insert(spec)
+        except BaseException as exc:
+            inserted.set_exception(exc)
+            raise
+        else:
+            inserted.set_result(self._copy(outcome.job))
+            return outcome
+        finally:
+            del self._submitting[spec.dedup_key]
+
+    async def _insert(self, spec: ScanSpec) -> SubmitOutcome:
+        """Commit a new job (the queue bound permitting) and queue it."""
         if len(self._queued) + self._pending_submits >= self.config.max_queued:
             raise ResourceExhausted(
                 f"the queue is full ({self.config.max_queued} queued scans): retry after the "
@@ -281,10 +303,7 @@ class LocalJobQueue:
             return self._retried(outcome.job)
         if self._draining:  # shut down while the insert was committing: it runs next start
             return SubmitOutcome(job=self._copy(job))
-        same = self._by_dedup_key.get(spec.dedup_key)
         active = self._register(job, spec)
-        if same is not None:  # a concurrent identical submit won; both run (both committed)
-            log.debug("concurrent duplicate submits for %s", spec.path)
         active.channel.publish(self._copy(job), [event])
         self._changed(0, job)
         self._enqueue(active)
@@ -650,6 +669,12 @@ class LocalJobQueue:
             return 1.0
         mean = sum(self._recent_durations) / len(self._recent_durations)
         return max(0.5, min(60.0, mean / self.config.workers))
+
+
+def _consume(future: asyncio.Future[scan_pb2.Job]) -> None:
+    """Mark a failed insert's exception as seen (its submit raised it already)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _state_change(from_state: int, job: scan_pb2.Job) -> scan_pb2.StateChange:
