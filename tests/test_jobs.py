@@ -3,6 +3,7 @@ priorities, listing and deleting."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,23 @@ async def test_same_scan_while_active_is_deduplicated(
     fresh = await submit(stub, small_folders[0])
     assert fresh.job_id != first.job_id
     assert not fresh.deduplicated
+    await cancel(stub, blocker)
+
+
+async def test_concurrent_identical_submits_make_one_job(
+    make_server: Any, connect: Any, big_folder: Path, small_folders: list[Path]
+) -> None:
+    """Submits racing each other (a client's retry storm) join one job: the later ones wait for
+    the first one's insert instead of passing the dedup check before it registers."""
+    server = await make_server(workers=1, **QUICK_STOP)
+    stub = await connect(server.address)
+    blocker = await start_blocker(stub, big_folder)
+    request = scan_pb2.SubmitScanRequest(path=str(small_folders[1]))
+    responses = await asyncio.gather(*(stub.SubmitScan(request) for _ in range(20)))
+    assert len({response.job_id for response in responses}) == 1
+    assert sum(response.deduplicated for response in responses) == 19
+    listed = await stub.ListJobs(scan_pb2.ListJobsRequest(state=scan_pb2.JOB_STATE_QUEUED))
+    assert [job.job_id for job in listed.jobs] == [responses[0].job_id]
     await cancel(stub, blocker)
 
 
