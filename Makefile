@@ -7,7 +7,7 @@ PROTO_DIR := protos
 PROTOS := $(wildcard $(PROTO_DIR)/mediascan/v1/*.proto)
 ARGS ?=
 
-.PHONY: all setup run test test-fast protos protos-check lint typecheck format demo bench bench-quick clean
+.PHONY: all setup run test ffprobe protos lint typecheck format demo bench bench-quick clean
 
 all: protos lint typecheck test
 
@@ -16,7 +16,8 @@ setup: $(STAMP)
 # The virtualenv, with the project installed editable and its dev extras.
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "mediascan needs Python 3.11 or newer")'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+		echo "cannot create a virtualenv: on Debian, install it with: sudo apt-get install python3-venv"; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
@@ -24,8 +25,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/mediascan-server $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) ffprobe
 	$(BIN)/python -m pytest $(ARGS)
+
+# The tests compare what mediascan reads with ffprobe (Debian's ffmpeg package).
+ffprobe:
+	@command -v ffprobe >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's ffmpeg (for ffprobe) ..."; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; \
+		else \
+			echo "the tests need ffprobe: sudo apt-get install ffmpeg"; exit 1; \
+		fi; }
 
 # Regenerate the Python modules beside the .proto files (never edit them by hand).
 protos: $(STAMP)
