@@ -90,9 +90,11 @@ class ScanServiceServicer:
         `deduplicated` set.
 
         Errors: INVALID_ARGUMENT (bad field, with a BadRequest detail), NOT_FOUND
-        (path does not exist), FAILED_PRECONDITION (path is not a directory),
-        PERMISSION_DENIED (path outside the allowed roots), RESOURCE_EXHAUSTED
-        (queue full, with a RetryInfo detail), UNAVAILABLE (server draining).
+        (path does not exist), FAILED_PRECONDITION (path is not a folder, or the
+        server cannot read it), PERMISSION_DENIED (path outside the allowed
+        roots), RESOURCE_EXHAUSTED (queue full, with a RetryInfo detail),
+        UNAVAILABLE (server draining), UNAUTHENTICATED (no or a wrong token when
+        the server requires one; this holds for every RPC but Health).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -100,6 +100,24 @@ class MediascanServer:
         except SecurityError as exc:
             raise ConfigError(str(exc)) from None
         roots = await asyncio.to_thread(_resolve_roots, config.allow_roots)
+        try:
+            await self._assemble(config, security, roots)
+        except BaseException:
+            await self._abandon_start()  # nothing half-started may keep running
+            raise
+        log.info(
+            "serving on %s (db %s, %d workers, %s, %s)",
+            self.address,
+            config.db,
+            config.workers,
+            "mutual TLS" if security.mutual_tls else "TLS" if config.tls else "plaintext",
+            "token auth" if security.tokens else "no token auth",
+        )
+        if self.metrics is not None:
+            log.info("metrics on http://%s/metrics", self.metrics_address)
+
+    async def _assemble(self, config: Config, security: Security, roots: list[str]) -> None:
+        """Metrics, store, probers, queue, then the gRPC server (see `_serve`)."""
         interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
         if config.metrics_listen:
             self.metrics = Metrics()
@@ -139,21 +157,7 @@ class MediascanServer:
             queue = self._queue
             queue.state_listeners.append(self.metrics.job_changed)
             self.metrics.watch_queue(lambda: queue.queued_count, lambda: queue.running_count)
-        try:
-            await self._serve(config, security, interceptors, roots)
-        except BaseException:
-            await self._abandon_start()
-            raise
-        log.info(
-            "serving on %s (db %s, %d workers, %s, %s)",
-            self.address,
-            config.db,
-            config.workers,
-            "mutual TLS" if security.mutual_tls else "TLS" if config.tls else "plaintext",
-            "token auth" if security.tokens else "no token auth",
-        )
-        if self.metrics is not None:
-            log.info("metrics on http://%s/metrics", self.metrics_address)
+        await self._serve(config, security, interceptors, roots)
 
     async def _serve(
         self,
@@ -200,6 +204,7 @@ class MediascanServer:
         if self.metrics is not None:
             self.metrics.close()
         await self._close_storage()
+        self._stopped.set()  # a later stop() has nothing left to do
 
     def request_stop(self) -> None:
         """Ask `wait()` to return (from a signal handler)."""

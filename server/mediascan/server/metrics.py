@@ -225,6 +225,24 @@ def _outcome(context: Context, error: BaseException | None) -> str:
     return "UNKNOWN"
 
 
+def _known_methods() -> frozenset[str]:
+    """`/package.Service/Method` of every method this server implements."""
+    from grpc_health.v1 import health_pb2
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    services = (
+        scan_pb2.DESCRIPTOR.services_by_name["ScanService"],
+        health_pb2.DESCRIPTOR.services_by_name["Health"],
+        reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
+    )
+    return frozenset(f"/{s.full_name}/{m.name}" for s in services for m in s.methods)
+
+
+#: Methods labelled by name; any other name is counted as service and method "unknown", so that
+#: callers cannot create unbounded label values.
+_KNOWN_METHODS = _known_methods()
+
+
 class RpcMetricsInterceptor(Interceptor):
     """Counts and times every RPC by service, method, type and final status code."""
 
@@ -239,7 +257,10 @@ class RpcMetricsInterceptor(Interceptor):
             # UNIMPLEMENTED: not counted (unknown method names would make unbounded labels).
             return handler
         full = handler_call_details.method
-        service, _, method = full.lstrip("/").rpartition("/")
+        if full in _KNOWN_METHODS:
+            service, _, method = full.lstrip("/").rpartition("/")
+        else:  # e.g. an unauthenticated call to a made-up name: one series for all of them
+            service, method = "unknown", "unknown"
         record = functools.partial(self._record, service, method, full == WATCH_METHOD)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(

@@ -8,10 +8,13 @@ as `python -m mediascan.server.probe`, which answers one JSON line per path read
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import errno
 import json
 import os
+import signal
 import sys
 import time
 
@@ -67,7 +70,7 @@ class ProbeResult:
 
 class ProbeError(Exception):
     """The file is not a readable video. `reason` is a short code: not_video, corrupt,
-    unreadable, vanished, timeout."""
+    unreadable, vanished, timeout (the probe was killed), crashed (the prober died on it)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -168,8 +171,23 @@ def _ffmpeg_reason(exc: av.error.FFmpegError) -> str:
     return str(message)
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to kill this prober when the server dies, even while a probe hangs (a hung
+    probe never reads the closed stdin that would otherwise end it)."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the server died before prctl took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def serve_stdio() -> None:
     """The prober process: one JSON path per stdin line in, one JSON answer per line out."""
+    if sys.platform == "linux":
+        _die_with_parent()
     fault = os.environ.get("MEDIASCAN_PROBE_FAULT", "")
     kind, _, marker = fault.partition(":")
     out = sys.stdout

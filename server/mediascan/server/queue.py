@@ -270,9 +270,16 @@ class LocalJobQueue:
         inserted: asyncio.Future[scan_pb2.Job] = asyncio.get_running_loop().create_future()
         inserted.add_done_callback(_consume)
         self._submitting[spec.dedup_key] = inserted
+        # Shielded: a client that gives up mid-insert must not leave a committed job that this
+        # server never registered (nothing could run, cancel or delete it until a restart).
+        return await asyncio.shield(self._insert_for(spec, inserted))
+
+    async def _insert_for(
+        self, spec: ScanSpec, inserted: asyncio.Future[scan_pb2.Job]
+    ) -> SubmitOutcome:
         try:
             outcome = await self._insert(spec)
-        except BaseException as exc:
+        except Exception as exc:
             inserted.set_exception(exc)
             raise
         else:
@@ -439,6 +446,7 @@ class LocalJobQueue:
                 scan_pb2.ScanResult(),
             )
         else:  # shutdown: it is still QUEUED in the store and runs at the next start
+            active.channel.close()  # its watchers get UNAVAILABLE and resume after the restart
             self._release(active)
 
     async def _run(self, active: _ActiveJob) -> None:
@@ -562,12 +570,13 @@ class LocalJobQueue:
             self._release(active)
         job = active.job
         log.info(
-            "job %s %s: %d added, %d updated, %d unchanged, %d failed",
+            "job %s %s: %d added, %d updated, %d unchanged, %d removed, %d failed",
             job.job_id,
             state.name,
             result.added,
             result.updated,
             result.unchanged,
+            result.removed,
             result.failed,
             extra=job_fields(job),
         )

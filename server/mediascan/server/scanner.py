@@ -216,11 +216,15 @@ class _ScanRun:
                     self._progress.failed += 1
         self._progress.files_found += len(files)
         self._seen.update(f.path for f in files)
-        known: dict[str, tuple[int, int]] = {}
+        known: dict[str, tuple[int, int, int]] = {}
         if not self._spec.full and files:
             known = await self._scanner._store.known_files([f.path for f in files])
+        undated: list[tuple[int, str]] = []  # unchanged rows that do not know their device yet
         for found in files:
-            if known.get(found.path) == (found.size, found.mtime_ns):
+            size, mtime, dev = known.get(found.path, (-1, -1, -1))
+            if (size, mtime) == (found.size, found.mtime_ns):
+                if dev == 0:
+                    undated.append((found.dev, found.path))
                 self._progress.unchanged += 1
                 self._done(found)
                 continue
@@ -228,6 +232,8 @@ class _ScanRun:
             task = asyncio.create_task(self._probe_one(found))
             self._probes.add(task)
             task.add_done_callback(self._probes.discard)
+        if undated:
+            await self._scanner._store.set_devices(undated)
         self._reporter.changed()
 
     async def _probe_one(self, found: FoundFile) -> None:

@@ -53,12 +53,6 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (request_id)
     WHERE request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_create ON jobs (create_ns DESC, job_id DESC);
 CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, create_ns DESC, job_id DESC);
-CREATE TABLE IF NOT EXISTS requests (
-    request_id  TEXT PRIMARY KEY,
-    fingerprint TEXT NOT NULL,
-    job_id      TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS requests_by_job ON requests (job_id);
 CREATE TABLE IF NOT EXISTS job_events (
     job_id   TEXT NOT NULL,
     sequence INTEGER NOT NULL,
@@ -90,7 +84,15 @@ CREATE TABLE IF NOT EXISTS videos (
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # The device a video lives on: a folder now on another device (an unmounted disk's empty
     # mount point) must not make its videos look deleted. 0: not known (written by version 1).
-    2: ("ALTER TABLE videos ADD COLUMN dev INTEGER NOT NULL DEFAULT 0",),
+    2: (
+        "ALTER TABLE videos ADD COLUMN dev INTEGER NOT NULL DEFAULT 0",
+        # request_id -> job, also for submits that joined an active job (deduplicated).
+        "CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, "
+        "fingerprint TEXT NOT NULL, job_id TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS requests_by_job ON requests (job_id)",
+        "INSERT OR IGNORE INTO requests (request_id, fingerprint, job_id) "
+        "SELECT request_id, fingerprint, job_id FROM jobs WHERE request_id IS NOT NULL",
+    ),
 }
 
 _TERMINAL_SQL = ",".join(str(int(s)) for s in TERMINAL)
@@ -508,22 +510,30 @@ class Store:
 
     # -- the library ------------------------------------------------------------------------
 
-    async def known_files(self, paths: Sequence[str]) -> dict[str, tuple[int, int]]:
-        """(size, mtime_ns) of the given paths that the library holds."""
+    async def known_files(self, paths: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+        """(size, mtime_ns, dev) of the given paths that the library holds."""
 
-        def op(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
-            found: dict[str, tuple[int, int]] = {}
+        def op(conn: sqlite3.Connection) -> dict[str, tuple[int, int, int]]:
+            found: dict[str, tuple[int, int, int]] = {}
             for start in range(0, len(paths), 500):
                 chunk = paths[start : start + 500]
                 marks = ",".join("?" * len(chunk))
-                for path, size, mtime in conn.execute(
-                    f"SELECT path, size_bytes, mtime_ns FROM videos WHERE path IN ({marks})",
+                for path, size, mtime, dev in conn.execute(
+                    f"SELECT path, size_bytes, mtime_ns, dev FROM videos WHERE path IN ({marks})",
                     chunk,
                 ):
-                    found[path] = (size, mtime)
+                    found[path] = (size, mtime, dev)
             return found
 
         return await self.read(op)
+
+    async def set_devices(self, devices: Sequence[tuple[int, str]]) -> None:
+        """Record the device of videos that have none yet (rows written by schema 1)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany("UPDATE videos SET dev = ? WHERE path = ? AND dev = 0", devices)
+
+        await self.write(op)
 
     async def upsert_videos(self, rows: Iterable[VideoRow]) -> tuple[int, int]:
         """Insert or update videos by path in one transaction; returns (added, updated)."""
