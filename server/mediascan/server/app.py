@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 from .config import Config
+from .decoding import RequestDecodingInterceptor
 from .events import EventHub
 from .metrics import Metrics
 from .probe_pool import ProbePool
@@ -131,6 +132,7 @@ class MediascanServer:
             interceptors.append(self.metrics.interceptor())  # outermost: sees refusals too
         if security.tokens:
             interceptors.append(TokenAuthInterceptor(security.tokens))
+        interceptors.append(RequestDecodingInterceptor())  # innermost: after the token check
         self._store = Store(config.db)
         await self._store.open()
         self._hub = EventHub(

@@ -75,6 +75,12 @@ class InvalidArgument(MediascanError):
         return [_pack(_bad_request(self.field, self.description))]
 
 
+class MalformedRequest(MediascanError):
+    """The request's bytes do not parse as the method's request message."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
 class NotFound(MediascanError):
     """The named job, video or path does not exist."""
 

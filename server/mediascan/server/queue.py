@@ -723,6 +723,7 @@ def _decode_jobs_token(token: str, state: int) -> tuple[int, str] | None:
         create_ns, job_id, token_state = int(data["c"]), str(data["j"]), int(data["s"])
         if not 0 <= create_ns < 2**63:
             raise ValueError("out of range")
+        job_id.encode("utf-8")  # a lone surrogate from a forged token: not ours
     except (ValueError, TypeError, KeyError, OverflowError):
         raise InvalidArgument(
             "page_token",

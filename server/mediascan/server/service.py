@@ -45,6 +45,17 @@ PRIORITY_RANGE = (-100, 100)
 JOBS_PAGE = (50, 1000)  # default, maximum
 VIDEOS_PAGE = (100, 1000)
 _MAX_DURATION_SECONDS = 315_576_000_000  # the protobuf Duration range
+_MAX_INT64 = 2**63 - 1
+#: Echoed request text (paths, ids) is cut to this length in error messages, so that an error's
+#: trailers stay far below the 8 KiB of metadata a default gRPC client accepts.
+SHOWN = 160
+
+
+def shown(text: str) -> str:
+    """`text` as quoted in an error message: long text keeps its start and its end."""
+    if len(text) <= SHOWN:
+        return text
+    return f"{text[: SHOWN // 2]}…{text[-(SHOWN // 2 - 1) :]}"
 
 
 def _unary(
@@ -177,16 +188,17 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
             raise InvalidArgument("video_id", "set exactly one of video_id and path")
         if request.video_id:
             number = request.video_id.removeprefix("v_")
-            if not number.isdigit() or len(number) > 18:
+            if not (number.isascii() and number.isdigit()) or len(number) > 18:
                 raise InvalidArgument(
-                    "video_id", f"{request.video_id!r} is not a video id (they look like v_123)"
+                    "video_id",
+                    f"{shown(request.video_id)!r} is not a video id (they look like v_123)",
                 )
             video = await self._store.get_video(video_id=int(number), path=None)
-            missing = f'video "{request.video_id}" is not in the library'
+            missing = f'video "{shown(request.video_id)}" is not in the library'
         else:
             _check_path_text("path", request.path)
             video = await self._store.get_video(video_id=None, path=os.path.normpath(request.path))
-            missing = f"{request.path} is not in the library (scan its folder first)"
+            missing = f"{shown(request.path)} is not in the library (scan its folder first)"
         if video is None:
             raise NotFound(missing)
         return video
@@ -250,17 +262,18 @@ def _check_path_text(field: str, path: str) -> None:
     if not os.path.isabs(path):
         raise InvalidArgument(
             field,
-            f"must be an absolute path (starting with /), got {path[:200]!r}: the server does "
+            f"must be an absolute path (starting with /), got {shown(path)!r}: the server does "
             "not know the client's working folder",
         )
 
 
-def _resolve_folder(raw: str, roots: Sequence[str]) -> str:
+def _resolve_folder(path: str, roots: Sequence[str]) -> str:
     """Resolve `..` and symlinks, check the allowed roots, then that it is a readable folder.
 
     The roots are checked before existence, so that the answers reveal nothing about paths
     outside them."""
-    real = os.path.realpath(raw)
+    real = os.path.realpath(path)
+    raw = shown(path)
     if roots and not any(is_within(real, root) for root in roots):
         raise PermissionDenied(
             f"{raw} is outside the folders this server may scan ({', '.join(roots)}); "
@@ -315,7 +328,8 @@ def _optional_duration(request: scan_pb2.ListVideosRequest, field: str) -> int |
     seconds = _duration_seconds(field, getattr(request, field))
     if seconds < 0:
         raise InvalidArgument(field, "must not be negative")
-    return round(seconds * 1e9)
+    # Longer than any video (and than SQLite's 64-bit integers in nanoseconds): no bound.
+    return min(round(seconds * 1e9), _MAX_INT64)
 
 
 def _page_size(requested: int, limits: tuple[int, int]) -> int:
@@ -341,6 +355,7 @@ def _decode_videos_token(token: str, filters: str) -> str | None:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         path, token_filters = str(data["p"]), str(data["f"])
+        path.encode("utf-8")  # a lone surrogate from a forged token: not ours
     except (ValueError, TypeError, KeyError):
         raise InvalidArgument(
             "page_token",
