@@ -117,12 +117,26 @@ async def _refuse(context: Context, request: Undecodable) -> None:
 class RequestDecodingInterceptor(Interceptor):
     """Turns unparseable unary requests into INVALID_ARGUMENT for every service."""
 
+    def __init__(self) -> None:
+        #: method -> (the handler it wraps, the wrapper): built once per method, not per call.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
+
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Handler) -> Handler:
+        assert handler.request_deserializer is not None
         parse = _tolerant(handler.request_deserializer)
         if handler.unary_unary:
             unary: Callable[..., Any] = handler.unary_unary
