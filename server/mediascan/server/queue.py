@@ -47,7 +47,7 @@ from .jobs import (
 )
 from .logs import job_fields
 from .scanner import Scanner
-from .store import RequestIdReused, Store
+from .store import RequestIdReused, StorageError, Store
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,9 @@ class AsyncJobQueue(Protocol):
     def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[scan_pb2.JobEvent]: ...
 
 
+#: Seconds CancelJob waits for the job to end; longer only when the database fails (a stopped
+#: scan ends in milliseconds), and then the caller hears so instead of waiting for ever.
+_CANCEL_WAIT = 8.0
 #: Seconds before a job whose start could not be committed is tried again.
 _RESTART_DELAY = 1.0
 
@@ -131,6 +134,14 @@ class _Reporter:
             await asyncio.sleep(self._interval)  # the coalescing window
 
     async def flush(self) -> None:
+        """Commit and publish what changed. A database failure costs these progress events
+        (the final state carries the counts and the file errors), never the scan."""
+        try:
+            await self._flush()
+        except StorageError as exc:
+            log.warning("job %s: progress not stored: %s", self._active.job.job_id, exc)
+
+    async def _flush(self) -> None:
         if not self._dirty.is_set():
             return
         self._dirty.clear()
@@ -349,7 +360,13 @@ class LocalJobQueue:
                 )
             else:
                 active.task.cancel()
-        await active.done.wait()
+        try:
+            await asyncio.wait_for(asyncio.shield(active.done.wait()), _CANCEL_WAIT)
+        except TimeoutError:
+            raise Unavailable(
+                f"job {job_id} was told to stop, but its end cannot be stored yet (the database "
+                "is failing); it ends as soon as the database recovers: watch it or GetJob it"
+            ) from None
         return await self.get(job_id)
 
     async def list_jobs(
@@ -565,7 +582,7 @@ class LocalJobQueue:
                 job.error.CopyFrom(error)
 
         try:
-            await self._transition(active, state, mutate=mutate)
+            await self._commit_until_stored(active, state, mutate)
         finally:
             self._release(active)
         job = active.job
@@ -584,6 +601,31 @@ class LocalJobQueue:
             await self.store.trim_events(job.job_id, self.config.event_log_size)
         except MediascanError as exc:
             log.warning("could not trim the events of job %s: %s", job.job_id, exc)
+
+    async def _commit_until_stored(
+        self, active: _ActiveJob, state: JobState, mutate: Callable[[scan_pb2.Job], None]
+    ) -> None:
+        """A job's final state must reach the store: while the database fails (locked, disk
+        full), try again with backoff, keeping the job (and its watchers) until it does. A
+        shutdown ends the attempts: the job is still active in the store and runs again at the
+        next start."""
+        delay = 0.1
+        while True:
+            try:
+                await self._transition(active, state, mutate=mutate)
+                return
+            except StorageError as exc:
+                if self._draining:
+                    active.channel.close()  # its watchers reconnect after the restart
+                    raise
+                log.error(
+                    "cannot store the end of job %s (%s); trying again in %gs",
+                    active.job.job_id,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _release(self, active: _ActiveJob) -> None:
         job_id = active.job.job_id

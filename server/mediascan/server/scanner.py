@@ -145,6 +145,7 @@ class _ScanRun:
         self._write_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(scanner._probe_concurrency)
         self._probes: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None  # the first probe task that failed
         self._stop = threading.Event()
         self._started_ns = time.time_ns()
         self._seen: set[str] = set()  # video paths met by the walk
@@ -173,6 +174,8 @@ class _ScanRun:
             self._reporter.changed()
             if self._probes:
                 await asyncio.gather(*self._probes)
+            if self._failure is not None:  # e.g. a library write failed: the scan fails with it
+                raise self._failure
             self._progress.phase = scan_pb2.SCAN_PHASE_FINALIZING
             self._reporter.changed()
             await self._write(force=True)
@@ -221,6 +224,8 @@ class _ScanRun:
             known = await self._scanner._store.known_files([f.path for f in files])
         undated: list[tuple[int, str]] = []  # unchanged rows that do not know their device yet
         for found in files:
+            if self._failure is not None:
+                raise self._failure
             size, mtime, dev = known.get(found.path, (-1, -1, -1))
             if (size, mtime) == (found.size, found.mtime_ns):
                 if dev == 0:
@@ -231,10 +236,15 @@ class _ScanRun:
             await self._slots.acquire()
             task = asyncio.create_task(self._probe_one(found))
             self._probes.add(task)
-            task.add_done_callback(self._probes.discard)
+            task.add_done_callback(self._probe_done)
         if undated:
             await self._scanner._store.set_devices(undated)
         self._reporter.changed()
+
+    def _probe_done(self, task: asyncio.Task[None]) -> None:
+        self._probes.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
 
     async def _probe_one(self, found: FoundFile) -> None:
         try:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -174,6 +175,7 @@ class Store:
         self._read_pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -181,6 +183,7 @@ class Store:
         """Create the file and schema if needed, then start the writer and reader threads."""
         self._loop = asyncio.get_running_loop()
         self._write_conn = await asyncio.to_thread(self._open_sync)
+        self._identity = await asyncio.to_thread(_identity, self.path)
         self._writer = threading.Thread(target=self._writer_loop, name="sqlite-writer", daemon=True)
         self._writer.start()
         self._read_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="sqlite-reader")
@@ -294,6 +297,28 @@ class Store:
     def _run_batch(self, batch: list[_WriteRequest]) -> None:
         conn = self._write_conn
         assert conn is not None
+        if _identity(self.path) != self._identity:
+            # Removed or replaced under the server: SQLite would write to the unlinked file
+            # and every write acknowledged from now on would be lost at the next start.
+            error = StorageError(
+                f"the database file {self.path} was removed or replaced while the server ran: "
+                "nothing can be stored; restore it (or start the server again to create a new "
+                "one)"
+            )
+            log.error("%s", error)
+            outcomes: list[tuple[_WriteRequest, Any, BaseException | None]] = [
+                (request, None, error) for request in batch
+            ]
+        else:
+            outcomes = self._transaction(conn, batch)
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            self._loop.call_soon_threadsafe(_resolve_all, outcomes)
+
+    def _transaction(
+        self, conn: sqlite3.Connection, batch: list[_WriteRequest]
+    ) -> list[tuple[_WriteRequest, Any, BaseException | None]]:
+        """Run the batch in one transaction, each write in its own savepoint."""
         outcomes: list[tuple[_WriteRequest, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -317,9 +342,7 @@ class Store:
                 conn.execute("ROLLBACK")
             error = StorageError(f"database write failed: {exc}")
             outcomes = [(request, None, error) for request in batch]
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            self._loop.call_soon_threadsafe(_resolve_all, outcomes)
+        return outcomes
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -676,6 +699,14 @@ def _video_of(row: Sequence[Any]) -> scan_pb2.Video:
     video.duration.FromNanoseconds(data.duration_ns)
     video.probe_time.FromNanoseconds(data.probe_ns)
     return video
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _find_request(conn: sqlite3.Connection, request_id: str) -> tuple[scan_pb2.Job, str] | None:
