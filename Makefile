@@ -56,5 +56,13 @@ format: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m mediascan.server.demo $(ARGS)
 
+# Benchmarks against same-run baselines (docs/benchmarks.md): one table on stdout, JSON in
+# var/bench/. `bench` takes about 10 minutes; `bench-quick` runs everything small in under one.
+bench: $(STAMP) ffprobe
+	$(BIN)/python -m bench $(ARGS)
+
+bench-quick: $(STAMP) ffprobe
+	$(BIN)/python -m bench --quick $(ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,14 @@
+"""mediascan benchmarks: each figure of the service next to a baseline measured in the same run.
+
+`python -m bench` (`make bench`) runs them all at full size and prints one table; `--quick`
+(`make bench-quick`) runs every benchmark at a small size in well under a minute. Modules:
+
+- `submit`: SubmitScan against a bare grpc.aio unary echo server (`bare.py`)
+- `fanout`: WatchJob subscribers against a bare grpc.aio server pushing the same messages
+- `first_scan`: a first scan against an `ffprobe` loop
+- `rescan`: a rescan of an unchanged tree against `find -printf`
+- `jobs`: many tiny jobs against the same files as one job
+
+`loadgen.py` is the load generator (run in processes of its own), `serve.py` runs
+`mediascan-server` under a chosen event loop, `common.py` holds the shared plumbing.
+"""

@@ -1,0 +1,64 @@
+"""The benchmark harness keeps working (issue 6): `python -m bench --quick` (what `make bench-quick`
+runs) as a subprocess must produce every figure of every benchmark, with its baseline and ratio.
+
+How fast anything is, is never checked here: speed is measured by `make bench`, against baselines
+measured in the same run (docs/benchmarks.md), not asserted in tests on a machine of unknown load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = {"submit", "fanout", "first_scan", "rescan", "jobs"}
+#: bench-quick's own budget is under a minute; this leaves room for a loaded CI machine.
+LIMIT = 180
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(LIMIT + 30)
+def test_bench_quick_produces_every_figure(tmp_path: Path) -> None:
+    report_path = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(report_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT,
+        check=False,
+    )
+    assert done.returncode == 0, f"bench --quick failed:\n{done.stderr[-6000:]}"
+    report = json.loads(report_path.read_text())
+    assert report["mode"] == "quick"
+    assert report["failures"] == {}
+    assert set(report["expected"]) == BENCHMARKS
+
+    rows = {row["key"]: row for row in report["rows"]}
+    expected = [key for keys in report["expected"].values() for key in keys]
+    assert len(expected) >= 14
+    missing = [key for key in expected if key not in rows]
+    assert not missing, f"figures not produced: {missing}"
+    for key in expected:
+        row = rows[key]
+        assert _finite(row["value"]), f"{key}: no value ({row})"
+        assert _finite(row["baseline"]), f"{key}: no baseline ({row})"
+        assert _finite(row["ratio"]), f"{key}: no ratio ({row})"
+        if "/s" in key:
+            assert row["value"] > 0 and row["baseline"] > 0, f"{key}: nothing measured ({row})"
+        assert row["runs"], f"{key}: no runs recorded"
+
+    # The table on stdout: one line per figure, with its ratio.
+    table = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    for key in expected:
+        bench, figure = key.split(" | ")
+        assert any(f"| {bench} | {figure} |" in line for line in table), f"{key} not in table"
