@@ -128,10 +128,14 @@ class _Reporter:
 
     async def run(self) -> None:
         """Publish at most `progress_rate` progress events a second while the scan changes."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._dirty.wait()
+            started = loop.time()
             await self.flush()
-            await asyncio.sleep(self._interval)  # the coalescing window
+            # The coalescing window counts from the flush's start: a flush slowed down by a
+            # burst of writes to many watchers must not lower the rate below progress_rate.
+            await asyncio.sleep(max(0.0, self._interval - (loop.time() - started)))
 
     async def flush(self) -> None:
         """Commit and publish what changed. A database failure costs these progress events
