@@ -56,7 +56,9 @@ async def test_a_jobs_state_changes_are_json_lines(spawn_server: Any, tmp_path: 
     for record in records:
         assert {"time", "level", "logger", "message"} <= record.keys()
     mine = [r for r in records if r.get("job_id") == submitted.job_id]
-    assert [r["state"] for r in mine] == ["QUEUED", "RUNNING", "SUCCEEDED"]
+    # Accepting a job is a DEBUG line (a busy server accepts thousands a second); from the
+    # start on, each state change is an INFO line.
+    assert [r["state"] for r in mine] == ["RUNNING", "SUCCEEDED"]
     for record in mine:
         assert record["path"] == str(folder)
         assert record["attempt"] == 1

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import os
+import random
 import time
 
 from google.protobuf import duration_pb2, timestamp_pb2
@@ -68,16 +70,46 @@ def is_terminal(state: int) -> bool:
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+#: Two Crockford characters for each 10-bit value: a ULID is 13 lookups.
+_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
+
+
+class _UlidClock:
+    """Monotonic ULIDs (https://github.com/ulid/spec): 48 bits of milliseconds, then 80 bits
+    that start at a random value each millisecond and count up within it, so ids sort in the
+    order they were made, even within one millisecond.
+
+    The random part comes from a generator seeded once from os.urandom: an id is unique, not
+    secret (ids grant nothing; authentication is the token), and a system call per id would
+    cost more than the rest of a submit's bookkeeping."""
+
+    def __init__(self) -> None:
+        self._random = random.Random(os.urandom(32))
+        self._last_ms = -1
+        self._last = 0
+
+    def next(self) -> int:
+        ms = time.time_ns() // 1_000_000
+        if ms > self._last_ms:
+            self._last_ms = ms
+            self._last = ms << 80 | self._random.getrandbits(79)  # room to count up
+        else:  # the same millisecond (or the clock stepped back): count up
+            self._last += 1
+        return self._last
+
+
+_ULIDS = _UlidClock()
+
+
+def encode_ulid(value: int) -> str:
+    """The 26 Crockford base32 characters of a 128-bit ULID."""
+    pairs = _PAIRS
+    return "".join([pairs[value >> shift & 1023] for shift in range(120, -1, -10)])
 
 
 def new_job_id() -> str:
     """`j_` + a 26-character ULID: sortable by creation time, unique without coordination."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "j_" + "".join(reversed(chars))
+    return "j_" + encode_ulid(_ULIDS.next())
 
 
 def is_within(path: str, root: str) -> bool:
@@ -86,9 +118,8 @@ def is_within(path: str, root: str) -> bool:
 
 
 def now_timestamp() -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.GetCurrentTime()
-    return stamp
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
 
 
 def seconds_to_duration(seconds: float) -> duration_pb2.Duration:
@@ -112,7 +143,7 @@ class ScanSpec:
     #: from a reused one (AIP-155).
     fingerprint: str = ""
 
-    @property
+    @functools.cached_property
     def dedup_key(self) -> str:
         """Jobs with the same key are the same request: a submit joins an active one."""
         flags = f"{int(self.recursive)}{int(self.follow_symlinks)}{int(self.full)}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import heapq
 import itertools
 import json
@@ -47,7 +48,7 @@ from .jobs import (
 )
 from .logs import job_fields
 from .scanner import Scanner
-from .store import RequestIdReused, StorageError, Store
+from .store import InsertOutcome, RequestIdReused, StorageError, Store
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class LocalJobQueue:
         self._active: dict[str, _ActiveJob] = {}
         self._by_dedup_key: dict[str, _ActiveJob] = {}
         #: Submits whose insert is being committed, by dedup key: an identical submit waits.
-        self._submitting: dict[str, asyncio.Future[scan_pb2.Job]] = {}
+        self._submitting: dict[str, asyncio.Future[SubmitOutcome]] = {}
         self._heap: list[tuple[int, int, str]] = []
         self._queued: dict[str, _ActiveJob] = {}
         self._order = itertools.count()
@@ -263,74 +264,102 @@ class LocalJobQueue:
     async def submit(self, spec: ScanSpec) -> SubmitOutcome:
         if self._draining:
             raise Unavailable("the server is shutting down and accepts no new scans; retry later")
-        if spec.request_id:
-            # A retry of an earlier submit returns that job (AIP-155), even when the queue is full.
-            found = await self.store.find_request(spec.request_id)
-            if found is not None:
-                job, fingerprint = found
-                if fingerprint != spec.fingerprint:
-                    raise _request_id_reused(job.job_id)
-                return self._retried(job)
-        same = self._by_dedup_key.get(spec.dedup_key)
-        joined = self._submitting.get(spec.dedup_key)
+        key = spec.dedup_key
+        same = self._by_dedup_key.get(key)
+        joined = self._submitting.get(key)
         if same is not None or joined is not None:
+            if spec.request_id:
+                retried = await self._earlier_request(spec)
+                if retried is not None:
+                    return retried
             if same is not None:
-                job = self._copy(same.job)
+                job = same.job
             else:
                 assert joined is not None
-                job = await asyncio.shield(joined)
+                job = (await asyncio.shield(joined)).job
             if spec.request_id:
                 await self.store.remember_request(spec.request_id, spec.fingerprint, job.job_id)
             return SubmitOutcome(job=job, deduplicated=True)
-        inserted: asyncio.Future[scan_pb2.Job] = asyncio.get_running_loop().create_future()
-        inserted.add_done_callback(_consume)
-        self._submitting[spec.dedup_key] = inserted
-        # Shielded: a client that gives up mid-insert must not leave a committed job that this
-        # server never registered (nothing could run, cancel or delete it until a restart).
-        return await asyncio.shield(self._insert_for(spec, inserted))
-
-    async def _insert_for(
-        self, spec: ScanSpec, inserted: asyncio.Future[scan_pb2.Job]
-    ) -> SubmitOutcome:
-        try:
-            outcome = await self._insert(spec)
-        except Exception as exc:
-            inserted.set_exception(exc)
-            raise
-        else:
-            inserted.set_result(self._copy(outcome.job))
-            return outcome
-        finally:
-            del self._submitting[spec.dedup_key]
-
-    async def _insert(self, spec: ScanSpec) -> SubmitOutcome:
-        """Commit a new job (the queue bound permitting) and queue it."""
         if len(self._queued) + self._pending_submits >= self.config.max_queued:
+            # A retry of an earlier submit returns that job (AIP-155), even when the queue is
+            # full. Otherwise the insert looks the request_id up itself, in its transaction.
+            retried = await self._earlier_request(spec) if spec.request_id else None
+            if retried is not None:
+                return retried
             raise ResourceExhausted(
                 f"the queue is full ({self.config.max_queued} queued scans): retry after the "
                 "delay in the RetryInfo detail",
                 retry_after=self._retry_delay(),
             )
+        inserted = self._insert(spec)
+        self._submitting[key] = inserted
+        inserted.add_done_callback(functools.partial(self._submitted, key))
+        # Shielded: a client that gives up mid-insert does not stop it; the store's callback
+        # registers and queues the job whether anyone still waits or not.
+        return await asyncio.shield(inserted)
+
+    async def _earlier_request(self, spec: ScanSpec) -> SubmitOutcome | None:
+        """The job an earlier submit with this request_id made (AIP-155), or None."""
+        found = await self.store.find_request(spec.request_id)
+        if found is None:
+            return None
+        job, fingerprint = found
+        if fingerprint != spec.fingerprint:
+            raise _request_id_reused(job.job_id)
+        return self._retried(job)
+
+    def _submitted(self, key: str, inserted: asyncio.Future[SubmitOutcome]) -> None:
+        del self._submitting[key]
+        if not inserted.cancelled():
+            inserted.exception()  # seen: the submit that made it raised it already
+
+    def _insert(self, spec: ScanSpec) -> asyncio.Future[SubmitOutcome]:
+        """Commit a new job and queue it. No task runs this: the store's future calls back.
+
+        The returned future resolves once the job is committed and queued, or the insert
+        failed; cancelling it undoes neither."""
         job = spec.new_job()
         job.last_sequence = 1
         event = _event(job.job_id, 1, state_change=_state_change(0, job))
+        outcome: asyncio.Future[SubmitOutcome] = asyncio.get_running_loop().create_future()
+
+        def stored(future: asyncio.Future[InsertOutcome]) -> None:
+            self._pending_submits -= 1
+            try:
+                result = self._inserted(future, job, spec, event)
+            except Exception as exc:
+                outcome.set_exception(exc)
+            else:
+                outcome.set_result(result)
+
+        self.store.insert_job(job, spec, event).add_done_callback(stored)
         self._pending_submits += 1
+        return outcome
+
+    def _inserted(
+        self,
+        future: asyncio.Future[InsertOutcome],
+        job: scan_pb2.Job,
+        spec: ScanSpec,
+        event: scan_pb2.JobEvent,
+    ) -> SubmitOutcome:
+        """Queue a committed job. Job messages in `_active` and the channels are replaced,
+        never changed in place, so the one `job` is shared by all three and the answer."""
         try:
-            outcome = await self.store.insert_job(job, spec, event)
+            result = future.result()
         except RequestIdReused as exc:
             raise _request_id_reused(exc.job_id) from None
-        finally:
-            self._pending_submits -= 1
-        if not outcome.created:
-            return self._retried(outcome.job)
+        if not result.created:
+            return self._retried(result.job)
         if self._draining:  # shut down while the insert was committing: it runs next start
-            return SubmitOutcome(job=self._copy(job))
+            return SubmitOutcome(job=job)
         active = self._register(job, spec)
-        active.channel.publish(self._copy(job), [event])
+        active.channel.publish(job, [event])
         self._changed(0, job)
         self._enqueue(active)
-        log.info("job %s queued: %s", job.job_id, spec.path, extra=job_fields(job))
-        return SubmitOutcome(job=self._copy(job))
+        if log.isEnabledFor(logging.DEBUG):  # not INFO: a busy server queues thousands a second
+            log.debug("job %s queued: %s", job.job_id, spec.path, extra=job_fields(job))
+        return SubmitOutcome(job=job)
 
     def _retried(self, job: scan_pb2.Job) -> SubmitOutcome:
         active = self._active.get(job.job_id)
@@ -405,7 +434,7 @@ class LocalJobQueue:
     # -- dispatching and running -------------------------------------------------------------
 
     def _register(self, job: scan_pb2.Job, spec: ScanSpec) -> _ActiveJob:
-        active = _ActiveJob(job, spec, self.hub.open(self._copy(job)))
+        active = _ActiveJob(job, spec, self.hub.open(job))
         self._active[job.job_id] = active
         self._by_dedup_key.setdefault(spec.dedup_key, active)
         return active
@@ -724,12 +753,6 @@ class LocalJobQueue:
             return 1.0
         mean = sum(self._recent_durations) / len(self._recent_durations)
         return max(0.5, min(60.0, mean / self.config.workers))
-
-
-def _consume(future: asyncio.Future[scan_pb2.Job]) -> None:
-    """Mark a failed insert's exception as seen (its submit raised it already)."""
-    if not future.cancelled():
-        future.exception()
 
 
 def _state_change(from_state: int, job: scan_pb2.Job) -> scan_pb2.StateChange:

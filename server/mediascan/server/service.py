@@ -3,7 +3,6 @@ place where domain errors become gRPC statuses."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
@@ -31,6 +30,7 @@ from .errors import (
 )
 from .grpc_types import Context
 from .jobs import JobState, ScanSpec, is_within, request_fingerprint
+from .lane import BlockingLane
 from .queue import AsyncJobQueue
 from .store import Store
 
@@ -49,6 +49,8 @@ _MAX_INT64 = 2**63 - 1
 #: Echoed request text (paths, ids) is cut to this length in error messages, so that an error's
 #: trailers stay far below the 8 KiB of metadata a default gRPC client accepts.
 SHOWN = 160
+#: Seconds a submit waits for the file system to resolve its folder before UNAVAILABLE.
+PATH_TIMEOUT = 10.0
 
 
 def shown(text: str) -> str:
@@ -87,6 +89,8 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
         self._store = store
         self._config = config
         self._roots = tuple(roots)
+        #: Resolving a submitted folder touches the disk: never on the loop.
+        self._lane = BlockingLane("path", timeout=PATH_TIMEOUT)
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -215,7 +219,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
                 "priority", f"{request.priority} is out of range: use {low} to {high}"
             )
         timeout = self._timeout(request)
-        path = await asyncio.to_thread(_resolve_folder, request.path, self._roots)
+        path = await self._lane.call(_resolve_folder, request.path, self._roots)
         return ScanSpec(
             path=path,
             recursive=request.recursive if request.HasField("recursive") else True,
@@ -224,7 +228,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
             priority=request.priority,
             full=request.full,
             request_id=request.request_id,
-            fingerprint=request_fingerprint(request),
+            fingerprint=request_fingerprint(request) if request.request_id else "",
         )
 
     def _timeout(self, request: scan_pb2.SubmitScanRequest) -> float:

@@ -251,11 +251,15 @@ class Store:
         The write happens even if the awaiting task is cancelled (a queued write is never
         dropped), so callers that assign sequence numbers can rely on it.
         """
+        return await self.queue_write(op)
+
+    def queue_write(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """`write` without a coroutine: the future resolves once `op` is committed."""
         if self._writer is None or self._loop is None:
             raise StorageError("the database is closed")
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(_WriteRequest(op, future))
-        return await future
+        return future
 
     async def read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run `op` on a reader connection in a reader thread."""
@@ -318,6 +322,47 @@ class Store:
     def _transaction(
         self, conn: sqlite3.Connection, batch: list[_WriteRequest]
     ) -> list[tuple[_WriteRequest, Any, BaseException | None]]:
+        """Run the batch in one transaction; a write that fails fails alone.
+
+        First all writes run straight through (the common case: nothing fails, and each
+        statement the writer runs is a hand-over of the GIL with the event loop). If one
+        raises, the transaction is rolled back and the batch runs again with each write in
+        its own savepoint. So a write may run twice: an op must change nothing but the
+        database."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return self._failed(conn, batch, exc)
+        try:
+            results = [request.op(conn) for request in batch]
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if len(batch) > 1:
+                return self._careful_transaction(conn, batch)
+            if isinstance(exc, sqlite3.Error):
+                exc = StorageError(f"database write failed: {exc}")
+            return [(batch[0], None, exc)]
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            return self._failed(conn, batch, exc)
+        return [(request, result, None) for request, result in zip(batch, results, strict=True)]
+
+    @staticmethod
+    def _failed(
+        conn: sqlite3.Connection, batch: list[_WriteRequest], exc: sqlite3.Error
+    ) -> list[tuple[_WriteRequest, Any, BaseException | None]]:
+        """The whole transaction failed (locked, disk full, ...): so did every write in it."""
+        log.error("database transaction failed: %s", exc)
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        error = StorageError(f"database write failed: {exc}")
+        return [(request, None, error) for request in batch]
+
+    def _careful_transaction(
+        self, conn: sqlite3.Connection, batch: list[_WriteRequest]
+    ) -> list[tuple[_WriteRequest, Any, BaseException | None]]:
         """Run the batch in one transaction, each write in its own savepoint."""
         outcomes: list[tuple[_WriteRequest, Any, BaseException | None]] = []
         try:
@@ -337,22 +382,30 @@ class Store:
                     outcomes.append((request, result, None))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            log.error("database transaction failed: %s", exc)
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            error = StorageError(f"database write failed: {exc}")
-            outcomes = [(request, None, error) for request in batch]
+            return self._failed(conn, batch, exc)
         return outcomes
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    async def insert_job(
+    def insert_job(
         self, job: scan_pb2.Job, spec: ScanSpec, event: scan_pb2.JobEvent
-    ) -> InsertOutcome:
+    ) -> asyncio.Future[InsertOutcome]:
         """Commit a new job and its first event, unless its request_id names an existing job.
 
-        Raises RequestIdReused when the request_id exists with a different request.
+        The future fails with RequestIdReused when the request_id exists with a different
+        request. The messages are serialized here, on the loop, so that the writer thread
+        holds the GIL for as little as it can.
         """
+        job_row = (
+            job.job_id,
+            job.state,
+            job.create_time.ToNanoseconds(),
+            spec.request_id or None,
+            spec.fingerprint or None,
+            job.last_sequence,
+            job.SerializeToString(),
+        )
+        event_row = (event.job_id, event.sequence, event.SerializeToString())
 
         def op(conn: sqlite3.Connection) -> InsertOutcome:
             if spec.request_id:
@@ -366,20 +419,12 @@ class Store:
             conn.execute(
                 "INSERT INTO jobs (job_id, state, create_ns, request_id, fingerprint, "
                 "last_sequence, job) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.job_id,
-                    job.state,
-                    job.create_time.ToNanoseconds(),
-                    spec.request_id or None,
-                    spec.fingerprint,
-                    job.last_sequence,
-                    job.SerializeToString(),
-                ),
+                job_row,
             )
-            _insert_event(conn, event)
+            conn.execute(_INSERT_EVENT, event_row)
             return InsertOutcome(job=job, created=True)
 
-        return await self.write(op)
+        return self.queue_write(op)
 
     async def record(
         self,
@@ -728,11 +773,11 @@ def _remember_request(
     )
 
 
+_INSERT_EVENT = "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)"
+
+
 def _insert_event(conn: sqlite3.Connection, event: scan_pb2.JobEvent) -> None:
-    conn.execute(
-        "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
-        (event.job_id, event.sequence, event.SerializeToString()),
-    )
+    conn.execute(_INSERT_EVENT, (event.job_id, event.sequence, event.SerializeToString()))
 
 
 def _resolve_all(outcomes: list[tuple[_WriteRequest, Any, BaseException | None]]) -> None:

@@ -1,0 +1,136 @@
+"""A thread for the blocking file-system calls of requests, so the event loop never blocks on
+a disk or a hung network mount.
+
+`asyncio.to_thread` would do, at a cost: each call is a thread pool submission, a wake-up of a
+pool thread, a chained future and a wake-up of the loop, and under load several pool threads
+take turns at the GIL. A lane is one thread fed by a queue: it takes every call waiting when it
+wakes and hands all their results back to the loop at once, so a busy server pays one wake-up
+per batch, not per call (the same scheme as the store's writer thread).
+
+A call that has not finished after `timeout` seconds fails with UNAVAILABLE. If the lane's
+thread is itself stuck in such a call (a hung mount), the lane starts a fresh thread for the
+calls that follow and leaves the stuck one behind; at most `max_stuck` threads are left so, after
+which calls fail at once until one comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_Call = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+class _Worker:
+    """One thread and its queue; `started` is when its current call began (None when idle)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
+        self.calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self.started: float | None = None
+        self._loop = loop
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            call = self.calls.get()
+            outcomes: list[_Outcome] = []
+            while call is not None:
+                function, args, future = call
+                self.started = time.monotonic()
+                try:
+                    outcomes.append((future, function(*args), None))
+                except Exception as exc:  # handed to the awaiting caller
+                    outcomes.append((future, None, exc))
+                self.started = None
+                try:
+                    call = self.calls.get_nowait()
+                except queue.Empty:
+                    break
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(_resolve_all, outcomes)
+            if call is None:
+                return
+
+
+class BlockingLane:
+    """Runs blocking calls in one background thread, a batch per wake-up."""
+
+    def __init__(self, name: str, *, timeout: float, max_stuck: int = 4) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.max_stuck = max_stuck
+        self._worker: _Worker | None = None
+        self._stuck: list[_Worker] = []
+
+    async def call(self, function: Callable[..., T], *args: Any) -> T:
+        """`function(*args)` in the lane's thread; UNAVAILABLE after `timeout` seconds."""
+        worker = self._current()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        worker.calls.put((function, args, future))
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await future
+        except TimeoutError:
+            self._check_stuck(worker)
+            raise Unavailable(
+                f"the server's file system did not answer within {self.timeout:g} s "
+                "(a slow or hung mount?); retry later"
+            ) from None
+
+    def close(self) -> None:
+        """Let the threads end once their queued calls are done."""
+        for worker in (self._worker, *self._stuck):
+            if worker is not None:
+                worker.calls.put(None)
+        self._worker = None
+        self._stuck = []
+
+    def _current(self) -> _Worker:
+        if self._worker is None:
+            self._stuck = [w for w in self._stuck if w.thread.is_alive()]
+            if len(self._stuck) >= self.max_stuck:
+                raise Unavailable(
+                    f"the server's file system has not answered for more than "
+                    f"{self.timeout:g} s ({len(self._stuck)} calls hang); retry later"
+                )
+            self._worker = _Worker(asyncio.get_running_loop(), f"{self.name}-lane")
+        return self._worker
+
+    def _check_stuck(self, worker: _Worker) -> None:
+        started = worker.started
+        if worker is not self._worker or started is None:
+            return
+        hung = time.monotonic() - started
+        if hung >= self.timeout:
+            log.warning(
+                "%s lane: a call has hung for %.0f s; the next calls get a new thread",
+                self.name,
+                hung,
+            )
+            worker.calls.put(None)  # ends once (if ever) the hung call returns
+            self._stuck.append(worker)
+            self._worker = None
+
+
+def _resolve_all(outcomes: list[_Outcome]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # its caller timed out or went away
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
