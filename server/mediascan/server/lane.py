@@ -9,8 +9,8 @@ per batch, not per call (the same scheme as the store's writer thread).
 
 A call that has not finished after `timeout` seconds fails with UNAVAILABLE. If the lane's
 thread is itself stuck in such a call (a hung mount), the lane starts a fresh thread for the
-calls that follow and leaves the stuck one behind; at most `max_stuck` threads are left so, after
-which calls fail at once until one comes back.
+calls that follow and leaves the stuck one behind. Once more than `max_stuck` threads hang,
+calls fail at once until one of them comes back.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class BlockingLane:
     def _current(self) -> _Worker:
         if self._worker is None:
             self._stuck = [w for w in self._stuck if w.thread.is_alive()]
-            if len(self._stuck) >= self.max_stuck:
+            if len(self._stuck) > self.max_stuck:
                 raise Unavailable(
                     f"the server's file system has not answered for more than "
                     f"{self.timeout:g} s ({len(self._stuck)} calls hang); retry later"
@@ -117,7 +117,7 @@ class BlockingLane:
         hung = time.monotonic() - started
         if hung >= self.timeout:
             log.warning(
-                "%s lane: a call has hung for %.0f s; the next calls get a new thread",
+                "%s lane: a call has hung for %.1f s; the next calls get a new thread",
                 self.name,
                 hung,
             )
