@@ -13,6 +13,8 @@ import grpc
 import pytest
 from _library_helpers import SUCCEEDED, all_videos, real, scan, tiny_video
 
+from mediascan.server import store as store_module
+from mediascan.server.store import Store, VideoRow, library_key, library_key_path
 from mediascan.server.testing import duration, field_violations, make_many, make_video
 from mediascan.v1 import scan_pb2
 
@@ -297,3 +299,58 @@ async def test_the_library_reflects_what_was_rescanned(stub: Any, tmp_path: Path
     assert after.job_id == second.job_id
     assert after.size_bytes == path.stat().st_size
     assert after.modify_time.ToNanoseconds() == path.stat().st_mtime_ns
+
+
+def _row(path: str, *, size: int, dev: int = 7) -> VideoRow:
+    return VideoRow(
+        path=path,
+        size_bytes=size,
+        mtime_ns=1_700_000_000_123_456_789 + size,
+        container="mov,mp4,m4a,3gp,3g2,mj2",
+        duration_ns=200_000_000,
+        bit_rate=1000,
+        video_codec="h264",
+        width=64,
+        height=48,
+        frame_rate=25.0,
+        audio_codec="",
+        audio_channels=0,
+        audio_sample_rate=0,
+        audio_streams=0,
+        probe_ns=1,
+        job_id="j_test",
+        dev=dev,
+    )
+
+
+async def test_the_library_index_holds_what_is_below_the_folder_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index a scan compares with: keys of the videos strictly below the folder (directly
+    in it unless recursive), read a chunk at a time, with the paths of rows without a device;
+    kept until the library changes."""
+    inside = [f"/m/a/x{i}.mp4" for i in range(7)] + ["/m/a/sub/y.mp4", "/m/a/sub/z/w.mp4"]
+    outside = ["/m/a.mp4", "/m/a b/c.mp4", "/m/a-b/c.mp4", "/m/ab/c.mp4", "/m/a"]
+    rows = [_row(p, size=i, dev=0 if p.endswith("x3.mp4") else 7) for i, p in enumerate(inside)]
+    rows += [_row(p, size=99) for p in outside]
+    monkeypatch.setattr(store_module, "_INDEX_CHUNK", 3)
+    store = Store(tmp_path / "index.db")
+    await store.open()
+    try:
+        await store.upsert_videos(rows)
+        keys = {library_key(r.path, r.size_bytes, r.mtime_ns) for r in rows[: len(inside)]}
+
+        index = await store.library_index("/m/a", recursive=True)
+        assert set(index.keys) == keys
+        assert index.undated == {"/m/a/x3.mp4"}
+        flat = await store.library_index("/m/a", recursive=False)
+        assert set(flat.keys) == {k for k in keys if "/sub/" not in k}
+        assert {library_key_path(k) for k in flat.keys} == set(inside[:7])
+
+        assert await store.library_index("/m/a", recursive=True) is index  # kept
+        new = _row("/m/a/new.mp4", size=5)
+        await store.upsert_videos([new])  # a library write: the next index is read again
+        again = await store.library_index("/m/a", recursive=True)
+        assert set(again.keys) == keys | {library_key(new.path, new.size_bytes, new.mtime_ns)}
+    finally:
+        await store.close()

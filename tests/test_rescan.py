@@ -6,7 +6,10 @@ overlapping scans, and a scan of a large tree."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +43,9 @@ from _library_helpers import (
     walk_ended,
 )
 
+from mediascan.server import scanner
+from mediascan.server.jobs import ScanSpec
+from mediascan.server.store import LibraryIndex, library_key
 from mediascan.server.testing import (
     duration,
     final_job,
@@ -256,6 +262,132 @@ async def test_a_cancelled_or_timed_out_scan_removes_nothing(
     clean = await scan(stub, lib)
     assert (clean.state, clean.result.removed) == (SUCCEEDED, 2)
     assert set(await library(stub, real(lib))) == {real(kept)}
+
+
+async def test_a_non_recursive_rescan_counts_and_removes_only_the_top_folder(
+    stub: Any, tmp_path: Path
+) -> None:
+    lib = tmp_path / "lib"
+    kept, gone = tiny_video(lib / "a.mp4"), tiny_video(lib / "b.mp4")
+    nested = [tiny_video(lib / "sub" / "c.mp4"), tiny_video(lib / "sub" / "deeper" / "d.mp4")]
+    assert (await scan(stub, lib)).result.added == 4
+
+    flat = await scan(stub, lib, recursive=False)
+    assert counts(flat) == dict(files_total=2, added=0, updated=0, unchanged=2, removed=0, failed=0)
+    gone.unlink()
+    nested[0].unlink()
+    flat = await scan(stub, lib, recursive=False)
+    assert counts(flat) == dict(files_total=1, added=0, updated=0, unchanged=1, removed=1, failed=0)
+    assert set(await library(stub, real(lib))) == {real(kept), *map(real, nested)}
+
+    deep = await scan(stub, lib)
+    assert counts(deep) == dict(files_total=2, added=0, updated=0, unchanged=2, removed=1, failed=0)
+    assert set(await library(stub, real(lib))) == {real(kept), real(nested[1])}
+
+
+async def test_each_rescan_compares_with_the_library_as_the_last_scan_left_it(
+    stub: Any, tmp_path: Path
+) -> None:
+    """Rescans of an unchanged folder reuse what they read of the library; every library write
+    must make the next rescan read it again. A file removed from the library and then put back
+    as it was (same size and time) is added again; a file probed at a new time and then set back
+    to its old time is probed again."""
+    lib = tmp_path / "lib"
+    back, touched = tiny_video(lib / "back.mp4"), tiny_video(lib / "touched.mp4")
+    assert (await scan(stub, lib)).result.added == 2
+    assert (await scan(stub, lib)).result.unchanged == 2
+
+    saved, info = back.read_bytes(), back.stat()
+    back.unlink()
+    assert counts(await scan(stub, lib)) == dict(
+        files_total=1, added=0, updated=0, unchanged=1, removed=1, failed=0
+    )
+    back.write_bytes(saved)
+    keep_mtime(back, info.st_mtime_ns)
+    assert counts(await scan(stub, lib)) == dict(
+        files_total=2, added=1, updated=0, unchanged=1, removed=0, failed=0
+    )
+
+    old_mtime = touched.stat().st_mtime_ns
+    keep_mtime(touched, old_mtime + 1)
+    assert counts(await scan(stub, lib)) == dict(
+        files_total=2, added=0, updated=1, unchanged=1, removed=0, failed=0
+    )
+    keep_mtime(touched, old_mtime)
+    assert counts(await scan(stub, lib)) == dict(
+        files_total=2, added=0, updated=1, unchanged=1, removed=0, failed=0
+    )
+    assert (await scan(stub, lib)).result.unchanged == 2
+
+
+async def test_rows_without_a_device_get_one_and_removal_checks_the_device(
+    stub: Any, tmp_path: Path
+) -> None:
+    """Rows written by schema version 1 have device 0 ("unknown"): an unchanged file's row gets
+    its device at the next rescan. A missing file whose row names another device than its
+    folder's is kept (its disk may be unmounted); with device 0 it is removed."""
+    lib = tmp_path / "lib"
+    files = make_many(lib, 3)
+    assert (await scan(stub, lib)).result.added == 3
+    device = lib.stat().st_dev
+    with contextlib.closing(sqlite3.connect(tmp_path / "mediascan.db")) as db, db:
+        db.execute("UPDATE videos SET dev = 0")
+
+    rescan = await scan(stub, lib)
+    assert counts(rescan) == dict(
+        files_total=3, added=0, updated=0, unchanged=3, removed=0, failed=0
+    )
+    with contextlib.closing(sqlite3.connect(tmp_path / "mediascan.db")) as db:
+        assert db.execute("SELECT DISTINCT dev FROM videos").fetchall() == [(device,)]
+
+    other, unknown, kept = files
+    other.unlink()
+    unknown.unlink()
+    with contextlib.closing(sqlite3.connect(tmp_path / "mediascan.db")) as db, db:
+        db.execute("UPDATE videos SET dev = ? WHERE path = ?", (device + 1, real(other)))
+        db.execute("UPDATE videos SET dev = 0 WHERE path = ?", (real(unknown),))
+    last = await scan(stub, lib)
+    assert counts(last) == dict(files_total=1, added=0, updated=0, unchanged=1, removed=1, failed=0)
+    assert set(await library(stub, real(lib))) == {real(other), real(kept)}
+
+
+def test_the_walker_hands_over_its_counts_as_it_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unchanged files are only counted in the walker thread, and the counts reach the loop in
+    batches while the walk goes on (so progress moves during a big unchanged rescan), also from
+    a folder bigger than the walker's chunk. Every key met is taken out of the walker's copy of
+    the index."""
+    lib = tmp_path / "lib"
+    (lib / "sub").mkdir(parents=True)
+    videos = [lib / f"v{i:03d}.mp4" for i in range(100)] + [lib / "sub" / "w.MKV"]
+    for path in [*videos, lib / "notes.txt", lib / "sub" / "cover.jpg"]:
+        path.write_bytes(b"x" * 10)
+    index = LibraryIndex(
+        {library_key(str(p), p.stat().st_size, p.stat().st_mtime_ns): True for p in videos},
+        set(),
+    )
+    monkeypatch.setattr(scanner, "_COMPARE_CHUNK", 10)
+    monkeypatch.setattr(scanner, "_TALLY_BATCH", 25)
+    monkeypatch.setattr(scanner, "_HAND_OVER_INTERVAL", 3600.0)
+    spec = ScanSpec(
+        path=str(lib), recursive=True, follow_symlinks=False, timeout=60.0, priority=0, full=False
+    )
+    batches: list[Any] = []
+    walk = scanner._Walker(spec, (), lambda b: batches.append(b) or True, threading.Event(), index)
+    walk.run()
+
+    assert batches.pop() is None
+    counted = [b.unchanged for b in batches]  # hand-overs after 25 or more (chunks of 10 entries)
+    assert sum(counted) == len(videos)
+    assert len(counted) >= 4
+    assert all(25 <= n <= 30 for n in counted[:-1]), counted
+    assert not any(b.files or b.errors or b.undated for b in batches)
+    assert sum(b.unchanged_bytes for b in batches) == 10 * len(videos)
+    assert all(b.last_unchanged in map(str, videos) for b in batches)
+    assert not walk.index.keys  # its copy: the index itself may be shared
+    assert len(index.keys) == len(videos)
+    assert walk.listed == {str(lib): lib.stat().st_dev, str(lib / "sub"): lib.stat().st_dev}
 
 
 # -- overlapping scans and deduplication --------------------------------------------------------
