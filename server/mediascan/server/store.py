@@ -235,6 +235,8 @@ class Store:
         self._local = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file opened
+        #: Indexes of recently scanned folders (`library_index`).
+        self._index_cache = _IndexCache()
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -638,16 +640,8 @@ class Store:
     # -- the library ------------------------------------------------------------------------
     # Every write to `videos` goes through `_write_library`, which keeps the index cache right.
 
-    #: Indexes of recently scanned folders (`library_index`); made on first use.
-    _index_cache: _IndexCache | None = None
-
-    def _library_cache(self) -> _IndexCache:
-        if self._index_cache is None:
-            self._index_cache = _IndexCache()
-        return self._index_cache
-
     async def _write_library(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        cache = self._library_cache()
+        cache = self._index_cache
         cache.clear()
         try:
             return await self.write(op)
@@ -662,7 +656,7 @@ class Store:
         each chunk's keys as one string (`group_concat`), so that a chunk costs one step and one
         split, not a Python row per video (about 1 µs a video in all). Kept until the library
         changes: reading an unchanged folder again costs nothing."""
-        cache = self._library_cache()
+        cache = self._index_cache
         cached = cache.get((folder, recursive))
         if cached is not None:
             return cached
