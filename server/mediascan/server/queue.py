@@ -332,7 +332,7 @@ class LocalJobQueue:
             else:
                 outcome.set_result(result)
 
-        self.store.insert_job(job, spec, event).add_done_callback(stored)
+        self.store.insert_job(job, spec).add_done_callback(stored)
         self._pending_submits += 1
         return outcome
 
