@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from _robust import (
     RUNNING,
     SUCCEEDED,
     Launcher,
+    ServerProcess,
     channel_to,
     check_history,
     hang_env,
@@ -30,7 +33,13 @@ from _robust import (
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mediascan.client import ScanClient
-from mediascan.server.testing import event_state, make_many, wait_for_event, wait_for_running
+from mediascan.server.testing import (
+    event_state,
+    final_job,
+    make_many,
+    wait_for_event,
+    wait_for_running,
+)
 from mediascan.v1 import scan_pb2
 
 GRACE = 2.0
@@ -183,4 +192,115 @@ async def test_sigterm_drains_and_watchers_resume_after_restart(
         client_events_received=sum(len(e) for e in client_events.values()),
         client_events_missing_or_repeated=0,
         attempts={"flowing": finals[flowing].attempt, "stuck": finals[stuck].attempt},
+    )
+
+
+# -- a shutdown step that hangs ----------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    """The direct child processes of `pid` (a server's probers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry))
+    return found
+
+
+async def interrupt_hung_job(
+    launch: Launcher, tmp_path: Path
+) -> tuple[ServerProcess, str, tuple[str, ...]]:
+    """A server whose one running job hangs in its prober (until a drain interrupts it)."""
+    args = ("--workers", "1", "--shutdown-grace", f"{GRACE}s", "--probe-timeout", "120s")
+    server = await launch(*args, env=hang_env())
+    async with channel_to(server.address) as (_, stub):
+        submitted = await stub.SubmitScan(
+            scan_pb2.SubmitScanRequest(path=str(hung_folder(tmp_path)))
+        )
+        await wait_for_running(stub, submitted.job_id)
+    return server, submitted.job_id, args
+
+
+async def stop_and_time(server: ServerProcess) -> tuple[int, float]:
+    """SIGTERM; the exit code and the seconds until the process was gone."""
+    signalled = time.monotonic()
+    server.terminate()
+    code = await server.wait(GRACE + EXIT_ALLOWANCE + 20)
+    return code, time.monotonic() - signalled
+
+
+async def run_again(
+    launch: Launcher, server: ServerProcess, job_id: str, args: tuple[str, ...]
+) -> Any:
+    """Restart on the same database without the hanging prober: the job must be there, run
+    (attempt 2) and succeed, its stored history following the state machine."""
+    second = await launch(*args, db=server.db)
+    async with channel_to(second.address) as (_, stub):
+        final = await final_job(stub, job_id, timeout=TIMEOUT)
+        history = check_history(job_id, await job_history(stub, job_id))
+    second.terminate()
+    assert await second.wait(30) == 0, second.tail()
+    assert final.state == SUCCEEDED, final
+    assert final.attempt == 2 and history["requeues"] == 1, (final.attempt, history)
+    return final
+
+
+@pytest.mark.slow
+async def test_a_prober_pipe_that_never_closes_cannot_hold_the_exit(
+    launch: Launcher, tmp_path: Path
+) -> None:
+    """Another process keeps the write end of each prober's stdout open (as a child the prober
+    left behind would): once the prober is killed its pipe never ends, so asyncio's
+    `Process.wait()`, which waits for the pipes too, never returns, and closing the probers
+    never finishes. Before the shutdown was bounded, the server hung there for ever after
+    re-queueing its job, without a "stopped" line. Now that step is given up on, the job's
+    re-queue is committed first, and the process exits 0 within the grace plus the margin."""
+    server, job_id, args = await interrupt_hung_job(launch, tmp_path)
+    probers = children(server.pid)
+    assert probers, "no prober process"
+    held = [os.open(f"/proc/{pid}/fd/1", os.O_WRONLY | os.O_NONBLOCK) for pid in probers]
+    try:
+        code, seconds = await stop_and_time(server)
+    finally:
+        for fd in held:
+            os.close(fd)
+    log = server.stderr_text()
+    assert code == 0, server.tail()
+    assert seconds <= GRACE + EXIT_ALLOWANCE, f"exited {seconds:.2f}s after SIGTERM"
+    assert f"job {job_id} re-queued (the server shut down" in log, server.tail()
+    assert "shutdown: closing the probers did not finish" in log, server.tail()
+    assert "stopped" in log and "Traceback" not in log, server.tail()
+    await run_again(launch, server, job_id, args)
+    record_figures(
+        "test_drain_hung_prober_pipe", exit_code=code, exit_after_seconds=round(seconds, 2)
+    )
+
+
+@pytest.mark.slow
+async def test_a_locked_database_cannot_hold_the_exit(launch: Launcher, tmp_path: Path) -> None:
+    """Another process holds the database's write lock through the shutdown: the interrupted
+    job's re-queue cannot be committed (each write waits out SQLite's 5 s busy timeout) and the
+    writer cannot finish. The process still exits within the grace plus the margin, with exit
+    code 1 and log lines naming the steps that overran; the job, still RUNNING in the database,
+    is not lost: the next start re-queues it and it runs to the end."""
+    server, job_id, args = await interrupt_hung_job(launch, tmp_path)
+    lock = sqlite3.connect(server.db, isolation_level=None, timeout=10)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        code, seconds = await stop_and_time(server)
+    finally:
+        lock.rollback()
+        lock.close()
+    log = server.stderr_text()
+    assert code == 1, server.tail()
+    assert seconds <= GRACE + EXIT_ALLOWANCE, f"exited {seconds:.2f}s after SIGTERM"
+    assert "shutdown: re-queueing the interrupted jobs did not finish" in log, server.tail()
+    assert "shutdown: closing the database (committing queued writes) did not finish" in log
+    assert "stopped" in log, server.tail()
+    await run_again(launch, server, job_id, args)
+    record_figures(
+        "test_drain_locked_database", exit_code=code, exit_after_seconds=round(seconds, 2)
     )

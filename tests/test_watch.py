@@ -1,15 +1,18 @@
 """WatchJob: snapshot first, gap-free sequences, identical fan-out, exact resume, resync,
-coalesced progress."""
+coalesced progress; live events sent as the same bytes as replayed ones, serialized once."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
+from mediascan.server import events as events_module
+from mediascan.server.events import EventHub
 from mediascan.server.testing import (
     Corpus,
     event_job,
@@ -19,6 +22,7 @@ from mediascan.server.testing import (
     watch_events,
 )
 from mediascan.v1 import scan_pb2
+from mediascan.v1.scan_pb2_grpc import ScanServiceStub
 
 QUEUED = scan_pb2.JOB_STATE_QUEUED
 RUNNING = scan_pb2.JOB_STATE_RUNNING
@@ -300,3 +304,76 @@ async def test_watching_an_unknown_job_is_not_found(stub: Any, after_sequence: i
         await watch_events(stub, "j_00000000000000000000000000", after_sequence=after_sequence)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert info.value.details()
+
+
+async def test_live_events_are_sent_as_the_bytes_a_replay_sends(
+    make_server: Any, big_folder: Path, corpus: Corpus
+) -> None:
+    """Live events go out as bytes serialized once for all watchers (`serialize_event`): those
+    bytes are exactly what the stored event replays as, so the wire is the same either way."""
+    server = await make_server(workers=1, shutdown_grace=0.5)
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        stub = ScanServiceStub(channel)
+        raw = channel.unary_stream(
+            "/mediascan.v1.ScanService/WatchJob",
+            request_serializer=scan_pb2.WatchJobRequest.SerializeToString,
+            response_deserializer=None,  # the bytes as sent
+        )
+        blocker = await submit(stub, big_folder)
+        await wait_for_running(stub, blocker.job_id)
+        job_id = (await submit(stub, corpus.root)).job_id
+        live: list[bytes] = []
+        attached = asyncio.Event()
+        call = raw(scan_pb2.WatchJobRequest(job_id=job_id))
+        reading = asyncio.create_task(collect_raw(call, live, attached))
+        async with asyncio.timeout(10):
+            await attached.wait()  # the snapshot is in: the stream follows the job
+        await stub.CancelJob(scan_pb2.CancelJobRequest(job_id=blocker.job_id))
+        await reading
+        replay = raw(scan_pb2.WatchJobRequest(job_id=job_id, after_sequence=1))
+        replayed: list[bytes] = []
+        await collect_raw(replay, replayed)
+
+    events = [scan_pb2.JobEvent.FromString(data) for data in live]
+    assert_well_formed(events, job_id)
+    assert live[1:] == replayed, "live and replayed bytes differ"
+    assert all(event.SerializeToString() == data for event, data in zip(events, live, strict=True))
+
+
+async def collect_raw(call: Any, into: list[bytes], first: asyncio.Event | None = None) -> None:
+    """Every message of a raw stream; `first` is set at the first one."""
+    try:
+        async with asyncio.timeout(60):
+            async for data in call:
+                into.append(data)
+                if first is not None:
+                    first.set()
+    finally:
+        call.cancel()
+
+
+async def test_serialized_events_live_no_longer_than_their_ring() -> None:
+    """What `serialize_event` keeps is bounded by the channels' rings: an event's bytes go when
+    it leaves its ring, and all of a channel's when the channel is gone."""
+    hub = EventHub(None, ring_size=4, log_size=4)  # type: ignore[arg-type]  # no store needed
+    job = scan_pb2.Job(job_id="j_" + "0" * 26, state=RUNNING, last_sequence=1)
+    channel = hub.open(job)
+    gc.collect()  # events of earlier tests may still await collection
+    before = len(events_module._WIRE)
+    stream = hub.watch(job.job_id, 0)
+    snapshot = await anext(stream)
+    assert snapshot.WhichOneof("kind") == "snapshot"
+    assert events_module.serialize_event(snapshot) == snapshot.SerializeToString()
+    for sequence in range(2, 12):
+        job = scan_pb2.Job(job_id=job.job_id, state=RUNNING, last_sequence=sequence)
+        event = scan_pb2.JobEvent(job_id=job.job_id, sequence=sequence)
+        event.progress.files_done = sequence
+        channel.publish(job, [event])
+        assert await anext(stream) is event
+        assert events_module.serialize_event(event) == event.SerializeToString()
+        assert len(events_module._WIRE) - before <= 4  # the ring's events; the snapshot went
+    await stream.aclose()
+    hub.release(job.job_id)
+    del channel, stream, snapshot, event
+    gc.collect()
+    assert len(events_module._WIRE) == before

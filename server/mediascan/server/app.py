@@ -8,9 +8,12 @@ import contextlib
 import logging
 import os
 import signal
+import sys
+import threading
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -19,7 +22,7 @@ from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 from .config import Config
 from .decoding import RequestDecodingInterceptor
-from .events import EventHub
+from .events import EventHub, serialize_event
 from .metrics import Metrics
 from .probe_pool import ProbePool
 from .queue import LocalJobQueue
@@ -33,7 +36,7 @@ from .security import (
     load_security,
 )
 from .service import ScanService
-from .store import Store
+from .store import StorageError, Store
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,27 @@ MAX_REQUEST_BYTES = 1024 * 1024
 #: Clients may send keepalive pings this often (ms), with or without calls in flight; more
 #: often and the server closes the connection (GOAWAY too_many_pings).
 MIN_CLIENT_PING_INTERVAL_MS = 10_000
+
+# A shutdown is bounded: each step that waits on something outside the loop's control (the
+# database, gRPC, the prober processes, threads) gets a time limit, and an overrun is logged and
+# left behind, so that the process exits within --shutdown-grace + SHUTDOWN_MARGIN seconds.
+#: What a shutdown may take beyond --shutdown-grace: re-queue, end the streams, stop gRPC, the
+#: probers and the database.
+SHUTDOWN_MARGIN = 2.5
+#: Past grace + SHUTDOWN_MARGIN + this, a watchdog thread ends the process whatever the event
+#: loop or the interpreter's exit is stuck on (a blocking call, a thread that never returns).
+HARD_EXIT_SLACK = 0.3
+#: After the grace, how long the interrupted jobs' re-queue commits may take before the other
+#: steps start (the drain goes on meanwhile; the database is closed only after it, or at the end).
+REQUEUE_TIMEOUT = 1.0
+#: Calls in flight when gRPC stops get this long; then every call left is cancelled.
+RPC_GRACE = 1.0
+#: gRPC's stop beyond RPC_GRACE, the probers, the background tasks: each (side by side).
+STEP_TIMEOUT = 0.5
+#: Kept at the end for the database (its writer commits what is queued, then stops) and for
+#: the metrics endpoint, however long the steps before them took.
+STORE_TIMEOUT = 0.6
+METRICS_TIMEOUT = 0.2
 
 
 class ConfigError(Exception):
@@ -74,6 +98,8 @@ class MediascanServer:
         self._security: Security | None = None
         self.metrics: Metrics | None = None
         self.metrics_port = 0
+        self._stored_everything = False  # set by stop()
+        self._overran: list[str] = []  # the shutdown steps that did not finish in time
 
     @property
     def address(self) -> str:
@@ -172,9 +198,7 @@ class MediascanServer:
         the jobs, then serve."""
         assert self._queue is not None and self._store is not None
         server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
-        scan_pb2_grpc.add_ScanServiceServicer_to_server(  # type: ignore[no-untyped-call]
-            ScanService(self._queue, self._store, config, roots), server
-        )
+        _add_scan_service(ScanService(self._queue, self._store, config, roots), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         try:
@@ -197,15 +221,17 @@ class MediascanServer:
     async def _abandon_start(self) -> None:
         """Undo a start that failed half-way: nothing may keep running."""
         self._stopping = True
+        steps = _ShutdownSteps(SHUTDOWN_MARGIN)
         if self._queue is not None and self._queue.dispatcher is not None:
-            await self._queue.drain(0)
+            await steps.run("draining the queue", self._queue.drain(0), REQUEUE_TIMEOUT)
         if self._probe_pool is not None:
-            await self._probe_pool.close()
+            await steps.run("closing the probers", self._probe_pool.close(), STEP_TIMEOUT)
         if self._walk_pool is not None:
             self._walk_pool.shutdown(wait=False, cancel_futures=True)
         if self.metrics is not None:
             self.metrics.close()
-        await self._close_storage()
+        if self._store is not None:
+            await steps.run("closing the database", self._store.close(), STORE_TIMEOUT)
         self._stopped.set()  # a later stop() has nothing left to do
 
     def request_stop(self) -> None:
@@ -229,39 +255,145 @@ class MediascanServer:
     def failed(self) -> bool:
         return self._failed.is_set()
 
+    @property
+    def exit_code(self) -> int:
+        """0 once stop() has confirmed that everything was stored; 1 if a background task died
+        or the shutdown could not confirm it (the next start recovers from the database)."""
+        return 0 if self._stored_everything and not self.failed else 1
+
+    @property
+    def left_work_behind(self) -> bool:
+        """True if a shutdown step overran: what it left running may keep the interpreter from
+        exiting."""
+        return bool(self._overran)
+
     async def stop(self, grace: float | None = None) -> None:
         """Graceful shutdown: NOT_SERVING, refuse submits, give running jobs `grace` seconds,
-        re-queue the rest, end watch streams with UNAVAILABLE, then close."""
+        re-queue the rest, end watch streams with UNAVAILABLE, then close. Every step that waits
+        on something external is bounded: the whole takes at most grace + SHUTDOWN_MARGIN
+        seconds (a step that overruns is logged and left behind)."""
         if self._stopping:
             await self._stopped.wait()
             return
         self._stopping = True
         grace = self.config.shutdown_grace if grace is None else grace
+        steps = _ShutdownSteps(grace + SHUTDOWN_MARGIN)
+        reserve = STORE_TIMEOUT + METRICS_TIMEOUT  # always left for the database and metrics
         await self._health.enter_graceful_shutdown()
+        if self._hub is not None:
+            self._hub.begin_shutdown()
         purge = self._side_tasks.get("retention-purge")
         if purge is not None:
             purge.cancel()
+        drain: asyncio.Task[None] | None = None
         if self._queue is not None:
             self._queue.stop_accepting()
-            await self._queue.drain(grace)
+            drain = asyncio.create_task(self._queue.drain(grace), name="shutdown-drain")
+            await steps.run(
+                "re-queueing the interrupted jobs", drain, grace + REQUEUE_TIMEOUT, reserve=reserve
+            )
+        rpcs: asyncio.Task[None] | None = None
+        if self._server is not None:
+            # gRPC first refuses new calls and tells the clients (GOAWAY), then lets the calls in
+            # flight finish for RPC_GRACE. Its first step runs before the streams end: a client
+            # that reconnects when its stream ends must reach the next server, not be accepted
+            # by this one and then cancelled.
+            rpcs = asyncio.create_task(self._server.stop(grace=RPC_GRACE), name="grpc-stop")
+            await asyncio.sleep(0)
         if self._hub is not None:
             self._hub.close_all()
-        if self._server is not None:
-            await self._server.stop(grace=1.0)
-        await asyncio.gather(*self._side_tasks.values(), return_exceptions=True)
-        if self._probe_pool is not None:
-            await self._probe_pool.close()
-        if self._walk_pool is not None:
-            self._walk_pool.shutdown(wait=False, cancel_futures=True)
-        await self._close_storage()
+        await self._close_services(steps, reserve, rpcs)
+        if drain is not None and not drain.done():
+            # Its re-queue commits may still be on their way to the database: the database is
+            # closed after them, or once nothing else is left to wait for.
+            await asyncio.wait({drain}, timeout=steps.left(reserve))
+        self._stored_everything = await self._close_storage(steps, drain)
         if self.metrics is not None:
-            await asyncio.to_thread(self.metrics.close)
+            await steps.run(
+                "closing the metrics endpoint",
+                asyncio.to_thread(self.metrics.close),
+                METRICS_TIMEOUT,
+            )
+        self._overran = steps.overran
         self._stopped.set()
+        if steps.overran:
+            log.warning(
+                "shutdown took %.2fs; left behind: %s", steps.elapsed(), ", ".join(steps.overran)
+            )
         log.info("stopped")
 
-    async def _close_storage(self) -> None:
-        if self._store is not None:
-            await self._store.close()
+    async def _close_services(
+        self, steps: _ShutdownSteps, reserve: float, rpcs: asyncio.Task[None] | None
+    ) -> None:
+        """gRPC's stop (begun), the background tasks and the probers, side by side; then the
+        walk threads."""
+        closing = [
+            steps.run(
+                "waiting for the background tasks",
+                asyncio.gather(*self._side_tasks.values(), return_exceptions=True),
+                STEP_TIMEOUT,
+                reserve=reserve,
+            )
+        ]
+        if rpcs is not None:
+            closing.append(
+                steps.run(
+                    "stopping the gRPC server", rpcs, RPC_GRACE + STEP_TIMEOUT, reserve=reserve
+                )
+            )
+        if self._probe_pool is not None:
+            closing.append(
+                steps.run(
+                    "closing the probers", self._probe_pool.close(), STEP_TIMEOUT, reserve=reserve
+                )
+            )
+        await asyncio.gather(*closing)
+        if self._walk_pool is not None:
+            self._walk_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _close_storage(self, steps: _ShutdownSteps, drain: asyncio.Task[None] | None) -> bool:
+        """Close the database once the drain is done (or out of time). True if every change
+        reached it: the drain finished, no job is left RUNNING in the database (a re-queue or a
+        final state whose commit failed) and the writer committed everything queued."""
+        if self._store is None:
+            return drain is None or drain.done()
+        store = self._store
+        complete = drain is None or (drain.done() and not drain.cancelled())
+        if complete:
+            try:
+                left = await asyncio.wait_for(
+                    store.list_jobs(state=scan_pb2.JOB_STATE_RUNNING, limit=100, after=None),
+                    min(STORE_TIMEOUT / 2, steps.left(METRICS_TIMEOUT)),
+                )
+            except (TimeoutError, StorageError) as exc:
+                log.error("shutdown: cannot check the jobs stored RUNNING: %s", exc or "timeout")
+                complete = False
+            else:
+                if left:
+                    log.error(
+                        "shutdown: %d job(s) still RUNNING in the database (their re-queue or end "
+                        "was not stored): %s; they run again at the next start",
+                        len(left),
+                        ", ".join(job.job_id for job in left),
+                    )
+                    complete = False
+        elif drain is not None:
+            log.error(
+                "shutdown: the interrupted jobs were not all re-queued in time; those still "
+                "RUNNING in the database run again at the next start"
+            )
+        closed = await steps.run(
+            "closing the database (committing queued writes)",
+            store.close(),
+            STORE_TIMEOUT,
+            reserve=METRICS_TIMEOUT,
+        )
+        if not closed:
+            log.error(
+                "shutdown: the database writer did not finish: the last queued writes may be "
+                "lost; the next start recovers every job from what was committed"
+            )
+        return complete and closed
 
     def _watch(self, task: asyncio.Task[None]) -> None:
         """A background task that ends while the server runs is fatal: say so and stop."""
@@ -290,6 +422,78 @@ class MediascanServer:
             await asyncio.sleep(min(PURGE_INTERVAL, self.config.retention))
 
 
+class _ShutdownSteps:
+    """The time budget of a shutdown: each step runs for at most its own limit and never past
+    the overall deadline minus what later steps are guaranteed (`reserve`). A step that overruns
+    is logged, recorded and left running; the shutdown goes on without it."""
+
+    def __init__(self, budget: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._started = self._loop.time()
+        self._deadline = self._started + budget
+        self.overran: list[str] = []
+
+    def left(self, reserve: float) -> float:
+        """Seconds until the deadline, minus `reserve`."""
+        return max(0.0, self._deadline - reserve - self._loop.time())
+
+    def elapsed(self) -> float:
+        return self._loop.time() - self._started
+
+    async def run(
+        self, step: str, work: Awaitable[Any], limit: float, *, reserve: float = 0.0
+    ) -> bool:
+        """Wait up to `limit` seconds for `work`; True if it finished without an error."""
+        task = asyncio.ensure_future(work)
+        timeout = min(limit, self.left(reserve))
+        await asyncio.wait({task}, timeout=timeout)
+        if not task.done():
+            self.overran.append(step)
+            log.warning("shutdown: %s did not finish within %.2fs; going on", step, timeout)
+            return False
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.warning("shutdown: %s failed: %s", step, error)
+            return False
+        return True
+
+
+class _Handlers:
+    """Stands for the server in a generated `add_*Servicer_to_server`: keeps the method handlers
+    it registers, so that one of them can be changed before the real registration."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.methods: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass  # the same methods come to add_registered_method_handlers
+
+    def add_registered_method_handlers(
+        self, service: str, methods: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self.service, self.methods = service, dict(methods)
+
+
+def _add_scan_service(servicer: ScanService, server: grpc.aio.Server) -> None:
+    """Register ScanService as the generated code does, except WatchJob's response serializer:
+    `serialize_event` sends the bytes the event hub serialized once for all of a job's watchers
+    (the same bytes, so the wire is unchanged)."""
+    handlers = _Handlers()
+    scan_pb2_grpc.add_ScanServiceServicer_to_server(servicer, handlers)  # type: ignore[no-untyped-call]
+    watch = handlers.methods["WatchJob"]
+    assert watch.unary_stream is not None and handlers.service == SERVICE_NAME
+    handlers.methods["WatchJob"] = grpc.unary_stream_rpc_method_handler(
+        watch.unary_stream,
+        request_deserializer=watch.request_deserializer,
+        response_serializer=serialize_event,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, handlers.methods),)
+    )
+    server.add_registered_method_handlers(SERVICE_NAME, handlers.methods)  # type: ignore[attr-defined]
+
+
 def server_options(config: Config) -> list[tuple[str, int]]:
     """The gRPC server's limits: request size, streams per connection and keepalive."""
     return [
@@ -315,7 +519,9 @@ def _resolve_roots(roots: tuple[os.PathLike[str] | str, ...]) -> list[str]:
 
 
 async def serve(config: Config) -> int:
-    """Run a server until SIGTERM or SIGINT; returns the process exit code."""
+    """Run a server until SIGTERM or SIGINT; returns the process exit code. The process exits
+    within --shutdown-grace + SHUTDOWN_MARGIN (+ HARD_EXIT_SLACK) seconds of the signal,
+    whatever is stuck."""
     server = MediascanServer(config)
     await server.start()
     print(f"mediascan-server listening on {server.address}", flush=True)
@@ -335,8 +541,45 @@ async def serve(config: Config) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
+        _start_watchdog(server, config.shutdown_grace + SHUTDOWN_MARGIN + HARD_EXIT_SLACK)
         await server.stop()
-    return 1 if server.failed else 0
+    if server.left_work_behind:
+        # A step left a task or a thread behind: the interpreter's exit would wait for it
+        # (asyncio.run joins the default executor, Python joins the thread pools).
+        _exit_now(server.exit_code, "a shutdown step overran")
+    return server.exit_code
+
+
+def _start_watchdog(server: MediascanServer, seconds: float) -> None:
+    """End the process `seconds` from now if it is still there, whatever it is stuck on (the
+    event loop blocked, a thread that never returns at the interpreter's exit)."""
+
+    def expire() -> None:
+        _exit_now(server.exit_code, f"still running {seconds:.1f}s after the shutdown began")
+
+    timer = threading.Timer(seconds, expire)
+    timer.name = "shutdown-watchdog"
+    timer.daemon = True  # never what keeps the process alive
+    timer.start()
+
+
+def _exit_now(code: int, why: str) -> NoReturn:
+    """Log why, flush the log, and end the process at once with `code`."""
+
+    def say() -> None:
+        log.warning("%s: exiting now with code %d", why, code)
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+
+    # In a thread of its own: a log handler stuck on a full pipe must not keep us alive.
+    writer = threading.Thread(target=say, name="last-words", daemon=True)
+    writer.start()
+    writer.join(0.5)
+    os._exit(code)
 
 
 def _hints(config: Config) -> tuple[str, str]:

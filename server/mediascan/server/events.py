@@ -7,13 +7,21 @@ costs the same few hundred bytes whether it keeps up or not, and a slow one neve
 scan. A subscriber that falls behind the ring gets a fresh snapshot (`resync`) and goes on from
 there: it receives coalesced state instead of an unbounded backlog. Resumes (`after_sequence`)
 read events older than the ring from the store, which keeps `event_log_size` events per job.
+
+Fan-out is the hot path (1,000 watchers of one job make 10,000 messages a second), so the work
+per event and subscriber is kept to the minimum: one wake-up per publish, a cursor comparison,
+and the send. What is the same for every subscriber is done once per event: an event in the
+ring is serialized once for all of them (`serialize_event`, WatchJob's response serializer), and
+subscribers attaching to the same state share one snapshot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Sequence
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
+from typing import Any
 
 from mediascan.v1 import scan_pb2
 
@@ -23,6 +31,26 @@ from .store import Store
 
 #: Events handed to a subscriber per wake-up; bounds what one slow stream holds.
 _BATCH = 64
+
+#: id(event) -> (event, its serialized bytes), for the events in the rings of channels that have
+#: subscribers. The entry holds the event itself, so that its id cannot be reused while the
+#: entry exists; it goes when the event leaves its ring or its channel is gone.
+_WIRE: dict[int, tuple[scan_pb2.JobEvent, bytes]] = {}
+
+
+def serialize_event(event: scan_pb2.JobEvent) -> bytes:
+    """WatchJob's response serializer: the bytes serialized once for every subscriber of a ring
+    event (or shared snapshot), or the event serialized now. Either way the same bytes as
+    `event.SerializeToString()`."""
+    cached = _WIRE.get(id(event))
+    if cached is not None and cached[0] is event:
+        return cached[1]
+    return event.SerializeToString()
+
+
+def _forget(keys: set[int]) -> None:
+    for key in keys:
+        _WIRE.pop(key, None)
 
 
 def snapshot_event(job: scan_pb2.Job, *, resync: bool) -> scan_pb2.JobEvent:
@@ -49,19 +77,65 @@ class JobChannel:
 
     def __init__(self, job: scan_pb2.Job, ring_size: int) -> None:
         self.job = job
+        #: The job's last_sequence, kept as a plain int: every subscriber reads it per event.
+        self.last_sequence = job.last_sequence
         self._ring: collections.deque[scan_pb2.JobEvent] = collections.deque(maxlen=ring_size)
         self._changed = asyncio.Event()
         self.closed = False
-
-    @property
-    def last_sequence(self) -> int:
-        return self.job.last_sequence
+        #: The sequence of the job's terminal event once published (0 before): a stream ends
+        #: after sending it. Only the last event of a job can be terminal.
+        self.end_sequence = 0
+        #: Subscribers following the channel now; while there are none, nothing is serialized
+        #: in advance.
+        self.subscribers = 0
+        #: The snapshots of the current state, shared by the subscribers that ask for one
+        #: before the next publish ({resync: event}).
+        self._snapshots: dict[bool, scan_pb2.JobEvent] = {}
+        #: The keys this channel put in _WIRE, removed with the channel (made at the first).
+        self._wired: set[int] | None = None
 
     def publish(self, job: scan_pb2.Job, events: Sequence[scan_pb2.JobEvent]) -> None:
         """Make committed events visible. Callers publish in sequence order, without gaps."""
-        self._ring.extend(events)
+        ring = self._ring
+        assert ring.maxlen is not None
+        for _ in range(min(len(ring), len(ring) + len(events) - ring.maxlen)):
+            self._unwire(ring.popleft())
+        ring.extend(events)  # more than the ring holds: it keeps the last ones
+        if self.subscribers:
+            for event in events[-ring.maxlen :]:
+                self._wire(event)
+        if events and ends_stream(events[-1]):
+            self.end_sequence = events[-1].sequence
         self.job = job
+        self.last_sequence = job.last_sequence
+        for snapshot in self._snapshots.values():
+            self._unwire(snapshot)  # already sent: a stream serializes what it yields at once
+        self._snapshots.clear()
         self._wake()
+
+    def snapshot(self, *, resync: bool) -> scan_pb2.JobEvent:
+        """A snapshot of the current state, the same event for every subscriber until the next
+        publish (copying a job with many file errors is the costliest step of a watch)."""
+        event = self._snapshots.get(resync)
+        if event is None:
+            event = self._snapshots[resync] = snapshot_event(self.job, resync=resync)
+            self._wire(event)
+        return event
+
+    def _wire(self, event: scan_pb2.JobEvent) -> None:
+        if self._wired is None:  # most channels are never watched: no set, no finalizer
+            self._wired = set()
+            weakref.finalize(self, _forget, self._wired)
+        key = id(event)
+        if key not in self._wired:
+            _WIRE[key] = (event, event.SerializeToString())
+            self._wired.add(key)
+
+    def _unwire(self, event: scan_pb2.JobEvent) -> None:
+        key = id(event)
+        if self._wired is not None and key in self._wired:
+            self._wired.discard(key)
+            del _WIRE[key]
 
     def close(self) -> None:
         """The server is going away: wake every subscriber so that it ends with UNAVAILABLE."""
@@ -71,6 +145,10 @@ class JobChannel:
     def _wake(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+
+    def changed(self) -> Coroutine[Any, Any, bool]:
+        """Await it: until the next publish or close."""
+        return self._changed.wait()
 
     def first_sequence(self) -> int:
         """The oldest sequence the ring holds (last + 1 when it is empty)."""
@@ -85,9 +163,15 @@ class JobChannel:
         end = min(len(self._ring), start + _BATCH)
         return [self._ring[i] for i in range(start, end)]
 
-    async def wait_beyond(self, cursor: int) -> None:
-        while self.last_sequence <= cursor and not self.closed:
-            await self._changed.wait()
+    def subscribe(self) -> None:
+        """A stream starts following the channel (`unsubscribe` when it ends)."""
+        if not self.subscribers:  # the first one: serialize what it is about to send
+            for event in self._ring:
+                self._wire(event)
+        self.subscribers += 1
+
+    def unsubscribe(self) -> None:
+        self.subscribers -= 1
 
 
 class EventHub:
@@ -99,6 +183,8 @@ class EventHub:
         self._log_size = log_size  # events per job the store keeps (--event-log-size)
         self._channels: dict[str, JobChannel] = {}
         self.closed = False
+        self._shutting_down = False
+        self._all_closed = asyncio.Event()
 
     @property
     def watched_jobs(self) -> int:
@@ -113,13 +199,31 @@ class EventHub:
         """The job is terminal: new watchers read it from the store. Current ones drain."""
         self._channels.pop(job_id, None)
 
+    def begin_shutdown(self) -> None:
+        """The server is stopping. Until `close_all()`, a stream that would end for that reason
+        (its job was interrupted and re-queued, or is not run here any more) waits, and ends
+        with UNAVAILABLE at `close_all()`, which comes once gRPC takes no new calls: its client
+        then reconnects to the next server, not to this one while it stops (a call that reaches
+        gRPC as its shutdown begins is cancelled, which a client must not take for an answer)."""
+        self._shutting_down = True
+
     def close_all(self) -> None:
         self.closed = True
+        self._all_closed.set()
         for channel in self._channels.values():
             channel.close()
 
-    async def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[scan_pb2.JobEvent]:
-        """The event stream of WatchJob: snapshot (or resume), then events until terminal."""
+    async def _until_closed(self) -> None:
+        """During a shutdown, until close_all(); else at once."""
+        if self._shutting_down:
+            await self._all_closed.wait()
+
+    async def watch(
+        self, job_id: str, after_sequence: int
+    ) -> AsyncGenerator[scan_pb2.JobEvent, None]:
+        """The event stream of WatchJob: snapshot (or resume), then events until terminal.
+
+        One generator from the start to the end of the stream (no nested one per event)."""
         if self.closed:
             raise Unavailable("the server is shutting down: reconnect and resume")
         channel = self._channels.get(job_id)
@@ -127,50 +231,54 @@ class EventHub:
             async for event in self._watch_stored(job_id, after_sequence):
                 yield event
             return
-        cursor = after_sequence
-        if after_sequence <= 0 or after_sequence > channel.last_sequence:
-            snapshot = snapshot_event(channel.job, resync=after_sequence > 0)
-            cursor = snapshot.sequence  # before yielding: events may arrive meanwhile
-            yield snapshot
-            if ends_stream(snapshot):
-                return
-        elif after_sequence + 1 < channel.first_sequence():
-            replayed = await self._replay(job_id, after_sequence, channel.first_sequence() - 1)
-            if replayed is None:
-                snapshot = snapshot_event(channel.job, resync=True)
-                cursor = snapshot.sequence
+        channel.subscribe()
+        try:
+            cursor = after_sequence
+            if after_sequence <= 0 or after_sequence > channel.last_sequence:
+                snapshot = channel.snapshot(resync=after_sequence > 0)
+                cursor = snapshot.sequence  # before yielding: events may arrive meanwhile
                 yield snapshot
                 if ends_stream(snapshot):
                     return
-            else:
-                for event in replayed:
+            elif after_sequence + 1 < channel.first_sequence():
+                replayed = await self._replay(job_id, after_sequence, channel.first_sequence() - 1)
+                if replayed is None:
+                    snapshot = channel.snapshot(resync=True)
+                    cursor = snapshot.sequence
+                    yield snapshot
+                    if ends_stream(snapshot):
+                        return
+                else:
+                    for event in replayed:
+                        yield event
+                        cursor = event.sequence
+            # Follow the ring: per event, a comparison and the send; one wake-up per publish.
+            while True:
+                if channel.last_sequence <= cursor:
+                    if channel.closed:
+                        await self._until_closed()
+                        raise Unavailable(
+                            "the server is shutting down: reconnect and resume with "
+                            f"after_sequence={cursor}"
+                        )
+                    await channel.changed()
+                    continue
+                batch = channel.events_after(cursor)
+                if batch is None:  # fell behind the ring: coalesce into a fresh snapshot
+                    snapshot = channel.snapshot(resync=True)
+                    cursor = snapshot.sequence
+                    yield snapshot
+                    if ends_stream(snapshot):
+                        return
+                elif not batch:  # never (the ring ends at last_sequence); no spinning if so
+                    await channel.changed()
+                for event in batch or ():
                     yield event
                     cursor = event.sequence
-        async for event in self._follow(channel, cursor):
-            yield event
-
-    async def _follow(self, channel: JobChannel, cursor: int) -> AsyncIterator[scan_pb2.JobEvent]:
-        while True:
-            batch = channel.events_after(cursor)
-            if batch is None:  # fell behind the ring: coalesce into a fresh snapshot
-                snapshot = snapshot_event(channel.job, resync=True)
-                cursor = snapshot.sequence
-                yield snapshot
-                if ends_stream(snapshot):
-                    return
-                continue
-            for event in batch:
-                yield event
-                cursor = event.sequence
-                if ends_stream(event):
-                    return
-            if not batch:
-                if channel.closed:
-                    raise Unavailable(
-                        "the server is shutting down: reconnect and resume with "
-                        f"after_sequence={cursor}"
-                    )
-                await channel.wait_beyond(cursor)
+                    if cursor == channel.end_sequence:
+                        return
+        finally:
+            channel.unsubscribe()
 
     async def _replay(
         self, job_id: str, after_sequence: int, up_to: int
@@ -194,6 +302,7 @@ class EventHub:
         if not is_terminal(job.state):
             # Active, but not run by this server (it is shutting down, or another server runs
             # it): an OK end here would wrongly tell the client the stream is complete.
+            await self._until_closed()
             raise Unavailable(
                 f"job {job_id} is not running on this server right now: reconnect and resume "
                 f"with after_sequence={max(after_sequence, 0)}"
