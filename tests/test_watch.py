@@ -354,26 +354,34 @@ async def collect_raw(call: Any, into: list[bytes], first: asyncio.Event | None 
 
 async def test_serialized_events_live_no_longer_than_their_ring() -> None:
     """What `serialize_event` keeps is bounded by the channels' rings: an event's bytes go when
-    it leaves its ring, and all of a channel's when the channel is gone."""
+    it leaves its ring, a shared snapshot's at the next publish, and all of a channel's when the
+    channel is gone."""
     hub = EventHub(None, ring_size=4, log_size=4)  # type: ignore[arg-type]  # no store needed
     job = scan_pb2.Job(job_id="j_" + "0" * 26, state=RUNNING, last_sequence=1)
     channel = hub.open(job)
-    gc.collect()  # events of earlier tests may still await collection
-    before = len(events_module._WIRE)
     stream = hub.watch(job.job_id, 0)
     snapshot = await anext(stream)
     assert snapshot.WhichOneof("kind") == "snapshot"
-    assert events_module.serialize_event(snapshot) == snapshot.SerializeToString()
+    published = [snapshot]  # kept alive, so that no other object takes one of their ids
+
+    def kept() -> list[bool]:
+        return [id(event) in events_module._WIRE for event in published]
+
+    assert kept() == [True]
     for sequence in range(2, 12):
         job = scan_pb2.Job(job_id=job.job_id, state=RUNNING, last_sequence=sequence)
         event = scan_pb2.JobEvent(job_id=job.job_id, sequence=sequence)
         event.progress.files_done = sequence
         channel.publish(job, [event])
+        published.append(event)
         assert await anext(stream) is event
         assert events_module.serialize_event(event) == event.SerializeToString()
-        assert len(events_module._WIRE) - before <= 4  # the ring's events; the snapshot went
+        # The ring's events (the last 4) are kept serialized; the snapshot and older ones not.
+        assert kept() == [False] * (len(published) - min(4, sequence - 1)) + [True] * min(
+            4, sequence - 1
+        )
     await stream.aclose()
     hub.release(job.job_id)
-    del channel, stream, snapshot, event
+    del channel, stream
     gc.collect()
-    assert len(events_module._WIRE) == before
+    assert not any(kept())
