@@ -394,7 +394,10 @@ class ScanClient:
                     yield event
                 return
             except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                # CANCELLED that this client did not cause (its own cancel raises
+                # CancelledError instead): gRPC cancels a call that arrives just as a server
+                # shuts down. Like UNAVAILABLE, it means: reconnect and resume.
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                     raise MediascanError.from_rpc_error(error) from error
                 now = loop.time()
                 if failing_since is None:

@@ -698,7 +698,10 @@ class LocalJobQueue:
     ) -> None:
         """Apply `mutate` to a copy of the job, append one event per entry of `kinds`, commit
         both, then publish. Runs to the end even if the caller is cancelled."""
-        await asyncio.shield(self._commit_now(active, list(kinds), mutate, guard))
+        commit = asyncio.ensure_future(self._commit_now(active, list(kinds), mutate, guard))
+        # Seen even when the caller was cancelled before it failed (no "never retrieved").
+        commit.add_done_callback(_seen)
+        await asyncio.shield(commit)
 
     async def _commit_now(
         self,
@@ -753,6 +756,11 @@ class LocalJobQueue:
             return 1.0
         mean = sum(self._recent_durations) / len(self._recent_durations)
         return max(0.5, min(60.0, mean / self.config.workers))
+
+
+def _seen(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _state_change(from_state: int, job: scan_pb2.Job) -> scan_pb2.StateChange:

@@ -298,7 +298,7 @@ class Store:
             await asyncio.to_thread(self._writer.join)
             self._writer = None
         if self._read_pool is not None:
-            self._read_pool.shutdown(wait=True)
+            await asyncio.to_thread(self._read_pool.shutdown, True)  # not on the loop
             self._read_pool = None
         if self._write_conn is not None:
             self._write_conn.close()
