@@ -128,9 +128,15 @@ class BlockingLane:
 
 def _resolve_all(outcomes: list[_Outcome]) -> None:
     for future, result, error in outcomes:
-        if future.done():  # its caller timed out or went away
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+        settle(future, result, error)
+
+
+def settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    """On the loop: hand a thread's outcome to its future, unless its caller is gone (the
+    future is done: cancelled or timed out)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

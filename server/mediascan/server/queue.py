@@ -20,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 import grpc
 from google.rpc import status_pb2
@@ -310,8 +310,7 @@ class LocalJobQueue:
 
     def _submitted(self, key: str, inserted: asyncio.Future[SubmitOutcome]) -> None:
         del self._submitting[key]
-        if not inserted.cancelled():
-            inserted.exception()  # seen: the submit that made it raised it already
+        _seen(inserted)  # the submit that made it raised its exception already
 
     def _insert(self, spec: ScanSpec) -> asyncio.Future[SubmitOutcome]:
         """Commit a new job and queue it. No task runs this: the store's future calls back.
@@ -758,9 +757,10 @@ class LocalJobQueue:
         return max(0.5, min(60.0, mean / self.config.workers))
 
 
-def _seen(task: asyncio.Future[None]) -> None:
-    if not task.cancelled():
-        task.exception()
+def _seen(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as retrieved (its caller raised it, or is gone)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _state_change(from_state: int, job: scan_pb2.Job) -> scan_pb2.StateChange:

@@ -282,7 +282,7 @@ def _resolve_folder(path: str, roots: Sequence[str]) -> str:
     lstat per component). Anything else takes the general way below, which also finds the
     precise error."""
     real = _opened_folder(path)
-    if real is not None and (not roots or any(is_within(real, root) for root in roots)):
+    if real is not None and _allowed(real, roots):
         return real
     return _resolve_folder_slowly(path, roots)
 
@@ -309,10 +309,15 @@ def _opened_folder(path: str) -> str | None:
 _EUID = os.geteuid()
 
 
+def _allowed(real: str, roots: Sequence[str]) -> bool:
+    """True if no roots are set or the resolved path lies within one."""
+    return not roots or any(is_within(real, root) for root in roots)
+
+
 def _resolve_folder_slowly(path: str, roots: Sequence[str]) -> str:
     real = os.path.realpath(path)
     raw = shown(path)
-    if roots and not any(is_within(real, root) for root in roots):
+    if not _allowed(real, roots):
         raise PermissionDenied(
             f"{raw} is outside the folders this server may scan ({', '.join(roots)}); "
             "scan a folder below one of them, or start the server with --allow-root",

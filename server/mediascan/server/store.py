@@ -27,6 +27,7 @@ from mediascan.v1 import scan_pb2
 
 from .errors import Unavailable
 from .jobs import TERMINAL, ScanSpec
+from .lane import settle
 
 log = logging.getLogger(__name__)
 
@@ -877,9 +878,4 @@ def _insert_event(conn: sqlite3.Connection, event: scan_pb2.JobEvent) -> None:
 
 def _resolve_all(outcomes: list[tuple[_WriteRequest, Any, BaseException | None]]) -> None:
     for request, result, error in outcomes:
-        if request.future.done():
-            continue
-        if error is not None:
-            request.future.set_exception(error)
-        else:
-            request.future.set_result(result)
+        settle(request.future, result, error)
