@@ -41,6 +41,7 @@ def test_defaults() -> None:
     assert config.default_timeout == 300.0
     assert config.shutdown_grace == 10.0
     assert config.allow_roots == ()
+    assert config.progress_fanout == 500
 
 
 def test_flags() -> None:
@@ -114,6 +115,8 @@ def test_flag_wins_over_environment() -> None:
         (["--default-timeout", "soon"], {}, "--default-timeout"),
         ([], {"MEDIASCAN_SHUTDOWN_GRACE": "forever"}, "MEDIASCAN_SHUTDOWN_GRACE"),
         (["--max-queued", "x"], {}, "--max-queued"),
+        (["--progress-fanout", "0"], {}, "--progress-fanout"),
+        ([], {"MEDIASCAN_PROGRESS_FANOUT": "many"}, "MEDIASCAN_PROGRESS_FANOUT"),
     ],
 )
 def test_invalid_values_name_the_flag(

@@ -64,6 +64,11 @@ class Config:
     event_log_size: int = 10_000
     #: Most progress events per second and job (state changes are never coalesced).
     progress_rate: float = 10.0
+    #: Most progress messages per second one job sends to all its watchers together: with more
+    #: watchers than progress_fanout / progress_rate (50), each gets fewer progress events (at
+    #: least one every 5 s), so that a crowd of watchers cannot take the CPU its scan needs.
+    #: State changes and file errors are never held back.
+    progress_fanout: int = 500
     #: Python logging level name.
     log_level: str = "INFO"
     #: `text` (one human-readable line per record) or `json` (one JSON object per line).
@@ -101,6 +106,7 @@ class Config:
             (self.max_file_errors >= 0, "--max-file-errors must not be negative"),
             (self.event_log_size >= 16, "--event-log-size must be at least 16"),
             (self.progress_rate > 0, "--progress-rate must be positive"),
+            (self.progress_fanout >= 1, "--progress-fanout must be at least 1"),
             (self.log_format in LOG_FORMATS, "--log-format must be text or json"),
             (
                 (self.tls_cert is None) == (self.tls_key is None),
@@ -188,6 +194,11 @@ _FLAGS = (
     _Flag("max_file_errors", "per-file errors kept in a job's result", "int"),
     _Flag("event_log_size", "events per job kept for WatchJob resumes", "int"),
     _Flag("progress_rate", "most progress events per second and job", "float"),
+    _Flag(
+        "progress_fanout",
+        "most progress messages per second a job sends to all its watchers together",
+        "int",
+    ),
     _Flag("log_level", "DEBUG, INFO, WARNING or ERROR"),
     _Flag("log_format", "text, or json for one JSON object per line"),
     _Flag("tls_cert", "PEM certificate (chain) of the server: serve TLS only", "path"),

@@ -84,6 +84,9 @@ class AsyncJobQueue(Protocol):
 _CANCEL_WAIT = 8.0
 #: Seconds before a job whose start could not be committed is tried again.
 _RESTART_DELAY = 1.0
+#: Longest time between two progress events of a running scan, however many watch it (unless
+#: --progress-rate asks for fewer).
+MAX_PROGRESS_INTERVAL = 5.0
 
 USER_CANCEL = "user"
 SHUTDOWN = "shutdown"
@@ -127,16 +130,25 @@ class _Reporter:
         self._unpublished_errors.append(error)
         self._dirty.set()
 
+    def interval(self) -> float:
+        """The time between two progress events: 1 / progress_rate, longer when so many watch
+        that the job would send them more than progress_fanout messages a second (at most
+        MAX_PROGRESS_INTERVAL). Every message costs the server tens of microseconds of CPU,
+        which the scan's probers would otherwise have."""
+        crowd = self._active.channel.subscribers / self._queue.config.progress_fanout
+        return min(max(self._interval, crowd), max(self._interval, MAX_PROGRESS_INTERVAL))
+
     async def run(self) -> None:
-        """Publish at most `progress_rate` progress events a second while the scan changes."""
+        """Publish progress events, coalesced, while the scan changes (see `interval`)."""
         loop = asyncio.get_running_loop()
+        started = loop.time()  # the RUNNING event just sent carries the first progress
         while True:
+            # A window counts from the start of the last flush: a flush slowed down by a burst
+            # of writes to many watchers must not lower the rate below what interval() allows.
+            await asyncio.sleep(max(0.0, self.interval() - (loop.time() - started)))
             await self._dirty.wait()
             started = loop.time()
             await self.flush()
-            # The coalescing window counts from the flush's start: a flush slowed down by a
-            # burst of writes to many watchers must not lower the rate below progress_rate.
-            await asyncio.sleep(max(0.0, self._interval - (loop.time() - started)))
 
     async def flush(self) -> None:
         """Commit and publish what changed. A database failure costs these progress events
