@@ -21,7 +21,7 @@ import pytest
 
 from mediascan.server.app import MediascanServer
 from mediascan.server.config import Config
-from mediascan.server.testing import Corpus, make_corpus, make_many
+from mediascan.server.testing import SLOW_PROBE, Corpus, make_corpus, make_many
 from mediascan.v1 import scan_pb2_grpc
 
 BIN = Path(sys.executable).parent
@@ -32,8 +32,6 @@ STOP_TIMEOUT = 30.0
 
 #: Files in the session's "big" folder: a scan of it takes several seconds.
 BIG_FILES = 3000
-#: Eight audio streams make each probe several times slower (FFmpeg decodes a little of each).
-SLOW_PROBE = {"audio_codec": "aac", "audio_streams": 8}
 
 
 @pytest.fixture(scope="session")

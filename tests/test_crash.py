@@ -28,7 +28,7 @@ from _robust import (
     record_figures,
 )
 
-from mediascan.server.testing import event_job, final_job, make_many, wait_for_event
+from mediascan.server.testing import SLOW_PROBE, event_job, final_job, make_many, wait_for_event
 from mediascan.v1 import scan_pb2
 
 #: Scans running at the first crash (one worker each) and scans queued behind them.
@@ -38,7 +38,6 @@ QUEUED_SCANS = 5
 #: that the ten scans are all still running when the server is killed.
 RUNNING_FILES = 200
 QUEUED_FILES = 20
-SLOW_PROBE = {"audio_codec": "aac", "audio_streams": 8}
 TIMEOUT = 90.0
 
 

@@ -47,9 +47,14 @@ from _robust import (
     launch_fixture,  # noqa: F401 - provides the `launch` fixture
     record_figures,
 )
-from conftest import SLOW_PROBE
 
-from mediascan.server.testing import event_state, final_job, make_many, wait_for_running
+from mediascan.server.testing import (
+    SLOW_PROBE,
+    event_state,
+    final_job,
+    make_many,
+    wait_for_running,
+)
 from mediascan.v1 import scan_pb2
 
 ROUNDS = 5
@@ -63,10 +68,12 @@ MAX_RECONNECTS = 500
 #: Once attached, the watchers' process runs at this niceness (the lowest priority): it reads
 #: when the server and its probers leave a core idle.
 WATCHERS_NICE = 19
-#: Files of the watched scan (about 3 s): long enough for a few progress events at 1,000
-#: watchers, short enough for the blocker (3,000 files, about 4 s) to outlast the attaching.
+#: Files of the watched scan (about 3 s): long enough for a progress event while it runs at
+#: 1,000 watchers (one every 2 s by default), short enough to repeat; the blocker (3,000 files,
+#: about 4 s) outlasts the attaching.
 SCANNED_FILES = 2000
-#: The blocker (3,000 files) is cancelled once it has probed this many, in every round.
+#: The blocker (3,000 files) is cancelled once it has probed this many (more if attaching took
+#: longer), watched or not.
 BLOCKER_HEAD = 1200
 
 #: Bounds asserted (the figures record what was measured).

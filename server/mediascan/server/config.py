@@ -67,7 +67,7 @@ class Config:
     #: Most progress messages per second one job sends to all its watchers together: with more
     #: watchers than progress_fanout / progress_rate (50), each gets fewer progress events (at
     #: least one every 5 s), so that a crowd of watchers cannot take the CPU its scan needs.
-    #: State changes and file errors are never held back.
+    #: State changes are never held back; file errors come with the next progress event.
     progress_fanout: int = 500
     #: Python logging level name.
     log_level: str = "INFO"

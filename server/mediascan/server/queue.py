@@ -143,10 +143,12 @@ class _Reporter:
         loop = asyncio.get_running_loop()
         started = loop.time()  # the RUNNING event just sent carries the first progress
         while True:
-            # A window counts from the start of the last flush: a flush slowed down by a burst
-            # of writes to many watchers must not lower the rate below what interval() allows.
-            await asyncio.sleep(max(0.0, self.interval() - (loop.time() - started)))
             await self._dirty.wait()
+            # A window counts from the start of the last flush (a flush slowed down by a burst
+            # of writes to many watchers must not lower the rate below what interval() allows),
+            # and is measured again every 1 / progress_rate seconds: watchers come and go.
+            while (wait := started + self.interval() - loop.time()) > 0:
+                await asyncio.sleep(min(wait, self._interval))
             started = loop.time()
             await self.flush()
 

@@ -320,6 +320,11 @@ def make_corpus(root: Path) -> Corpus:
     )
 
 
+#: `make_many` options for videos that are slow to probe: FFmpeg decodes a little of each of
+#: eight audio streams.
+SLOW_PROBE: dict[str, Any] = {"audio_codec": "aac", "audio_streams": 8}
+
+
 def make_many(root: Path, n: int, *, suffix: str = ".mp4", **video_options: Any) -> list[Path]:
     """Fill `root` with `n` tiny valid videos (one encoded, then copied) and return their paths.
 
