@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from mediascan.server.testing import event_job
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 T = TypeVar("T")
@@ -570,7 +571,7 @@ class Client:
         try:
             async with asyncio.timeout(limit):
                 async for event in call:
-                    job = _event_job(event)
+                    job = event_job(event)
                     if job is not None and job.state in TERMINAL:
                         return job
         finally:
@@ -596,7 +597,7 @@ class Client:
                     if event.WhichOneof("kind") == "progress":
                         if event.progress.files_done >= files_done:
                             return
-                    elif (job := _event_job(event)) is not None and job.state in TERMINAL:
+                    elif (job := event_job(event)) is not None and job.state in TERMINAL:
                         raise RuntimeError(f"job {job_id} ended before making progress")
         finally:
             call.cancel()
@@ -614,20 +615,6 @@ class Client:
             )
             total += len(response.jobs) + (1 if response.next_page_token else 0)
         return total
-
-
-def _event_job(event: scan_pb2.JobEvent) -> scan_pb2.Job | None:
-    kind = event.WhichOneof("kind")
-    if kind == "snapshot":
-        return event.snapshot.job
-    if kind == "state_change":
-        return event.state_change.job
-    return None
-
-
-def job_seconds(job: scan_pb2.Job) -> float:
-    """A finished job's run time (start to end) in seconds."""
-    return (job.end_time.ToNanoseconds() - job.start_time.ToNanoseconds()) / 1e9
 
 
 # -- trees of videos ----------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from mediascan.server.testing import (
     SLOW_PROBE,
     event_state,
     final_job,
+    job_seconds,
     make_many,
     wait_for_running,
 )
@@ -196,7 +197,7 @@ async def measured_scan(
     assert job.state == SUCCEEDED, job
     server_after, probers_after = server.cpu_seconds()
     return {
-        "seconds": (job.end_time.ToNanoseconds() - job.start_time.ToNanoseconds()) / 1e9,
+        "seconds": job_seconds(job),
         "server_cpu": server_after - server_cpu,
         "prober_cpu": probers_after - prober_cpu,
         "test_cpu": time.process_time() - test_cpu,

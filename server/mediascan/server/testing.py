@@ -439,6 +439,11 @@ def event_job(event: scan_pb2.JobEvent) -> scan_pb2.Job | None:
     return None
 
 
+def job_seconds(job: scan_pb2.Job) -> float:
+    """A finished job's run time (start to end) in seconds, as the server recorded it."""
+    return (job.end_time.ToNanoseconds() - job.start_time.ToNanoseconds()) / 1e9
+
+
 def event_state(event: scan_pb2.JobEvent) -> int | None:
     """The job state an event reports (snapshot or state change), else None."""
     if event.WhichOneof("kind") == "state_change":
