@@ -7,11 +7,15 @@ PROTO_DIR := protos
 PROTOS := $(wildcard $(PROTO_DIR)/mediascan/v1/*.proto)
 ARGS ?=
 
-.PHONY: all setup run test ffprobe protos lint typecheck format demo bench bench-quick clean
+.PHONY: help all setup run test check ffprobe protos lint typecheck format demo bench bench-quick clean
 
-all: protos lint typecheck test
+# Bare `make` lists the targets: each target's `## ` comment is its line of help.
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## (.*)/  make \1\t\2/' | expand -t 22
 
-setup: $(STAMP)
+all: protos lint typecheck test ## protos, lint, typecheck and the whole suite
+
+setup: $(STAMP) ## create .venv and install the project with its dev extras
 
 # The virtualenv, with the project installed editable and its dev extras.
 $(STAMP): pyproject.toml
@@ -22,14 +26,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) ## start the server (SQLite in ./var); ARGS="--flag ..." passes flags
 	$(BIN)/mediascan-server $(ARGS)
 
-test: $(STAMP) ffprobe
+test: $(STAMP) ffprobe ## the whole test suite; ARGS="-k watch -x" passes options to pytest
 	$(BIN)/python -m pytest $(ARGS)
 
+# The quick everyday run: lint, types and every test not marked slow.
+check: lint typecheck ffprobe ## lint, types and the tests not marked slow (about 2 minutes)
+	$(BIN)/python -m pytest -q -m 'not slow' $(ARGS)
+
 # The tests compare what mediascan reads with ffprobe (Debian's ffmpeg package).
-ffprobe:
+ffprobe: ## install ffprobe (Debian's ffmpeg) when missing and root
 	@command -v ffprobe >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "installing Debian's ffmpeg (for ffprobe) ..."; \
@@ -39,30 +47,30 @@ ffprobe:
 		fi; }
 
 # Regenerate the Python modules beside the .proto files (never edit them by hand).
-protos: $(STAMP)
+protos: $(STAMP) ## regenerate the Python modules beside the .proto files
 	cd $(PROTO_DIR) && ../$(BIN)/python generate.py
 
-lint: $(STAMP)
+lint: $(STAMP) ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(STAMP) ## mypy --strict on server/ and client/
 	$(BIN)/mypy server client
 
-format: $(STAMP)
+format: $(STAMP) ## ruff format and ruff check --fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-demo: $(STAMP)
+demo: $(STAMP) ## sample videos, a server and a scan
 	$(BIN)/python -m mediascan.server.demo $(ARGS)
 
 # Benchmarks against same-run baselines (docs/benchmarks.md): one table on stdout, JSON in
 # var/bench/. `bench` takes about 10 minutes; `bench-quick` runs everything small in under one.
-bench: $(STAMP) ffprobe
+bench: $(STAMP) ffprobe ## benchmarks against same-run baselines (about 10 minutes)
 	$(BIN)/python -m bench $(ARGS)
 
-bench-quick: $(STAMP) ffprobe
+bench-quick: $(STAMP) ffprobe ## every benchmark, small (under a minute)
 	$(BIN)/python -m bench --quick $(ARGS)
 
-clean:
+clean: ## remove .venv and the tool caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
