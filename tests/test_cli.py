@@ -221,9 +221,11 @@ async def test_unreachable_server(free_address: str) -> None:
         result = await run(*args, "--server", free_address)
 
         assert result.code == 2, (args, result)
+        host = free_address.rpartition(":")[0]
         assert result.stderr == (
-            f"error: cannot reach the mediascan server at {free_address} "
-            "(is it running? start it with 'make run')\n"
+            f"error: cannot connect to {free_address}: nothing accepts connections there "
+            f"({host}: Connection refused): is the server running (start it with 'make run'), "
+            "and listening on this address (its --listen)?\n"
         )
 
 

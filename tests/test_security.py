@@ -8,6 +8,7 @@ import dataclasses
 import datetime
 import ipaddress
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -265,6 +266,61 @@ async def test_client_that_does_not_trust_the_server_certificate_is_refused(
     assert raised.value.code == grpc.StatusCode.UNAVAILABLE
 
 
+async def test_cli_names_each_tls_mismatch_and_its_fix(make_server: Any, pki: Pki) -> None:
+    """A failed connection is diagnosed (client/mediascan/client/diagnose.py): each mismatch gets
+    one line naming it and the fix, not "cannot reach the server", and no gRPC core log lines."""
+    tls = await make_server(tls_cert=pki.server_cert, tls_key=pki.server_key)
+    mtls = await make_server(
+        tls_cert=pki.server_cert,
+        tls_key=pki.server_key,
+        tls_client_ca=pki.ca,
+        db=tls.config.db.with_name("mtls.db"),
+    )
+    plain = await make_server(db=tls.config.db.with_name("plain.db"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIASCAN_", "GRPC_"))}
+    ca = ("--tls-ca", pki.ca)
+    cases = {
+        "the server uses TLS and this client does not": (tls.address,),
+        "not trusted by the CA in --tls-ca": (tls.address, "--tls-ca", pki.rogue_cert),
+        "does not cover 'wrong.example'": (tls.address, *ca, "--tls-server-name", "wrong.example"),
+        "the server does not use TLS": (plain.address, *ca),
+        "requires a client certificate": (mtls.address, *ca),
+        "refused the client certificate": (
+            mtls.address,
+            *ca,
+            "--tls-cert",
+            pki.rogue_cert,
+            "--tls-key",
+            pki.rogue_key,
+        ),
+        "nothing accepts connections": (f"127.0.0.1:{_free_port()}",),
+    }
+    for expected, (address, *options) in cases.items():
+        done = await _run(BIN / "mediascan", "--server", address, *options, "jobs", env=env)
+        assert done.returncode == 2, (expected, done.stdout)
+        assert done.stderr.count("\n") == 1, (expected, done.stderr)  # one line, said once
+        assert expected in done.stderr, done.stderr
+    good = await _run(
+        BIN / "mediascan",
+        "--server",
+        mtls.address,
+        *ca,
+        "--tls-cert",
+        pki.client_cert,
+        "--tls-key",
+        pki.client_key,
+        "jobs",
+        env=env,
+    )
+    assert good.returncode == 0, good.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 # -- mutual TLS -----------------------------------------------------------------------------------
 
 
@@ -463,7 +519,7 @@ async def test_cli_over_tls_with_token_from_the_environment(
         BIN / "mediascan", "--server", server.address, "--tls-ca", pki.rogue_cert, "jobs", env=env
     )
     assert untrusted.returncode == 2
-    assert "no secure connection" in untrusted.stderr
+    assert "not trusted by the CA in --tls-ca" in untrusted.stderr
 
 
 # -- exposure ------------------------------------------------------------------------------------

@@ -1,6 +1,24 @@
-"""The Python client of mediascan: `ScanClient` (asyncio) and the `mediascan` command line."""
+"""The Python client of mediascan: `ScanClient` (asyncio) and the `mediascan` command line.
 
-from mediascan.client.client import TERMINAL_STATES, ScanClient
-from mediascan.client.errors import MediascanError
+The names below are imported on first use, so that the command line (`mediascan.client.__main__`)
+can quiet gRPC's own logging before gRPC is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import TERMINAL_STATES, ScanClient
+    from .errors import MediascanError
 
 __all__ = ["TERMINAL_STATES", "MediascanError", "ScanClient"]
+
+_HOMES = {"TERMINAL_STATES": ".client", "ScanClient": ".client", "MediascanError": ".errors"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(_HOMES[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,6 +25,7 @@ from rich.console import Console
 
 from mediascan.client import display
 from mediascan.client.client import DEFAULT_TARGET, ScanClient
+from mediascan.client.diagnose import ClientTls, diagnose
 from mediascan.client.errors import MediascanError
 from mediascan.v1 import scan_pb2
 
@@ -404,25 +405,12 @@ def _unreachable(error: MediascanError, client: ScanClient) -> bool:
     )
 
 
-def _tls_failure(error: MediascanError) -> bool:
-    text = error.message.lower()
-    return any(word in text for word in ("ssl", "tls", "handshake", "certificate"))
-
-
-def _report(error: MediascanError, client: ScanClient) -> None:
-    if _unreachable(error, client) and _tls_failure(error):
-        print(
-            f"error: no secure connection to {client.target}: {error.message}\n"
-            "  check --tls-ca (the CA of the server's certificate), --tls-cert/--tls-key (if "
-            "the server requires a client certificate) and --tls-server-name",
-            file=sys.stderr,
-        )
-        return
+async def _report(error: MediascanError, client: ScanClient, security: dict[str, Any]) -> None:
     if _unreachable(error, client):
+        tls = ClientTls(**{key: security[key] for key in _CLIENT_TLS_KEYS})
+        cause = await asyncio.to_thread(diagnose, client.target, tls)
         print(
-            f"error: cannot reach the mediascan server at {client.target} "
-            "(is it running? start it with 'make run')",
-            file=sys.stderr,
+            f"error: cannot connect to {client.target}: {cause or error.message}", file=sys.stderr
         )
         return
     print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
@@ -431,6 +419,9 @@ def _report(error: MediascanError, client: ScanClient) -> None:
             print(f"  {field}: {description}", file=sys.stderr)
     if error.retry_delay is not None:
         print(f"  retry in {display.format_seconds(error.retry_delay)}", file=sys.stderr)
+
+
+_CLIENT_TLS_KEYS = ("tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name")
 
 
 def _security(args: argparse.Namespace) -> dict[str, Any]:
@@ -465,7 +456,8 @@ async def _run(args: argparse.Namespace) -> int:
     target: str = getattr(args, "server", None) or os.environ.get("MEDIASCAN_SERVER") or ""
     out = _Output(getattr(args, "json", False))
     try:
-        client = ScanClient(target or DEFAULT_TARGET, **_security(args))
+        security = _security(args)
+        client = ScanClient(target or DEFAULT_TARGET, **security)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_ERROR
@@ -473,7 +465,7 @@ async def _run(args: argparse.Namespace) -> int:
         try:
             return await _COMMANDS[args.command](client, args, out)
         except MediascanError as error:
-            _report(error, client)
+            await _report(error, client, security)
             return EXIT_ERROR
 
 
