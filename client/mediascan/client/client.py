@@ -336,7 +336,7 @@ class ScanClient:
 
     async def list_videos(
         self,
-        prefix: str = "",
+        path_prefix: str = "",
         page_size: int = 100,
         *,
         video_codec: str = "",
@@ -344,9 +344,10 @@ class ScanClient:
         max_duration: float | datetime.timedelta | None = None,
     ) -> AsyncGenerator[scan_pb2.Video, None]:
         """The videos of the library, ordered by path, optionally only those under the folder
-        `prefix`, with `video_codec` or with a duration in [min_duration, max_duration]."""
+        `path_prefix`, with `video_codec` or with a duration in [min_duration, max_duration].
+        The keyword arguments are the `ListVideosRequest` fields of the same names."""
         request = scan_pb2.ListVideosRequest(
-            path_prefix=prefix, page_size=page_size, video_codec=video_codec
+            path_prefix=path_prefix, page_size=page_size, video_codec=video_codec
         )
         if min_duration is not None:
             request.min_duration.CopyFrom(_duration(min_duration))
