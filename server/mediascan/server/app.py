@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 from .config import Config
+from .dblock import DatabaseLocked
 from .decoding import RequestDecodingInterceptor
 from .events import EventHub, serialize_event
 from .metrics import Metrics
@@ -159,8 +160,11 @@ class MediascanServer:
         if security.tokens:
             interceptors.append(TokenAuthInterceptor(security.tokens))
         interceptors.append(RequestDecodingInterceptor())  # innermost: after the token check
-        self._store = Store(config.db)
-        await self._store.open()
+        self._store = Store(config.db, listen=config.listen)
+        try:
+            await self._store.open()
+        except DatabaseLocked as exc:
+            raise ConfigError(str(exc)) from None
         self._hub = EventHub(
             self._store,
             ring_size=min(RING_SIZE, config.event_log_size),
@@ -208,6 +212,7 @@ class MediascanServer:
                 self.port = server.add_insecure_port(config.listen)
         except RuntimeError as exc:
             raise ConfigError(f"cannot listen on {config.listen}: {exc}") from None
+        self._store.lock.update(listen=self.address)
         await self._queue.start()
         self._server = server
         await server.start()

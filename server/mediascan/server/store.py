@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from mediascan.v1 import scan_pb2
 
+from .dblock import DatabaseLock
 from .errors import Unavailable
 from .jobs import TERMINAL, ScanSpec
 from .lane import settle
@@ -225,8 +226,13 @@ _STOP = object()
 class Store:
     """The SQLite database behind the job queue and the library."""
 
-    def __init__(self, path: Path, *, readers: int = 2, max_batch: int = 1000) -> None:
+    def __init__(
+        self, path: Path, *, readers: int = 2, max_batch: int = 1000, listen: str = ""
+    ) -> None:
         self.path = path
+        #: Held from before the database is opened until it is closed: one server per file.
+        self.lock = DatabaseLock(path)
+        self._listen = listen
         self._readers = readers
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -242,9 +248,15 @@ class Store:
     # -- life cycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the file and schema if needed, then start the writer and reader threads."""
+        """Take the database's lock (DatabaseLocked if another server holds it), create the
+        file and schema if needed, then start the writer and reader threads."""
         self._loop = asyncio.get_running_loop()
-        self._write_conn = await asyncio.to_thread(self._open_sync)
+        await asyncio.to_thread(self.lock.acquire, self._listen)
+        try:
+            self._write_conn = await asyncio.to_thread(self._open_sync)
+        except BaseException:
+            self.lock.release()
+            raise
         self._identity = await asyncio.to_thread(_identity, self.path)
         self._writer = threading.Thread(target=self._writer_loop, name="sqlite-writer", daemon=True)
         self._writer.start()
@@ -304,6 +316,7 @@ class Store:
         if self._write_conn is not None:
             self._write_conn.close()
             self._write_conn = None
+        self.lock.release()
 
     # -- the two primitives -----------------------------------------------------------------
 
