@@ -24,6 +24,7 @@ from .config import Config
 from .dblock import DatabaseLocked
 from .decoding import RequestDecodingInterceptor
 from .events import EventHub, serialize_event
+from .logs import flush_limited
 from .metrics import Metrics
 from .probe_pool import ProbePool
 from .queue import LocalJobQueue
@@ -320,6 +321,7 @@ class MediascanServer:
                 METRICS_TIMEOUT,
             )
         self._overran = steps.overran
+        flush_limited()  # the counts of the log lines held back
         self._stopped.set()
         if steps.overran:
             log.warning(

@@ -32,10 +32,13 @@ from .errors import (
 from .grpc_types import Context
 from .jobs import JobState, ScanSpec, is_within, request_fingerprint
 from .lane import BlockingLane
+from .logs import limited
 from .queue import AsyncJobQueue
 from .store import Store
 
 log = logging.getLogger(__name__)
+#: Calls that fail with INTERNAL are logged (with the traceback) at most LOG_BURST a window.
+_FAILURES = limited(log, "failed calls")
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -73,7 +76,7 @@ def _unary(
         except grpc.aio.AbortError:
             raise
         except Exception:
-            log.exception("%s failed", method.__name__)
+            _FAILURES.log(logging.ERROR, "%s failed", method.__name__, exc_info=True)
             await abort_internal(context)
         raise AssertionError("unreachable: abort() raises")
 
@@ -127,7 +130,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
         except grpc.aio.AbortError:
             raise
         except Exception:
-            log.exception("WatchJob failed")
+            _FAILURES.log(logging.ERROR, "WatchJob failed", exc_info=True)
             await abort_internal(context)
 
     @_unary
