@@ -379,7 +379,7 @@ class Store:
         except TimeoutError:
             raise DatabaseTimeout(
                 f"the database did not answer within {self.timeout:g}s (its disk or file system "
-                "hangs, or another process holds a lock on it); retry later"
+                "hangs, or another process keeps it locked); retry later"
             ) from None
 
     @property
