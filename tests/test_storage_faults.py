@@ -433,73 +433,40 @@ async def test_scan_through_a_short_disk_full_loses_no_row(
 
 @pytest.mark.slow
 async def test_database_removed_under_a_running_server(launch: Launcher, tmp_path: Path) -> None:
-    """Someone deletes the database files while the server runs. Writes must fail with a clear
-    error, or else what the server acknowledged must still be there after a restart; the server
-    does not crash, and leaves no corrupt file behind."""
+    """Someone deletes the database files while the server runs. That is fatal (nothing can be
+    stored any more): the server stops by itself with exit code 1, acknowledging nothing after
+    the removal, and a restart starts with a new, empty library."""
     for name in ("a", "b", "c"):
         make_many(tmp_path / name, 2)
     db = tmp_path / "var" / "mediascan.db"
     server = await launch(db=db)
     acknowledged: list[str] = []
     answers: dict[str, str] = {}
-    async with channel_to(server.address) as (channel, stub):
+    async with channel_to(server.address) as (_, stub):
         done = (await submit(stub, tmp_path / "a")).job_id
         await final_job(stub, done)
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
-
         for name in ("b", "c"):
             try:
                 response = await submit(stub, tmp_path / name)
             except grpc.aio.AioRpcError as error:
-                assert_fault_error(
-                    error,
-                    *("removed", "missing", "no such", "gone", "deleted", "not found"),
-                    *("moved", "replaced", "unlinked", "exist"),
-                )
+                assert error.code() in FAULT_CODES, (error.code(), error.details())
                 answers[f"SubmitScan {name}"] = f"{error.code().name}: {error.details()}"
             else:
                 acknowledged.append(response.job_id)
                 answers[f"SubmitScan {name}"] = "OK"
-                with contextlib.suppress(TimeoutError, grpc.aio.AioRpcError):
-                    await final_job(stub, response.job_id, timeout=RECOVER_WITHIN)
-        for method, request in (
-            ("GetJob", scan_pb2.GetJobRequest(job_id=done)),
-            ("ListJobs", scan_pb2.ListJobsRequest()),
-            ("ListVideos", scan_pb2.ListVideosRequest()),
-        ):
-            try:
-                await getattr(stub, method)(request)
-                answers[method] = "OK"
-            except grpc.aio.AioRpcError as error:
-                assert error.code() in FAULT_CODES, (method, error.code(), error.details())
-                answers[method] = f"{error.code().name}: {error.details()}"
-        await assert_serving(server, stub, channel)
-
-    server.terminate()
-    exit_code = await server.wait(30)
-    left = sorted(p.name for p in db.parent.iterdir())
-    if db.exists():
-        assert check_database_copy(db)["integrity"] == ["ok"]
+    exit_code = await server.wait(45)  # by itself: no signal
+    assert "was removed or replaced while the server ran" in server.stderr_text()
     restarted = await launch(db=db)
-    lost = []
     async with channel_to(restarted.address) as (_, stub):
-        for job_id in acknowledged:
-            try:
-                await stub.GetJob(scan_pb2.GetJobRequest(job_id=job_id))
-            except grpc.aio.AioRpcError as error:
-                lost.append(f"{job_id}: {error.code().name}")
+        jobs = (await stub.ListJobs(scan_pb2.ListJobsRequest())).jobs
     record_figures(
         "test_storage_faults.removed",
         answers_after_removal=answers,
         exit_code=exit_code,
-        files_left=left,
         acknowledged_after_removal=len(acknowledged),
-        lost_after_restart=len(lost),
     )
-    assert exit_code == 0, server.tail()
-    assert not lost, (
-        f"the server acknowledged {len(acknowledged)} submit(s) after its database file was "
-        f"removed (answers: {answers}); after a restart they are gone: {lost}. It wrote them "
-        f"to the unlinked file (files left: {left})"
-    )
+    assert exit_code == 1, server.tail()
+    assert not acknowledged, answers  # acknowledged into the unlinked file: lost
+    assert not jobs  # a new, empty library

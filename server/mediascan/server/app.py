@@ -21,8 +21,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 from .config import Config
+from .dblock import DatabaseLocked
 from .decoding import RequestDecodingInterceptor
 from .events import EventHub, serialize_event
+from .logs import flush_limited
 from .metrics import Metrics
 from .probe_pool import ProbePool
 from .queue import LocalJobQueue
@@ -73,8 +75,58 @@ STORE_TIMEOUT = 0.6
 METRICS_TIMEOUT = 0.2
 
 
+#: How often the database file is checked while the server runs (seconds): removed or replaced
+#: is fatal, no answer within --db-timeout is NOT_SERVING until it answers again.
+DB_CHECK_INTERVAL = 1.0
+
+
 class ConfigError(Exception):
     """The configuration cannot work (e.g. an allowed root that does not exist)."""
+
+
+class HealthState:
+    """The one place that decides what the health service says: SERVING once started while no
+    problem is set. Any part of the server reports a problem of its own by name
+    (`set_problem("database", True)`) and clears it when it is gone."""
+
+    def __init__(self, servicer: Any, services: tuple[str, ...]) -> None:
+        self._servicer = servicer
+        self._services = services
+        self._problems: set[str] = set()
+        self._started = False
+        self._updates: set[asyncio.Task[None]] = set()
+
+    @property
+    def problems(self) -> frozenset[str]:
+        return frozenset(self._problems)
+
+    async def start(self) -> None:
+        """The server is ready: SERVING unless a problem is set."""
+        self._started = True
+        await self._publish()
+
+    def set_problem(self, name: str, present: bool) -> None:
+        """Set or clear one problem (on the loop); the status follows at once."""
+        before = bool(self._problems)
+        if present:
+            if name not in self._problems:
+                log.warning("health: NOT_SERVING (%s)", name)
+            self._problems.add(name)
+        else:
+            self._problems.discard(name)
+        if self._started and before != bool(self._problems):
+            task = asyncio.get_running_loop().create_task(self._publish())
+            self._updates.add(task)
+            task.add_done_callback(self._updates.discard)
+
+    async def _publish(self) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if self._problems
+            else health_pb2.HealthCheckResponse.SERVING
+        )
+        for name in self._services:
+            await self._servicer.set(name, status)
 
 
 class MediascanServer:
@@ -88,6 +140,9 @@ class MediascanServer:
         self._queue: LocalJobQueue | None = None
         self._hub: EventHub | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        #: What the health service says (SERVING, or NOT_SERVING and why).
+        self.health = HealthState(self._health, ("", SERVICE_NAME))
+        self._database_lost = False
         self._probe_pool: ProbePool | None = None
         self._walk_pool: ThreadPoolExecutor | None = None
         self._side_tasks: dict[str, asyncio.Task[None]] = {}
@@ -159,8 +214,13 @@ class MediascanServer:
         if security.tokens:
             interceptors.append(TokenAuthInterceptor(security.tokens))
         interceptors.append(RequestDecodingInterceptor())  # innermost: after the token check
-        self._store = Store(config.db)
-        await self._store.open()
+        self._store = Store(
+            config.db, listen=config.listen, timeout=config.db_timeout, on_lost=self._lost
+        )
+        try:
+            await self._store.open()
+        except DatabaseLocked as exc:
+            raise ConfigError(str(exc)) from None
         self._hub = EventHub(
             self._store,
             ring_size=min(RING_SIZE, config.event_log_size),
@@ -208,15 +268,16 @@ class MediascanServer:
                 self.port = server.add_insecure_port(config.listen)
         except RuntimeError as exc:
             raise ConfigError(f"cannot listen on {config.listen}: {exc}") from None
+        self._store.lock.update(listen=self.address)
         await self._queue.start()
         self._server = server
         await server.start()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.start()
         dispatcher = self._queue.dispatcher
         assert dispatcher is not None
         self._watch(dispatcher)
         self._watch(asyncio.create_task(self._purge_loop(), name="retention-purge"))
+        self._watch(asyncio.create_task(self._check_database(), name="database-check"))
 
     async def _abandon_start(self) -> None:
         """Undo a start that failed half-way: nothing may keep running."""
@@ -277,14 +338,17 @@ class MediascanServer:
             return
         self._stopping = True
         grace = self.config.shutdown_grace if grace is None else grace
+        if self._database_lost:
+            grace = 0.0  # nothing the running jobs do can be stored
         steps = _ShutdownSteps(grace + SHUTDOWN_MARGIN)
         reserve = STORE_TIMEOUT + METRICS_TIMEOUT  # always left for the database and metrics
         await self._health.enter_graceful_shutdown()
         if self._hub is not None:
             self._hub.begin_shutdown()
-        purge = self._side_tasks.get("retention-purge")
-        if purge is not None:
-            purge.cancel()
+        for name in ("retention-purge", "database-check"):
+            side = self._side_tasks.get(name)
+            if side is not None:
+                side.cancel()
         drain: asyncio.Task[None] | None = None
         if self._queue is not None:
             self._queue.stop_accepting()
@@ -315,6 +379,7 @@ class MediascanServer:
                 METRICS_TIMEOUT,
             )
         self._overran = steps.overran
+        flush_limited()  # the counts of the log lines held back
         self._stopped.set()
         if steps.overran:
             log.warning(
@@ -407,6 +472,28 @@ class MediascanServer:
             self._failed.set()
 
         task.add_done_callback(done)
+
+    def _lost(self, why: str) -> None:
+        """The database file was removed or replaced (the store says so, on the loop): fatal.
+        NOT_SERVING, no new work, and the server stops with a non-zero exit code."""
+        if self._database_lost:
+            return
+        self._database_lost = True
+        self.health.set_problem("database-lost", True)
+        if self._queue is not None:
+            self._queue.stop_accepting()
+        log.critical("stopping: %s", why)
+        self._failed.set()
+
+    async def _check_database(self) -> None:
+        """Check the database file every DB_CHECK_INTERVAL, also while nothing is written:
+        removed or replaced is fatal (`_lost`); no answer is NOT_SERVING until it answers."""
+        assert self._store is not None
+        while not self._store.lost:
+            reachable = await self._store.check_file()
+            self.health.set_problem("database-unreachable", not reachable)
+            await asyncio.sleep(DB_CHECK_INTERVAL)
+        await asyncio.Event().wait()  # lost: `_lost` stops the server
 
     async def _purge_loop(self) -> None:
         assert self._store is not None

@@ -48,6 +48,8 @@ class Config:
     max_timeout: float = 3600.0
     #: Folders under which scans are allowed (resolved at start); empty allows any folder.
     allow_roots: tuple[Path, ...] = ()
+    #: Longest wait for the database an RPC makes before it answers UNAVAILABLE (seconds).
+    db_timeout: float = 5.0
     #: On SIGTERM/SIGINT, how long running jobs may go on before they are interrupted (seconds).
     shutdown_grace: float = 10.0
     #: How long finished jobs are kept before they are purged (seconds).
@@ -99,6 +101,7 @@ class Config:
             (self.default_timeout > 0, "--default-timeout must be positive"),
             (self.max_timeout > 0, "--max-timeout must be positive"),
             (self.shutdown_grace >= 0, "--shutdown-grace must not be negative"),
+            (self.db_timeout > 0, "--db-timeout must be positive"),
             (self.retention > 0, "--retention must be positive"),
             (self.probe_workers >= 1, "--probe-workers must be at least 1"),
             (self.probe_concurrency >= 1, "--probe-concurrency must be at least 1"),
@@ -186,6 +189,7 @@ _FLAGS = (
         "the environment twin takes a list separated by ':'",
         "paths",
     ),
+    _Flag("db_timeout", "longest wait for the database before UNAVAILABLE, e.g. 5s", "duration"),
     _Flag("shutdown_grace", "how long running jobs may finish on SIGTERM, e.g. 10s", "duration"),
     _Flag("retention", "how long finished jobs are kept, e.g. 7d", "duration"),
     _Flag("probe_workers", "prober processes shared by all jobs", "int"),

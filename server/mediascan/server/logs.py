@@ -9,11 +9,14 @@ that looks like an `authorization` value or a bearer token, are masked before a 
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
 import re
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
@@ -110,6 +113,118 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+#: Lines of one limited kind written per window at most (`LineLimiter`), and the window (s).
+LOG_BURST = 10
+LOG_WINDOW = 10.0
+
+
+class LineLimiter:
+    """Rate limit for log lines that callers can cause at will (refused calls, failed calls): at
+    most `burst` lines per `window` seconds; the others are counted, not written, and one line
+    at the window's end says how many were suppressed. The kind is fixed by the server, never
+    taken from the request (a caller must not be able to make new kinds). Counting elsewhere
+    (metrics) is not affected."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        what: str,
+        *,
+        burst: int = LOG_BURST,
+        window: float = LOG_WINDOW,
+    ) -> None:
+        self._logger = logger
+        self._what = what
+        self._burst = burst
+        self._window = window
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+        self._written = 0
+        self._suppressed = 0
+        self._flush_due = False
+
+    def log(self, level: int, msg: str, *args: object, exc_info: bool = False) -> None:
+        """Write the line if the window has room left, else count it."""
+        now = time.monotonic()
+        with self._lock:
+            summary = self._roll(now)
+            write = self._written < self._burst
+            if write:
+                self._written += 1
+            else:
+                self._suppressed += 1
+                schedule = not self._flush_due
+                self._flush_due = True
+        self._summarize(summary)
+        if write:
+            self._logger.log(level, msg, *args, exc_info=exc_info)
+        elif schedule:
+            self._schedule(self._window - (now - self._start))
+
+    def flush(self) -> None:
+        """Write the count of the lines suppressed so far now (at shutdown)."""
+        with self._lock:
+            summary = self._take(time.monotonic())
+        self._summarize(summary)
+
+    def _roll(self, now: float) -> tuple[int, float] | None:
+        """Start a new window if this one is over; what it suppressed (count, length)."""
+        if now - self._start < self._window:
+            return None
+        summary = self._take(now)
+        self._start, self._written = now, 0
+        return summary
+
+    def _take(self, now: float) -> tuple[int, float] | None:
+        count, self._suppressed, self._flush_due = self._suppressed, 0, False
+        return (count, now - self._start) if count else None
+
+    def _summarize(self, summary: tuple[int, float] | None) -> None:
+        if summary is not None:
+            count, seconds = summary
+            self._logger.warning(
+                "suppressed %d similar lines (%s) in the last %.1fs",
+                count,
+                self._what,
+                seconds,
+                extra={"suppressed": count, "kind": self._what},
+            )
+
+    def _schedule(self, delay: float) -> None:
+        """Write the summary when the window ends, even if no other line comes."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on a loop: the next line of this kind (or flush) writes it
+        loop.call_later(max(0.0, delay), self._due)
+
+    def _due(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            left = self._window - (now - self._start)
+            summary = self._roll(now) if left <= 0 else None
+        if left > 0:
+            self._schedule(left)  # woken early
+        self._summarize(summary)
+
+
+#: Every LineLimiter, for `flush_limited`.
+_LIMITERS: list[LineLimiter] = []
+
+
+def limited(logger: logging.Logger, what: str) -> LineLimiter:
+    """A LineLimiter for `logger`'s lines of one kind, flushed by `flush_limited`."""
+    limiter = LineLimiter(logger, what)
+    _LIMITERS.append(limiter)
+    return limiter
+
+
+def flush_limited() -> None:
+    """Write the counts of every limiter's suppressed lines (at shutdown)."""
+    for limiter in _LIMITERS:
+        limiter.flush()
 
 
 def job_fields(job: scan_pb2.Job) -> dict[str, object]:

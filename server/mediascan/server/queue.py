@@ -48,7 +48,14 @@ from .jobs import (
 )
 from .logs import job_fields
 from .scanner import Scanner
-from .store import InsertOutcome, RequestIdReused, StorageError, Store
+from .store import (
+    DatabaseLost,
+    DatabaseTimeout,
+    InsertOutcome,
+    RequestIdReused,
+    StorageError,
+    Store,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +297,7 @@ class LocalJobQueue:
                 job = same.job
             else:
                 assert joined is not None
-                job = (await asyncio.shield(joined)).job
+                job = (await self._await_insert(joined)).job
             if spec.request_id:
                 await self.store.remember_request(spec.request_id, spec.fingerprint, job.job_id)
             return SubmitOutcome(job=job, deduplicated=True)
@@ -310,7 +317,20 @@ class LocalJobQueue:
         inserted.add_done_callback(functools.partial(self._submitted, key))
         # Shielded: a client that gives up mid-insert does not stop it; the store's callback
         # registers and queues the job whether anyone still waits or not.
-        return await asyncio.shield(inserted)
+        return await self._await_insert(inserted)
+
+    async def _await_insert(self, inserted: asyncio.Future[SubmitOutcome]) -> SubmitOutcome:
+        """The insert's outcome, waited for at most the store's time limit: past it the insert
+        may still commit, and the caller is told so."""
+        try:
+            return await self.store.bounded(inserted)
+        except DatabaseTimeout as exc:
+            raise Unavailable(
+                f"{exc}: this submit may or may not have created its job; retry with the same "
+                "request_id to get the job it created, if any (without a request_id a retry may "
+                "create a second job)",
+                reason="SUBMIT_OUTCOME_UNKNOWN",
+            ) from None
 
     async def _earlier_request(self, spec: ScanSpec) -> SubmitOutcome | None:
         """The job an earlier submit with this request_id made (AIP-155), or None."""
@@ -497,6 +517,8 @@ class LocalJobQueue:
                 cleanup = asyncio.create_task(self._never_started(active))
                 self._side_tasks.add(cleanup)
                 cleanup.add_done_callback(self._side_tasks.discard)
+        elif isinstance(task.exception(), DatabaseLost):  # stopped: nothing can be stored
+            log.error("job task %s stopped: the database is lost", task.get_name())
         elif task.exception() is not None:
             log.error("job task %s crashed", task.get_name(), exc_info=task.exception())
 

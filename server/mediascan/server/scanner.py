@@ -142,7 +142,11 @@ class Scanner:
 
 def _check_root(path: str) -> None:
     """The folder must still be what was accepted at submit time."""
-    if os.path.realpath(path) != path:
+    try:
+        real = os.path.realpath(path)
+    except OSError as exc:  # a part became unreadable (EACCES in readlink)
+        raise FailedPrecondition(f"cannot resolve {path}: {exc.strerror}") from None
+    if real != path:
         raise PermissionDenied(
             f"{path} changed into a symbolic link after the scan was accepted; submit the "
             "scan again with the real folder"

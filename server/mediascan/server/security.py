@@ -22,9 +22,11 @@ import grpc
 
 from .config import Config, split_host_port
 from .grpc_types import Continuation, Handler, Interceptor
-from .logs import register_secrets
+from .logs import limited, register_secrets
 
 log = logging.getLogger(__name__)
+#: Refused calls are logged at most LOG_BURST a window: anyone can send them.
+_REFUSALS = limited(log, "refused calls")
 
 #: Calls under this prefix need no token: liveness and readiness probes carry none.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
@@ -215,7 +217,9 @@ def refusal(handler: Handler | None, code: grpc.StatusCode, message: str, method
     """A handler of the same shape as `handler` that fails every call with `code`."""
 
     async def deny(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        log.info("refused a call to %s from %s: %s", method, context.peer(), code.name)
+        _REFUSALS.log(
+            logging.INFO, "refused a call to %s from %s: %s", method, context.peer(), code.name
+        )
         await context.abort(code, message)
 
     async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

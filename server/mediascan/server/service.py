@@ -4,6 +4,7 @@ place where domain errors become gRPC statuses."""
 from __future__ import annotations
 
 import base64
+import errno
 import functools
 import hashlib
 import json
@@ -31,10 +32,13 @@ from .errors import (
 from .grpc_types import Context
 from .jobs import JobState, ScanSpec, is_within, request_fingerprint
 from .lane import BlockingLane
+from .logs import limited
 from .queue import AsyncJobQueue
 from .store import Store
 
 log = logging.getLogger(__name__)
+#: Calls that fail with INTERNAL are logged (with the traceback) at most LOG_BURST a window.
+_FAILURES = limited(log, "failed calls")
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -72,7 +76,7 @@ def _unary(
         except grpc.aio.AbortError:
             raise
         except Exception:
-            log.exception("%s failed", method.__name__)
+            _FAILURES.log(logging.ERROR, "%s failed", method.__name__, exc_info=True)
             await abort_internal(context)
         raise AssertionError("unreachable: abort() raises")
 
@@ -126,7 +130,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
         except grpc.aio.AbortError:
             raise
         except Exception:
-            log.exception("WatchJob failed")
+            _FAILURES.log(logging.ERROR, "WatchJob failed", exc_info=True)
             await abort_internal(context)
 
     @_unary
@@ -315,8 +319,8 @@ def _allowed(real: str, roots: Sequence[str]) -> bool:
 
 
 def _resolve_folder_slowly(path: str, roots: Sequence[str]) -> str:
-    real = os.path.realpath(path)
     raw = shown(path)
+    real = _realpath(path, raw)
     if not _allowed(real, roots):
         raise PermissionDenied(
             f"{raw} is outside the folders this server may scan ({', '.join(roots)}); "
@@ -335,6 +339,8 @@ def _resolve_folder_slowly(path: str, roots: Sequence[str]) -> str:
             f"the server has no permission to open {raw}", field="path", reason="PATH_UNREADABLE"
         ) from None
     except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise _name_too_long(raw) from None
         raise FailedPrecondition(
             f"cannot open {raw}: {exc.strerror}", field="path", reason="PATH_UNREADABLE"
         ) from None
@@ -351,6 +357,36 @@ def _resolve_folder_slowly(path: str, roots: Sequence[str]) -> str:
             reason="PATH_UNREADABLE",
         )
     return real
+
+
+def _realpath(path: str, raw: str) -> str:
+    """`os.path.realpath`, whose errors become statuses. Resolving may fail on a part of the path
+    the server cannot read (`/proc/1/root`, `/proc/PID/cwd` of another process: EACCES in
+    readlink), a name too long for the file system, or any other error of a component: no
+    answer then says anything about what lies beyond that component."""
+    try:
+        return os.path.realpath(path)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise _name_too_long(raw) from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise PermissionDenied(
+                f"the server may not resolve {raw}: a part of it cannot be read "
+                f"({exc.strerror}); give the real path of a folder below the allowed roots",
+                field="path",
+                reason="PATH_UNRESOLVABLE",
+            ) from None
+        raise FailedPrecondition(
+            f"cannot resolve {raw}: {exc.strerror or exc}", field="path", reason="PATH_UNREADABLE"
+        ) from None
+
+
+def _name_too_long(raw: str) -> InvalidArgument:
+    return InvalidArgument(
+        "path",
+        f"{raw} has a name or a resolved path too long for the file system (at most 255 "
+        "bytes a name and 4,096 a path)",
+    )
 
 
 def _duration_seconds(field: str, duration: duration_pb2.Duration) -> float:

@@ -18,13 +18,14 @@ import os
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mediascan.v1 import scan_pb2
 
+from .dblock import DatabaseLock
 from .errors import Unavailable
 from .jobs import TERMINAL, ScanSpec
 from .lane import settle
@@ -102,6 +103,16 @@ _TERMINAL_SQL = ",".join(str(int(s)) for s in TERMINAL)
 
 class StorageError(Unavailable):
     """The database failed (locked, disk full, file gone). Expected under faults: UNAVAILABLE."""
+
+
+class DatabaseLost(StorageError):
+    """The database file was removed or replaced while the server ran: nothing can be stored
+    any more (SQLite would write to the unlinked file). Fatal for the server."""
+
+
+class DatabaseTimeout(StorageError):
+    """The database did not answer within the server's limit (`--db-timeout`): a hung disk or
+    file system, or a lock held elsewhere. What was asked may still happen."""
 
 
 class SchemaTooNew(RuntimeError):
@@ -225,8 +236,25 @@ _STOP = object()
 class Store:
     """The SQLite database behind the job queue and the library."""
 
-    def __init__(self, path: Path, *, readers: int = 2, max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        readers: int = 2,
+        max_batch: int = 1000,
+        listen: str = "",
+        timeout: float = 5.0,
+        on_lost: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = path
+        #: Longest wait of `read` and `bounded` (seconds) before DatabaseTimeout.
+        self.timeout = timeout
+        self._on_lost = on_lost
+        self._lost: DatabaseLost | None = None
+        self._checking: threading.Thread | None = None
+        #: Held from before the database is opened until it is closed: one server per file.
+        self.lock = DatabaseLock(path)
+        self._listen = listen
         self._readers = readers
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -242,9 +270,15 @@ class Store:
     # -- life cycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the file and schema if needed, then start the writer and reader threads."""
+        """Take the database's lock (DatabaseLocked if another server holds it), create the
+        file and schema if needed, then start the writer and reader threads."""
         self._loop = asyncio.get_running_loop()
-        self._write_conn = await asyncio.to_thread(self._open_sync)
+        await asyncio.to_thread(self.lock.acquire, self._listen)
+        try:
+            self._write_conn = await asyncio.to_thread(self._open_sync)
+        except BaseException:
+            self.lock.release()
+            raise
         self._identity = await asyncio.to_thread(_identity, self.path)
         self._writer = threading.Thread(target=self._writer_loop, name="sqlite-writer", daemon=True)
         self._writer.start()
@@ -304,6 +338,7 @@ class Store:
         if self._write_conn is not None:
             self._write_conn.close()
             self._write_conn = None
+        self.lock.release()
 
     # -- the two primitives -----------------------------------------------------------------
 
@@ -319,6 +354,8 @@ class Store:
         """`write` without a coroutine: the future resolves once `op` is committed."""
         if self._writer is None or self._loop is None:
             raise StorageError("the database is closed")
+        if self._lost is not None:
+            raise self._lost
         future: asyncio.Future[T] = self._loop.create_future()
         self._queue.put(_WriteRequest(op, future))
         return future
@@ -327,8 +364,66 @@ class Store:
         """Run `op` on a reader connection in a reader thread."""
         if self._read_pool is None:
             raise StorageError("the database is closed")
+        if self._lost is not None:
+            raise self._lost
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._read_pool, self._read_sync, op)
+        return await self.bounded(loop.run_in_executor(self._read_pool, self._read_sync, op))
+
+    async def bounded(self, work: Awaitable[T]) -> T:
+        """Wait for `work` (a read, a queued write) at most `timeout` seconds, then raise
+        DatabaseTimeout; the work itself is not cancelled (a queued write still happens)."""
+        future = asyncio.ensure_future(work)
+        future.add_done_callback(_retrieve)  # an outcome nobody waits for any more
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except TimeoutError:
+            raise DatabaseTimeout(
+                f"the database did not answer within {self.timeout:g}s (its disk or file system "
+                "hangs, or another process keeps it locked); retry later"
+            ) from None
+
+    @property
+    def lost(self) -> bool:
+        """True once the database file was found removed or replaced."""
+        return self._lost is not None
+
+    async def check_file(self) -> bool:
+        """Check that the file opened is still the one at the path (found removed or replaced:
+        lost, `on_lost` is called). False if the check did not answer within `timeout` (the file
+        system hangs); at most one check thread is ever waiting on it."""
+        if self._checking is not None and self._checking.is_alive():
+            return False
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[tuple[int, int] | None] = loop.create_future()
+
+        def check() -> None:
+            found = _identity(self.path)
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                loop.call_soon_threadsafe(settle, done, found, None)
+
+        self._checking = threading.Thread(target=check, name="sqlite-check", daemon=True)
+        self._checking.start()
+        try:
+            found = await asyncio.wait_for(done, self.timeout)
+        except TimeoutError:
+            return False
+        if found != self._identity:
+            self._mark_lost()
+        return True
+
+    def _mark_lost(self) -> DatabaseLost:
+        """Record the loss (any thread) and tell `on_lost` once, on the loop."""
+        if self._lost is None:
+            self._lost = DatabaseLost(
+                f"the database file {self.path} was removed or replaced while the server ran: "
+                "nothing can be stored; the server stops (a restart starts with the file now at "
+                "that path, a new empty library if there is none)"
+            )
+            log.critical("%s", self._lost)
+            if self._on_lost is not None and self._loop is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(self._on_lost, str(self._lost))
+        return self._lost
 
     def _read_sync(self, op: Callable[[sqlite3.Connection], T]) -> T:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -363,15 +458,10 @@ class Store:
     def _run_batch(self, batch: list[_WriteRequest]) -> None:
         conn = self._write_conn
         assert conn is not None
-        if _identity(self.path) != self._identity:
+        if self._lost is not None or _identity(self.path) != self._identity:
             # Removed or replaced under the server: SQLite would write to the unlinked file
             # and every write acknowledged from now on would be lost at the next start.
-            error = StorageError(
-                f"the database file {self.path} was removed or replaced while the server ran: "
-                "nothing can be stored; restore it (or start the server again to create a new "
-                "one)"
-            )
-            log.error("%s", error)
+            error = self._mark_lost()
             outcomes: list[tuple[_WriteRequest, Any, BaseException | None]] = [
                 (request, None, error) for request in batch
             ]
@@ -534,7 +624,7 @@ class Store:
         def op(conn: sqlite3.Connection) -> None:
             _remember_request(conn, request_id, fingerprint, job_id)
 
-        await self.write(op)
+        await self.bounded(self.queue_write(op))
 
     async def get_job(self, job_id: str) -> scan_pb2.Job | None:
         def op(conn: sqlite3.Connection) -> scan_pb2.Job | None:
@@ -591,7 +681,7 @@ class Store:
             conn.execute("DELETE FROM requests WHERE job_id = ?", (job_id,))
             return True
 
-        return await self.write(op)
+        return await self.bounded(self.queue_write(op))
 
     async def purge_finished(self, ended_before_ns: int) -> int:
         """Delete finished jobs that ended before the given time; returns how many."""
@@ -874,6 +964,11 @@ def _insert_event(conn: sqlite3.Connection, event: scan_pb2.JobEvent) -> None:
         "INSERT INTO job_events (job_id, sequence, event) VALUES (?, ?, ?)",
         (event.job_id, event.sequence, event.SerializeToString()),
     )
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _resolve_all(outcomes: list[tuple[_WriteRequest, Any, BaseException | None]]) -> None:
