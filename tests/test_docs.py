@@ -67,7 +67,7 @@ SOURCES = [
     for folder in ("server", "client", "protos", "bench", "tests")
     for path in (ROOT / folder).rglob("*.py")
 ]
-#: Flags of other programs that the docs show (apt-get, systemctl, pip, py-spy, protoc).
+#: Flags of other programs that the docs show (apt-get, systemctl, pip, py-spy, protoc, fsfreeze).
 OTHER_TOOLS_FLAGS = {
     "--no-install-recommends",
     "--now",
@@ -75,6 +75,7 @@ OTHER_TOOLS_FLAGS = {
     "--gil",
     "--native",
     "--include",
+    "--unfreeze",
 }
 
 
