@@ -89,6 +89,7 @@ class MediascanServer:
         self._hub: EventHub | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._probe_pool: ProbePool | None = None
+        self._health_updates: set[asyncio.Task[None]] = set()
         self._walk_pool: ThreadPoolExecutor | None = None
         self._side_tasks: dict[str, asyncio.Task[None]] = {}
         self._failed = asyncio.Event()
@@ -166,11 +167,14 @@ class MediascanServer:
             ring_size=min(RING_SIZE, config.event_log_size),
             log_size=config.event_log_size,
         )
-        self._probe_pool = ProbePool(config.probe_workers, config.probe_timeout)
-        await self._probe_pool.start()
-        prober: Prober = self._probe_pool
+        self._probe_pool = pool = ProbePool(config.probe_workers, config.probe_timeout)
+        pool.health_listeners.append(self._probers_changed)
+        prober: Prober = pool
         if self.metrics is not None:
-            prober = self.metrics.prober(self._probe_pool)
+            prober = self.metrics.prober(pool)
+            pool.spawn_failure_listeners.append(self.metrics.prober_spawn_failed)
+            self.metrics.watch_probers(lambda: pool.live)
+        await pool.start()
         # One walker thread per running job, apart from the loop's default executor.
         self._walk_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="walk")
         scanner = Scanner(
@@ -211,12 +215,26 @@ class MediascanServer:
         await self._queue.start()
         self._server = server
         await server.start()
-        for name in ("", SERVICE_NAME):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(self._probe_pool is None or self._probe_pool.healthy)
         dispatcher = self._queue.dispatcher
         assert dispatcher is not None
         self._watch(dispatcher)
         self._watch(asyncio.create_task(self._purge_loop(), name="retention-purge"))
+
+    async def _set_health(self, serving: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not serving:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self._health.set(name, status)
+
+    def _probers_changed(self, healthy: bool) -> None:
+        """The probe pool's health listener: NOT_SERVING while no prober process can run."""
+        if self._server is None or self._stopping:
+            return  # not serving yet (start() sets it), or for good
+        task = asyncio.create_task(self._set_health(healthy), name="prober-health")
+        self._health_updates.add(task)
+        task.add_done_callback(self._health_updates.discard)
 
     async def _abandon_start(self) -> None:
         """Undo a start that failed half-way: nothing may keep running."""
