@@ -867,7 +867,7 @@ def _shown(error: WalkError) -> tuple[str, grpc.StatusCode, str]:
     return (
         escape_path(error.path),
         error.code,
-        f"{error.message} (the name is not valid UTF-8: shown with \\xHH for each "
+        f"{error.message} (the path is not valid UTF-8: shown with \\xHH for each "
         "undecodable byte and \\\\ for each backslash)",
     )
 
@@ -876,7 +876,7 @@ def _not_utf8(path: str) -> WalkError:
     return WalkError(
         path,
         grpc.StatusCode.INVALID_ARGUMENT,
-        "the file name is not valid UTF-8; rename it to scan it",
+        "a video whose name is not valid UTF-8 is not scanned; rename it to scan it",
         complete=True,
     )
 
