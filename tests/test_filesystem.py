@@ -366,6 +366,7 @@ async def test_an_unreadable_folder_whose_name_is_not_utf8_is_a_folder_error(
     try:
         async with unprivileged_server(tmp_path / "mediascan.db") as (stub, _):
             job = await scan(stub, lib, timeout=SCAN_TIMEOUT)
+            listed = await library(stub, real(lib))
     finally:
         os.chmod(locked, 0o755)
     assert job.state == SUCCEEDED, job.error
@@ -373,3 +374,4 @@ async def test_an_unreadable_folder_whose_name_is_not_utf8_is_a_folder_error(
     assert list(errors) == [escaped(lib, b"locked-\xfb")], errors
     assert errors[escaped(lib, b"locked-\xfb")][0] == grpc.StatusCode.PERMISSION_DENIED
     assert (job.result.files_total, job.result.added, job.result.failed) == (1, 1, 0)
+    assert set(listed) == {real(good)}
