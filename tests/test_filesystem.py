@@ -21,6 +21,7 @@ from _library_helpers import (
     QUICK_STOP,
     SHORT_PROBE_TIMEOUT,
     SUCCEEDED,
+    can_drop_file_permission_bypass,
     cancel,
     code_of,
     counts,
@@ -33,6 +34,7 @@ from _library_helpers import (
     start_hung_blocker,
     submit,
     tiny_video,
+    unprivileged_server,
 )
 
 from mediascan.server.testing import final_job, wait_for_event
@@ -294,3 +296,82 @@ async def test_a_root_swapped_for_a_symlink_after_submit_fails_permission_denied
         assert job.result.files_total == 0, name
     assert await library(stub, real(outside)) == {}
     assert await library(stub, real(allowed)) == {}
+
+
+# -- names that are not UTF-8 on entries that are not videos (issue 11, item 3) ------------------
+
+
+def escaped(folder: Path, raw_name: bytes) -> str:
+    """How a job reports the path of a name that is not UTF-8: undecodable bytes as \\xHH."""
+    return real(folder) + "/" + raw_name.decode("utf-8", "backslashreplace")
+
+
+def odd_entries_with_bad_names(base: Path) -> tuple[Path, Path, dict[bytes, grpc.StatusCode]]:
+    """allowed/lib: one good video beside a FIFO, a dangling link, a link to a video outside
+    the allowed roots and a link to a folder outside them, each named with a byte that is not
+    UTF-8. Returns the folder, the good video and {raw name: the code each must get when the
+    scan follows links}: a video name that is not UTF-8 is never opened, so the link to a
+    video gets the code of such a name."""
+    lib = base / "allowed" / "lib"
+    good = tiny_video(lib / "good.mp4")
+    outside_video = tiny_video(base / "outside" / "v.mp4")
+    raw = os.fsencode(lib) + b"/"
+    os.mkfifo(raw + b"fifo-\xff.mp4")
+    os.symlink(os.fsencode(base / "nowhere.mp4"), raw + b"dangling-\xfe.mp4")
+    os.symlink(os.fsencode(outside_video), raw + b"out-\xfd.mp4")
+    os.symlink(os.fsencode(outside_video.parent), raw + b"outdir-\xfc", target_is_directory=True)
+    expected = {
+        b"fifo-\xff.mp4": grpc.StatusCode.FAILED_PRECONDITION,
+        b"dangling-\xfe.mp4": grpc.StatusCode.FAILED_PRECONDITION,
+        b"out-\xfd.mp4": grpc.StatusCode.INVALID_ARGUMENT,
+        b"outdir-\xfc": grpc.StatusCode.PERMISSION_DENIED,
+    }
+    return lib, good, expected
+
+
+@pytest.mark.parametrize("follow", [False, True], ids=["links-off", "links-on"])
+async def test_odd_entries_with_names_that_are_not_utf8_are_file_errors(
+    make_server: Any, connect: Any, tmp_path: Path, follow: bool
+) -> None:
+    lib, good, expected = odd_entries_with_bad_names(tmp_path)
+    server = await make_server(allow_roots=(tmp_path / "allowed",))
+    stub = await connect(server.address)
+    job = await scan(stub, lib, follow_symlinks=follow, timeout=SCAN_TIMEOUT)
+    assert job.state == SUCCEEDED, job.error
+    if not follow:  # links are not followed: only the FIFO is reported
+        expected = {b"fifo-\xff.mp4": expected[b"fifo-\xff.mp4"]}
+    errors = errors_by_path(job)
+    assert set(errors) == {escaped(lib, name) for name in expected}, errors
+    for name, code in expected.items():
+        got, message = errors[escaped(lib, name)]
+        assert got == code, (name, got, message)
+        assert "not valid UTF-8" in message and "\\xHH" in message, message
+    assert job.result.added == 1
+    assert set(await library(stub, real(lib))) == {real(good)}
+
+
+@pytest.mark.skipif(
+    not can_drop_file_permission_bypass(),
+    reason="running as root without util-linux setpriv: chmod 000 cannot lock the server out",
+)
+async def test_an_unreadable_folder_whose_name_is_not_utf8_is_a_folder_error(
+    tmp_path: Path,
+) -> None:
+    lib = tmp_path / "lib"
+    good = tiny_video(lib / "good.mp4")
+    locked = os.fsencode(lib) + b"/locked-\xfb"
+    os.mkdir(locked)
+    tiny_video(Path(os.fsdecode(locked)) / "inner.mp4")
+    os.chmod(locked, 0)
+    try:
+        async with unprivileged_server(tmp_path / "mediascan.db") as (stub, _):
+            job = await scan(stub, lib, timeout=SCAN_TIMEOUT)
+            listed = await library(stub, real(lib))
+    finally:
+        os.chmod(locked, 0o755)
+    assert job.state == SUCCEEDED, job.error
+    errors = errors_by_path(job)
+    assert list(errors) == [escaped(lib, b"locked-\xfb")], errors
+    assert errors[escaped(lib, b"locked-\xfb")][0] == grpc.StatusCode.PERMISSION_DENIED
+    assert (job.result.files_total, job.result.added, job.result.failed) == (1, 1, 0)
+    assert set(listed) == {real(good)}

@@ -70,8 +70,17 @@ def folder_with_one_marked(tmp_path: Path, mark: str) -> tuple[Path, Path, list[
     return folder, marked, [p for p in made if p != marked]
 
 
+async def probe_path(pool: ProbePool, path: Path) -> ProbeResult:
+    """Probe a file the way a scan does: opened here, its descriptor handed to the pool."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return await pool.probe(fd, str(path))
+    finally:
+        os.close(fd)
+
+
 async def probe_all(pool: ProbePool, files: list[Path]) -> list[ProbeResult | BaseException]:
-    return await asyncio.gather(*(pool.probe(str(p)) for p in files), return_exceptions=True)
+    return await asyncio.gather(*(probe_path(pool, p) for p in files), return_exceptions=True)
 
 
 def alive(pid: int) -> bool:
@@ -113,7 +122,7 @@ async def test_the_pool_probes_in_separate_processes_and_closes_them(corpus: Cor
 async def start_one_worker(pool: ProbePool, good: Path) -> int:
     """Start a pool of one worker and return the worker's pid once it has answered."""
     await pool.start()
-    assert (await pool.probe(str(good))).width == 64
+    assert (await probe_path(pool, good)).width == 64
     (pid,) = prober_pids()
     return pid
 
@@ -128,7 +137,7 @@ async def test_a_hung_probe_is_killed_after_the_timeout_and_its_batch_goes_on(
         worker = await start_one_worker(pool, others[0])
         started = time.monotonic()
         # The hung file first: the rest of its batch waits in the same worker.
-        hang_task = asyncio.create_task(pool.probe(str(hung)))
+        hang_task = asyncio.create_task(probe_path(pool, hung))
         results = await probe_all(pool, others)
         with pytest.raises(ProbeError) as info:
             await asyncio.wait_for(hang_task, 20)
@@ -138,7 +147,7 @@ async def test_a_hung_probe_is_killed_after_the_timeout_and_its_batch_goes_on(
         assert 1.5 <= elapsed < 15, elapsed
         assert all(isinstance(r, ProbeResult) for r in results), results
         await wait_for_exit(worker, 10)  # the hung worker was killed
-        assert (await pool.probe(str(others[0]))).width == 64  # by a fresh worker
+        assert (await probe_path(pool, others[0])).width == 64  # by a fresh worker
         assert worker not in prober_pids()
     finally:
         await pool.close()
@@ -162,8 +171,8 @@ async def test_a_crashing_prober_costs_only_its_file(
         await wait_for_exit(worker, 10)
         # Crash again: the pool keeps replacing its worker.
         with pytest.raises(ProbeError):
-            await pool.probe(str(crashing))
-        assert (await pool.probe(str(others[0]))).width == 64
+            await probe_path(pool, crashing)
+        assert (await probe_path(pool, others[0])).width == 64
         assert worker not in prober_pids()
     finally:
         await pool.close()
@@ -177,7 +186,7 @@ async def test_closing_the_pool_kills_a_hung_prober_and_settles_its_probe(
     hung = tiny_video(tmp_path / f"{HANG_MARK}.mp4")
     pool = ProbePool(1, timeout=60.0)
     worker = await start_one_worker(pool, good)
-    task = asyncio.create_task(pool.probe(str(hung)))
+    task = asyncio.create_task(probe_path(pool, hung))
     await asyncio.sleep(0)  # let the probe reach the worker's queue
     await asyncio.wait_for(pool.close(), 10)  # does not wait for the hung probe
     assert not alive(worker), "close() left the hung prober running"

@@ -374,8 +374,18 @@ def test_the_walker_hands_over_its_counts_as_it_goes(
         path=str(lib), recursive=True, follow_symlinks=False, timeout=60.0, priority=0, full=False
     )
     batches: list[Any] = []
-    walk = scanner._Walker(spec, (), lambda b: batches.append(b) or True, threading.Event(), index)
+    files = scanner._OpenFiles(16)
+    walk = scanner._Walker(
+        spec,
+        (),
+        lambda b: batches.append(b) or True,
+        threading.Event(),
+        index,
+        root=lambda: os.open(lib, os.O_RDONLY | os.O_DIRECTORY),
+        files=files,
+    )
     walk.run()
+    files.close_all()
 
     assert batches.pop() is None
     counted = [b.unchanged for b in batches]  # hand-overs after 25 or more (chunks of 10 entries)

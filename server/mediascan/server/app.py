@@ -226,11 +226,15 @@ class MediascanServer:
             ring_size=min(RING_SIZE, config.event_log_size),
             log_size=config.event_log_size,
         )
-        self._probe_pool = ProbePool(config.probe_workers, config.probe_timeout)
-        await self._probe_pool.start()
-        prober: Prober = self._probe_pool
+        self._probe_pool = pool = ProbePool(config.probe_workers, config.probe_timeout)
+        pool.health_listeners.append(self._probers_changed)
+        prober: Prober = pool
         if self.metrics is not None:
-            prober = self.metrics.prober(self._probe_pool)
+            prober = self.metrics.prober(pool)
+            pool.spawn_failure_listeners.append(self.metrics.prober_spawn_failed)
+            self.metrics.watch_probers(lambda: pool.live)
+        await pool.start()
+        self._probers_changed(pool.healthy)
         # One walker thread per running job, apart from the loop's default executor.
         self._walk_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="walk")
         scanner = Scanner(
@@ -278,6 +282,10 @@ class MediascanServer:
         self._watch(dispatcher)
         self._watch(asyncio.create_task(self._purge_loop(), name="retention-purge"))
         self._watch(asyncio.create_task(self._check_database(), name="database-check"))
+
+    def _probers_changed(self, healthy: bool) -> None:
+        """The probe pool's health listener: NOT_SERVING while no prober process can run."""
+        self.health.set_problem("no-prober", not healthy)
 
     async def _abandon_start(self) -> None:
         """Undo a start that failed half-way: nothing may keep running."""

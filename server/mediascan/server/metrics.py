@@ -67,7 +67,7 @@ _TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, 
 
 
 class _Prober(Protocol):
-    async def probe(self, path: str) -> ProbeResult: ...
+    async def probe(self, fd: int, path: str) -> ProbeResult: ...
 
 
 class Metrics:
@@ -125,6 +125,15 @@ class Metrics:
             buckets=_PROBE_BUCKETS,
             registry=registry,
         )
+        self.prober_spawn_failures = Counter(
+            "mediascan_prober_spawn_failures",
+            "Attempts to start a prober process that failed (e.g. out of descriptors); each is "
+            "retried with a growing delay.",
+            registry=registry,
+        )
+        self.probers_live = Gauge(
+            "mediascan_probers_live", "Prober processes running now.", registry=registry
+        )
         self.watchers = Gauge(
             "mediascan_watchers_active", "Open WatchJob streams.", registry=registry
         )
@@ -151,6 +160,14 @@ class Metrics:
         """Read the queue depth and the running jobs from these when scraped."""
         self.jobs_queued.set_function(lambda: float(queued()))
         self.jobs_running.set_function(lambda: float(running()))
+
+    def watch_probers(self, live: Callable[[], int]) -> None:
+        """Read the number of running prober processes from this when scraped."""
+        self.probers_live.set_function(lambda: float(live()))
+
+    def prober_spawn_failed(self, error: OSError) -> None:
+        """The probe pool's listener for a prober process that could not be started."""
+        self.prober_spawn_failures.inc()
 
     def job_changed(self, previous: int, job: scan_pb2.Job) -> None:
         """The queue's state-change listener: count submits, requeues and final states."""
@@ -195,10 +212,10 @@ class MeteredProber:
         self._prober = prober
         self._metrics = metrics
 
-    async def probe(self, path: str) -> ProbeResult:
+    async def probe(self, fd: int, path: str) -> ProbeResult:
         started = time.perf_counter()
         try:
-            result = await self._prober.probe(path)
+            result = await self._prober.probe(fd, path)
         except ProbeError as exc:
             self._record(started)
             self._metrics.probe_errors.labels(exc.reason).inc()

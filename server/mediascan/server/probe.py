@@ -1,8 +1,11 @@
 """Probing one file with PyAV (FFmpeg's libraries in-process: no ffprobe start-up per file).
 
 `probe_file` is blocking. The server runs it in prober processes (`probe_pool.py`), each started
-as `python -m mediascan.server.probe`, which answers one JSON line per path read on stdin
-(`serve_stdio`). It reads the container header, the stream parameters (what ffprobe
+as `python -m mediascan.server.probe` (`serve`). A prober never opens a file by its path: its
+stdin is a Unix socket on which the server sends batches of files as open descriptors
+(`SCM_RIGHTS`) with their paths (for messages), and it reads each descriptor through
+`/proc/self/fd/N` (the file the server opened, with no path lookup), answering one JSON line per
+file on stdout. A probe reads the container header, the stream parameters (what ffprobe
 -show_format -show_streams reports) and the first video packet; it never decodes frames.
 """
 
@@ -15,6 +18,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import sys
 import time
 
@@ -81,6 +85,20 @@ class ProbeError(Exception):
 def _codec_name(stream: av.stream.Stream) -> str:
     codec = stream.codec_context.codec
     return str(getattr(codec, "canonical_name", None) or stream.codec_context.name or "")
+
+
+#: Files sent to a prober in one message at most (the pool's batch).
+MAX_BATCH = 16
+#: Largest message of paths a prober reads (16 paths of at most 4,096 bytes each, in JSON).
+_MAX_MESSAGE = 1 << 20
+
+
+def probe_descriptor(fd: int) -> ProbeResult:
+    """Probe the open regular file `fd` (not by any path: through `/proc/self/fd`, the very file
+    that was opened). Raises ProbeError when it is not a usable video."""
+    if os.fstat(fd).st_nlink == 0:
+        raise ProbeError("vanished", "the file vanished before it could be probed")
+    return probe_file(f"/proc/self/fd/{fd}")
 
 
 def probe_file(path: str) -> ProbeResult:
@@ -184,29 +202,48 @@ def _die_with_parent() -> None:
 _PR_SET_PDEATHSIG = 1
 
 
-def serve_stdio() -> None:
-    """The prober process: one JSON path per stdin line in, one JSON answer per line out."""
+def serve() -> None:
+    """The prober process: batches of (paths, descriptors) in on the socket that is its stdin,
+    one JSON answer per file out on stdout, in order."""
     if sys.platform == "linux":
         _die_with_parent()
     fault = os.environ.get("MEDIASCAN_PROBE_FAULT", "")
     kind, _, marker = fault.partition(":")
+    requests = socket.socket(fileno=0)
     out = sys.stdout
-    for line in sys.stdin.buffer:
-        path = json.loads(line)
-        if marker and marker in path:
-            if kind == "hang":
-                time.sleep(1e6)
-            elif kind == "crash":
-                os.abort()
-        try:
-            answer: dict[str, object] = {"ok": dataclasses.asdict(probe_file(path))}
-        except ProbeError as exc:
-            answer = {"error": [exc.reason, exc.message]}
-        except Exception as exc:  # a PyAV surprise costs this file, not the worker
-            answer = {"error": ["corrupt", f"the probe failed: {type(exc).__name__}: {exc}"]}
-        out.write(json.dumps(answer) + "\n")
-        out.flush()
+    while True:
+        data, fds, _, _ = socket.recv_fds(requests, _MAX_MESSAGE, MAX_BATCH)
+        if not data:
+            return  # the server closed its end
+        paths: list[str] = json.loads(data)
+        for fd in fds[len(paths) :]:
+            os.close(fd)
+        for index, path in enumerate(paths):
+            fd = fds[index] if index < len(fds) else -1
+            if marker and marker in path:
+                if kind == "hang":
+                    time.sleep(1e6)
+                elif kind == "crash":
+                    os.abort()
+            try:
+                answer = _answer(fd)
+            finally:
+                if fd >= 0:
+                    os.close(fd)
+            out.write(json.dumps(answer) + "\n")
+            out.flush()
+
+
+def _answer(fd: int) -> dict[str, object]:
+    if fd < 0:
+        return {"error": ["crashed", "the prober received no descriptor for this file"]}
+    try:
+        return {"ok": dataclasses.asdict(probe_descriptor(fd))}
+    except ProbeError as exc:
+        return {"error": [exc.reason, exc.message]}
+    except Exception as exc:  # a PyAV surprise costs this file, not the worker
+        return {"error": ["corrupt", f"the probe failed: {type(exc).__name__}: {exc}"]}
 
 
 if __name__ == "__main__":
-    serve_stdio()
+    serve()

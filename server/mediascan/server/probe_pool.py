@@ -1,14 +1,17 @@
 """A pool of prober processes: probes use every core, a hung probe is killed, a crash costs one
-file.
+file, and a prober that cannot be started again is retried while its files fail clearly.
 
-Each worker is `python -m mediascan.server.probe`, a child process that reads one JSON-encoded
-path per line on stdin and answers one JSON line per path on stdout, in order. The pool feeds a
-worker batches of up to `BATCH` paths (one pipe write, answers streamed back) and waits for each
-answer at most `timeout` seconds from the moment the worker could start on it. A worker that
-misses that deadline is killed and the file reported as timed out; a worker that dies (FFmpeg
-crashing on a hostile file) costs only the file it was on. Either way a fresh worker takes over
-the rest of the batch. Everything here runs on the event loop with non-blocking pipes: no thread
-waits on a child.
+Each worker is `python -m mediascan.server.probe`, a child process whose stdin is one end of a
+Unix socket pair (`SOCK_SEQPACKET`). The pool sends a worker batches of up to `BATCH` files in one
+message: their paths (for messages and the test faults) and their open descriptors
+(`SCM_RIGHTS`); the worker probes the descriptors, never the paths, and answers one JSON line per
+file on stdout, in order. The pool waits for each answer at most `timeout` seconds from the
+moment the worker could start on it. A worker that misses that deadline is killed and the file
+reported as timed out; a worker that dies (FFmpeg crashing on a hostile file) costs only the file
+it was on. Either way a fresh worker takes over the rest of the batch. A worker that cannot be
+started (no descriptors left, no memory) is retried with a growing delay; meanwhile the files it
+held, and every file when no worker runs at all, fail as `unavailable`. Everything here runs on
+the event loop with non-blocking sockets and pipes: no thread waits on a child.
 """
 
 from __future__ import annotations
@@ -20,20 +23,35 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
-from .probe import ProbeError, ProbeResult
+from .probe import MAX_BATCH, ProbeError, ProbeResult
 
 log = logging.getLogger(__name__)
 
-#: Paths handed to a worker at once (measured best for small files: fewer pipe round trips).
-BATCH = 16
+#: Files handed to a worker at once (measured best for small files: fewer round trips).
+BATCH = MAX_BATCH
 #: Environment variable read by the workers, for tests: `hang:TEXT` or `crash:TEXT` makes a
 #: worker hang or abort on any path containing TEXT.
 FAULT_ENV = "MEDIASCAN_PROBE_FAULT"
+#: Delays between attempts to start a worker that could not be started (seconds): the first,
+#: doubled at each failure up to the last.
+SPAWN_RETRY_FIRST = 0.1
+SPAWN_RETRY_MAX = 5.0
 
-_Request = tuple[str, "asyncio.Future[ProbeResult]"]
+
+class _Request(NamedTuple):
+    fd: int  #: open by the caller until the future is done
+    path: str
+    future: asyncio.Future[ProbeResult]
+
+
+class _Worker(NamedTuple):
+    process: asyncio.subprocess.Process
+    requests: socket.socket  #: the pool's end of the worker's stdin
 
 
 class ProbePool:
@@ -47,12 +65,30 @@ class ProbePool:
         self._wakeup = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._processes: set[asyncio.subprocess.Process] = set()
+        self._failing: set[str] = set()  #: workers that could not be started, by task name
+        self._healthy = True
         self.killed = 0  #: workers killed for a hung probe
         self.crashed = 0  #: workers that died on a file
+        self.spawn_failures = 0  #: attempts to start a worker that failed
+        #: Called with the error of every failed attempt to start a worker (metrics).
+        self.spawn_failure_listeners: list[Callable[[OSError], None]] = []
+        #: Called with `healthy` whenever it changes (health checks).
+        self.health_listeners: list[Callable[[bool], None]] = []
+
+    @property
+    def live(self) -> int:
+        """Worker processes running now."""
+        return len(self._processes)
+
+    @property
+    def healthy(self) -> bool:
+        """False while no worker runs and one could not be started: files cannot be probed."""
+        return self._healthy
 
     async def start(self) -> None:
         self._workers = [
-            asyncio.create_task(self._serve(), name=f"prober-{i}") for i in range(self.size)
+            asyncio.create_task(self._serve(f"prober-{i}"), name=f"prober-{i}")
+            for i in range(self.size)
         ]
 
     async def close(self) -> None:
@@ -65,14 +101,15 @@ class ProbePool:
             with contextlib.suppress(Exception):
                 await process.wait()
         while self._requests:
-            _, future = self._requests.popleft()
-            if not future.done():
-                future.cancel()
+            request = self._requests.popleft()
+            if not request.future.done():
+                request.future.cancel()
 
-    async def probe(self, path: str) -> ProbeResult:
-        """Probe one file; raises ProbeError when it is not a usable video."""
+    async def probe(self, fd: int, path: str) -> ProbeResult:
+        """Probe the open file `fd` (found at `path`), which the caller keeps open until this
+        returns or is cancelled; raises ProbeError when it is not a usable video."""
         future: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
-        self._requests.append((path, future))
+        self._requests.append(_Request(fd, path, future))
         self._wakeup.set()
         return await future
 
@@ -80,82 +117,175 @@ class ProbePool:
 
     async def _take(self, carried: list[_Request]) -> list[_Request]:
         """The next batch: what a killed worker left over first, then queued requests."""
-        batch = [(p, f) for p, f in carried if not f.done()]
+        batch = [r for r in carried if not r.future.done()]
         while not batch and not self._requests:
             self._wakeup.clear()
             await self._wakeup.wait()
         while self._requests and len(batch) < BATCH:
-            path, future = self._requests.popleft()
-            if not future.done():  # its scan was cancelled meanwhile
-                batch.append((path, future))
+            request = self._requests.popleft()
+            if not request.future.done():  # its scan was cancelled meanwhile
+                batch.append(request)
         if self._requests:
             self._wakeup.set()  # let an idle worker take the rest
         return batch
 
-    async def _serve(self) -> None:
+    async def _serve(self, name: str) -> None:
         carried: list[_Request] = []
+        failures = 0
         while True:
-            process = await self._spawn()
             try:
-                carried = await self._feed(process, carried)
+                worker = await self._spawn()
+            except OSError as exc:
+                failures += 1
+                carried = await self._cannot_spawn(name, exc, carried, failures)
+                continue
+            if failures:
+                log.warning("%s: a prober process started again after %d failures", name, failures)
+                failures = 0
+            self._failing.discard(name)
+            self._update_health()
+            try:
+                carried = await self._feed(worker, carried)
             finally:
-                _kill(process)
+                _kill(worker.process)
                 with contextlib.suppress(Exception):
-                    await process.wait()
-                self._processes.discard(process)
+                    await worker.process.wait()
+                worker.requests.close()
+                self._processes.discard(worker.process)
+                self._update_health()
 
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        process = await asyncio.create_subprocess_exec(
-            *self._command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+    async def _spawn(self) -> _Worker:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._command,
+                stdin=theirs.fileno(),
+                stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
         self._processes.add(process)
-        return process
+        return _Worker(process, ours)
 
-    async def _feed(
-        self, process: asyncio.subprocess.Process, carried: list[_Request]
+    async def _cannot_spawn(
+        self, name: str, exc: OSError, carried: list[_Request], failures: int
     ) -> list[_Request]:
-        """Serve batches with this process until it has to go; returns the requests it left."""
+        """A worker could not be started: say so, fail the files it held (and every file
+        while no worker runs), and wait before the next attempt. Returns nothing to carry."""
+        self.spawn_failures += 1
+        for listener in self.spawn_failure_listeners:
+            listener(exc)
+        delay = min(SPAWN_RETRY_MAX, SPAWN_RETRY_FIRST * 2 ** (failures - 1))
+        message = f"could not start a prober process: {exc}; retrying"
+        log.warning("%s: %s in %gs (attempt %d)", name, message, delay, failures)
+        self._failing.add(name)
+        self._update_health()
+        for request in carried:
+            _fail(request.future, "unavailable", message)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while (left := deadline - loop.time()) > 0:
+            if not self._processes:  # nobody else can take them: they fail now
+                while self._requests:
+                    _fail(self._requests.popleft().future, "unavailable", message)
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), left)
+        if self._requests:
+            self._wakeup.set()  # what arrived meanwhile is for the live workers
+        return []
+
+    def _update_health(self) -> None:
+        healthy = bool(self._processes) or not self._failing
+        if healthy == self._healthy:
+            return
+        self._healthy = healthy
+        if healthy:
+            log.warning("a prober process runs again: files are probed again")
+        else:
+            log.error("no prober process runs and none can be started: files fail to probe")
+        for listener in self.health_listeners:
+            listener(healthy)
+
+    async def _feed(self, worker: _Worker, carried: list[_Request]) -> list[_Request]:
+        """Serve batches with this worker until it has to go; returns the requests it left."""
         while True:
             batch = await self._take(carried)
             carried = []
             try:
-                left = await self._run_batch(process, batch)
+                left = await self._run_batch(worker, batch)
             except asyncio.CancelledError:  # the pool is closing: nobody may wait for ever
-                for _, future in batch:
-                    future.cancel()
+                for request in batch:
+                    request.future.cancel()
                 raise
             if left is not None:
                 return left
 
-    async def _run_batch(
-        self, process: asyncio.subprocess.Process, batch: list[_Request]
-    ) -> list[_Request] | None:
+    async def _run_batch(self, worker: _Worker, batch: list[_Request]) -> list[_Request] | None:
         """Send a batch and collect its answers; returns what is left if the worker must go."""
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.write(b"".join(json.dumps(p).encode() + b"\n" for p, _ in batch))
         try:
-            await process.stdin.drain()
+            batch = await _send(worker.requests, batch)
         except (BrokenPipeError, ConnectionResetError):
             return batch  # died while idle: a new worker takes the whole batch
-        for index, (path, future) in enumerate(batch):
+        except OSError as exc:  # e.g. the system's limit of descriptors in flight
+            for request in batch:
+                _fail(request.future, "unavailable", f"could not hand the file to a prober: {exc}")
+            return None
+        stdout = worker.process.stdout
+        assert stdout is not None
+        for index, request in enumerate(batch):
             try:
-                line = await asyncio.wait_for(process.stdout.readline(), self.timeout)
+                line = await asyncio.wait_for(stdout.readline(), self.timeout)
             except TimeoutError:
                 self.killed += 1
-                log.warning("probe of %s hung for %gs: killing its worker", path, self.timeout)
-                _fail(future, "timeout", f"the probe took longer than {self.timeout:g}s")
+                log.warning(
+                    "probe of %s hung for %gs: killing its worker", request.path, self.timeout
+                )
+                _fail(request.future, "timeout", f"the probe took longer than {self.timeout:g}s")
                 return batch[index + 1 :]
             if not line:  # the worker died on this file
                 self.crashed += 1
-                code = await process.wait()
-                log.warning("the prober died (exit %s) on %s", code, path)
-                _fail(future, "crashed", f"the prober crashed on this file ({_exit(code)})")
+                code = await worker.process.wait()
+                log.warning("the prober died (exit %s) on %s", code, request.path)
+                _fail(request.future, "crashed", f"the prober crashed on this file ({_exit(code)})")
                 return batch[index + 1 :]
-            _answer(future, line)
+            _answer(request.future, line)
         return None
+
+
+async def _send(requests: socket.socket, batch: list[_Request]) -> list[_Request]:
+    """Send the paths and descriptors of `batch` in one message; returns what was sent. Only
+    requests still awaited are sent: a cancelled caller may have closed its descriptor."""
+    loop = asyncio.get_running_loop()
+    while True:
+        batch = [r for r in batch if not r.future.done()]
+        if not batch:
+            return batch
+        message = json.dumps([r.path for r in batch]).encode()
+        try:
+            socket.send_fds(requests, [message], [r.fd for r in batch])
+            return batch
+        except BlockingIOError:
+            await _writable(loop, requests)
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(sock, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(sock)
 
 
 def _answer(future: asyncio.Future[ProbeResult], line: bytes) -> None:

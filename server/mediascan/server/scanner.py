@@ -31,7 +31,7 @@ import grpc
 
 from mediascan.v1 import scan_pb2
 
-from .errors import FailedPrecondition, NotFound, PermissionDenied
+from .errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
 from .jobs import ScanSpec, is_within
 from .probe import VIDEO_EXTENSIONS, ProbeError, ProbeResult, is_video_name
 from .store import LibraryIndex, Store, VideoRow, library_key_path
@@ -43,6 +43,18 @@ _TALLY_BATCH = 8192  # unchanged files that make a hand-over due
 _HAND_OVER_INTERVAL = 0.05  # seconds: what the walker holds reaches the loop at least this often
 _WRITE_BATCH = 128  # probed files per library transaction
 _WRITE_INTERVAL = 0.5  # seconds: a partial batch is written at least this often
+#: Files of one scan open at once beyond its probe slots: opened by the walker, waiting for a
+#: probe (each file is opened once, by the walker, and its descriptor is what the prober reads).
+_OPEN_AHEAD = 64
+#: A walker that found every descriptor of its scan in use waits until this many are free.
+_REOPEN_AT = 16
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+#: O_NONBLOCK: a FIFO swapped in after the listing does not block the open; O_NOCTTY: a terminal
+#: never becomes the server's.
+_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+#: Out of descriptors: the server's limit (EMFILE) or the system's (ENFILE).
+_TOO_MANY_FILES = frozenset({errno.EMFILE, errno.ENFILE})
 
 #: ".mp4", ...: `name[name.rfind("."):].lower() in _VIDEO_SUFFIXES` is `is_video_name(name)` in
 #: one slice (without a dot, the slice is the name's last character, never a suffix).
@@ -56,13 +68,16 @@ _REASON_CODES = {
     "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
     "crashed": grpc.StatusCode.DATA_LOSS,
     "unsupported": grpc.StatusCode.UNIMPLEMENTED,
+    "unavailable": grpc.StatusCode.UNAVAILABLE,
 }
 
 
 class Prober(Protocol):
-    """Probes one file (e.g. `ProbePool`); raises ProbeError when it is not a usable video."""
+    """Probes one file (e.g. `ProbePool`): reads the open descriptor `fd` (kept open by the
+    caller until the answer), never `path` (named in messages); raises ProbeError when it is not
+    a usable video."""
 
-    async def probe(self, path: str) -> ProbeResult: ...
+    async def probe(self, fd: int, path: str) -> ProbeResult: ...
 
 
 class ScanReporter(Protocol):
@@ -78,12 +93,14 @@ class ScanReporter(Protocol):
 
 
 class FoundFile(NamedTuple):
-    """A new or changed video file: the walk hands it over to be probed."""
+    """A new or changed video file, opened by the walk (`fd`, a regular file) and handed over
+    to be probed; size, time and device are those of the file opened."""
 
     path: str
     size: int
     mtime_ns: int
     dev: int
+    fd: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -135,30 +152,125 @@ class Scanner:
         self._probe_concurrency = probe_concurrency
 
     async def scan(self, spec: ScanSpec, job_id: str, reporter: ScanReporter) -> None:
-        await asyncio.to_thread(_check_root, spec.path)
-        run = _ScanRun(self, spec, job_id, reporter)
-        await run.execute()
+        root = _RootFolder(await asyncio.to_thread(_open_root, spec.path))
+        try:
+            run = _ScanRun(self, spec, job_id, reporter)
+            await run.execute(root)
+        finally:
+            root.abandon()  # closed here unless the walker took it
 
 
-def _check_root(path: str) -> None:
-    """The folder must still be what was accepted at submit time."""
+def _open_root(path: str) -> int:
+    """Open the scanned folder, which must still be what was accepted at submit time: the
+    walk reads everything relative to this descriptor."""
     try:
-        real = os.path.realpath(path)
-    except OSError as exc:  # a part became unreadable (EACCES in readlink)
-        raise FailedPrecondition(f"cannot resolve {path}: {exc.strerror}") from None
-    if real != path:
+        fd = os.open(path, _DIR_FLAGS)
+    except FileNotFoundError:
+        raise NotFound(f"{path} no longer exists") from None
+    except NotADirectoryError:
+        raise FailedPrecondition(f"{path} is no longer a folder") from None
+    except OSError as exc:
+        if exc.errno in _TOO_MANY_FILES:
+            raise Unavailable(
+                f"cannot open {path}: {exc.strerror} (the server is at its limit of open "
+                "files); retry later",
+                reason="TOO_MANY_OPEN_FILES",
+            ) from None
+        raise FailedPrecondition(f"cannot read {path}: {exc.strerror}") from None
+    if _opened_path(fd) != path:
+        os.close(fd)
         raise PermissionDenied(
             f"{path} changed into a symbolic link after the scan was accepted; submit the "
             "scan again with the real folder"
         )
+    return fd
+
+
+def _opened_path(fd: int) -> str:
+    """The real path of what `fd` refers to, as the kernel names it."""
     try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise NotFound(f"{path} no longer exists") from None
-    except OSError as exc:
-        raise FailedPrecondition(f"cannot read {path}: {exc.strerror}") from None
-    if not stat.S_ISDIR(mode):
-        raise FailedPrecondition(f"{path} is no longer a folder")
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
+
+
+class _RootFolder:
+    """The scanned folder's descriptor: taken by the walker thread (which closes it), or closed
+    by the scan if the walker never started."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+        self._lock = threading.Lock()
+
+    def take(self) -> int | None:
+        with self._lock:
+            fd, self._fd = self._fd, None
+            return fd
+
+    def abandon(self) -> None:
+        fd = self.take()
+        if fd is not None:
+            os.close(fd)
+
+
+class _OpenFiles:
+    """The files of one scan the walker opened and nobody closed yet: at most `limit` at once.
+    The walker thread reserves a place, opens the file and adds it; the loop closes each once
+    its probe is answered; `close_all` closes the rest when the scan ends, however it ends."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._fds: set[int] = set()
+        self._reserved = 0
+        self._closed = False
+        self._change = threading.Condition()
+
+    def reserve(self, stop: threading.Event, *, wait: bool) -> bool:
+        """Reserve the place of one more open file; without `wait`, False if none is free.
+        With it, wait until `_REOPEN_AT` are free (so that the walker hands files over in
+        batches), or until the scan is over (False)."""
+        with self._change:
+            while not (self._closed or stop.is_set()):
+                used = len(self._fds) + self._reserved
+                if used + (min(_REOPEN_AT, self._limit) if wait else 1) <= self._limit:
+                    self._reserved += 1
+                    return True
+                if not wait:
+                    return False
+                self._change.wait(0.2)
+            return False
+
+    def add(self, fd: int) -> bool:
+        """Turn a reservation into the open file `fd`; False (and `fd` closed) when the scan is
+        over."""
+        with self._change:
+            self._reserved -= 1
+            if not self._closed:
+                self._fds.add(fd)
+                return True
+        os.close(fd)
+        return False
+
+    def release(self) -> None:
+        """Give a reservation back (the open failed)."""
+        with self._change:
+            self._reserved -= 1
+            self._change.notify()
+
+    def close(self, fd: int) -> None:
+        with self._change:
+            if fd in self._fds:
+                self._fds.discard(fd)
+                os.close(fd)
+                self._change.notify()
+
+    def close_all(self) -> None:
+        with self._change:
+            self._closed = True
+            for fd in self._fds:
+                os.close(fd)
+            self._fds.clear()
+            self._change.notify_all()
 
 
 class _ScanRun:
@@ -178,8 +290,9 @@ class _ScanRun:
         self._failure: BaseException | None = None  # the first probe task that failed
         self._stop = threading.Event()
         self._started_ns = time.time_ns()
+        self._open = _OpenFiles(scanner._probe_concurrency + _OPEN_AHEAD)
 
-    async def execute(self) -> None:
+    async def execute(self, root: _RootFolder) -> None:
         loop = asyncio.get_running_loop()
         items: asyncio.Queue[_Item] = asyncio.Queue(_WALK_QUEUE)
         self._progress.phase = scan_pb2.SCAN_PHASE_DISCOVERING
@@ -193,6 +306,8 @@ class _ScanRun:
             lambda item: self._hand_over(loop, items, item),
             self._stop,
             index,
+            root=root.take,
+            files=self._open,
         )
         walker = loop.run_in_executor(self._scanner._walk_executor, walk.run)
         try:
@@ -219,9 +334,12 @@ class _ScanRun:
                 await asyncio.gather(*self._probes, return_exceptions=True)
             # Keep what was probed, even when cancelled or timed out; through the lock, so that
             # a write a cancelled probe left in flight is counted before the scan returns.
-            await asyncio.shield(self._write_pending())
-            with contextlib.suppress(Exception):  # a walker crash was raised above already
-                await asyncio.shield(walker)
+            try:
+                await asyncio.shield(self._write_pending())
+                with contextlib.suppress(Exception):  # a walker crash was raised above already
+                    await asyncio.shield(walker)
+            finally:
+                self._open.close_all()  # the files handed over and never probed
 
     def _hand_over(
         self, loop: asyncio.AbstractEventLoop, items: asyncio.Queue[_Item], item: _Item
@@ -244,7 +362,7 @@ class _ScanRun:
             raise self._failure
         progress = self._progress
         for error in batch.errors:
-            self._reporter.file_error(error.path, error.code, error.message)
+            self._reporter.file_error(*_shown(error))
             if not error.folder:  # a file that failed before it could be probed
                 progress.files_found += 1
                 progress.files_done += 1
@@ -277,7 +395,7 @@ class _ScanRun:
         try:
             if found.size == 0:
                 raise ProbeError("corrupt", "the file is empty (0 bytes)")
-            result = await self._scanner._prober.probe(found.path)
+            result = await self._scanner._prober.probe(found.fd, found.path)
         except ProbeError as exc:
             self._progress.failed += 1
             self._reporter.file_error(
@@ -286,6 +404,7 @@ class _ScanRun:
             self._done(found)
             return
         finally:
+            self._open.close(found.fd)
             self._slots.release()
         self._pending.append(_row(found, result, self._job_id))
         self._done(found)
@@ -349,6 +468,19 @@ def _row(found: FoundFile, result: ProbeResult, job_id: str) -> VideoRow:
     )
 
 
+class _Folder:
+    """A folder the walker opened: its descriptor stays open while it is listed and while
+    subfolders found in it wait to be opened relative to it."""
+
+    __slots__ = ("fd", "path", "prefix", "users")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.path = path
+        self.prefix = path if path.endswith("/") else path + "/"
+        self.users = 1  # its listing, then one per subfolder still to open
+
+
 class _Walker:
     """Depth-first walk of a scan's folder, run in a worker thread.
 
@@ -357,11 +489,15 @@ class _Walker:
     (unless the scan is `full`). The path of any other file goes into `met`. Hands over batches
     of new and changed files, of entries it could not handle and of those counts to
     `hand_over`, and records in `listed` the device of every folder whose entries were all read
-    without an error. With `follow_symlinks`, a link that leads outside the allowed roots is
-    reported and not followed.
+    without an error.
 
-    Each folder is opened once and its entries are examined relative to that descriptor
-    (`fstatat`), which spares the kernel a lookup of the whole path per file."""
+    Nothing is ever looked up by its whole path: the scanned folder is the open descriptor
+    `root` returns, each subfolder is opened relative to its parent's descriptor and each file
+    to probe relative to its folder's, without following a symbolic link (`O_NOFOLLOW`) unless
+    the scan follows links. A file is opened here, once, checked to be a regular file with
+    `fstat`, and its descriptor is what the prober reads, so an entry swapped for a link during
+    the scan is reported, never followed out of the allowed roots. With `follow_symlinks`, what
+    a link led to is checked against the allowed roots once opened, before anything is read."""
 
     def __init__(
         self,
@@ -370,18 +506,23 @@ class _Walker:
         hand_over: Callable[[_Item], bool],
         stop: threading.Event,
         index: LibraryIndex,
+        *,
+        root: Callable[[], int | None],
+        files: _OpenFiles,
     ) -> None:
         self._spec = spec
         self._roots = roots
         self._hand_over = hand_over
         self._stop = stop
+        self._root = root
+        self._open = files
         self.index = index  # shared (a server keeps it): copied before the walk takes keys out
         self.met: set[str] = set()  # paths of the files found that the index did not match
         self.listed: dict[str, int] = {}  # folders listed completely: their device
         #: Once the walk is over: (path, device of its folder) of the videos to remove.
         self.missing: list[tuple[str, int]] = []
         self._seen: set[tuple[int, int]] = set()  # folders entered, when following links
-        self._stack = [spec.path]
+        self._stack: list[tuple[_Folder, str]] = []  # (parent, name) of folders to open
         # What the next hand-over carries.
         self._files: list[FoundFile] = []
         self._errors: list[WalkError] = []
@@ -393,19 +534,85 @@ class _Walker:
 
     def run(self) -> None:
         self.index = self.index.copy()
-        if self._spec.follow_symlinks:
-            root = os.stat(self._spec.path)
-            self._seen.add((root.st_dev, root.st_ino))
+        fd = self._root()
         try:
-            while self._stack:
-                if self._stop.is_set() or not self._list(self._stack.pop()):
-                    return
+            if fd is None or not self._walk(_Folder(fd, self._spec.path)):
+                return
             self._find_missing()  # the walk is complete
             if self._files or self._errors or self._unchanged:
                 self._send()
         finally:
+            while self._stack:  # the walk stopped early: close the folders still held open
+                self._leave(self._stack.pop()[0])
+            for found in self._files:  # opened, never handed over
+                self._open.close(found.fd)
             if not self._stop.is_set():
                 self._hand_over(None)
+
+    def _walk(self, root: _Folder) -> bool:
+        if self._spec.follow_symlinks:
+            info = os.fstat(root.fd)
+            self._seen.add((info.st_dev, info.st_ino))
+        if not self._list(root):
+            return False
+        while self._stack:
+            if self._stop.is_set():
+                return False
+            parent, name = self._stack.pop()
+            folder = self._open_folder(parent, name)
+            self._leave(parent)
+            if folder is not None and not self._list(folder):
+                return False
+        return True
+
+    def _leave(self, folder: _Folder) -> None:
+        folder.users -= 1
+        if folder.users == 0:
+            os.close(folder.fd)
+
+    def _open_folder(self, parent: _Folder, name: str) -> _Folder | None:
+        """Open a subfolder relative to its parent; None (reported) if it cannot be walked."""
+        path = parent.prefix + name
+        follow = self._spec.follow_symlinks
+        try:
+            fd = os.open(name, _DIR_FLAGS | (0 if follow else os.O_NOFOLLOW), dir_fd=parent.fd)
+        except OSError as exc:
+            self._error(_folder_error(path, exc, follow=follow))
+            return None
+        try:
+            problem = self._check_folder(fd, path) if follow else None
+        except OSError as exc:
+            problem = _folder_error(path, exc, follow=follow)
+        if problem is not None:
+            os.close(fd)
+            self._error(problem)
+            return None
+        return _Folder(fd, path)
+
+    def _check_folder(self, fd: int, path: str) -> WalkError | None:
+        """With `follow_symlinks`: what a link led to must lie inside the allowed roots and must
+        not have been walked already."""
+        if self._roots and not self._inside_roots(fd):
+            return WalkError(
+                path, grpc.StatusCode.PERMISSION_DENIED, _OUTSIDE, complete=True, folder=True
+            )
+        info = os.fstat(fd)
+        key = (info.st_dev, info.st_ino)
+        if key in self._seen:
+            return WalkError(
+                path,
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "skipped: this folder was already scanned (a symbolic link loop, or a "
+                "second link to the same folder)",
+                complete=True,
+                folder=True,
+            )
+        self._seen.add(key)
+        return None
+
+    def _inside_roots(self, fd: int) -> bool:
+        real = _opened_path(fd)
+        return any(is_within(real, root) for root in self._roots)
 
     def _find_missing(self) -> None:
         """The videos of the index the walk did not meet, that may be removed: only those whose
@@ -427,13 +634,17 @@ class _Walker:
             ):
                 self.missing.append((path, listed_on))
 
-    def _list(self, folder: str) -> bool:
-        """Read one folder's entries, then compare its video files with the index; False when
-        the scan is over and the walk must stop.
+    def _list(self, folder: _Folder) -> bool:
+        """Read one folder's entries, compare its video files with the index and open those to
+        probe; False when the scan is over and the walk must stop. Leaves the folder."""
+        try:
+            return self._read(folder)
+        finally:
+            self._leave(folder)
 
-        The loop is the hot path of a rescan: a video file that is a regular file is handled
+    def _read(self, folder: _Folder) -> bool:
+        """The loop is the hot path of a rescan: a video file that is a regular file is handled
         inline, with locals only; everything else goes through `_visit`."""
-        prefix = folder if folder.endswith("/") else folder + "/"
         follow = self._spec.follow_symlinks
         quick = not (follow and self._roots)  # links need no check against the roots
         suffixes = _VIDEO_SUFFIXES
@@ -441,54 +652,51 @@ class _Walker:
         add = found.append
         complete = True
         try:
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                device = os.fstat(fd).st_dev
-                with os.scandir(fd) as listing:
-                    # In chunks, so that a huge folder is compared (and reported) as it goes.
-                    while True:
-                        read = 0
-                        for entry in itertools.islice(listing, _COMPARE_CHUNK):
-                            read += 1
-                            name = entry.name
-                            if quick:
-                                try:
-                                    if name[name.rfind(".") :].lower() in suffixes:
-                                        if entry.is_file(follow_symlinks=follow):
-                                            info = entry.stat(follow_symlinks=follow)
-                                            add((name, info.st_size, info.st_mtime_ns, info.st_dev))
-                                            continue
-                                    elif not entry.is_dir(follow_symlinks=follow):
-                                        continue  # neither a folder nor a video
-                                except OSError:
-                                    pass  # _visit reports it
-                            item = self._visit(entry, prefix + name)
-                            if item is None:
-                                continue
-                            if isinstance(item, WalkError):
-                                complete = complete and item.complete
-                                if not self._error(item):
-                                    return False
-                            else:
-                                add((name, item.st_size, item.st_mtime_ns, item.st_dev))
-                        if read < _COMPARE_CHUNK:  # the end of the folder
-                            break
-                        if not self._compare(prefix, found):
-                            return False
-                        found = []
-                        add = found.append
-            finally:
-                os.close(fd)
+            device = os.fstat(folder.fd).st_dev
+            with os.scandir(folder.fd) as listing:
+                # In chunks, so that a huge folder is compared (and reported) as it goes.
+                while True:
+                    read = 0
+                    for entry in itertools.islice(listing, _COMPARE_CHUNK):
+                        read += 1
+                        name = entry.name
+                        if quick:
+                            try:
+                                if name[name.rfind(".") :].lower() in suffixes:
+                                    if entry.is_file(follow_symlinks=follow):
+                                        info = entry.stat(follow_symlinks=follow)
+                                        add((name, info.st_size, info.st_mtime_ns, info.st_dev))
+                                        continue
+                                elif not entry.is_dir(follow_symlinks=follow):
+                                    continue  # neither a folder nor a video
+                            except OSError:
+                                pass  # _visit reports it
+                        item = self._visit(entry, folder)
+                        if item is None:
+                            continue
+                        if isinstance(item, WalkError):
+                            complete = complete and item.complete
+                            if not self._error(item):
+                                return False
+                        else:
+                            add((name, item.st_size, item.st_mtime_ns, item.st_dev))
+                    if read < _COMPARE_CHUNK:  # the end of the folder
+                        break
+                    if not self._compare(folder, found):
+                        return False
+                    found = []
+                    add = found.append
         except OSError as exc:
-            self._errors.append(_folder_error(folder, exc))
+            self._errors.append(_folder_error(folder.path, exc))
         else:
             if complete:
-                self.listed[folder] = device
-        return self._compare(prefix, found)  # what was read, even if the listing then failed
+                self.listed[folder.path] = device
+        return self._compare(folder, found)  # what was read, even if the listing then failed
 
-    def _compare(self, prefix: str, found: list[_Stat]) -> bool:
-        """Look up files of the folder `prefix` in the index: count the unchanged ones, collect
-        the others for probing; False when the scan is over."""
+    def _compare(self, folder: _Folder, found: list[_Stat]) -> bool:
+        """Look up files of `folder` in the index: count the unchanged ones, open the others
+        for probing; False when the scan is over."""
+        prefix = folder.prefix
         take = self.index.keys.pop
         compare = not self._spec.full
         undated = self.index.undated
@@ -512,8 +720,7 @@ class _Walker:
                 continue
             elif met is not None:
                 met.add(prefix + name)
-            self._files.append(FoundFile(prefix + name, size, mtime_ns, dev))
-            if len(self._files) >= _WALK_BATCH and not self._send():
+            if not self._open_file(folder, name):
                 return False
         if unchanged:
             self._unchanged += unchanged
@@ -521,31 +728,59 @@ class _Walker:
             self._last_unchanged = prefix + last
         return self._send_if_due()
 
-    def _visit(self, entry: os.DirEntry[str], path: str) -> os.stat_result | WalkError | None:
-        """One folder entry at `path`: descend (None), a video file (its stat), a reported
-        oddity, or None (not ours)."""
+    def _open_file(self, folder: _Folder, name: str) -> bool:
+        """Open a file to probe relative to its folder and keep it for the next hand-over, or
+        report why it cannot be probed; False when the scan is over."""
+        if not self._open.reserve(self._stop, wait=False):
+            # Every descriptor of the scan is taken: hand over what is held, so that probes
+            # can go on and close theirs, and wait for some.
+            if self._files and not self._send():
+                return False
+            if not self._open.reserve(self._stop, wait=True):
+                return False
+        path = folder.prefix + name
         follow = self._spec.follow_symlinks
         try:
-            if follow and self._roots and entry.is_symlink() and self._leaves_roots(path):
-                if not (entry.is_dir() or is_video_name(entry.name)):
-                    return None
-                return WalkError(
-                    path,
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    "not followed: the symbolic link leads outside the allowed roots",
-                    complete=True,
-                    folder=entry.is_dir(),
+            fd = os.open(name, _FILE_FLAGS | (0 if follow else os.O_NOFOLLOW), dir_fd=folder.fd)
+        except OSError as exc:
+            self._open.release()
+            return self._error(_file_error(path, exc, follow=follow))
+        try:
+            info = os.fstat(fd)
+            problem = _not_regular(path, info.st_mode)
+            if problem is None and follow and self._roots and not self._inside_roots(fd):
+                problem = WalkError(
+                    path, grpc.StatusCode.PERMISSION_DENIED, _OUTSIDE, complete=True
                 )
+        except OSError as exc:
+            problem = _file_error(path, exc, follow=follow)
+        if problem is not None:
+            os.close(fd)
+            self._open.release()
+            return self._error(problem)
+        if not self._open.add(fd):
+            return False
+        self._files.append(FoundFile(path, info.st_size, info.st_mtime_ns, info.st_dev, fd))
+        return len(self._files) < _WALK_BATCH or self._send()
+
+    def _visit(self, entry: os.DirEntry[str], folder: _Folder) -> os.stat_result | WalkError | None:
+        """One folder entry: descend (None), a video file (its stat), a reported oddity, or
+        None (not ours). A link is followed only when the scan asks for it, and then what it
+        leads to is checked when it is opened (`_open_folder`, `_open_file`)."""
+        follow = self._spec.follow_symlinks
+        path = folder.prefix + entry.name
+        try:
             if entry.is_dir(follow_symlinks=follow):
-                return self._enter(entry, path)
+                return self._enter(entry, folder)
             if not is_video_name(entry.name):
                 return None
             if entry.is_file(follow_symlinks=follow):
                 return entry.stat(follow_symlinks=follow)
             if entry.is_symlink() and not follow:
                 return None  # links are followed only when the scan asks for it
+            mode = entry.stat(follow_symlinks=follow).st_mode
             return WalkError(
-                path, grpc.StatusCode.FAILED_PRECONDITION, _oddity(path), complete=True
+                path, grpc.StatusCode.FAILED_PRECONDITION, _kind_of(mode), complete=True
             )
         except OSError as exc:
             if not is_video_name(entry.name):
@@ -554,30 +789,20 @@ class _Walker:
                 return WalkError(
                     path, grpc.StatusCode.FAILED_PRECONDITION, "a symbolic link loop", complete=True
                 )
-            return WalkError(path, grpc.StatusCode.NOT_FOUND, f"cannot stat: {exc.strerror}")
-
-    def _enter(self, entry: os.DirEntry[str], path: str) -> WalkError | None:
-        if not self._spec.recursive:
-            return None
-        if self._spec.follow_symlinks:
-            info = entry.stat(follow_symlinks=True)
-            key = (info.st_dev, info.st_ino)
-            if key in self._seen:
+            if follow and isinstance(exc, FileNotFoundError) and entry.is_symlink():
                 return WalkError(
                     path,
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    "skipped: this folder was already scanned (a symbolic link loop, or a "
-                    "second link to the same folder)",
+                    "a dangling symbolic link: its target does not exist",
                     complete=True,
-                    folder=True,
                 )
-            self._seen.add(key)
-        self._stack.append(path)
-        return None
+            return WalkError(path, grpc.StatusCode.NOT_FOUND, f"cannot stat: {exc.strerror}")
 
-    def _leaves_roots(self, path: str) -> bool:
-        real = os.path.realpath(path)
-        return not any(is_within(real, root) for root in self._roots)
+    def _enter(self, entry: os.DirEntry[str], folder: _Folder) -> WalkError | None:
+        if self._spec.recursive:
+            folder.users += 1
+            self._stack.append((folder, entry.name))
+        return None
 
     def _error(self, error: WalkError) -> bool:
         self._errors.append(error)
@@ -612,6 +837,10 @@ class _Walker:
         return ok
 
 
+_OUTSIDE = "not followed: the symbolic link leads outside the allowed roots"
+_SWAPPED = "was replaced by a symbolic link during the scan; not followed"
+
+
 def _encodes(path: str) -> bool:
     try:
         path.encode("utf-8")
@@ -620,40 +849,102 @@ def _encodes(path: str) -> bool:
     return True
 
 
+def escape_path(path: str) -> str:
+    """A path as valid UTF-8, losslessly: a name that is not UTF-8 (Python keeps its bytes as
+    surrogate escapes) has each undecodable byte written `\\xHH` and each backslash doubled;
+    a path that is UTF-8 is returned as it is."""
+    if _encodes(path):
+        return path
+    raw = os.fsencode(path).replace(b"\\", b"\\\\")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _shown(error: WalkError) -> tuple[str, grpc.StatusCode, str]:
+    """What the job reports for a walk error: a path that is not UTF-8 is escaped (gRPC strings
+    must be UTF-8), and the message says so."""
+    if _encodes(error.path):
+        return error.path, error.code, error.message
+    return (
+        escape_path(error.path),
+        error.code,
+        f"{error.message} (the path is not valid UTF-8: shown with \\xHH for each "
+        "undecodable byte and \\\\ for each backslash)",
+    )
+
+
 def _not_utf8(path: str) -> WalkError:
     return WalkError(
-        path.encode("utf-8", "backslashreplace").decode(),
+        path,
         grpc.StatusCode.INVALID_ARGUMENT,
-        "the file name is not valid UTF-8; rename it to scan it",
+        "a video whose name is not valid UTF-8 is not scanned; rename it to scan it",
         complete=True,
     )
 
 
-def _oddity(path: str) -> str:
-    """Why a name with a video extension is not a file to probe."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "a dangling symbolic link: its target does not exist"
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            return "a symbolic link loop"
-        return f"cannot stat: {exc.strerror}"
+def _kind_of(mode: int) -> str:
+    """Why an entry with a video extension is not a file to probe."""
     for test, kind in (
         (stat.S_ISFIFO, "a FIFO (named pipe)"),
         (stat.S_ISSOCK, "a socket"),
         (stat.S_ISCHR, "a character device"),
         (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a folder"),
     ):
         if test(mode):
             return f"not a regular file: {kind}"
     return "not a regular file"
 
 
-def _folder_error(folder: str, exc: OSError) -> WalkError:
-    code = (
-        grpc.StatusCode.PERMISSION_DENIED
-        if isinstance(exc, PermissionError)
-        else grpc.StatusCode.UNAVAILABLE
+def _not_regular(path: str, mode: int) -> WalkError | None:
+    """A file opened to probe that is not a regular file: it was swapped during the scan."""
+    if stat.S_ISREG(mode):
+        return None
+    return WalkError(
+        path,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        f"was replaced during the scan by something that is {_kind_of(mode)[4:]}; not probed",
+        complete=True,
     )
+
+
+def _file_error(path: str, exc: OSError, *, follow: bool) -> WalkError:
+    """Why a file the walk listed could not be opened to probe."""
+    if exc.errno == errno.ELOOP:
+        message = "a symbolic link loop" if follow else _SWAPPED
+        return WalkError(path, grpc.StatusCode.FAILED_PRECONDITION, message, complete=True)
+    if isinstance(exc, FileNotFoundError):
+        return WalkError(
+            path, grpc.StatusCode.NOT_FOUND, "the file vanished before it could be probed"
+        )
+    if isinstance(exc, PermissionError):
+        code = grpc.StatusCode.PERMISSION_DENIED
+    elif exc.errno in _TOO_MANY_FILES:
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    else:
+        code = grpc.StatusCode.UNAVAILABLE
+    return WalkError(path, code, f"cannot open the file: {exc.strerror or exc}")
+
+
+def _folder_error(folder: str, exc: OSError, *, follow: bool = True) -> WalkError:
+    if not follow and exc.errno == errno.ELOOP:
+        return WalkError(
+            folder, grpc.StatusCode.FAILED_PRECONDITION, f"the folder {_SWAPPED}", folder=True
+        )
+    if exc.errno == errno.ENOTDIR:
+        return WalkError(
+            folder,
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "the folder was replaced by a file during the scan; not scanned",
+            folder=True,
+        )
+    if isinstance(exc, FileNotFoundError):
+        return WalkError(
+            folder, grpc.StatusCode.NOT_FOUND, "the folder vanished during the scan", folder=True
+        )
+    if isinstance(exc, PermissionError):
+        code = grpc.StatusCode.PERMISSION_DENIED
+    elif exc.errno in _TOO_MANY_FILES:
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    else:
+        code = grpc.StatusCode.UNAVAILABLE
     return WalkError(folder, code, f"cannot read folder: {exc.strerror or exc}", folder=True)
