@@ -18,8 +18,7 @@ from typing import Any
 import pytest
 
 from mediascan.client.display import format_seconds
-from mediascan.server.store import Store, VideoRow
-from mediascan.server.testing import Corpus
+from mediascan.server.testing import Corpus, library_rows, store_videos
 
 BIN = Path(sys.executable).parent
 MEDIASCAN = BIN / "mediascan"
@@ -549,49 +548,14 @@ async def test_a_full_queue_says_when_to_retry_once(
         await run("cancel", result.stdout.split()[1], "--server", server.address)
 
 
-def _library_rows(count: int) -> list[VideoRow]:
-    """`count` videos in 50 folders, as a scan would have stored them."""
-    return [
-        VideoRow(
-            path=f"/media/library/folder-{i % 50:02d}/episode-{i:06d}.mkv",
-            size_bytes=1_000_000 + i,
-            mtime_ns=1_700_000_000_000_000_000 + i,
-            container="matroska,webm",
-            duration_ns=(60 + i % 3600) * 1_000_000_000,
-            bit_rate=2_000_000,
-            video_codec=("h264", "hevc", "vp9")[i % 3],
-            width=1920,
-            height=1080,
-            frame_rate=25.0,
-            audio_codec="aac" if i % 4 else "",
-            audio_channels=2 if i % 4 else 0,
-            audio_sample_rate=48000 if i % 4 else 0,
-            audio_streams=1 if i % 4 else 0,
-            probe_ns=1_700_000_000_000_000_000,
-            job_id="j_01M8HSENJET22K5YPRFGZMC45C",
-            dev=0,
-        )
-        for i in range(count)
-    ]
-
-
-async def _store_rows(db: Path, rows: list[VideoRow]) -> None:
-    store = Store(db)
-    await store.open()
-    try:
-        await store.upsert_videos(rows)
-    finally:
-        await store.close()
-
-
 @pytest.mark.slow
 async def test_a_large_videos_table_lists_every_row_aligned(
     make_server: Any, tmp_path: Path
 ) -> None:
     """`videos --limit 0` over 20,000 stored videos: every row, in path order, in aligned
-    columns (bench/cli_table.py measures how long 50,000 take)."""
-    rows = _library_rows(20_000)
-    await _store_rows(tmp_path / "mediascan.db", rows)
+    columns (`python -m bench --only cli_table` measures how long 50,000 take)."""
+    rows = library_rows(20_000)
+    await store_videos(tmp_path / "mediascan.db", rows)
     server = await make_server()
 
     result = await run("videos", "--limit", "0", "--server", server.address)
@@ -614,8 +578,8 @@ async def test_a_large_videos_table_lists_every_row_aligned(
 async def test_a_table_on_a_narrow_terminal_folds_its_paths(
     make_server: Any, tmp_path: Path
 ) -> None:
-    rows = _library_rows(30)
-    await _store_rows(tmp_path / "mediascan.db", rows)
+    rows = library_rows(30)
+    await store_videos(tmp_path / "mediascan.db", rows)
     server = await make_server()
 
     code, text, stderr = await run_on_terminal("videos", "--server", server.address, columns=80)
