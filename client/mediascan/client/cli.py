@@ -67,6 +67,7 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=Message)
 
 
 def parse_duration(text: str) -> float:
@@ -396,17 +397,8 @@ async def _delete(client: ScanClient, args: argparse.Namespace, out: _Output) ->
 
 async def _jobs(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
     state = _STATES[args.state] if args.state else None
-    jobs, more = await _take(client.list_jobs(state, page_size=_page_size(args.limit)), args.limit)
-    if out.json:
-        out.messages("jobs", jobs)
-        return EXIT_OK
-    if jobs:
-        out.lines(display.jobs_table(jobs, out.width))
-    else:
-        print("no jobs", file=sys.stderr)
-    if more:
-        print(f"(the first {args.limit} jobs; --limit 0 lists all)", file=sys.stderr)
-    return EXIT_OK
+    listed = client.list_jobs(state, page_size=_page_size(args.limit))
+    return _show_list(out, "jobs", await _take(listed, args.limit), display.jobs_table, "no jobs")
 
 
 async def _videos(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
@@ -418,16 +410,30 @@ async def _videos(client: ScanClient, args: argparse.Namespace, out: _Output) ->
         min_duration=args.min_duration,
         max_duration=args.max_duration,
     )
-    videos, more = await _take(listed, args.limit)
+    taken = await _take(listed, args.limit)
+    nothing = "no videos" + _filters_text(prefix, args)
+    return _show_list(out, "videos", taken, display.videos_table, nothing)
+
+
+def _show_list(
+    out: _Output,
+    key: str,
+    taken: tuple[list[_M], bool],
+    table: Callable[[list[_M], int | None], list[str]],
+    nothing: str,
+) -> int:
+    """Print what `_take` took as JSON (`{key: [...]}`) or as a table; say so on stderr when
+    there was nothing, or more than the limit."""
+    items, more = taken
     if out.json:
-        out.messages("videos", videos)
+        out.messages(key, items)
         return EXIT_OK
-    if videos:
-        out.lines(display.videos_table(videos, out.width))
+    if items:
+        out.lines(table(items, out.width))
     else:
-        print("no videos" + _filters_text(prefix, args), file=sys.stderr)
+        print(nothing, file=sys.stderr)
     if more:
-        print(f"(the first {args.limit} videos; --limit 0 lists all)", file=sys.stderr)
+        print(f"(the first {len(items)} {key}; --limit 0 lists all)", file=sys.stderr)
     return EXIT_OK
 
 
