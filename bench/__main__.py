@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from . import fanout, first_scan, jobs, rescan, submit
+from . import cli_table, fanout, first_scan, jobs, rescan, submit
 from .common import (
     FULL,
     LOOPS,
@@ -43,6 +43,7 @@ BENCH_TITLES = {
     "first_scan": first_scan.BENCH,
     "rescan": rescan.BENCH,
     "jobs": jobs.BENCH,
+    "cli_table": cli_table.BENCH,
 }
 
 Bench = Callable[[Context], Coroutine[Any, Any, list[Row]]]
@@ -53,6 +54,7 @@ BENCHMARKS: dict[str, Bench] = {
     "first_scan": first_scan.run,
     "rescan": rescan.run,
     "jobs": jobs.run,
+    "cli_table": cli_table.run,
 }
 
 #: The figures each benchmark produces at a given size (what tests/test_bench.py checks).
@@ -62,6 +64,7 @@ FIGURES: dict[str, Callable[[Sizes], list[str]]] = {
     "first_scan": first_scan.figures,
     "rescan": rescan.figures,
     "jobs": jobs.figures,
+    "cli_table": cli_table.figures,
 }
 
 

@@ -80,6 +80,8 @@ class Sizes:
     # 5. job overhead
     jobs: int
     jobs_runs: int
+    # 6. the command line's videos table
+    table_rows: int = 50_000
 
 
 FULL = Sizes(
@@ -116,6 +118,7 @@ QUICK = Sizes(
     rescan_runs=2,
     jobs=200,
     jobs_runs=1,
+    table_rows=2000,
 )
 
 

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import pty
+import re
 import socket
 import sys
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from mediascan.server.testing import Corpus
+from mediascan.client.display import format_seconds
+from mediascan.server.testing import Corpus, library_rows, store_videos
 
 BIN = Path(sys.executable).parent
 MEDIASCAN = BIN / "mediascan"
@@ -312,18 +314,14 @@ async def test_timed_out_scan_exits_3(server: Any, big_folder: Path) -> None:
     assert "error: DEADLINE_EXCEEDED" in result.stdout
 
 
-async def test_live_progress_bar_on_a_terminal(server: Any, corpus: Corpus) -> None:
-    """On a terminal, `scan --watch` draws a live bar, then the same summary."""
+async def run_on_terminal(*args: str, columns: int = 120) -> tuple[int, str, bytes]:
+    """Run `mediascan *args` with a pseudo-terminal as its stdout, `columns` wide: exit status,
+    what it drew, and stderr."""
     controller, terminal = pty.openpty()
-    env = _env(TERM="xterm-256color", COLUMNS="120", LINES="40")
+    env = _env(TERM="xterm-256color", COLUMNS=str(columns), LINES="40")
     process = await asyncio.create_subprocess_exec(
         str(MEDIASCAN),
-        "scan",
-        str(corpus.root),
-        "--watch",
-        "--full",
-        "--server",
-        server.address,
+        *args,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=terminal,
         stderr=asyncio.subprocess.PIPE,
@@ -345,9 +343,252 @@ async def test_live_progress_bar_on_a_terminal(server: Any, corpus: Corpus) -> N
             )
     finally:
         os.close(controller)
+    assert process.returncode is not None
+    return process.returncode, output.decode(errors="replace"), stderr
 
-    assert process.returncode == 0, (output, stderr)
-    text = output.decode(errors="replace")
+
+async def test_live_progress_bar_on_a_terminal(server: Any, corpus: Corpus) -> None:
+    """On a terminal, `scan --watch` draws a live bar, then the same summary."""
+    code, text, stderr = await run_on_terminal(
+        "scan", str(corpus.root), "--watch", "--full", "--server", server.address
+    )
+
+    assert code == 0, (text, stderr)
     assert "\x1b[" in text  # drawn with terminal control sequences
     assert " SUCCEEDED in " in text
     assert "Traceback" not in text
+
+
+# -- the command line's help, the videos filters, one video, JSON Lines, big tables, errors ------
+
+SUBCOMMANDS = ("scan", "job", "watch", "cancel", "delete", "jobs", "videos", "video")
+CONNECTION_OPTIONS = ("--server", "--token", "--token-file", "--tls-ca", "--tls", "--tls-cert")
+
+
+def _help_sections(text: str) -> dict[str, list[str]]:
+    """The sections of an argparse help text (`options:`, ...) and their lines."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in text.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            current = sections.setdefault(line[:-1], [])
+        elif line:
+            current.append(line)
+    return sections
+
+
+async def test_help_lists_a_commands_own_options_then_the_connection_options() -> None:
+    for command in SUBCOMMANDS:
+        result = await run(command, "--help")
+        assert result.code == 0, (command, result)
+        sections = _help_sections(result.stdout)
+        own = " ".join(sections["options"])
+        connection = " ".join(sections["connection options"])
+        assert result.stdout.count("connection options:") == 1
+        assert "--json" in own, (command, own)
+        for option in CONNECTION_OPTIONS:
+            assert f"{option} " in connection, (command, option)
+            assert f"{option} " not in own, (command, option)
+        # Own options first, in the usage line too.
+        usage = result.stdout[: result.stdout.index("\n\n")]
+        assert usage.index("[--json]") < usage.index("[--server ADDR]"), usage
+        # Each positional argument says what it is: a description after its name.
+        for line in sections.get("positional arguments", []):
+            if not line.startswith("   "):  # an argument's first line, not a continuation
+                assert re.match(r"^  \S+\s{2,}\S", line), (command, line)
+    top = _help_sections((await run("--help")).stdout)
+    assert re.match(r"^  COMMAND\s{2,}\S", top["positional arguments"][0])
+    for args in (["--help"], ["watch", "--help"], ["scan", "--help"]):
+        text = " ".join((await run(*args)).stdout.split())
+        assert "JSON Lines" in text and "compact" in text, args
+
+
+async def test_watch_json_is_compact_json_lines(server: Any, corpus: Corpus) -> None:
+    """`scan --watch --json` and `watch --json`: one event per line, compact (no spaces after
+    the separators), as JSON Lines readers expect."""
+    scanned = await run(
+        "scan", str(corpus.root), "--full", "--watch", "--json", "--server", server.address
+    )
+    assert scanned.code == 0, scanned
+    job_id = json.loads(scanned.stdout.splitlines()[0])["jobId"]
+    watched = await run("watch", job_id, "--json", "--server", server.address)
+    assert watched.code == 0, watched
+    # The scan's events from its snapshot to its end; the ended job's watch: its snapshot.
+    for result, least in ((scanned, 2), (watched, 1)):
+        lines = result.stdout.splitlines()
+        assert len(lines) >= least, result
+        for line in lines:
+            event = json.loads(line)
+            assert event["jobId"] == job_id
+            assert line == json.dumps(event, separators=(",", ":")), line
+
+
+def _seconds(duration: str) -> float:
+    """A proto3 JSON duration ("1.040s") in seconds."""
+    return float(duration.removesuffix("s"))
+
+
+async def test_videos_takes_every_list_videos_filter(server: Any, corpus: Corpus) -> None:
+    await run("scan", str(corpus.root), "--watch", "--server", server.address)
+    listed = await run("videos", "--limit", "0", "--json", "--server", server.address)
+    everything = listed.json()["videos"]
+    assert len(everything) == len(corpus.valid)
+
+    async def paths(*filters: str) -> list[str]:
+        result = await run("videos", *filters, "--json", "--server", server.address)
+        assert result.code == 0, (filters, result)
+        return [video["path"] for video in result.json().get("videos", [])]
+
+    h264 = [v["path"] for v in everything if v.get("videoCodec") == "h264"]
+    assert 0 < len(h264) < len(everything)
+    assert await paths("--codec", "h264") == h264
+    durations = sorted({_seconds(v["duration"]) for v in everything})
+    for bound in (durations[0], durations[-1], 0.001, 3600.0):
+        at_least = [v["path"] for v in everything if _seconds(v["duration"]) >= bound]
+        at_most = [v["path"] for v in everything if _seconds(v["duration"]) <= bound]
+        assert await paths("--min-duration", f"{bound}s") == at_least, bound
+        assert await paths("--max-duration", f"{bound}s") == at_most, bound
+    old = str(corpus.root / "old")
+    both = [p for p in h264 if p.startswith(old + "/")]
+    assert await paths("--prefix", old, "--codec", "h264", "--max-duration", "1h") == both
+
+    nothing = await run(
+        "videos", "--codec", "nope", "--min-duration", "2m", "--server", server.address
+    )
+    assert nothing.code == 0
+    assert nothing.stdout == ""
+    assert nothing.stderr == "no videos with codec nope of at least 2m\n"
+
+
+async def test_video_by_id_or_path(server: Any, corpus: Corpus) -> None:
+    await run("scan", str(corpus.root), "--watch", "--server", server.address)
+    path = corpus.valid[0]  # clip-h264-aac.mp4: 320x240 h264 with stereo aac
+    listed = await run("videos", "--prefix", str(path.parent), "--json", "--server", server.address)
+    (expected,) = [v for v in listed.json()["videos"] if v["path"] == str(path)]
+
+    by_id = await run("video", expected["videoId"], "--json", "--server", server.address)
+    assert by_id.code == 0, by_id
+    assert by_id.json() == expected
+    relative = str(path.relative_to(corpus.root))
+    by_path = await run("video", relative, "--json", "--server", server.address, cwd=corpus.root)
+    assert by_path.json() == expected
+
+    shown = await run("video", str(path), "--server", server.address)
+    assert shown.code == 0, shown
+    rows = {line[:12].strip(): line[12:].strip() for line in shown.stdout.splitlines()}
+    assert rows["video"] == expected["videoId"]
+    assert rows["path"] == str(path)
+    assert rows["video codec"] == "h264"
+    assert rows["picture"].startswith("320x240 at ")
+    assert rows["audio"].startswith("aac 2ch, ")
+    assert rows["by job"].startswith("j_")
+    assert_no_traceback(shown)
+
+
+async def test_each_error_prints_its_message_once(
+    make_server: Any, corpus: Corpus, tmp_path: Path
+) -> None:
+    """Every error path: one `error: ...` line that says the message once (a field violation
+    whose description the message already holds is not printed again)."""
+    server = await make_server()
+    roots = await make_server(db=tmp_path / "roots.db", allow_roots=(corpus.root / "old",))
+    token_file = tmp_path / "token"
+    token_file.write_text("secret\n")
+    cases = [
+        (server, ["scan", str(corpus.root / "nope")], "NOT_FOUND", "does not exist"),
+        (server, ["scan", str(corpus.valid[0])], "FAILED_PRECONDITION", "is not a folder"),
+        (roots, ["scan", str(corpus.root)], "PERMISSION_DENIED", "outside the folders"),
+        (
+            server,
+            ["scan", str(corpus.root), "--priority", "1000"],
+            "INVALID_ARGUMENT",
+            "priority: ",
+        ),
+        (server, ["job", "j_nope"], "NOT_FOUND", '"j_nope" does not exist'),
+        (server, ["watch", "j_nope"], "NOT_FOUND", '"j_nope" does not exist'),
+        (server, ["cancel", "j_nope"], "NOT_FOUND", '"j_nope" does not exist'),
+        (server, ["delete", "j_nope"], "NOT_FOUND", '"j_nope" does not exist'),
+        (server, ["video", "/no/such.mp4"], "NOT_FOUND", "is not in the library"),
+        (server, ["video", "v_1"], "NOT_FOUND", "is not in the library"),
+        (server, ["video", "v_" + "9" * 30], "INVALID_ARGUMENT", "is not a video id"),
+        (
+            server,
+            ["jobs", "--token", "x", "--token-file", str(token_file)],
+            None,
+            "give --token or --token-file, not both",
+        ),
+    ]
+    for target, args, code, words in cases:
+        result = await run(*args, "--server", target.address)
+
+        assert result.code == 2, (args, result)
+        assert result.stdout == ""
+        (line,) = result.stderr.splitlines()
+        assert line.startswith(f"error: {code}: " if code else "error: "), (args, line)
+        assert words in line, (args, line)
+        message = line.split(": ", 2)[-1]
+        assert result.stderr.count(message) == 1, (args, result.stderr)
+        assert_no_traceback(result)
+
+
+async def test_a_full_queue_says_when_to_retry_once(
+    make_server: Any, big_folder: Path, small_folders: list[Path]
+) -> None:
+    server = await make_server(workers=1, max_queued=1, shutdown_grace=0)
+    results = []
+    for folder in (big_folder, *small_folders[:2]):
+        results.append(await run("scan", str(folder), "--server", server.address))
+    full = results[-1]  # the big job runs or waits, the next waits: no room for a third
+
+    assert full.code == 2, results
+    first, retry = full.stderr.splitlines()
+    assert first.startswith("error: RESOURCE_EXHAUSTED: the queue is full (1 queued scans)")
+    assert re.fullmatch(r"  retry in \S+", retry), retry
+    for result in results[:-1]:
+        await run("cancel", result.stdout.split()[1], "--server", server.address)
+
+
+@pytest.mark.slow
+async def test_a_large_videos_table_lists_every_row_aligned(
+    make_server: Any, tmp_path: Path
+) -> None:
+    """`videos --limit 0` over 20,000 stored videos: every row, in path order, in aligned
+    columns (`python -m bench --only cli_table` measures how long 50,000 take)."""
+    rows = library_rows(20_000)
+    await store_videos(tmp_path / "mediascan.db", rows)
+    server = await make_server()
+
+    result = await run("videos", "--limit", "0", "--server", server.address)
+
+    assert result.code == 0, result.stderr
+    header, rule, *lines = result.stdout.splitlines()
+    assert header.split() == ["PATH", "DURATION", "RESOLUTION", "VIDEO", "AUDIO", "SIZE"]
+    assert set(rule) == {"─"} and len(rule) >= len(header)
+    assert [line.split()[0] for line in lines] == sorted(row.path for row in rows)
+    size_end = len(header)  # right-justified: every size ends under the header's end
+    assert {len(line) for line in lines} == {size_end}
+    by_path = {row.path: row for row in rows}
+    for line in lines[::997]:
+        path, duration, resolution, codec, *_ = line.split()
+        assert duration == format_seconds(by_path[path].duration_ns / 1e9)
+        assert resolution == "1920x1080"
+        assert codec == by_path[path].video_codec
+
+
+async def test_a_table_on_a_narrow_terminal_folds_its_paths(
+    make_server: Any, tmp_path: Path
+) -> None:
+    rows = library_rows(30)
+    await store_videos(tmp_path / "mediascan.db", rows)
+    server = await make_server()
+
+    code, text, stderr = await run_on_terminal("videos", "--server", server.address, columns=80)
+
+    assert code == 0, stderr
+    header, rule, *lines = text.replace("\r\n", "\n").splitlines()
+    assert max(len(line) for line in [header, rule, *lines]) <= 80
+    width = header.index("DURATION") - 3  # the PATH column; durations fit under their header
+    assert width < len(rows[0].path)  # folded: a path takes two lines
+    assert len(lines) == 2 * len(rows)
+    folded = "".join(line[:width].rstrip() for line in lines)
+    assert folded == "".join(sorted(row.path for row in rows))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -65,10 +66,8 @@ _STATES = {
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
-# Wide enough that tables and paths are not wrapped when the output goes to a file or a pipe.
-_PIPE_WIDTH = 1000
-
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=Message)
 
 
 def parse_duration(text: str) -> float:
@@ -91,148 +90,183 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # The global options sit on a parent parser shared by every subcommand, so they work before
-    # and after it. SUPPRESS keeps a subcommand's default from hiding a value given before it.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+@dataclasses.dataclass(frozen=True)
+class _Arg:
+    """One argument of the command line: its names and the keywords of `add_argument`."""
+
+    names: tuple[str, ...]
+    settings: dict[str, Any]
+
+
+def _arg(*names: str, **settings: Any) -> _Arg:
+    return _Arg(names, settings)
+
+
+# Given before or after the subcommand.
+_CONNECTION_ARGS = (
+    _arg(
         "--server",
         metavar="ADDR",
-        default=argparse.SUPPRESS,
         help=f"server address host:port (env MEDIASCAN_SERVER, default {DEFAULT_TARGET})",
-    )
-    common.add_argument(
+    ),
+    _arg(
         "--token",
         metavar="TOKEN",
-        default=argparse.SUPPRESS,
         help="bearer token for a server started with --auth-token-file (env MEDIASCAN_TOKEN, "
         "which unlike the flag other users cannot see in the process list)",
-    )
-    common.add_argument(
-        "--token-file",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help="read the bearer token from the first line of FILE",
-    )
-    common.add_argument(
+    ),
+    _arg("--token-file", metavar="FILE", help="read the bearer token from the first line of FILE"),
+    _arg(
         "--tls-ca",
         metavar="FILE",
-        default=argparse.SUPPRESS,
         help="connect with TLS, trusting the CA certificate(s) in this PEM file "
         "(env MEDIASCAN_TLS_CA)",
-    )
-    common.add_argument(
-        "--tls",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="connect with TLS, trusting the system's CA certificates",
-    )
-    common.add_argument(
+    ),
+    _arg(
+        "--tls", action="store_true", help="connect with TLS, trusting the system's CA certificates"
+    ),
+    _arg(
         "--tls-cert",
         metavar="FILE",
-        default=argparse.SUPPRESS,
         help="client certificate (PEM) for a server that requires one (mutual TLS)",
-    )
-    common.add_argument(
-        "--tls-key",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help="private key (PEM) of --tls-cert",
-    )
-    common.add_argument(
+    ),
+    _arg("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert"),
+    _arg(
         "--tls-server-name",
         metavar="NAME",
-        default=argparse.SUPPRESS,
         help="expect this name in the server's certificate instead of the host of --server",
-    )
-    common.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print JSON (lowerCamelCase field names, the proto3 JSON mapping grpcurl prints); "
-        "watch prints one event per line",
+    ),
+)
+
+_JSON_HELP = "print JSON (lowerCamelCase field names, the proto3 JSON mapping grpcurl prints)"
+_JSON_LINES_HELP = (
+    "JSON Lines: each event of the job as one compact JSON object on a line of its own"
+)
+
+
+def _json_arg(help: str = _JSON_HELP) -> _Arg:
+    return _arg("--json", action="store_true", default=argparse.SUPPRESS, help=help)
+
+
+_JOB_ID = _arg("job_id", metavar="ID", help="the job's id (j_..., as scan and jobs print it)")
+
+
+def _limit_arg(what: str, default: int) -> _Arg:
+    return _arg(
+        "--limit",
+        type=_non_negative,
+        default=default,
+        metavar="N",
+        help=f"at most N {what} (0: all; default {default})",
     )
 
-    parser = argparse.ArgumentParser(
-        prog="mediascan",
-        description="Scan video folders with a mediascan server, follow the jobs and list the "
-        "videos they found.",
-        parents=[common],
-        epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--version", action="version", version=f"%(prog)s {importlib.metadata.version('mediascan')}"
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, help: str, epilog: str | None = None) -> argparse.ArgumentParser:
-        return commands.add_parser(
-            name,
-            help=help,
-            description=help,
-            parents=[common],
-            epilog=epilog,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-
-    scan = command(
-        "scan",
-        "submit a scan of a folder (and follow it with --watch)",
-        EXIT_CODES_HELP,
-    )
-    scan.add_argument("path", metavar="PATH", help="folder to scan (relative to here, or absolute)")
-    scan.add_argument(
-        "--watch", action="store_true", help="follow the job until it ends, with a progress bar"
-    )
-    scan.add_argument(
+_SCAN_ARGS = (
+    _arg("path", metavar="PATH", help="folder to scan (relative to here, or absolute)"),
+    _arg("--watch", action="store_true", help="follow the job until it ends, with a progress bar"),
+    _arg(
         "--timeout",
         type=parse_duration,
         metavar="DURATION",
         help="time limit of the whole scan, e.g. 30s, 5m, 1h (default: the server's)",
-    )
-    scan.add_argument(
+    ),
+    _arg(
         "--no-recursive",
         dest="recursive",
         action="store_false",
         help="do not descend into subfolders",
-    )
-    scan.add_argument("--follow-symlinks", action="store_true", help="follow symbolic links")
-    scan.add_argument(
-        "--full", action="store_true", help="probe every file again, even unchanged ones"
-    )
-    scan.add_argument(
-        "--priority", type=int, default=0, metavar="N", help="-100..100, higher runs first"
-    )
-    scan.add_argument(
+    ),
+    _arg("--follow-symlinks", action="store_true", help="follow symbolic links"),
+    _arg("--full", action="store_true", help="probe every file again, even unchanged ones"),
+    _arg("--priority", type=int, default=0, metavar="N", help="-100..100, higher runs first"),
+    _arg(
         "--request-id",
         metavar="ID",
         help="idempotency key: a repeat with the same ID returns the first job",
+    ),
+    _json_arg(f"print the submitted job as JSON; with --watch, {_JSON_LINES_HELP}"),
+)
+
+_VIDEOS_ARGS = (
+    _arg(
+        "--prefix",
+        metavar="DIR",
+        default="",
+        help="only videos under this folder (relative to here, or absolute)",
+    ),
+    _arg("--codec", metavar="NAME", default="", help="only videos of this video codec, e.g. h264"),
+    _arg(
+        "--min-duration",
+        type=parse_duration,
+        metavar="DURATION",
+        help="only videos at least this long, e.g. 90s, 5m",
+    ),
+    _arg(
+        "--max-duration",
+        type=parse_duration,
+        metavar="DURATION",
+        help="only videos at most this long, e.g. 90s, 5m",
+    ),
+    _limit_arg("videos", 100),
+    _json_arg(),
+)
+
+_VIDEO_ARGS = (
+    _arg(
+        "video",
+        metavar="ID|PATH",
+        help="the video's id (v_123, as videos --json shows it) or its file's path (relative "
+        "to here, or absolute; write ./v_1 for a file named v_1)",
+    ),
+    _json_arg(),
+)
+
+
+def _add(add_argument: Callable[..., object], args: Sequence[_Arg]) -> None:
+    for arg in args:
+        add_argument(*arg.names, **arg.settings)
+
+
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """The connection options, as a group listed after the parser's own options. SUPPRESS keeps
+    a subcommand's default from hiding a value given before the subcommand."""
+    group = parser.add_argument_group("connection options")
+    for arg in _CONNECTION_ARGS:
+        group.add_argument(*arg.names, default=argparse.SUPPRESS, **arg.settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mediascan",
+        description="Scan video folders with a mediascan server, follow the jobs and list the "
+        "videos they found.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-
-    job = command("job", "show a job")
-    job.add_argument("job_id", metavar="ID")
-
-    watch = command("watch", "follow a job until it ends, with a progress bar", EXIT_CODES_HELP)
-    watch.add_argument("job_id", metavar="ID")
-
-    cancel = command("cancel", "cancel a queued or running job")
-    cancel.add_argument("job_id", metavar="ID")
-
-    delete = command("delete", "forget a finished job")
-    delete.add_argument("job_id", metavar="ID")
-
-    jobs = command("jobs", "list jobs, newest first")
-    jobs.add_argument("--state", choices=list(_STATES), help="only jobs in this state")
-    jobs.add_argument(
-        "--limit", type=_non_negative, default=50, metavar="N", help="at most N jobs (0: all)"
+    _add(
+        parser.add_argument,
+        [_json_arg(f"{_JSON_HELP}; watch and scan --watch print {_JSON_LINES_HELP}")],
     )
-
-    videos = command("videos", "list the videos of the library, by path")
-    videos.add_argument("--prefix", metavar="P", default="", help="only videos under folder P")
-    videos.add_argument(
-        "--limit", type=_non_negative, default=100, metavar="N", help="at most N videos (0: all)"
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {importlib.metadata.version('mediascan')}"
     )
+    _add_connection_options(parser)
+    commands = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        required=True,
+        help="what to do (mediascan COMMAND --help shows its options)",
+    )
+    for command in _COMMAND_TABLE:
+        subparser = commands.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            epilog=EXIT_CODES_HELP if command.exit_codes else None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        _add(subparser.add_argument, command.args)
+        _add_connection_options(subparser)
     return parser
 
 
@@ -241,12 +275,22 @@ class _Output:
 
     def __init__(self, as_json: bool) -> None:
         self.json = as_json
-        console = Console(highlight=False)
-        self.live = console.is_terminal
-        self.console = console if self.live else Console(highlight=False, width=_PIPE_WIDTH)
+        #: Draws the live progress bar, on a terminal only.
+        self.console = Console(highlight=False)
+        self.live = self.console.is_terminal
+
+    @property
+    def width(self) -> int | None:
+        """The width tables must fit: the terminal's, or None (no limit) for a file or pipe."""
+        return self.console.width if self.live else None
 
     def line(self, text: str) -> None:
         print(text, flush=True)
+
+    def lines(self, texts: Sequence[str]) -> None:
+        """Print many lines with one write (a table of 50,000 rows among them)."""
+        sys.stdout.write("".join(text + "\n" for text in texts))
+        sys.stdout.flush()
 
     def message(self, message: Message) -> None:
         self.line(json_format.MessageToJson(message))
@@ -256,7 +300,8 @@ class _Output:
         self.line(json.dumps(document, indent=2))
 
     def event(self, event: scan_pb2.JobEvent) -> None:
-        self.line(json.dumps(json_format.MessageToDict(event)))
+        """One line of JSON Lines: the event as compact JSON."""
+        self.line(json.dumps(json_format.MessageToDict(event), separators=(",", ":")))
 
 
 async def _take(items: AsyncGenerator[_T, None], limit: int) -> tuple[list[_T], bool]:
@@ -352,47 +397,118 @@ async def _delete(client: ScanClient, args: argparse.Namespace, out: _Output) ->
 
 async def _jobs(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
     state = _STATES[args.state] if args.state else None
-    jobs, more = await _take(client.list_jobs(state, page_size=_page_size(args.limit)), args.limit)
-    if out.json:
-        out.messages("jobs", jobs)
-        return EXIT_OK
-    if jobs:
-        out.console.print(display.jobs_table(jobs))
-    else:
-        print("no jobs", file=sys.stderr)
-    if more:
-        print(f"(the first {args.limit} jobs; --limit 0 lists all)", file=sys.stderr)
-    return EXIT_OK
+    listed = client.list_jobs(state, page_size=_page_size(args.limit))
+    return _show_list(out, "jobs", await _take(listed, args.limit), display.jobs_table, "no jobs")
 
 
 async def _videos(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
     prefix = os.path.abspath(args.prefix) if args.prefix else ""
-    videos, more = await _take(
-        client.list_videos(prefix, page_size=_page_size(args.limit)), args.limit
+    listed = client.list_videos(
+        prefix,
+        page_size=_page_size(args.limit),
+        video_codec=args.codec,
+        min_duration=args.min_duration,
+        max_duration=args.max_duration,
     )
+    taken = await _take(listed, args.limit)
+    nothing = "no videos" + _filters_text(prefix, args)
+    return _show_list(out, "videos", taken, display.videos_table, nothing)
+
+
+def _show_list(
+    out: _Output,
+    key: str,
+    taken: tuple[list[_M], bool],
+    table: Callable[[list[_M], int | None], list[str]],
+    nothing: str,
+) -> int:
+    """Print what `_take` took as JSON (`{key: [...]}`) or as a table; say so on stderr when
+    there was nothing, or more than the limit."""
+    items, more = taken
     if out.json:
-        out.messages("videos", videos)
+        out.messages(key, items)
         return EXIT_OK
-    if videos:
-        out.console.print(display.videos_table(videos))
+    if items:
+        out.lines(table(items, out.width))
     else:
-        print("no videos" + (f" under {prefix}" if prefix else ""), file=sys.stderr)
+        print(nothing, file=sys.stderr)
     if more:
-        print(f"(the first {args.limit} videos; --limit 0 lists all)", file=sys.stderr)
+        print(f"(the first {len(items)} {key}; --limit 0 lists all)", file=sys.stderr)
     return EXIT_OK
 
 
-_Command = Callable[[ScanClient, argparse.Namespace, _Output], Awaitable[int]]
+def _filters_text(prefix: str, args: argparse.Namespace) -> str:
+    """` under /media/tv with codec h264 of at least 5m`: the filters of `videos`, as said."""
+    words = [f" under {prefix}"] if prefix else []
+    if args.codec:
+        words.append(f" with codec {args.codec}")
+    if args.min_duration is not None:
+        words.append(f" of at least {display.format_seconds(args.min_duration)}")
+    if args.max_duration is not None:
+        words.append(f" of at most {display.format_seconds(args.max_duration)}")
+    return "".join(words)
 
-_COMMANDS: dict[str, _Command] = {
-    "scan": _scan,
-    "job": _job,
-    "watch": _watch,
-    "cancel": _cancel,
-    "delete": _delete,
-    "jobs": _jobs,
-    "videos": _videos,
-}
+
+_VIDEO_ID_RE = re.compile(r"v_\d+")
+
+
+async def _video(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+    if _VIDEO_ID_RE.fullmatch(args.video):
+        video = await client.get_video(video_id=args.video)
+    else:
+        video = await client.get_video(path=os.path.abspath(args.video))
+    if out.json:
+        out.message(video)
+    else:
+        out.lines(display.video_details(video))
+    return EXIT_OK
+
+
+_Runner = Callable[[ScanClient, argparse.Namespace, _Output], Awaitable[int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Command:
+    """A subcommand: its name, one-line help, what runs it, its arguments, and whether it exits
+    with a job's state (then its help lists the exit codes)."""
+
+    name: str
+    help: str
+    run: _Runner
+    args: tuple[_Arg, ...]
+    exit_codes: bool = False
+
+
+_COMMAND_TABLE = (
+    _Command(
+        "scan", "submit a scan of a folder (and follow it with --watch)", _scan, _SCAN_ARGS, True
+    ),
+    _Command("job", "show a job", _job, (_JOB_ID, _json_arg())),
+    _Command(
+        "watch",
+        "follow a job until it ends, with a progress bar",
+        _watch,
+        (_JOB_ID, _json_arg(f"print {_JSON_LINES_HELP}")),
+        True,
+    ),
+    _Command("cancel", "cancel a queued or running job", _cancel, (_JOB_ID, _json_arg())),
+    _Command("delete", "forget a finished job", _delete, (_JOB_ID, _json_arg())),
+    _Command(
+        "jobs",
+        "list jobs, newest first",
+        _jobs,
+        (
+            _arg("--state", choices=list(_STATES), help="only jobs in this state"),
+            _limit_arg("jobs", 50),
+            _json_arg(),
+        ),
+    ),
+    _Command("videos", "list the videos of the library, by path", _videos, _VIDEOS_ARGS),
+    _Command("video", "show one video of the library, by id or by path", _video, _VIDEO_ARGS),
+)
+
+
+_RUNNERS = {command.name: command.run for command in _COMMAND_TABLE}
 
 
 def _unreachable(error: MediascanError, client: ScanClient) -> bool:
@@ -415,7 +531,9 @@ async def _report(error: MediascanError, client: ScanClient, security: dict[str,
         return
     print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
     for field, description in error.field_violations:
-        if f"{field}: {description}" not in error.message:  # else it would say it twice
+        # The server's message usually says it already, as "field: description" or as the
+        # description alone (a violation that names the field at fault of a NOT_FOUND, ...).
+        if description not in error.message:
             print(f"  {field}: {description}", file=sys.stderr)
     if error.retry_delay is not None:
         print(f"  retry in {display.format_seconds(error.retry_delay)}", file=sys.stderr)
@@ -463,7 +581,7 @@ async def _run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     async with client:
         try:
-            return await _COMMANDS[args.command](client, args, out)
+            return await _RUNNERS[args.command](client, args, out)
         except MediascanError as error:
             await _report(error, client, security)
             return EXIT_ERROR

@@ -3,14 +3,15 @@ and plain-text summaries. Nothing here talks to the server."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Self
 
 import grpc
+from google.protobuf import timestamp_pb2
 from google.rpc import status_pb2  # type: ignore[import-untyped]
-from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -25,7 +26,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
 
 from mediascan.v1 import scan_pb2
@@ -192,52 +192,166 @@ def progress_line(progress: scan_pb2.Progress) -> str:
     return line
 
 
-def jobs_table(jobs: Iterable[scan_pb2.Job]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("JOB", no_wrap=True)
-    table.add_column("STATE", no_wrap=True)
-    table.add_column("CREATED", no_wrap=True)
-    table.add_column("FILES", justify="right", no_wrap=True)
-    table.add_column("FAILED", justify="right", no_wrap=True)
-    table.add_column("DURATION", justify="right", no_wrap=True)
-    table.add_column("PATH", overflow="fold")
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A column of `table_lines`: its header, right-justified or not, and whether it is the
+    column that folds (breaks its values over several lines) when the table is too wide."""
+
+    header: str
+    right: bool = False
+    fold: bool = False
+
+
+#: Between two columns.
+_GAP = "   "
+#: A folding column keeps at least this many characters a line.
+_MIN_FOLD = 16
+
+
+def table_lines(
+    columns: Sequence[Column], rows: Iterable[Sequence[str]], width: int | None = None
+) -> list[str]:
+    """A plain-text table: the header, a rule and one line a row (more where the folding column
+    must break a value to keep the table within `width`; None never folds).
+
+    Plain string work, a few microseconds a row: a table of 50,000 videos takes well under a
+    second, where a rich `Table` (which measures and renders every cell as a renderable) takes
+    about 20 s."""
+    cells = [list(row) for row in rows]
+    widths = [len(column.header) for column in columns]
+    for row in cells:
+        widths = [max(w, len(value)) for w, value in zip(widths, row, strict=True)]
+    fold = next((i for i, column in enumerate(columns) if column.fold), None)
+    total = sum(widths) + len(_GAP) * (len(columns) - 1)
+    if width is not None and fold is not None and total > width:
+        widths[fold] = max(_MIN_FOLD, len(columns[fold].header), widths[fold] - (total - width))
+    lines = [_table_line(columns, widths, [c.header for c in columns])]
+    lines.append("─" * (sum(widths) + len(_GAP) * (len(columns) - 1)))
+    for row in cells:
+        if fold is None or len(row[fold]) <= widths[fold]:
+            lines.append(_table_line(columns, widths, row))
+            continue
+        size = widths[fold]
+        for start in range(0, len(row[fold]), size):
+            part = ["" for _ in row] if start else list(row)
+            part[fold] = row[fold][start : start + size]
+            lines.append(_table_line(columns, widths, part))
+    return lines
+
+
+def _table_line(columns: Sequence[Column], widths: Sequence[int], values: Sequence[str]) -> str:
+    return _GAP.join(
+        value.rjust(width) if column.right else value.ljust(width)
+        for column, width, value in zip(columns, widths, values, strict=True)
+    ).rstrip()
+
+
+_JOB_COLUMNS = (
+    Column("JOB"),
+    Column("STATE"),
+    Column("CREATED"),
+    Column("FILES", right=True),
+    Column("FAILED", right=True),
+    Column("DURATION", right=True),
+    Column("PATH", fold=True),
+)
+
+
+def jobs_table(jobs: Iterable[scan_pb2.Job], width: int | None = None) -> list[str]:
+    """The lines of the `jobs` table (see `table_lines` for `width`)."""
+    rows = []
     for job in jobs:
         progress = job.progress
         total = str(progress.files_total) if progress.HasField("files_total") else "?"
         duration = job_duration(job)
-        table.add_row(
-            job.job_id,
-            state_name(job.state),
-            _local(_time(job, "create_time")),
-            f"{progress.files_done}/{total}",
-            str(progress.failed),
-            format_seconds(duration) if duration is not None else "-",
-            Text(job.path),
+        rows.append(
+            (
+                job.job_id,
+                state_name(job.state),
+                _local(_time(job, "create_time")),
+                f"{progress.files_done}/{total}",
+                str(progress.failed),
+                format_seconds(duration) if duration is not None else "-",
+                job.path,
+            )
         )
-    return table
+    return table_lines(_JOB_COLUMNS, rows, width)
 
 
-def videos_table(videos: Iterable[scan_pb2.Video]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    table.add_column("PATH", overflow="fold")
-    table.add_column("DURATION", justify="right", no_wrap=True)
-    table.add_column("RESOLUTION", justify="right", no_wrap=True)
-    table.add_column("VIDEO", no_wrap=True)
-    table.add_column("AUDIO", no_wrap=True)
-    table.add_column("SIZE", justify="right", no_wrap=True)
-    for video in videos:
-        audio = video.audio_codec or "-"
-        if video.audio_codec and video.audio_channels:
-            audio += f" {video.audio_channels}ch"
-        table.add_row(
-            Text(video.path),
-            format_seconds(video.duration.ToTimedelta().total_seconds()),
-            f"{video.width}x{video.height}" if video.width else "-",
+_VIDEO_COLUMNS = (
+    Column("PATH", fold=True),
+    Column("DURATION", right=True),
+    Column("RESOLUTION", right=True),
+    Column("VIDEO"),
+    Column("AUDIO"),
+    Column("SIZE", right=True),
+)
+
+
+def _audio(video: scan_pb2.Video) -> str:
+    """`aac 2ch`, `aac`, or `-` without audio."""
+    audio = video.audio_codec or "-"
+    if video.audio_codec and video.audio_channels:
+        audio += f" {video.audio_channels}ch"
+    return audio
+
+
+def _resolution(video: scan_pb2.Video) -> str:
+    return f"{video.width}x{video.height}" if video.width else "-"
+
+
+def _video_duration(video: scan_pb2.Video) -> str:
+    return format_seconds(video.duration.ToTimedelta().total_seconds())
+
+
+def videos_table(videos: Iterable[scan_pb2.Video], width: int | None = None) -> list[str]:
+    """The lines of the `videos` table (see `table_lines` for `width`)."""
+    rows = (
+        (
+            video.path,
+            _video_duration(video),
+            _resolution(video),
             video.video_codec or "-",
-            audio,
+            _audio(video),
             format_bytes(video.size_bytes),
         )
-    return table
+        for video in videos
+    )
+    return table_lines(_VIDEO_COLUMNS, rows, width)
+
+
+def video_details(video: scan_pb2.Video) -> list[str]:
+    """Lines describing one video (the `video ID|PATH` command): `key  value`, aligned."""
+    picture = _resolution(video)
+    if video.frame_rate:
+        picture += f" at {video.frame_rate:.3g} fps"
+    audio = _audio(video)
+    if video.audio_sample_rate:
+        audio += f", {video.audio_sample_rate} Hz"
+    if video.audio_streams > 1:
+        audio += f" ({video.audio_streams} audio streams)"
+    rows = [
+        ("video", video.video_id),
+        ("path", video.path),
+        ("size", f"{format_bytes(video.size_bytes)} ({video.size_bytes} bytes)"),
+        ("modified", _local(_stamp(video.modify_time))),
+        ("container", video.container or "-"),
+        ("duration", _video_duration(video)),
+        ("bit rate", f"{video.bit_rate / 1000:.0f} kb/s" if video.bit_rate else "-"),
+        ("video codec", video.video_codec or "-"),
+        ("picture", picture),
+        ("audio", audio),
+        ("probed", _local(_stamp(video.probe_time))),
+        ("by job", video.job_id or "-"),
+    ]
+    width = max(len(key) for key, _ in rows)
+    return [f"{key:<{width}}  {value}" for key, value in rows]
+
+
+def _stamp(stamp: timestamp_pb2.Timestamp) -> datetime.datetime | None:
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.ToDatetime(tzinfo=datetime.UTC)
 
 
 class _FilesPerSecondColumn(ProgressColumn):

@@ -26,6 +26,7 @@ from google.rpc import error_details_pb2, status_pb2
 from mediascan.v1 import scan_pb2
 
 from .jobs import seconds_to_duration
+from .store import Store, VideoRow
 
 __all__ = [
     "TERMINAL_STATES",
@@ -526,3 +527,42 @@ async def final_job(stub: Any, job_id: str, *, timeout: float = 60.0) -> scan_pb
     assert job is not None, f"job {job_id}: the stream ended on {events[-1]}"
     assert job.state in TERMINAL_STATES, f"job {job_id}: stream closed in state {job.state}"
     return job
+
+
+def library_rows(count: int, *, root: str = "/media/library") -> list[VideoRow]:
+    """`count` videos in 50 folders under `root`, as a scan would store them (codecs h264, hevc
+    and vp9 in turn, durations from 1 minute up, every fourth without audio): a large library
+    without probing a single file. Store them with `store_videos`."""
+    return [
+        VideoRow(
+            path=f"{root}/folder-{i % 50:02d}/episode-{i:06d}.mkv",
+            size_bytes=1_000_000 + i,
+            mtime_ns=1_700_000_000_000_000_000 + i,
+            container="matroska,webm",
+            duration_ns=(60 + i % 3600) * 1_000_000_000,
+            bit_rate=2_000_000,
+            video_codec=("h264", "hevc", "vp9")[i % 3],
+            width=1920,
+            height=1080,
+            frame_rate=25.0,
+            audio_codec="aac" if i % 4 else "",
+            audio_channels=2 if i % 4 else 0,
+            audio_sample_rate=48000 if i % 4 else 0,
+            audio_streams=1 if i % 4 else 0,
+            probe_ns=1_700_000_000_000_000_000,
+            job_id="j_01M8HSENJET22K5YPRFGZMC45C",
+            dev=0,
+        )
+        for i in range(count)
+    ]
+
+
+async def store_videos(db: Path, rows: list[VideoRow]) -> None:
+    """Write `rows` into the library of the database file `db` (created if need be), as a
+    server's store does; start a server on `db` afterwards."""
+    store = Store(db)
+    await store.open()
+    try:
+        await store.upsert_videos(rows)
+    finally:
+        await store.close()
