@@ -212,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     job = command("job", "show a job")
     job.add_argument("job_id", metavar="ID")
 
+    errors = command("errors", "list every file error of a job, in the order met")
+    errors.add_argument("job_id", metavar="ID")
+    errors.add_argument(
+        "--limit", type=_non_negative, default=0, metavar="N", help="at most N errors (0: all)"
+    )
+
     watch = command("watch", "follow a job until it ends, with a progress bar", EXIT_CODES_HELP)
     watch.add_argument("job_id", metavar="ID")
 
@@ -327,6 +333,22 @@ async def _job(client: ScanClient, args: argparse.Namespace, out: _Output) -> in
     return EXIT_OK
 
 
+async def _errors(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+    errors, more = await _take(
+        client.list_file_errors(args.job_id, page_size=_page_size(args.limit)), args.limit
+    )
+    if out.json:
+        out.messages("fileErrors", errors)
+        return EXIT_OK
+    for error in errors:
+        out.line(display.file_error_line(error))
+    if not errors:
+        print("no file errors", file=sys.stderr)
+    if more:
+        print(f"(the first {args.limit} errors; --limit 0 lists all)", file=sys.stderr)
+    return EXIT_OK
+
+
 async def _watch(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
     # A first plain call fails at once for an unknown job or a server that is not there;
     # watch_job would keep trying to reconnect to the latter.
@@ -386,6 +408,7 @@ _Command = Callable[[ScanClient, argparse.Namespace, _Output], Awaitable[int]]
 _COMMANDS: dict[str, _Command] = {
     "scan": _scan,
     "job": _job,
+    "errors": _errors,
     "watch": _watch,
     "cancel": _cancel,
     "delete": _delete,

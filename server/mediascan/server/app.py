@@ -37,6 +37,7 @@ from .security import (
 )
 from .service import ScanService
 from .store import StorageError, Store
+from .streams import StreamBudget
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ class MediascanServer:
             self._store,
             ring_size=min(RING_SIZE, config.event_log_size),
             log_size=config.event_log_size,
+            budget=StreamBudget(config.stream_buffer_budget),
         )
         self._probe_pool = ProbePool(config.probe_workers, config.probe_timeout)
         await self._probe_pool.start()
