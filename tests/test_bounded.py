@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,8 @@ import pytest
 from conftest import SpawnedServer
 from test_cli import run as run_cli
 
+from mediascan.server.store import Store
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
-
-pytestmark = pytest.mark.slow
 
 #: --max-file-errors (the default): the most file errors a job keeps.
 MAX_FILE_ERRORS = 1000
@@ -69,6 +69,7 @@ async def _stub(address: str, **options: int) -> AsyncIterator[scan_pb2_grpc.Sca
         await channel.close(None)
 
 
+@pytest.mark.slow
 async def test_jobs_with_most_errors_under_long_paths_fit_a_default_client(
     spawn_server: Any, long_broken: Path
 ) -> None:
@@ -133,6 +134,7 @@ STREAMS = 1000
 CHANNELS = 4
 
 
+@pytest.mark.slow
 async def test_never_reading_streams_stay_within_the_budget(
     spawn_server: Any, long_broken: Path
 ) -> None:
@@ -200,3 +202,52 @@ async def test_never_reading_streams_stay_within_the_budget(
                 code.cancel()
             for channel in hostile:
                 await channel.close(None)
+
+
+@pytest.mark.timeout(60)
+async def test_schema_3_moves_stored_file_errors_out_of_the_job(tmp_path: Path) -> None:
+    """A database of schema version 2 keeps every file error in the job's row: opening it
+    moves them to the file_errors table (all of them, in order) and leaves the row with the
+    counts and the small sample."""
+    db = tmp_path / "v2.db"
+    job = scan_pb2.Job(job_id="j_old", state=scan_pb2.JOB_STATE_SUCCEEDED, last_sequence=3)
+    job.create_time.FromNanoseconds(1)
+    for i in range(300):
+        job.result.file_errors.add(path=f"/media/{'x' * 3000}/{i:03d}.mp4").status.message = "bad"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "INSERT INTO meta VALUES ('schema_version', '2');"
+            "CREATE TABLE jobs (job_id TEXT PRIMARY KEY, state INTEGER NOT NULL, "
+            "create_ns INTEGER NOT NULL, end_ns INTEGER, request_id TEXT, fingerprint TEXT, "
+            "last_sequence INTEGER NOT NULL, job BLOB NOT NULL);"
+            "CREATE TABLE requests (request_id TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
+            "job_id TEXT NOT NULL);"
+        )
+        conn.execute(
+            "INSERT INTO jobs VALUES ('j_old', ?, 1, 2, NULL, NULL, 3, ?)",
+            (job.state, job.SerializeToString()),
+        )
+    conn.close()
+    store = Store(db)
+    await store.open()
+    try:
+        migrated = await store.get_job("j_old")
+        assert migrated is not None
+        assert migrated.result.file_error_count == 300
+        assert migrated.result.file_errors_truncated
+        assert 0 < len(migrated.result.file_errors) < 30
+        assert migrated.ByteSize() < 256 * 1024
+        paths: list[str] = []
+        after = -1
+        while True:
+            errors, last = await store.file_errors(
+                "j_old", after_seq=after, limit=1000, max_bytes=256 * 1024
+            )
+            paths.extend(error.path for error in errors)
+            if last is None:
+                break
+            after = last
+        assert paths == [error.path for error in job.result.file_errors]
+    finally:
+        await store.close()
