@@ -13,6 +13,7 @@ import pytest
 
 from mediascan.server import events as events_module
 from mediascan.server.events import EventHub
+from mediascan.server.streams import StreamBudget
 from mediascan.server.testing import (
     Corpus,
     event_job,
@@ -390,7 +391,7 @@ async def test_serialized_events_live_no_longer_than_their_ring() -> None:
     """What `serialize_event` keeps is bounded by the channels' rings: an event's bytes go when
     it leaves its ring, a shared snapshot's at the next publish, and all of a channel's when the
     channel is gone."""
-    hub = EventHub(None, ring_size=4, log_size=4)  # type: ignore[arg-type]  # no store needed
+    hub = EventHub(None, ring_size=4, log_size=4, budget=StreamBudget(1 << 20))  # type: ignore[arg-type]  # no store needed
     job = scan_pb2.Job(job_id="j_" + "0" * 26, state=RUNNING, last_sequence=1)
     channel = hub.open(job)
     stream = hub.watch(job.job_id, 0)

@@ -373,6 +373,12 @@ async def _job(client: ScanClient, args: argparse.Namespace, out: _Output) -> in
     return EXIT_OK
 
 
+async def _errors(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+    listed = client.list_file_errors(args.job_id, page_size=_page_size(args.limit))
+    taken = await _take(listed, args.limit)
+    return _show_list(out, "fileErrors", taken, display.file_error_lines, "no file errors")
+
+
 async def _watch(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
     # A first plain call fails at once for an unknown job or a server that is not there;
     # watch_job would keep trying to reconnect to the latter.
@@ -433,7 +439,8 @@ def _show_list(
     else:
         print(nothing, file=sys.stderr)
     if more:
-        print(f"(the first {len(items)} {key}; --limit 0 lists all)", file=sys.stderr)
+        what = "errors" if key == "fileErrors" else key
+        print(f"(the first {len(items)} {what}; --limit 0 lists all)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -484,6 +491,12 @@ _COMMAND_TABLE = (
         "scan", "submit a scan of a folder (and follow it with --watch)", _scan, _SCAN_ARGS, True
     ),
     _Command("job", "show a job", _job, (_JOB_ID, _json_arg())),
+    _Command(
+        "errors",
+        "list every file error of a job, in the order met",
+        _errors,
+        (_JOB_ID, _limit_arg("errors", 0), _json_arg()),
+    ),
     _Command(
         "watch",
         "follow a job until it ends, with a progress bar",

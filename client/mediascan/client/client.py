@@ -116,6 +116,9 @@ class _Stub:
         self.ListJobs: grpc.aio.UnaryUnaryMultiCallable[
             scan_pb2.ListJobsRequest, scan_pb2.ListJobsResponse
         ] = stub.ListJobs
+        self.ListFileErrors: grpc.aio.UnaryUnaryMultiCallable[
+            scan_pb2.ListFileErrorsRequest, scan_pb2.ListFileErrorsResponse
+        ] = stub.ListFileErrors
         self.DeleteJob: grpc.aio.UnaryUnaryMultiCallable[scan_pb2.DeleteJobRequest, object] = (
             stub.DeleteJob
         )
@@ -330,6 +333,19 @@ class ScanClient:
             page = await self._call(self._stub.ListJobs, request)
             for job in page.jobs:
                 yield job
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    async def list_file_errors(
+        self, job_id: str, page_size: int = 100
+    ) -> AsyncGenerator[scan_pb2.FileError, None]:
+        """Every file error the job recorded, in the order met, page by page."""
+        request = scan_pb2.ListFileErrorsRequest(job_id=job_id, page_size=page_size)
+        while True:
+            page = await self._call(self._stub.ListFileErrors, request)
+            for error in page.file_errors:
+                yield error
             if not page.next_page_token:
                 return
             request.page_token = page.next_page_token

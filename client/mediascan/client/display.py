@@ -126,7 +126,7 @@ def summary_lines(job: scan_pb2.Job) -> list[str]:
     if job.HasField("error"):
         lines.append("  error: " + status_line(job.error))
     errors = list(job.result.file_errors)
-    failed = max(job.result.failed, len(errors))
+    failed = max(job.result.failed, job.result.file_error_count, len(errors))
     if errors:
         lines.append(f"  file errors ({failed}):")
         lines.extend(
@@ -136,7 +136,7 @@ def summary_lines(job: scan_pb2.Job) -> list[str]:
         if failed > SUMMARY_FILE_ERRORS:
             lines.append(
                 f"    ... and {failed - SUMMARY_FILE_ERRORS} more"
-                f" (see them with: mediascan job {job.job_id} --json)"
+                f" (see them all with: mediascan errors {job.job_id})"
             )
     return lines
 
@@ -175,10 +175,16 @@ def job_details(job: scan_pb2.Job) -> list[str]:
         for error in errors[:SUMMARY_FILE_ERRORS]
     )
     if len(errors) > SUMMARY_FILE_ERRORS or job.result.file_errors_truncated:
-        more = max(job.result.failed, len(errors)) - SUMMARY_FILE_ERRORS
-        rows.append(("", f"... and {more} more (see them with --json)"))
+        shown = min(len(errors), SUMMARY_FILE_ERRORS)
+        total = max(job.result.failed, job.result.file_error_count, len(errors))
+        rows.append(("", f"... and {total - shown} more (mediascan errors {job.job_id})"))
     width = max(len(key) for key, _ in rows)
     return [f"{key:<{width}}  {value}".rstrip() for key, value in rows]
+
+
+def file_error_lines(errors: list[scan_pb2.FileError], width: int | None = None) -> list[str]:
+    """`PATH: CODE message`, one line a file error (the `errors ID` command; never folded)."""
+    return [f"{error.path}: {status_line(error.status)}" for error in errors]
 
 
 def progress_line(progress: scan_pb2.Progress) -> str:

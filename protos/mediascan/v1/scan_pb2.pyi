@@ -150,7 +150,7 @@ class FileError(_message.Message):
     def __init__(self, path: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class ScanResult(_message.Message):
-    __slots__ = ("files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_total", "file_errors", "file_errors_truncated")
+    __slots__ = ("files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_total", "file_errors", "file_errors_truncated", "file_error_count")
     FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +160,7 @@ class ScanResult(_message.Message):
     BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     FILE_ERRORS_FIELD_NUMBER: _ClassVar[int]
     FILE_ERRORS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    FILE_ERROR_COUNT_FIELD_NUMBER: _ClassVar[int]
     files_total: int
     added: int
     updated: int
@@ -169,7 +170,8 @@ class ScanResult(_message.Message):
     bytes_total: int
     file_errors: _containers.RepeatedCompositeFieldContainer[FileError]
     file_errors_truncated: bool
-    def __init__(self, files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_total: _Optional[int] = ..., file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., file_errors_truncated: _Optional[bool] = ...) -> None: ...
+    file_error_count: int
+    def __init__(self, files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_total: _Optional[int] = ..., file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., file_errors_truncated: _Optional[bool] = ..., file_error_count: _Optional[int] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -244,6 +246,24 @@ class ListJobsResponse(_message.Message):
     jobs: _containers.RepeatedCompositeFieldContainer[Job]
     next_page_token: str
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListFileErrorsRequest(_message.Message):
+    __slots__ = ("job_id", "page_size", "page_token")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, job_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListFileErrorsResponse(_message.Message):
+    __slots__ = ("file_errors", "next_page_token")
+    FILE_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    file_errors: _containers.RepeatedCompositeFieldContainer[FileError]
+    next_page_token: str
+    def __init__(self, file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class DeleteJobRequest(_message.Message):
     __slots__ = ("job_id",)

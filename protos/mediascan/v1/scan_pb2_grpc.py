@@ -61,6 +61,11 @@ class ScanServiceStub:
                 request_serializer=mediascan_dot_v1_dot_scan__pb2.ListJobsRequest.SerializeToString,
                 response_deserializer=mediascan_dot_v1_dot_scan__pb2.ListJobsResponse.FromString,
                 _registered_method=True)
+        self.ListFileErrors = channel.unary_unary(
+                '/mediascan.v1.ScanService/ListFileErrors',
+                request_serializer=mediascan_dot_v1_dot_scan__pb2.ListFileErrorsRequest.SerializeToString,
+                response_deserializer=mediascan_dot_v1_dot_scan__pb2.ListFileErrorsResponse.FromString,
+                _registered_method=True)
         self.DeleteJob = channel.unary_unary(
                 '/mediascan.v1.ScanService/DeleteJob',
                 request_serializer=mediascan_dot_v1_dot_scan__pb2.DeleteJobRequest.SerializeToString,
@@ -130,6 +135,19 @@ class ScanServiceServicer:
 
     def ListJobs(self, request, context):
         """Lists jobs, newest first, optionally filtered by state, one page at a time.
+        A page holds at most `page_size` jobs and at most 2 MiB: it may hold fewer
+        jobs than asked for while more follow (AIP-158); follow `next_page_token`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFileErrors(self, request, context):
+        """Lists every file error a job recorded (up to the server's
+        --max-file-errors), in the order met, one page at a time. A page holds at
+        most `page_size` errors and at most 2 MiB: it may hold fewer than asked for
+        while more follow. A running job's list grows with each progress event.
+        NOT_FOUND for an unknown job.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -185,6 +203,11 @@ def add_ScanServiceServicer_to_server(servicer, server):
                     servicer.ListJobs,
                     request_deserializer=mediascan_dot_v1_dot_scan__pb2.ListJobsRequest.FromString,
                     response_serializer=mediascan_dot_v1_dot_scan__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'ListFileErrors': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFileErrors,
+                    request_deserializer=mediascan_dot_v1_dot_scan__pb2.ListFileErrorsRequest.FromString,
+                    response_serializer=mediascan_dot_v1_dot_scan__pb2.ListFileErrorsResponse.SerializeToString,
             ),
             'DeleteJob': grpc.unary_unary_rpc_method_handler(
                     servicer.DeleteJob,
@@ -338,6 +361,33 @@ class ScanService:
             '/mediascan.v1.ScanService/ListJobs',
             mediascan_dot_v1_dot_scan__pb2.ListJobsRequest.SerializeToString,
             mediascan_dot_v1_dot_scan__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFileErrors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediascan.v1.ScanService/ListFileErrors',
+            mediascan_dot_v1_dot_scan__pb2.ListFileErrorsRequest.SerializeToString,
+            mediascan_dot_v1_dot_scan__pb2.ListFileErrorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

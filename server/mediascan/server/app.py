@@ -39,6 +39,7 @@ from .security import (
 )
 from .service import ScanService
 from .store import StorageError, Store
+from .streams import StreamBudget
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,7 @@ class MediascanServer:
             self._store,
             ring_size=min(RING_SIZE, config.event_log_size),
             log_size=config.event_log_size,
+            budget=StreamBudget(config.stream_buffer_budget),
         )
         self._probe_pool = pool = ProbePool(config.probe_workers, config.probe_timeout)
         pool.health_listeners.append(self._probers_changed)

@@ -71,6 +71,9 @@ class Config:
     #: least one every 5 s), so that a crowd of watchers cannot take the CPU its scan needs.
     #: State changes are never held back; file errors come with the next progress event.
     progress_fanout: int = 500
+    #: Bytes the server holds, across all WatchJob streams, for messages that clients have not
+    #: read yet; past it the streams that would add more end with RESOURCE_EXHAUSTED.
+    stream_buffer_budget: int = 64 * 1024 * 1024
     #: Python logging level name.
     log_level: str = "INFO"
     #: `text` (one human-readable line per record) or `json` (one JSON object per line).
@@ -110,6 +113,10 @@ class Config:
             (self.event_log_size >= 16, "--event-log-size must be at least 16"),
             (self.progress_rate > 0, "--progress-rate must be positive"),
             (self.progress_fanout >= 1, "--progress-fanout must be at least 1"),
+            (
+                self.stream_buffer_budget >= 1024 * 1024,
+                "--stream-buffer-budget must be at least 1MiB",
+            ),
             (self.log_format in LOG_FORMATS, "--log-format must be text or json"),
             (
                 (self.tls_cert is None) == (self.tls_key is None),
@@ -203,6 +210,11 @@ _FLAGS = (
         "most progress messages per second a job sends to all its watchers together",
         "int",
     ),
+    _Flag(
+        "stream_buffer_budget",
+        "bytes held for WatchJob streams that do not read, all together, e.g. 64MiB",
+        "size",
+    ),
     _Flag("log_level", "DEBUG, INFO, WARNING or ERROR"),
     _Flag("log_format", "text, or json for one JSON object per line"),
     _Flag("tls_cert", "PEM certificate (chain) of the server: serve TLS only", "path"),
@@ -243,7 +255,27 @@ _METAVARS = {
     "duration": "DURATION",
     "path": "FILE",
     "paths": "DIR",
+    "size": "BYTES",
 }
+
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(raw: str) -> int:
+    """`65536`, `512KiB`, `64MiB`, `1GiB` -> bytes."""
+    text = raw.strip()
+    digits = text.rstrip("BbKkMmGgIi ")
+    unit = text[len(digits) :].strip().lower()
+    if not digits.isdigit() or unit not in _SIZE_UNITS:
+        raise ValueError(f"expected a size such as 64MiB, 512KiB or 1048576, got {raw!r}")
+    return int(digits) * _SIZE_UNITS[unit]
+
+
+def format_size(size: int) -> str:
+    for unit in ("GiB", "MiB", "KiB"):
+        if size % _SIZE_UNITS[unit.lower()] == 0:
+            return f"{size // _SIZE_UNITS[unit.lower()]}{unit}"
+    return str(size)
 
 
 def _convert(flag: _Flag, raw: str) -> object:
@@ -253,6 +285,8 @@ def _convert(flag: _Flag, raw: str) -> object:
         return float(raw)
     if flag.kind == "duration":
         return parse_duration(raw)
+    if flag.kind == "size":
+        return parse_size(raw)
     if flag.kind == "path":
         return Path(raw)
     if flag.kind == "bool":
@@ -276,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, flag.name)
         if flag.kind == "duration":
             shown = format_duration(default)
+        elif flag.kind == "size":
+            shown = format_size(default)
         elif flag.kind == "paths":
             shown = "any folder"
         elif default is None or default == "":

@@ -100,12 +100,13 @@ class PermissionDenied(MediascanError):
 
 
 class ResourceExhausted(MediascanError):
-    """The queue is full; the caller should retry after `retry_after` seconds."""
+    """The queue is full (or the stream buffer budget used up); the caller should retry after
+    `retry_after` seconds."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message, reason="QUEUE_FULL")
+    def __init__(self, message: str, retry_after: float, *, reason: str = "QUEUE_FULL") -> None:
+        super().__init__(message, reason=reason)
         self.retry_after = retry_after
 
     def details(self) -> list[any_pb2.Any]:

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
 from typing import Any
 
 from mediascan.v1 import scan_pb2
 
-from .errors import Unavailable, job_not_found
+from .errors import ResourceExhausted, Unavailable, job_not_found
 from .jobs import is_terminal, now_timestamp
 from .store import Store
+from .streams import StreamBudget
 
 #: Events handed to a subscriber per wake-up; bounds what one slow stream holds.
 _BATCH = 64
@@ -46,6 +48,18 @@ def serialize_event(event: scan_pb2.JobEvent) -> bytes:
     if cached is not None and cached[0] is event:
         return cached[1]
     return event.SerializeToString()
+
+
+def wire_size(event: scan_pb2.JobEvent) -> int:
+    """The bytes `serialize_event` sends for `event` (free for a shared event)."""
+    cached = _WIRE.get(id(event))
+    if cached is not None and cached[0] is event:
+        return len(cached[1])
+    return event.ByteSize()
+
+
+#: Final snapshots of finished jobs kept to be shared by the streams that watch them.
+_FINALS = 64
 
 
 def _forget(keys: set[int]) -> None:
@@ -177,8 +191,16 @@ class JobChannel:
 class EventHub:
     """Channels of the active jobs, and the WatchJob logic on top of them and the store."""
 
-    def __init__(self, store: Store, *, ring_size: int, log_size: int) -> None:
+    def __init__(
+        self, store: Store, *, ring_size: int, log_size: int, budget: StreamBudget
+    ) -> None:
         self._store = store
+        self.budget = budget
+        #: (job_id, resync) -> final snapshot of a finished job, serialized once (in _WIRE) and
+        #: sent to every stream that watches it; the newest _FINALS are kept.
+        self._finals: collections.OrderedDict[tuple[str, bool], scan_pb2.JobEvent] = (
+            collections.OrderedDict()
+        )
         self._ring_size = ring_size
         self._log_size = log_size  # events per job the store keeps (--event-log-size)
         self._channels: dict[str, JobChannel] = {}
@@ -221,9 +243,32 @@ class EventHub:
     async def watch(
         self, job_id: str, after_sequence: int
     ) -> AsyncGenerator[scan_pb2.JobEvent, None]:
-        """The event stream of WatchJob: snapshot (or resume), then events until terminal.
+        """The event stream of WatchJob, each message's bytes held in the stream budget from
+        before it is handed to gRPC until gRPC has sent it (`streams.py`). A stream that cannot
+        get its next message into the budget ends with RESOURCE_EXHAUSTED."""
+        budget = self.budget
+        sent = max(after_sequence, 0)
+        async with contextlib.aclosing(self._events(job_id, after_sequence)) as events:
+            async for event in events:
+                size = wire_size(event)
+                if not budget.take(size) and not await budget.wait_take(size):
+                    raise ResourceExhausted(
+                        f"the server holds {budget.limit} bytes for streams that do not read "
+                        "(--stream-buffer-budget) and they are in use: read faster, or resume "
+                        f"with after_sequence={sent}",
+                        1.0,
+                        reason="STREAM_BUFFER_BUDGET",
+                    )
+                try:
+                    yield event  # returns once gRPC has sent it
+                finally:
+                    budget.release(size)
+                sent = event.sequence
 
-        One generator from the start to the end of the stream (no nested one per event)."""
+    async def _events(
+        self, job_id: str, after_sequence: int
+    ) -> AsyncGenerator[scan_pb2.JobEvent, None]:
+        """Snapshot (or resume), then events until terminal."""
         if self.closed:
             raise Unavailable("the server is shutting down: reconnect and resume")
         channel = self._channels.get(job_id)
@@ -296,10 +341,11 @@ class EventHub:
         self, job_id: str, after_sequence: int
     ) -> AsyncIterator[scan_pb2.JobEvent]:
         """A job without a channel: finished (or unknown). Replay, or send the final snapshot."""
-        job = await self._store.get_job(job_id)
-        if job is None:
+        found = await self._store.job_state(job_id)
+        if found is None:
             raise job_not_found(job_id)
-        if not is_terminal(job.state):
+        state, last_sequence = found
+        if not is_terminal(state):
             # Active, but not run by this server (it is shutting down, or another server runs
             # it): an OK end here would wrongly tell the client the stream is complete.
             await self._until_closed()
@@ -307,10 +353,33 @@ class EventHub:
                 f"job {job_id} is not running on this server right now: reconnect and resume "
                 f"with after_sequence={max(after_sequence, 0)}"
             )
-        if 0 < after_sequence <= job.last_sequence:
-            replayed = await self._replay(job_id, after_sequence, job.last_sequence)
+        if 0 < after_sequence <= last_sequence:
+            replayed = await self._replay(job_id, after_sequence, last_sequence)
             if replayed is not None:
                 for event in replayed:
                     yield event
                 return
-        yield snapshot_event(job, resync=after_sequence > 0)
+        snapshot = await self._final_snapshot(job_id, resync=after_sequence > 0)
+        if snapshot is None:
+            raise job_not_found(job_id)  # deleted meanwhile
+        yield snapshot
+
+    async def _final_snapshot(self, job_id: str, *, resync: bool) -> scan_pb2.JobEvent | None:
+        """The final snapshot of a finished job, read and serialized once for all its
+        watchers (a finished job never changes; a deleted one is found missing first)."""
+        key = (job_id, resync)
+        event = self._finals.get(key)
+        if event is not None:
+            self._finals.move_to_end(key)
+            return event
+        job = await self._store.get_job(job_id)
+        if job is None:
+            return None
+        event = self._finals.get(key)  # another stream read it meanwhile
+        if event is None:
+            event = snapshot_event(job, resync=resync)
+            _WIRE[id(event)] = (event, event.SerializeToString())
+            self._finals[key] = event
+            while len(self._finals) > _FINALS:
+                _WIRE.pop(id(self._finals.popitem(last=False)[1]), None)
+        return event

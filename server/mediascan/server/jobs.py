@@ -188,3 +188,39 @@ def spec_of(job: scan_pb2.Job) -> ScanSpec:
         full=job.options.full,
         request_id=job.request_id,
     )
+
+
+#: A job's result holds at most this many of its file errors, and at most SAMPLE_BYTES of
+#: them serialized: a Job message stays small whatever the paths (ListFileErrors has them all).
+SAMPLE_ERRORS = 100
+SAMPLE_BYTES = 64 * 1024
+#: A file error's path longer than this keeps its first and last ERROR_PATH_KEEP characters;
+#: its message is cut at MAX_ERROR_MESSAGE characters. So one FileError is at most about 9 KiB.
+MAX_ERROR_PATH = 8192
+ERROR_PATH_KEEP = 4000
+MAX_ERROR_MESSAGE = 1024
+
+
+def bounded_error_path(path: str) -> str:
+    """`path` as a file error names it: whole, unless longer than MAX_ERROR_PATH."""
+    if len(path) <= MAX_ERROR_PATH:
+        return path
+    return f"{path[:ERROR_PATH_KEEP]} … {path[-ERROR_PATH_KEEP:]}"
+
+
+def bounded_error_message(message: str) -> str:
+    if len(message) <= MAX_ERROR_MESSAGE:
+        return message
+    return message[: MAX_ERROR_MESSAGE - 1] + "…"
+
+
+def sample_file_errors(errors: list[scan_pb2.FileError]) -> list[scan_pb2.FileError]:
+    """The first errors that fit a job's result: at most SAMPLE_ERRORS and SAMPLE_BYTES."""
+    sample: list[scan_pb2.FileError] = []
+    size = 0
+    for error in errors[:SAMPLE_ERRORS]:
+        size += error.ByteSize() + 4
+        if size > SAMPLE_BYTES:
+            break
+        sample.append(error)
+    return sample

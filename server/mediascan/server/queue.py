@@ -40,8 +40,12 @@ from .errors import (
 )
 from .events import EventHub, JobChannel
 from .jobs import (
+    SAMPLE_BYTES,
+    SAMPLE_ERRORS,
     JobState,
     ScanSpec,
+    bounded_error_message,
+    bounded_error_path,
     check_transition,
     now_timestamp,
     spec_of,
@@ -51,6 +55,7 @@ from .scanner import Scanner
 from .store import (
     DatabaseLost,
     DatabaseTimeout,
+    FileErrorRows,
     InsertOutcome,
     RequestIdReused,
     StorageError,
@@ -81,6 +86,10 @@ class AsyncJobQueue(Protocol):
         self, *, state: int, page_size: int, page_token: str
     ) -> tuple[list[scan_pb2.Job], str]: ...
 
+    async def list_file_errors(
+        self, job_id: str, *, page_size: int, page_token: str
+    ) -> tuple[list[scan_pb2.FileError], str]: ...
+
     async def delete(self, job_id: str) -> None: ...
 
     def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[scan_pb2.JobEvent]: ...
@@ -94,6 +103,9 @@ _RESTART_DELAY = 1.0
 #: Longest time between two progress events of a running scan, however many watch it (unless
 #: --progress-rate asks for fewer).
 MAX_PROGRESS_INTERVAL = 5.0
+
+#: Most bytes of jobs or file errors in one page (a default client accepts 4 MiB).
+MAX_PAGE_BYTES = 2 * 1024 * 1024
 
 USER_CANCEL = "user"
 SHUTDOWN = "shutdown"
@@ -120,8 +132,14 @@ class _Reporter:
         self._active = active
         self.progress = scan_pb2.Progress()
         self.progress.CopyFrom(active.job.progress)
-        self.file_errors: list[scan_pb2.FileError] = []
+        #: The first errors, for the result (at most SAMPLE_ERRORS and SAMPLE_BYTES).
+        self.sample: list[scan_pb2.FileError] = []
+        self._sample_bytes = 0
         self.file_errors_total = 0
+        #: Errors kept for ListFileErrors so far (at most --max-file-errors).
+        self.stored = 0
+        #: (seq, error) not yet in the store: written with the next progress commit.
+        self.unstored: list[tuple[int, scan_pb2.FileError]] = []
         self._unpublished_errors: list[scan_pb2.FileError] = []
         self._dirty = asyncio.Event()
         self._interval = 1.0 / queue.config.progress_rate
@@ -130,10 +148,17 @@ class _Reporter:
         self._dirty.set()
 
     def file_error(self, path: str, code: grpc.StatusCode, message: str) -> None:
-        error = scan_pb2.FileError(path=path, status=status_of(code, message))
+        error = scan_pb2.FileError(
+            path=bounded_error_path(path), status=status_of(code, bounded_error_message(message))
+        )
         self.file_errors_total += 1
-        if len(self.file_errors) < self._queue.config.max_file_errors:
-            self.file_errors.append(error)
+        if self.stored < self._queue.config.max_file_errors:
+            self.unstored.append((self.stored, error))
+            self.stored += 1
+            size = error.ByteSize() + 4
+            if len(self.sample) < SAMPLE_ERRORS and self._sample_bytes + size <= SAMPLE_BYTES:
+                self.sample.append(error)
+                self._sample_bytes += size
         self._unpublished_errors.append(error)
         self._dirty.set()
 
@@ -172,6 +197,7 @@ class _Reporter:
             return
         self._dirty.clear()
         errors, self._unpublished_errors = self._unpublished_errors, []
+        rows, self.unstored = self.unstored, []
         progress = scan_pb2.Progress()
         progress.CopyFrom(self.progress)
         kinds: list[dict[str, object]] = [{"file_error": e} for e in errors]
@@ -180,7 +206,11 @@ class _Reporter:
         def mutate(job: scan_pb2.Job) -> None:
             job.progress.CopyFrom(progress)
 
-        await self._queue._commit(self._active, kinds, mutate=mutate)
+        try:
+            await self._queue._commit(self._active, kinds, mutate=mutate, file_errors=rows)
+        except BaseException:
+            self.unstored[:0] = rows  # stored with the next commit, or with the job's end
+            raise
 
     def result(self) -> scan_pb2.ScanResult:
         p = self.progress
@@ -192,8 +222,9 @@ class _Reporter:
             removed=p.removed,
             failed=p.failed,
             bytes_total=p.bytes_done,
-            file_errors=self.file_errors,
-            file_errors_truncated=self.file_errors_total > len(self.file_errors),
+            file_errors=self.sample,
+            file_errors_truncated=self.file_errors_total > len(self.sample),
+            file_error_count=self.stored,
         )
 
 
@@ -438,17 +469,36 @@ class LocalJobQueue:
     async def list_jobs(
         self, *, state: int, page_size: int, page_token: str
     ) -> tuple[list[scan_pb2.Job], str]:
+        """A page of jobs: at most `page_size`, and at most MAX_PAGE_BYTES serialized (at least
+        one job; a Job is far smaller by construction), so a page fits any client (AIP-158)."""
         after = _decode_jobs_token(page_token, state)
         jobs = await self.store.list_jobs(state=state, limit=page_size + 1, after=after)
         more = len(jobs) > page_size
-        jobs = jobs[:page_size]
-        # Active jobs: the live copy is fresher than the row (same sequence, or newer).
-        jobs = [
-            self._copy(self._active[j.job_id].channel.job) if j.job_id in self._active else j
-            for j in jobs
-        ]
-        token = _encode_jobs_token(jobs[-1], state) if more and jobs else ""
-        return jobs, token
+        page: list[scan_pb2.Job] = []
+        size = 0
+        for stored in jobs[:page_size]:
+            active = self._active.get(stored.job_id)
+            # Active jobs: the live copy is fresher than the row (same sequence, or newer).
+            job = self._copy(active.channel.job) if active is not None else stored
+            size += job.ByteSize() + 8
+            if page and size > MAX_PAGE_BYTES:
+                more = True
+                break
+            page.append(job)
+        token = _encode_jobs_token(page[-1], state) if more and page else ""
+        return page, token
+
+    async def list_file_errors(
+        self, job_id: str, *, page_size: int, page_token: str
+    ) -> tuple[list[scan_pb2.FileError], str]:
+        """A page of a job's file errors: at most `page_size` and MAX_PAGE_BYTES."""
+        after = _decode_errors_token(page_token, job_id)
+        if job_id not in self._active and await self.store.job_state(job_id) is None:
+            raise job_not_found(job_id)
+        errors, last = await self.store.file_errors(
+            job_id, after_seq=after, limit=page_size, max_bytes=MAX_PAGE_BYTES
+        )
+        return errors, "" if last is None else _encode_errors_token(job_id, last)
 
     async def delete(self, job_id: str) -> None:
         active = self._active.get(job_id)
@@ -563,14 +613,17 @@ class LocalJobQueue:
             self._release(active)
             return
         self._recent_durations = [*self._recent_durations[-19:], time.monotonic() - started]
-        await asyncio.shield(self._finish(active, state, error, reporter.result()))
+        await asyncio.shield(
+            self._finish(active, state, error, reporter.result(), file_errors=reporter.unstored)
+        )
 
     async def _start(self, active: _ActiveJob) -> None:
         def mutate(job: scan_pb2.Job) -> None:
             job.start_time.CopyFrom(now_timestamp())
             job.progress.CopyFrom(scan_pb2.Progress(phase=scan_pb2.SCAN_PHASE_DISCOVERING))
 
-        await self._transition(active, JobState.RUNNING, mutate=mutate)
+        # A new attempt starts a new list of file errors.
+        await self._transition(active, JobState.RUNNING, mutate=mutate, file_errors=None)
         log.info(
             "job %s running (attempt %d): %s",
             active.job.job_id,
@@ -640,6 +693,8 @@ class LocalJobQueue:
         state: JobState,
         error: status_pb2.Status | None,
         result: scan_pb2.ScanResult,
+        *,
+        file_errors: FileErrorRows = (),
     ) -> None:
         def mutate(job: scan_pb2.Job) -> None:
             job.end_time.CopyFrom(now_timestamp())
@@ -650,7 +705,7 @@ class LocalJobQueue:
                 job.error.CopyFrom(error)
 
         try:
-            await self._commit_until_stored(active, state, mutate)
+            await self._commit_until_stored(active, state, mutate, file_errors)
         finally:
             self._release(active)
         job = active.job
@@ -671,7 +726,11 @@ class LocalJobQueue:
             log.warning("could not trim the events of job %s: %s", job.job_id, exc)
 
     async def _commit_until_stored(
-        self, active: _ActiveJob, state: JobState, mutate: Callable[[scan_pb2.Job], None]
+        self,
+        active: _ActiveJob,
+        state: JobState,
+        mutate: Callable[[scan_pb2.Job], None],
+        file_errors: FileErrorRows,
     ) -> None:
         """A job's final state must reach the store: while the database fails (locked, disk
         full), try again with backoff, keeping the job (and its watchers) until it does. A
@@ -680,7 +739,7 @@ class LocalJobQueue:
         delay = 0.1
         while True:
             try:
-                await self._transition(active, state, mutate=mutate)
+                await self._transition(active, state, mutate=mutate, file_errors=file_errors)
                 return
             except StorageError as exc:
                 if self._draining:
@@ -712,8 +771,10 @@ class LocalJobQueue:
         target: JobState,
         *,
         mutate: Callable[[scan_pb2.Job], None] | None = None,
+        file_errors: FileErrorRows | None = (),
     ) -> None:
-        """Move the job to `target` (checked against the state machine), with a state event."""
+        """Move the job to `target` (checked against the state machine), with a state event
+        (and `file_errors` to store with it; None: forget the job's stored ones)."""
 
         def change(job: scan_pb2.Job) -> None:
             check_transition(job.state, target)
@@ -721,7 +782,9 @@ class LocalJobQueue:
             if mutate is not None:
                 mutate(job)
 
-        await self._commit(active, [{"state_change": None}], mutate=change, guard=True)
+        await self._commit(
+            active, [{"state_change": None}], mutate=change, guard=True, file_errors=file_errors
+        )
 
     async def _commit(
         self,
@@ -730,10 +793,14 @@ class LocalJobQueue:
         *,
         mutate: Callable[[scan_pb2.Job], None] | None = None,
         guard: bool = False,
+        file_errors: FileErrorRows | None = (),
     ) -> None:
         """Apply `mutate` to a copy of the job, append one event per entry of `kinds`, commit
-        both, then publish. Runs to the end even if the caller is cancelled."""
-        commit = asyncio.ensure_future(self._commit_now(active, list(kinds), mutate, guard))
+        both (with `file_errors`; None: forget the stored ones), then publish. Runs to the end
+        even if the caller is cancelled."""
+        commit = asyncio.ensure_future(
+            self._commit_now(active, list(kinds), mutate, guard, file_errors)
+        )
         # Seen even when the caller was cancelled before it failed (no "never retrieved").
         commit.add_done_callback(_seen)
         await asyncio.shield(commit)
@@ -744,6 +811,7 @@ class LocalJobQueue:
         kinds: list[dict[str, object]],
         mutate: Callable[[scan_pb2.Job], None] | None,
         guard: bool,
+        file_errors: FileErrorRows | None,
     ) -> None:
         async with active.lock:
             before = active.job
@@ -759,7 +827,11 @@ class LocalJobQueue:
             if not events:
                 return
             saved = await self.store.record(
-                job, events, expected_state=before.state if guard else None
+                job,
+                events,
+                expected_state=before.state if guard else None,
+                file_errors=file_errors if file_errors is not None else (),
+                clear_file_errors=file_errors is None,
             )
             if not saved:
                 raise Unavailable(
@@ -825,6 +897,31 @@ def _encode_jobs_token(last: scan_pb2.Job, state: int) -> str:
         {"c": last.create_time.ToNanoseconds(), "j": last.job_id, "s": state}, separators=(",", ":")
     )
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _encode_errors_token(job_id: str, last_seq: int) -> str:
+    raw = json.dumps({"j": job_id, "n": last_seq}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_errors_token(token: str, job_id: str) -> int:
+    """The seq after which the page starts (-1: the first page)."""
+    if not token:
+        return -1
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        token_job, last_seq = str(data["j"]), int(data["n"])
+        if not 0 <= last_seq < 2**62:
+            raise ValueError("out of range")
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise InvalidArgument(
+            "page_token",
+            "not a token this server issued: pass the next_page_token of the previous "
+            "ListFileErrors response unchanged, or leave it empty for the first page",
+        ) from None
+    if token_job != job_id:
+        raise InvalidArgument("page_token", "the token belongs to another job's file errors")
+    return last_seq
 
 
 def _decode_jobs_token(token: str, state: int) -> tuple[int, str] | None:

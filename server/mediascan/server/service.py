@@ -47,6 +47,7 @@ MAX_PATH = 4096
 MAX_ID = 128
 PRIORITY_RANGE = (-100, 100)
 JOBS_PAGE = (50, 1000)  # default, maximum
+FILE_ERRORS_PAGE = (100, 1000)
 VIDEOS_PAGE = (100, 1000)
 _MAX_DURATION_SECONDS = 315_576_000_000  # the protobuf Duration range
 _MAX_INT64 = 2**63 - 1
@@ -153,6 +154,17 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
             state=request.state, page_size=page_size, page_token=request.page_token
         )
         return scan_pb2.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    @_unary
+    async def ListFileErrors(
+        self, request: scan_pb2.ListFileErrorsRequest, context: Context
+    ) -> scan_pb2.ListFileErrorsResponse:
+        job_id = _job_id(request.job_id)
+        page_size = _page_size(request.page_size, FILE_ERRORS_PAGE)
+        errors, token = await self._queue.list_file_errors(
+            job_id, page_size=page_size, page_token=request.page_token
+        )
+        return scan_pb2.ListFileErrorsResponse(file_errors=errors, next_page_token=token)
 
     @_unary
     async def DeleteJob(

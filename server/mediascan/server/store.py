@@ -27,7 +27,7 @@ from mediascan.v1 import scan_pb2
 
 from .dblock import DatabaseLock
 from .errors import Unavailable
-from .jobs import TERMINAL, ScanSpec
+from .jobs import TERMINAL, ScanSpec, sample_file_errors
 from .lane import settle
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -83,8 +83,8 @@ CREATE TABLE IF NOT EXISTS videos (
 );
 """
 
-#: Forward migrations: the statements that take a database from version N-1 to N.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
+#: Forward migrations: the statements (or functions) that take a database from version N-1 to N.
+_MIGRATIONS: dict[int, tuple[str | Callable[[sqlite3.Connection], None], ...]] = {
     # The device a video lives on: a folder now on another device (an unmounted disk's empty
     # mount point) must not make its videos look deleted. 0: not known (written by version 1).
     2: (
@@ -95,6 +95,13 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX IF NOT EXISTS requests_by_job ON requests (job_id)",
         "INSERT OR IGNORE INTO requests (request_id, fingerprint, job_id) "
         "SELECT request_id, fingerprint, job_id FROM jobs WHERE request_id IS NOT NULL",
+    ),
+    # File errors in their own table, read page by page (ListFileErrors): a job's row keeps
+    # its counts and a small sample, so that a Job message stays small whatever the paths.
+    3: (
+        "CREATE TABLE IF NOT EXISTS file_errors (job_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "error BLOB NOT NULL, PRIMARY KEY (job_id, seq)) WITHOUT ROWID",
+        lambda conn: _move_file_errors(conn),
     ),
 }
 
@@ -321,7 +328,10 @@ class Store:
         for target in range(version + 1, SCHEMA_VERSION + 1):
             conn.execute("BEGIN IMMEDIATE")
             for statement in _MIGRATIONS[target]:
-                conn.execute(statement)
+                if isinstance(statement, str):
+                    conn.execute(statement)
+                else:
+                    statement(conn)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
             conn.execute("COMMIT")
             log.info("migrated %s to schema version %d", self.path, target)
@@ -584,13 +594,18 @@ class Store:
         events: Sequence[scan_pb2.JobEvent],
         *,
         expected_state: int | None = None,
+        file_errors: FileErrorRows = (),
+        clear_file_errors: bool = False,
     ) -> bool:
-        """Save `job` (its row) and append `events` in one transaction.
+        """Save `job` (its row), append `events` and store `file_errors` ((seq, error) pairs),
+        after dropping the job's earlier ones with `clear_file_errors` (a new attempt), in one
+        transaction.
 
         With `expected_state`, the row is only written while its stored state is that one (the
         guarded transition): returns False, writing nothing, when another change won.
         """
         blob = job.SerializeToString()
+        errors = [(job.job_id, seq, error.SerializeToString()) for seq, error in file_errors]
         end_ns = job.end_time.ToNanoseconds() if job.HasField("end_time") else None
 
         def op(conn: sqlite3.Connection) -> bool:
@@ -605,6 +620,13 @@ class Store:
                 return False
             for event in events:
                 _insert_event(conn, event)
+            if clear_file_errors:
+                conn.execute("DELETE FROM file_errors WHERE job_id = ?", (job.job_id,))
+            if errors:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO file_errors (job_id, seq, error) VALUES (?, ?, ?)",
+                    errors,
+                )
             return True
 
         return await self.write(op)
@@ -679,6 +701,7 @@ class Store:
                 return False
             conn.execute("DELETE FROM job_events WHERE job_id = ?", (job_id,))
             conn.execute("DELETE FROM requests WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM file_errors WHERE job_id = ?", (job_id,))
             return True
 
         return await self.bounded(self.queue_write(op))
@@ -696,10 +719,46 @@ class Store:
             ]
             conn.executemany("DELETE FROM job_events WHERE job_id = ?", ((i,) for i in ids))
             conn.executemany("DELETE FROM requests WHERE job_id = ?", ((i,) for i in ids))
+            conn.executemany("DELETE FROM file_errors WHERE job_id = ?", ((i,) for i in ids))
             conn.executemany("DELETE FROM jobs WHERE job_id = ?", ((i,) for i in ids))
             return len(ids)
 
         return await self.write(op)
+
+    async def job_state(self, job_id: str) -> tuple[int, int] | None:
+        """(state, last_sequence) of a stored job, without reading the job itself."""
+
+        def op(conn: sqlite3.Connection) -> tuple[int, int] | None:
+            row = conn.execute(
+                "SELECT state, last_sequence FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            return None if row is None else (int(row[0]), int(row[1]))
+
+        return await self.read(op)
+
+    async def file_errors(
+        self, job_id: str, *, after_seq: int, limit: int, max_bytes: int
+    ) -> tuple[list[scan_pb2.FileError], int | None]:
+        """Up to `limit` file errors of a job with seq > after_seq, and no more than `max_bytes`
+        of them serialized (at least one); with the seq of the last one if more follow."""
+
+        def op(conn: sqlite3.Connection) -> tuple[list[scan_pb2.FileError], int | None]:
+            rows = conn.execute(
+                "SELECT seq, error FROM file_errors WHERE job_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (job_id, after_seq, limit + 1),
+            )
+            errors: list[scan_pb2.FileError] = []
+            size, last = 0, after_seq
+            for seq, blob in rows:
+                size += len(blob) + 8  # the field's tag and length, generously
+                if len(errors) == limit or (errors and size > max_bytes):
+                    return errors, last
+                errors.append(scan_pb2.FileError.FromString(blob))
+                last = seq
+            return errors, None
+
+        return await self.read(op)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -957,6 +1016,33 @@ def _remember_request(
         "INSERT OR REPLACE INTO requests (request_id, fingerprint, job_id) VALUES (?, ?, ?)",
         (request_id, fingerprint, job_id),
     )
+
+
+#: A job's file errors to store: (seq from 0 in the order met, the error).
+FileErrorRows = Sequence[tuple[int, scan_pb2.FileError]]
+
+
+def _move_file_errors(conn: sqlite3.Connection) -> None:
+    """Schema 3: each job's file errors from its row into `file_errors`; the row keeps the
+    counts and the sample a job of this version keeps (`sample_file_errors`)."""
+    rows = conn.execute("SELECT job_id, job FROM jobs").fetchall()
+    for job_id, blob in rows:
+        job = scan_pb2.Job.FromString(blob)
+        errors = list(job.result.file_errors)
+        if not errors:
+            continue
+        conn.executemany(
+            "INSERT OR REPLACE INTO file_errors (job_id, seq, error) VALUES (?, ?, ?)",
+            ((job_id, seq, error.SerializeToString()) for seq, error in enumerate(errors)),
+        )
+        sample = sample_file_errors(errors)
+        del job.result.file_errors[:]
+        job.result.file_errors.extend(sample)
+        job.result.file_error_count = len(errors)
+        job.result.file_errors_truncated = job.result.file_errors_truncated or len(sample) < len(
+            errors
+        )
+        conn.execute("UPDATE jobs SET job = ? WHERE job_id = ?", (job.SerializeToString(), job_id))
 
 
 def _insert_event(conn: sqlite3.Connection, event: scan_pb2.JobEvent) -> None:
