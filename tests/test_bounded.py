@@ -30,7 +30,7 @@ def _deep_folder(base: Path, length: int) -> Path:
     """A folder whose absolute path is `length` characters long (components of at most 250)."""
     folder = base
     while len(str(folder)) < length:
-        folder = folder / ("d" * min(250, length - len(str(folder)) - 1))
+        folder = folder / ("d" * max(1, min(250, length - len(str(folder)) - 1)))
     folder.mkdir(parents=True)
     return folder
 
