@@ -81,6 +81,12 @@ class ProbePool:
         return len(self._processes)
 
     @property
+    def tasks(self) -> tuple[asyncio.Task[None], ...]:
+        """The tasks that run the workers (`prober-N`), one per slot: each starts its worker
+        process, feeds it and starts it again; none ends before close()."""
+        return tuple(self._workers)
+
+    @property
     def healthy(self) -> bool:
         """False while no worker runs and one could not be started: files cannot be probed."""
         return self._healthy

@@ -1,8 +1,12 @@
-"""Resolving a submitted folder never gives INTERNAL (issue 11.6): the magic links of /proc
+"""The path policy (`roots.py`), in one test file: the allowed roots resolved at start, the
+submit-time resolution, the start-time check of the scanned folder, the symbolic-link rules and
+the pseudo file systems a walk does not enter.
+
+Resolving a submitted folder never gives INTERNAL (issue 11.6): the magic links of /proc
 (`/proc/1/root`, `/proc/PID/cwd`, `/proc/self/fd/N`, `/dev/fd/N`, namespaces, map_files) and any
 error of a path component (EACCES in readlink, ELOOP, ENAMETOOLONG, ENOTDIR) give a clear status.
 
-The resolver (`service._resolve_folder`, what SubmitScan runs in its path lane) is fuzzed with
+The resolver (`roots.resolve_folder`, what SubmitScan runs in its path lane) is fuzzed with
 hypothesis over real odd paths of this machine, with and without allowed roots; a few of them
 then go through real gRPC to a real server."""
 
@@ -19,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mediascan.server.errors import MediascanError
-from mediascan.server.jobs import is_within
-from mediascan.server.service import _resolve_folder
+from mediascan.server.roots import is_within
+from mediascan.server.roots import resolve_folder as _resolve_folder
 from mediascan.server.testing import field_violations, make_many
 from mediascan.v1 import scan_pb2
 
