@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -514,12 +514,20 @@ def server_options(config: Config) -> list[tuple[str, int]]:
     ]
 
 
-async def serve(config: Config, *, prober_command: Sequence[str] | None = None) -> int:
-    """Run a server until SIGTERM or SIGINT; returns the process exit code. The process exits
-    within --shutdown-grace + SHUTDOWN_MARGIN (+ HARD_EXIT_SLACK) seconds of the signal,
-    whatever is stuck."""
+async def serve(
+    config: Config,
+    *,
+    prober_command: Sequence[str] | None = None,
+    on_started: Callable[[MediascanServer], object] | None = None,
+) -> int:
+    """Run a server until SIGTERM or SIGINT, or until a supervised part dies; returns the process
+    exit code. The process exits within --shutdown-grace + SHUTDOWN_MARGIN (+ HARD_EXIT_SLACK)
+    seconds of the signal, whatever is stuck. `prober_command` and `on_started` (called with the
+    running server) are for tests."""
     server = MediascanServer(config, prober_command=prober_command)
     await server.start()
+    if on_started is not None:  # tests: a collaborator that acts on the running server
+        on_started(server)
     print(f"mediascan-server listening on {server.address}", flush=True)
     grpcurl, cli = _hints(config)
     print(

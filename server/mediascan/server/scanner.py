@@ -53,6 +53,7 @@ _REASON_CODES = {
     "crashed": grpc.StatusCode.DATA_LOSS,
     "unsupported": grpc.StatusCode.UNIMPLEMENTED,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
+    "prober_killed": grpc.StatusCode.UNAVAILABLE,
 }
 
 

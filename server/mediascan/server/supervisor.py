@@ -74,9 +74,9 @@ class Supervisor:
         def run() -> None:
             try:
                 target()
-            except BaseException as exc:
+            except BaseException as exc:  # reported here, not again by threading's hook
                 self.thread_died(name, exc)
-                raise
+                return
             self.thread_died(name, None)
 
         return run

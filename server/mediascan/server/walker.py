@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import itertools
+import logging
 import os
 import threading
 import time
@@ -33,6 +34,8 @@ from .walk_errors import (
     outside_roots,
     pseudo_file_system,
 )
+
+log = logging.getLogger(__name__)
 
 WALK_BATCH = 256  # files to probe (or entries in error) per hand-over from the walker thread
 COMPARE_CHUNK = 1024  # entries of one folder the walker reads before comparing their files
@@ -144,14 +147,20 @@ class Walker:
         self._handed_at = time.monotonic()
 
     def run(self) -> None:
-        self.index = self.index.copy()
-        fd = self._root()
+        """The walk, in the calling thread. Whatever ends it, the scan is told (the last
+        hand-over, None), so that a walker that dies fails its scan instead of hanging it; its
+        error is logged with the traceback and raised to the scan."""
         try:
+            self.index = self.index.copy()
+            fd = self._root()
             if fd is None or not self._walk(_Folder(fd, self._spec.path)):
                 return
             self._find_missing()  # the walk is complete
             if self._files or self._errors or self._unchanged:
                 self._send()
+        except BaseException:
+            log.exception("the walker of %s died; its scan fails", self._spec.path)
+            raise
         finally:
             while self._stack:  # the walk stopped early: close the folders still held open
                 self._leave(self._stack.pop()[0])
