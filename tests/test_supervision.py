@@ -302,3 +302,41 @@ async def test_a_prober_killed_from_outside_does_not_blame_the_file(tmp_path: Pa
     assert caught.value.reason == "prober_killed"
     assert "killed by SIGKILL from outside the server" in caught.value.message
     assert pool.crashed == 0 and pool.killed_outside == 2
+
+
+# -- shutdown with --metrics-listen ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_shutdown_with_metrics_is_silent(tmp_path: Path) -> None:
+    """SIGTERM with the metrics endpoint on: no warning, exit 0 (the endpoint's thread stops
+    within its poll interval, well inside the shutdown's budget for it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASCAN_")}
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "mediascan-server"),
+        "--listen",
+        "127.0.0.1:0",
+        "--db",
+        str(tmp_path / "mediascan.db"),
+        "--metrics-listen",
+        "127.0.0.1:0",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            line = await process.stdout.readline()
+        assert line.startswith(b"mediascan-server listening on"), line
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            _, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = stderr.decode(errors="replace")
+    assert process.returncode == 0, text
+    assert " WARNING " not in text and " ERROR " not in text, text
+    assert "stopped" in text, text

@@ -446,6 +446,8 @@ class MediascanServer:
         assert self._store is not None
         while not self._store.lost:
             reachable = await self._store.check_file()
+            if self._stopping:  # a cancel that Python 3.11's wait_for swallowed
+                return
             self.health.set_problem("database-unreachable", not reachable)
             await asyncio.sleep(DB_CHECK_INTERVAL)
         await asyncio.Event().wait()  # lost: `_lost` stops the server
@@ -528,6 +530,10 @@ async def serve(
     await server.start()
     if on_started is not None:  # tests: a collaborator that acts on the running server
         on_started(server)
+    # Before the listening line: a signal sent as soon as it is read stops the server gracefully.
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, server, signum)
     print(f"mediascan-server listening on {server.address}", flush=True)
     grpcurl, cli = _hints(config)
     print(
@@ -536,9 +542,6 @@ async def serve(
         "  stop with Ctrl-C (running scans are saved and resume at the next start)",
         flush=True,
     )
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, _on_signal, server, signum)
     try:
         await server.wait()
     finally:
