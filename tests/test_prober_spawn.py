@@ -129,8 +129,9 @@ async def test_a_prober_that_cannot_be_started_fails_its_files_and_the_pool_reco
 
     assert job.state == SUCCEEDED, job.error
     errors = errors_by_path(job)
-    assert errors.pop(real(hung))[0] == grpc.StatusCode.DATA_LOSS  # its prober was killed
-    assert set(errors) == {real(p) for p in others}, errors
+    # Its prober was killed from outside: not the file's fault, it went back to the pool (where
+    # no prober could start), like the others.
+    assert set(errors) == {real(p) for p in [hung, *others]}, errors
     for code, message in errors.values():
         assert code == grpc.StatusCode.UNAVAILABLE, message
         assert "could not start a prober process" in message, message

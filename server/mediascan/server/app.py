@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,12 +22,13 @@ from .decoding import RequestDecodingInterceptor
 from .events import EventHub, serialize_event
 from .health import HealthState
 from .logs import flush_limited
+from .maintenance import check_database, purge_loop
 from .metrics import Metrics
 from .probe_pool import ProbePool
 from .queue import LocalJobQueue
 from .reflection import enable_reflection
 from .roots import AllowedRoots, RootError, resolve_roots
-from .scanner import Prober, Scanner
+from .scanner import Scanner
 from .security import (
     Security,
     SecurityError,
@@ -46,8 +46,6 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = scan_pb2.DESCRIPTOR.services_by_name["ScanService"].full_name
 #: Events per job kept in memory for live watchers (older ones are read from the store).
 RING_SIZE = 1024
-#: How often finished jobs past their retention are purged (seconds).
-PURGE_INTERVAL = 3600.0
 #: Largest request message accepted (bytes); a bigger one gets RESOURCE_EXHAUSTED.
 MAX_REQUEST_BYTES = 1024 * 1024
 #: Clients may send keepalive pings this often (ms), with or without calls in flight; more
@@ -74,11 +72,6 @@ STEP_TIMEOUT = 0.5
 #: the metrics endpoint, however long the steps before them took.
 STORE_TIMEOUT = 0.6
 METRICS_TIMEOUT = 0.2
-
-
-#: How often the database file is checked while the server runs (seconds): removed or replaced
-#: is fatal, no answer within --db-timeout is NOT_SERVING until it answers again.
-DB_CHECK_INTERVAL = 1.0
 
 
 class ConfigError(Exception):
@@ -195,24 +188,18 @@ class MediascanServer:
             ring_size=min(RING_SIZE, config.event_log_size),
             log_size=config.event_log_size,
         )
-        self._probe_pool = pool = ProbePool(
-            config.probe_workers, config.probe_timeout, command=self._prober_command
-        )
-        pool.health_listeners.append(self._probers_changed)
-        prober: Prober = pool
-        if self.metrics is not None:
-            prober = self.metrics.prober(pool)
-            pool.spawn_failure_listeners.append(self.metrics.prober_spawn_failed)
-            self.metrics.watch_probers(lambda: pool.live)
+        self._probe_pool = pool = _probe_pool(config, self._prober_command, self.metrics)
+        # NOT_SERVING while no prober process can run.
+        pool.health_listeners.append(lambda ok: self.health.set_problem("no-prober", not ok))
         await pool.start()
         for task in pool.tasks:
             self.supervisor.watch_task(task)  # type: ignore[union-attr]
-        self._probers_changed(pool.healthy)
+        self.health.set_problem("no-prober", not pool.healthy)
         # One walker thread per running job, apart from the loop's default executor.
         self._walk_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="walk")
         scanner = Scanner(
             self._store,
-            prober,
+            self.metrics.prober(pool) if self.metrics is not None else pool,
             self._walk_pool,
             probe_concurrency=config.probe_concurrency,
             roots=roots,
@@ -253,14 +240,17 @@ class MediascanServer:
         dispatcher = self._queue.dispatcher
         assert dispatcher is not None and self.supervisor is not None
         self.supervisor.watch_task(dispatcher)
-        self.supervisor.watch_task(asyncio.create_task(self._purge_loop(), name="retention-purge"))
         self.supervisor.watch_task(
-            asyncio.create_task(self._check_database(), name="database-check")
+            asyncio.create_task(
+                purge_loop(self._store, self.config.retention), name="retention-purge"
+            )
         )
-
-    def _probers_changed(self, healthy: bool) -> None:
-        """The probe pool's health listener: NOT_SERVING while no prober process can run."""
-        self.health.set_problem("no-prober", not healthy)
+        self.supervisor.watch_task(
+            asyncio.create_task(
+                check_database(self._store, self.health, lambda: self._stopping),
+                name="database-check",
+            )
+        )
 
     async def _abandon_start(self) -> None:
         """Undo a start that failed half-way: nothing may keep running."""
@@ -287,10 +277,7 @@ class MediascanServer:
     async def wait(self) -> None:
         """Until request_stop() is called or a background task dies (then the server must
         stop)."""
-        waiters = {
-            asyncio.create_task(self._stop_requested.wait()),
-            asyncio.create_task(self._failed.wait()),
-        }
+        waiters = {asyncio.create_task(e.wait()) for e in (self._stop_requested, self._failed)}
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -440,30 +427,16 @@ class MediascanServer:
         log.critical("stopping: %s", why)
         self._failed.set()
 
-    async def _check_database(self) -> None:
-        """Check the database file every DB_CHECK_INTERVAL, also while nothing is written:
-        removed or replaced is fatal (`_lost`); no answer is NOT_SERVING until it answers."""
-        assert self._store is not None
-        while not self._store.lost:
-            reachable = await self._store.check_file()
-            if self._stopping:  # a cancel that Python 3.11's wait_for swallowed
-                return
-            self.health.set_problem("database-unreachable", not reachable)
-            await asyncio.sleep(DB_CHECK_INTERVAL)
-        await asyncio.Event().wait()  # lost: `_lost` stops the server
 
-    async def _purge_loop(self) -> None:
-        assert self._store is not None
-        while True:
-            cutoff = time.time_ns() - int(self.config.retention * 1e9)
-            try:
-                purged = await self._store.purge_finished(cutoff)
-            except Exception:
-                log.exception("purging old jobs failed; trying again later")
-            else:
-                if purged:
-                    log.info("purged %d finished job(s) past the retention period", purged)
-            await asyncio.sleep(min(PURGE_INTERVAL, self.config.retention))
+def _probe_pool(
+    config: Config, command: Sequence[str] | None, metrics: Metrics | None
+) -> ProbePool:
+    """The prober processes, counted by the metrics if they are on."""
+    pool = ProbePool(config.probe_workers, config.probe_timeout, command=command)
+    if metrics is not None:
+        pool.spawn_failure_listeners.append(metrics.prober_spawn_failed)
+        metrics.watch_probers(lambda: pool.live)
+    return pool
 
 
 class _Handlers:

@@ -97,6 +97,12 @@ class Metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
+        self._add_job_metrics(registry)
+        self._add_probe_metrics(registry)
+        self._add_rpc_metrics(registry)
+        self._http: WSGIServer | None = None
+
+    def _add_job_metrics(self, registry: CollectorRegistry) -> None:
         self.jobs_submitted = Counter(
             "mediascan_jobs_submitted", "Scan jobs created by SubmitScan.", registry=registry
         )
@@ -124,6 +130,8 @@ class Metrics:
             buckets=_JOB_BUCKETS,
             registry=registry,
         )
+
+    def _add_probe_metrics(self, registry: CollectorRegistry) -> None:
         self.files_probed = Counter(
             "mediascan_files_probed",
             "Files handed to a prober (a success or a probe error).",
@@ -151,6 +159,8 @@ class Metrics:
         self.probers_live = Gauge(
             "mediascan_probers_live", "Prober processes running now.", registry=registry
         )
+
+    def _add_rpc_metrics(self, registry: CollectorRegistry) -> None:
         self.watchers = Gauge(
             "mediascan_watchers_active", "Open WatchJob streams.", registry=registry
         )
@@ -169,7 +179,6 @@ class Metrics:
             buckets=_RPC_BUCKETS,
             registry=registry,
         )
-        self._http: WSGIServer | None = None
 
     # -- sources --------------------------------------------------------------------------------
 

@@ -155,7 +155,8 @@ class Walker:
             fd = self._root()
             if fd is None or not self._walk(_Folder(fd, self._spec.path)):
                 return
-            self._find_missing()  # the walk is complete
+            # The walk is complete: what it did not meet may be removed.
+            self.missing = missing_videos(self.index, self.listed, self.met, self._spec)
             if self._files or self._errors or self._unchanged:
                 self._send()
         except BaseException:
@@ -227,26 +228,6 @@ class Walker:
                 return already_scanned(path)
             self._seen.add(key)
         return None
-
-    def _find_missing(self) -> None:
-        """The videos of the index the walk did not meet, that may be removed: only those whose
-        own folder was listed without an error (an unreadable or vanished folder wipes nothing),
-        directly in the scanned folder unless the scan is recursive. The delete also checks, in
-        SQL against the row as it is then, that the row's device is its folder's (an unmounted
-        disk leaves its mount point, an empty folder on another device: that wipes nothing) and
-        that the row was written before the scan began (an overlapping scan may have just added
-        or rewritten it)."""
-        root = self._spec.path
-        for key in self.index.keys:  # the videos the walk did not find unchanged
-            path = library_key_path(key)
-            folder = os.path.dirname(path)
-            listed_on = self.listed.get(folder)
-            if (
-                listed_on is not None
-                and path not in self.met
-                and (self._spec.recursive or folder == root)
-            ):
-                self.missing.append((path, listed_on))
 
     def _list(self, folder: _Folder) -> bool:
         """Read one folder's entries, compare its video files with the index and open those to
@@ -447,3 +428,23 @@ class Walker:
         ok = self._hand_over(batch)
         self._handed_at = time.monotonic()
         return ok
+
+
+def missing_videos(
+    index: LibraryIndex, listed: dict[str, int], met: set[str], spec: ScanSpec
+) -> list[tuple[str, int]]:
+    """The videos of the index a complete walk did not meet, that may be removed, with the device
+    of their folder: only those whose own folder was listed without an error (an unreadable or
+    vanished folder wipes nothing), directly in the scanned folder unless the scan is
+    recursive. The delete also checks, in SQL against the row as it is then, that the row's
+    device is its folder's (an unmounted disk leaves its mount point, an empty folder on another
+    device: that wipes nothing) and that the row was written before the scan began (an
+    overlapping scan may have just added or rewritten it)."""
+    missing = []
+    for key in index.keys:  # the videos the walk did not find unchanged
+        path = library_key_path(key)
+        folder = os.path.dirname(path)
+        listed_on = listed.get(folder)
+        if listed_on is not None and path not in met and (spec.recursive or folder == spec.path):
+            missing.append((path, listed_on))
+    return missing
