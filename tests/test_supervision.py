@@ -135,8 +135,8 @@ async def test_a_thread_that_raises_is_logged_with_its_traceback(
     assert "Traceback" in caplog.text and "explode" in caplog.text
     assert health.problems == {"writer died"}
     async with asyncio.timeout(10):
-        while servicer.status.get("") != NOT_SERVING:
-            await asyncio.sleep(0)  # the publish task runs on the loop
+        await servicer.published.wait()  # the publish task runs on the loop
+    assert servicer.status[""] == NOT_SERVING
     supervisor.stop()
     supervisor.thread_died("writer", None)  # stopping: nothing more is said
     assert len(died_lines(caplog, "writer")) == 1
@@ -147,9 +147,12 @@ class _Servicer:
 
     def __init__(self) -> None:
         self.status: dict[str, int] = {}
+        self.published = asyncio.Event()  #: set at the first NOT_SERVING
 
     async def set(self, service: str, status: int) -> None:
         self.status[service] = status
+        if status == NOT_SERVING:
+            self.published.set()
 
 
 @pytest.mark.slow
@@ -340,3 +343,30 @@ async def test_shutdown_with_metrics_is_silent(tmp_path: Path) -> None:
     assert process.returncode == 0, text
     assert " WARNING " not in text and " ERROR " not in text, text
     assert "stopped" in text, text
+
+
+async def test_a_task_of_one_job_may_end_but_not_raise(caplog: pytest.LogCaptureFixture) -> None:
+    """`watch_task(task, may_end=True)` (what the engine's per-job reporters get): an end is
+    normal, an exception is a death."""
+    deaths: list[str] = []
+    died = asyncio.Event()
+    supervisor = Supervisor(_Problems(), lambda why: deaths.append(why) or died.set())
+
+    async def finish() -> None:
+        return None
+
+    async def fail() -> None:
+        raise RuntimeError("the reporter's own failure")
+
+    ended = supervisor.watch_task(asyncio.create_task(finish(), name="progress-j1"), may_end=True)
+    cancelled = supervisor.watch_task(
+        asyncio.create_task(asyncio.sleep(3600), name="progress-j2"), may_end=True
+    )
+    cancelled.cancel()
+    failed = supervisor.watch_task(asyncio.create_task(fail(), name="progress-j3"), may_end=True)
+    await asyncio.gather(ended, cancelled, failed, return_exceptions=True)
+    async with asyncio.timeout(10):
+        await died.wait()
+    assert deaths == ["progress-j3 died"]
+    assert "the reporter's own failure" in caplog.text
+    assert supervisor.tasks == {}

@@ -47,8 +47,13 @@ class Supervisor:
         """The server is stopping: what ends from now on is expected."""
         self._stopping = True
 
-    def watch_task(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
-        """Watch `task` (named: `task.get_name()`) until the server stops; returns it."""
+    def watch_task(self, task: asyncio.Task[Any], *, may_end: bool = False) -> asyncio.Task[Any]:
+        """Watch `task` (named: `task.get_name()`) until the server stops; returns it. With
+        `may_end` (a task of one job, e.g. its progress reporter) only an exception is a death:
+        returning or being cancelled is its normal end, and it is forgotten then."""
+        if may_end:
+            task.add_done_callback(self._short_task_done)
+            return task
         self.tasks[task.get_name()] = task
         task.add_done_callback(self._task_done)
         return task
@@ -80,6 +85,10 @@ class Supervisor:
             self.thread_died(name, None)
 
         return run
+
+    def _short_task_done(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._died(task.get_name(), task.exception())
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         error = None if task.cancelled() else task.exception()
