@@ -437,12 +437,21 @@ def server_env() -> dict[str, str]:
 
 
 def mediascan_server(
-    ctx: Context, name: str, *args: str, env: dict[str, str] | None = None
+    ctx: Context,
+    name: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+    prober_fault: str | None = None,
 ) -> tuple[ServerProcess, Path]:
-    """A real `mediascan-server` subprocess with a fresh database; returns it and its folder."""
+    """A real `mediascan-server` subprocess with a fresh database; returns it and its folder.
+    `prober_fault` (`hang:TEXT`): the server's main() with the test prober of
+    `mediascan.server.testing_prober`, whose probes hang on paths holding TEXT."""
     folder = ctx.fresh(name)
     common = ["--listen", "127.0.0.1:0", "--db", str(folder / "mediascan.db"), *args]
-    if ctx.server_loop == "asyncio":
+    if prober_fault is not None:
+        argv = [PYTHON, "-m", "mediascan.server.testing_prober", "server", prober_fault, "--"]
+        argv += common
+    elif ctx.server_loop == "asyncio":
         argv = [str(BIN / "mediascan-server"), *common]
     else:  # the same main() under another loop (mediascan has no --loop flag)
         argv = [PYTHON, "-m", "bench.serve", f"--loop={ctx.server_loop}", *common]

@@ -9,9 +9,9 @@ write), and the server runs with `--max-queued 1000000` so the queue bound never
 machine that work competes with the submits for the CPU, and the table says how many ran.
 
 A second mediascan figure, "worker parked", shows the submits alone: before the load, the one
-worker starts a job whose only file hangs in the prober (the `MEDIASCAN_PROBE_FAULT=hang:TEXT`
-hook, with a 1-hour probe timeout; a hanging prober sleeps and costs no CPU), so every accepted
-job stays queued and nothing but the submits runs.
+worker starts a job whose only file hangs in the prober (the test prober of
+`mediascan.server.testing_prober`, with a 1-hour probe timeout; a hanging prober sleeps and
+costs no CPU), so every accepted job stays queued and nothing but the submits runs.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from .common import (
     median_of,
     mediascan_server,
     paired,
-    server_env,
 )
 
 BENCH = "1 submit"
@@ -179,11 +178,11 @@ async def _mediascan(
     """One measurement of a fresh server; with `park`, its worker is held by a hanging job."""
     sizes = ctx.sizes
     args = ["--max-queued", "1000000", "--workers", "1", "--shutdown-grace", "1s"]
-    env = None
+    fault = None
     if park is not None:
         args += ["--probe-timeout", "1h"]
-        env = {**server_env(), "MEDIASCAN_PROBE_FAULT": f"hang:{PARK_MARKER}"}
-    server, folder = mediascan_server(ctx, "submit", *args, env=env)
+        fault = f"hang:{PARK_MARKER}"
+    server, folder = mediascan_server(ctx, "submit", *args, prober_fault=fault)
     try:
         async with Client(server.address) as client:
             sample = scan_pb2.SubmitScanRequest(path=f"{root}/{folder_name(sizes.submit_folders)}")

@@ -20,7 +20,9 @@ from typing import Any
 import grpc
 import pytest
 
+from mediascan.server import probe_pool
 from mediascan.server.testing import event_job, final_job, make_video, wait_for_running
+from mediascan.server.testing_prober import prober_command
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 QUEUED = scan_pb2.JOB_STATE_QUEUED
@@ -30,11 +32,10 @@ FAILED = scan_pb2.JOB_STATE_FAILED
 TIMED_OUT = scan_pb2.JOB_STATE_TIMED_OUT
 CANCELLED = scan_pb2.JOB_STATE_CANCELLED
 
-#: The environment variable the prober processes read (see probe_pool.FAULT_ENV).
-FAULT_ENV = "MEDIASCAN_PROBE_FAULT"
-#: A prober hangs on any path containing this text (with FAULT_ENV=hang:HANG_MARK).
+#: The test prober (`mediascan.server.testing_prober`, see set_fault) hangs on any path
+#: containing this text.
 HANG_MARK = "HANG-ON-ME"
-#: A prober aborts on any path containing this text (with FAULT_ENV=crash:CRASH_MARK).
+#: The test prober aborts on any path containing this text (set_fault(..., "crash", CRASH_MARK)).
 CRASH_MARK = "CRASH-ON-ME"
 #: --probe-timeout for tests where a hung probe must be killed quickly. Long enough for a fresh
 #: prober process to import PyAV on a busy 2-core machine.
@@ -170,13 +171,14 @@ def scratch_folder(fallback: Path) -> Iterator[Path]:
 
 
 def set_fault(monkeypatch: pytest.MonkeyPatch, kind: str, mark: str) -> None:
-    """Make the prober processes of servers started afterwards hang or crash on `mark`."""
-    monkeypatch.setenv(FAULT_ENV, f"{kind}:{mark}")
+    """Make the probe pools of in-process servers started afterwards (in this test) run the
+    test prober, which hangs or crashes on `mark` (the production prober has no fault hook)."""
+    monkeypatch.setattr(probe_pool, "PROBER_COMMAND", tuple(prober_command(kind, mark)))
 
 
 async def start_hung_blocker(stub: Any, folder: Path) -> str:
     """Scan a folder whose only video hangs its probe (the server must run with
-    FAULT_ENV=hang:HANG_MARK and a long probe timeout): the job holds a worker until it is
+    set_fault(..., "hang", HANG_MARK) and a long probe timeout): the job holds a worker until it is
     cancelled. Returns its id once it runs."""
     tiny_video(folder / f"{HANG_MARK}.mp4")
     response = await submit(stub, folder)
@@ -184,9 +186,17 @@ async def start_hung_blocker(stub: Any, folder: Path) -> str:
     return str(response.job_id)
 
 
+def _is_prober(cmdline: bytes) -> bool:
+    args = cmdline.split(b"\0")
+    return b"mediascan.server.probe" in args or (
+        b"mediascan.server.testing_prober" in args and b"probe" in args
+    )
+
+
 def prober_pids() -> list[int]:
-    """Live prober processes (`python -m mediascan.server.probe`) that are children of this
-    test process (the in-process servers' probe pools)."""
+    """Live prober processes (`python -m mediascan.server.probe`, or the test prober of
+    `mediascan.server.testing_prober`) that are children of this test process (the in-process
+    servers' probe pools)."""
     me = os.getpid()
     found = []
     for entry in os.listdir("/proc"):
@@ -199,7 +209,7 @@ def prober_pids() -> list[int]:
             continue
         # Fields after the command name, which is in parentheses and may hold spaces.
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == me and state != "Z" and b"mediascan.server.probe" in cmdline:
+        if int(ppid) == me and state != "Z" and _is_prober(cmdline):
             found.append(int(entry))
     return found
 

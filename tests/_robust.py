@@ -41,9 +41,11 @@ FAILED = scan_pb2.JOB_STATE_FAILED
 TIMED_OUT = scan_pb2.JOB_STATE_TIMED_OUT
 CANCELLED = scan_pb2.JOB_STATE_CANCELLED
 
-#: The prober processes of a server started with FAULT_ENV=hang:HANG_MARK hang on any path
-#: containing HANG_MARK (see probe.serve_stdio): a job that holds a worker until cancelled.
-FAULT_ENV = "MEDIASCAN_PROBE_FAULT"
+#: Not an environment variable: a key of a launch's `env` (`hang_env()`) that `start_server_sync`
+#: takes out and turns into a server whose prober is the test prober (`python -m
+#: mediascan.server.testing_prober server hang:HANG_MARK -- ...`): its probes hang on any path
+#: containing HANG_MARK, a job that holds a worker until cancelled.
+FAULT_ENV = "test-prober-fault"
 HANG_MARK = "HANG-ON-ME"
 
 #: Every transition the contract allows (RUNNING -> QUEUED: a job cut off by a crash or drain).
@@ -178,9 +180,14 @@ def start_server_sync(
 ) -> ServerProcess:
     """Run `mediascan-server --listen LISTEN --db DB *args` and wait for its listening line."""
     stderr_path = workdir / f"{name}-{time.monotonic_ns()}.stderr"
+    env = dict(env or {})
+    command = [str(BIN / "mediascan-server")]
+    fault = env.pop(FAULT_ENV, None)
+    if fault is not None:
+        command = [sys.executable, "-m", "mediascan.server.testing_prober", "server", fault, "--"]
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(
-            [str(BIN / "mediascan-server"), "--listen", listen, "--db", str(db), *args],
+            [*command, "--listen", listen, "--db", str(db), *args],
             stdout=subprocess.PIPE,
             stderr=stderr,
             stdin=subprocess.DEVNULL,
@@ -333,6 +340,7 @@ async def all_jobs(stub: Any) -> list[Any]:
 
 
 def hang_env() -> dict[str, str]:
+    """The `env` of a launch whose server runs the test prober, hanging on HANG_MARK."""
     return {FAULT_ENV: f"hang:{HANG_MARK}"}
 
 

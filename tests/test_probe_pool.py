@@ -1,7 +1,8 @@
 """Probe isolation (issue 3, section 4): probes run in prober processes; a probe that hangs is
 killed after the probe timeout and costs one file, a prober that crashes costs one file, and
-neither stops the scan, the pool or the event loop. Faults are injected for real: the prober
-processes read MEDIASCAN_PROBE_FAULT and hang (sleep) or abort on a marked path."""
+neither stops the scan, the pool or the event loop. Faults are injected for real: the servers run
+the test prober (`mediascan.server.testing_prober`, passed in by `set_fault`), which hangs
+(sleeps) or aborts on a marked path."""
 
 from __future__ import annotations
 

@@ -44,6 +44,11 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+def _is_prober(cmdline: bytes) -> bool:
+    """The real prober, or the test prober this test's server runs."""
+    return b"mediascan.server.probe\0" in cmdline or b"testing_prober\0probe\0" in cmdline
+
+
 def prober_of(server_pid: int) -> int:
     """The pid of the server's only prober process."""
     for entry in os.listdir("/proc"):
@@ -55,7 +60,7 @@ def prober_of(server_pid: int) -> int:
         except OSError:
             continue
         state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == server_pid and state != "Z" and b"mediascan.server.probe" in cmdline:
+        if int(ppid) == server_pid and state != "Z" and _is_prober(cmdline):
             return int(entry)
     raise AssertionError("the server has no prober process")
 
@@ -124,8 +129,9 @@ async def test_a_prober_that_cannot_be_started_fails_its_files_and_the_pool_reco
 
     assert job.state == SUCCEEDED, job.error
     errors = errors_by_path(job)
-    assert errors.pop(real(hung))[0] == grpc.StatusCode.DATA_LOSS  # its prober was killed
-    assert set(errors) == {real(p) for p in others}, errors
+    # Its prober was killed from outside: not the file's fault, it went back to the pool (where
+    # no prober could start), like the others.
+    assert set(errors) == {real(p) for p in [hung, *others]}, errors
     for code, message in errors.values():
         assert code == grpc.StatusCode.UNAVAILABLE, message
         assert "could not start a prober process" in message, message

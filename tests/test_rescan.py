@@ -43,8 +43,10 @@ from _library_helpers import (
     walk_ended,
 )
 
-from mediascan.server import scanner
+from mediascan.server import walker
 from mediascan.server.jobs import ScanSpec
+from mediascan.server.open_files import OpenFiles
+from mediascan.server.roots import AllowedRoots
 from mediascan.server.store import LibraryIndex, library_key
 from mediascan.server.testing import (
     duration,
@@ -367,17 +369,17 @@ def test_the_walker_hands_over_its_counts_as_it_goes(
         {library_key(str(p), p.stat().st_size, p.stat().st_mtime_ns): True for p in videos},
         set(),
     )
-    monkeypatch.setattr(scanner, "_COMPARE_CHUNK", 10)
-    monkeypatch.setattr(scanner, "_TALLY_BATCH", 25)
-    monkeypatch.setattr(scanner, "_HAND_OVER_INTERVAL", 3600.0)
+    monkeypatch.setattr(walker, "COMPARE_CHUNK", 10)
+    monkeypatch.setattr(walker, "TALLY_BATCH", 25)
+    monkeypatch.setattr(walker, "HAND_OVER_INTERVAL", 3600.0)
     spec = ScanSpec(
         path=str(lib), recursive=True, follow_symlinks=False, timeout=60.0, priority=0, full=False
     )
     batches: list[Any] = []
-    files = scanner._OpenFiles(16)
-    walk = scanner._Walker(
+    files = OpenFiles(16)
+    walk = walker.Walker(
         spec,
-        (),
+        AllowedRoots(),
         lambda b: batches.append(b) or True,
         threading.Event(),
         index,

@@ -19,11 +19,13 @@ from .logs import configure_logging
 from .store import SchemaTooNew
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prober_command: Sequence[str] | None = None) -> int:
+    """Run the server with the arguments `argv`; `prober_command` replaces the prober process
+    (tests: `testing_prober.py`)."""
     config = load_config(argv)
     configure_logging(config.log_level, config.log_format)
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, prober_command=prober_command))
     except (ConfigError, SchemaTooNew) as exc:
         print(f"mediascan-server: {exc}", file=sys.stderr)
         return 2

@@ -6,17 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import sys
-import threading
-import time
-from collections.abc import Awaitable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
@@ -24,12 +20,15 @@ from .config import Config
 from .dblock import DatabaseLocked
 from .decoding import RequestDecodingInterceptor
 from .events import EventHub, serialize_event
+from .health import HealthState
 from .logs import flush_limited
+from .maintenance import check_database, purge_loop
 from .metrics import Metrics
 from .probe_pool import ProbePool
 from .queue import LocalJobQueue
 from .reflection import enable_reflection
-from .scanner import Prober, Scanner
+from .roots import AllowedRoots, RootError, resolve_roots
+from .scanner import Scanner
 from .security import (
     Security,
     SecurityError,
@@ -38,16 +37,16 @@ from .security import (
     load_security,
 )
 from .service import ScanService
-from .store import StorageError, Store
+from .shutdown import ShutdownSteps, close_storage, exit_now, start_watchdog
+from .store import Store
 from .streams import StreamBudget
+from .supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = scan_pb2.DESCRIPTOR.services_by_name["ScanService"].full_name
 #: Events per job kept in memory for live watchers (older ones are read from the store).
 RING_SIZE = 1024
-#: How often finished jobs past their retention are purged (seconds).
-PURGE_INTERVAL = 3600.0
 #: Largest request message accepted (bytes); a bigger one gets RESOURCE_EXHAUSTED.
 MAX_REQUEST_BYTES = 1024 * 1024
 #: Clients may send keepalive pings this often (ms), with or without calls in flight; more
@@ -76,65 +75,18 @@ STORE_TIMEOUT = 0.6
 METRICS_TIMEOUT = 0.2
 
 
-#: How often the database file is checked while the server runs (seconds): removed or replaced
-#: is fatal, no answer within --db-timeout is NOT_SERVING until it answers again.
-DB_CHECK_INTERVAL = 1.0
-
-
 class ConfigError(Exception):
     """The configuration cannot work (e.g. an allowed root that does not exist)."""
-
-
-class HealthState:
-    """The one place that decides what the health service says: SERVING once started while no
-    problem is set. Any part of the server reports a problem of its own by name
-    (`set_problem("database", True)`) and clears it when it is gone."""
-
-    def __init__(self, servicer: Any, services: tuple[str, ...]) -> None:
-        self._servicer = servicer
-        self._services = services
-        self._problems: set[str] = set()
-        self._started = False
-        self._updates: set[asyncio.Task[None]] = set()
-
-    @property
-    def problems(self) -> frozenset[str]:
-        return frozenset(self._problems)
-
-    async def start(self) -> None:
-        """The server is ready: SERVING unless a problem is set."""
-        self._started = True
-        await self._publish()
-
-    def set_problem(self, name: str, present: bool) -> None:
-        """Set or clear one problem (on the loop); the status follows at once."""
-        before = bool(self._problems)
-        if present:
-            if name not in self._problems:
-                log.warning("health: NOT_SERVING (%s)", name)
-            self._problems.add(name)
-        else:
-            self._problems.discard(name)
-        if self._started and before != bool(self._problems):
-            task = asyncio.get_running_loop().create_task(self._publish())
-            self._updates.add(task)
-            task.add_done_callback(self._updates.discard)
-
-    async def _publish(self) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.NOT_SERVING
-            if self._problems
-            else health_pb2.HealthCheckResponse.SERVING
-        )
-        for name in self._services:
-            await self._servicer.set(name, status)
 
 
 class MediascanServer:
     """One mediascan server process: `await start()`, then `await stop()`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, prober_command: Sequence[str] | None = None) -> None:
+        """`prober_command`: the prober process to run (default `python -m
+        mediascan.server.probe`); tests pass one that wraps it."""
         self.config = config
+        self._prober_command = prober_command
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._store: Store | None = None
@@ -146,7 +98,8 @@ class MediascanServer:
         self._database_lost = False
         self._probe_pool: ProbePool | None = None
         self._walk_pool: ThreadPoolExecutor | None = None
-        self._side_tasks: dict[str, asyncio.Task[None]] = {}
+        #: Watches the background tasks and threads (made by start(), on the loop).
+        self.supervisor: Supervisor | None = None
         self._failed = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._stopping = False
@@ -182,7 +135,11 @@ class MediascanServer:
             self._security = security = await asyncio.to_thread(load_security, config)
         except SecurityError as exc:
             raise ConfigError(str(exc)) from None
-        roots = await asyncio.to_thread(_resolve_roots, config.allow_roots)
+        try:
+            roots = await asyncio.to_thread(resolve_roots, config.allow_roots)
+        except RootError as exc:
+            raise ConfigError(str(exc)) from None
+        self.supervisor = Supervisor(self.health, self._fatal)
         try:
             await self._assemble(config, security, roots)
         except BaseException:
@@ -199,18 +156,23 @@ class MediascanServer:
         if self.metrics is not None:
             log.info("metrics on http://%s/metrics", self.metrics_address)
 
-    async def _assemble(self, config: Config, security: Security, roots: list[str]) -> None:
+    def _start_metrics(self, address: str) -> Metrics:
+        """The /metrics endpoint, its thread supervised."""
+        assert self.supervisor is not None
+        metrics = Metrics()
+        try:
+            _, self.metrics_port = metrics.serve(address, self.supervisor.supervised)
+        except OSError as exc:
+            raise ConfigError(
+                f"--metrics-listen {address}: cannot listen: {exc.strerror}"
+            ) from None
+        return metrics
+
+    async def _assemble(self, config: Config, security: Security, roots: AllowedRoots) -> None:
         """Metrics, store, probers, queue, then the gRPC server (see `_serve`)."""
         interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
         if config.metrics_listen:
-            self.metrics = Metrics()
-            try:
-                _, self.metrics_port = self.metrics.serve(config.metrics_listen)
-            except OSError as exc:
-                self.metrics = None
-                raise ConfigError(
-                    f"--metrics-listen {config.metrics_listen}: cannot listen: {exc.strerror}"
-                ) from None
+            self.metrics = self._start_metrics(config.metrics_listen)
             interceptors.append(self.metrics.interceptor())  # outermost: sees refusals too
         if security.tokens:
             interceptors.append(TokenAuthInterceptor(security.tokens))
@@ -228,23 +190,21 @@ class MediascanServer:
             log_size=config.event_log_size,
             budget=StreamBudget(config.stream_buffer_budget),
         )
-        self._probe_pool = pool = ProbePool(config.probe_workers, config.probe_timeout)
-        pool.health_listeners.append(self._probers_changed)
-        prober: Prober = pool
-        if self.metrics is not None:
-            prober = self.metrics.prober(pool)
-            pool.spawn_failure_listeners.append(self.metrics.prober_spawn_failed)
-            self.metrics.watch_probers(lambda: pool.live)
+        self._probe_pool = pool = _probe_pool(config, self._prober_command, self.metrics)
+        # NOT_SERVING while no prober process can run.
+        pool.health_listeners.append(lambda ok: self.health.set_problem("no-prober", not ok))
         await pool.start()
-        self._probers_changed(pool.healthy)
+        for task in pool.tasks:
+            self.supervisor.watch_task(task)  # type: ignore[union-attr]
+        self.health.set_problem("no-prober", not pool.healthy)
         # One walker thread per running job, apart from the loop's default executor.
         self._walk_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="walk")
         scanner = Scanner(
             self._store,
-            prober,
+            self.metrics.prober(pool) if self.metrics is not None else pool,
             self._walk_pool,
             probe_concurrency=config.probe_concurrency,
-            roots=tuple(roots),
+            roots=roots,
         )
         self._queue = LocalJobQueue(self._store, self._hub, scanner, config)
         if self.metrics is not None:
@@ -258,13 +218,13 @@ class MediascanServer:
         config: Config,
         security: Security,
         interceptors: list[grpc.aio.ServerInterceptor[Any, Any]],
-        roots: list[str],
+        roots: AllowedRoots,
     ) -> None:
         """Bind the port (so that a taken port fails before any job runs), recover and start
         the jobs, then serve."""
         assert self._queue is not None and self._store is not None
         server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
-        _add_scan_service(ScanService(self._queue, self._store, config, roots), server)
+        _add_scan_service(ScanService(self._queue, self._store, config, roots.paths), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         try:
@@ -280,19 +240,26 @@ class MediascanServer:
         await server.start()
         await self.health.start()
         dispatcher = self._queue.dispatcher
-        assert dispatcher is not None
-        self._watch(dispatcher)
-        self._watch(asyncio.create_task(self._purge_loop(), name="retention-purge"))
-        self._watch(asyncio.create_task(self._check_database(), name="database-check"))
-
-    def _probers_changed(self, healthy: bool) -> None:
-        """The probe pool's health listener: NOT_SERVING while no prober process can run."""
-        self.health.set_problem("no-prober", not healthy)
+        assert dispatcher is not None and self.supervisor is not None
+        self.supervisor.watch_task(dispatcher)
+        self.supervisor.watch_task(
+            asyncio.create_task(
+                purge_loop(self._store, self.config.retention), name="retention-purge"
+            )
+        )
+        self.supervisor.watch_task(
+            asyncio.create_task(
+                check_database(self._store, self.health, lambda: self._stopping),
+                name="database-check",
+            )
+        )
 
     async def _abandon_start(self) -> None:
         """Undo a start that failed half-way: nothing may keep running."""
         self._stopping = True
-        steps = _ShutdownSteps(SHUTDOWN_MARGIN)
+        if self.supervisor is not None:
+            self.supervisor.stop()
+        steps = ShutdownSteps(SHUTDOWN_MARGIN)
         if self._queue is not None and self._queue.dispatcher is not None:
             await steps.run("draining the queue", self._queue.drain(0), REQUEUE_TIMEOUT)
         if self._probe_pool is not None:
@@ -312,10 +279,7 @@ class MediascanServer:
     async def wait(self) -> None:
         """Until request_stop() is called or a background task dies (then the server must
         stop)."""
-        waiters = {
-            asyncio.create_task(self._stop_requested.wait()),
-            asyncio.create_task(self._failed.wait()),
-        }
+        waiters = {asyncio.create_task(e.wait()) for e in (self._stop_requested, self._failed)}
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -347,16 +311,50 @@ class MediascanServer:
             await self._stopped.wait()
             return
         self._stopping = True
+        if self.supervisor is not None:
+            self.supervisor.stop()
         grace = self.config.shutdown_grace if grace is None else grace
         if self._database_lost:
             grace = 0.0  # nothing the running jobs do can be stored
-        steps = _ShutdownSteps(grace + SHUTDOWN_MARGIN)
+        steps = ShutdownSteps(grace + SHUTDOWN_MARGIN)
         reserve = STORE_TIMEOUT + METRICS_TIMEOUT  # always left for the database and metrics
+        drain, rpcs = await self._refuse_and_drain(steps, grace, reserve)
+        if self._hub is not None:
+            self._hub.close_all()
+        await self._close_services(steps, reserve, rpcs)
+        if drain is not None and not drain.done():
+            # Its re-queue commits may still be on their way to the database: the database is
+            # closed after them, or once nothing else is left to wait for.
+            await asyncio.wait({drain}, timeout=steps.left(reserve))
+        self._stored_everything = await close_storage(
+            self._store, steps, drain, store_timeout=STORE_TIMEOUT, reserve=METRICS_TIMEOUT
+        )
+        if self.metrics is not None:
+            await steps.run(
+                "closing the metrics endpoint",
+                asyncio.to_thread(self.metrics.close),
+                METRICS_TIMEOUT,
+            )
+        self._overran = steps.overran
+        flush_limited()  # the counts of the log lines held back
+        self._stopped.set()
+        if steps.overran:
+            log.warning(
+                "shutdown took %.2fs; left behind: %s", steps.elapsed(), ", ".join(steps.overran)
+            )
+        log.info("stopped")
+
+    async def _refuse_and_drain(
+        self, steps: ShutdownSteps, grace: float, reserve: float
+    ) -> tuple[asyncio.Task[None] | None, asyncio.Task[None] | None]:
+        """NOT_SERVING, no new submits or watchers, the side tasks cancelled; the running jobs
+        get `grace` (then are re-queued); gRPC's stop begins. Returns the drain and the stop."""
         await self._health.enter_graceful_shutdown()
         if self._hub is not None:
             self._hub.begin_shutdown()
+        tasks = self.supervisor.tasks if self.supervisor is not None else {}
         for name in ("retention-purge", "database-check"):
-            side = self._side_tasks.get(name)
+            side = tasks.get(name)
             if side is not None:
                 side.cancel()
         drain: asyncio.Task[None] | None = None
@@ -374,38 +372,17 @@ class MediascanServer:
             # by this one and then cancelled.
             rpcs = asyncio.create_task(self._server.stop(grace=RPC_GRACE), name="grpc-stop")
             await asyncio.sleep(0)
-        if self._hub is not None:
-            self._hub.close_all()
-        await self._close_services(steps, reserve, rpcs)
-        if drain is not None and not drain.done():
-            # Its re-queue commits may still be on their way to the database: the database is
-            # closed after them, or once nothing else is left to wait for.
-            await asyncio.wait({drain}, timeout=steps.left(reserve))
-        self._stored_everything = await self._close_storage(steps, drain)
-        if self.metrics is not None:
-            await steps.run(
-                "closing the metrics endpoint",
-                asyncio.to_thread(self.metrics.close),
-                METRICS_TIMEOUT,
-            )
-        self._overran = steps.overran
-        flush_limited()  # the counts of the log lines held back
-        self._stopped.set()
-        if steps.overran:
-            log.warning(
-                "shutdown took %.2fs; left behind: %s", steps.elapsed(), ", ".join(steps.overran)
-            )
-        log.info("stopped")
+        return drain, rpcs
 
     async def _close_services(
-        self, steps: _ShutdownSteps, reserve: float, rpcs: asyncio.Task[None] | None
+        self, steps: ShutdownSteps, reserve: float, rpcs: asyncio.Task[None] | None
     ) -> None:
         """gRPC's stop (begun), the background tasks and the probers, side by side; then the
         walk threads."""
         closing = [
             steps.run(
                 "waiting for the background tasks",
-                asyncio.gather(*self._side_tasks.values(), return_exceptions=True),
+                asyncio.gather(*self._side_tasks(), return_exceptions=True),
                 STEP_TIMEOUT,
                 reserve=reserve,
             )
@@ -426,62 +403,19 @@ class MediascanServer:
         if self._walk_pool is not None:
             self._walk_pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _close_storage(self, steps: _ShutdownSteps, drain: asyncio.Task[None] | None) -> bool:
-        """Close the database once the drain is done (or out of time). True if every change
-        reached it: the drain finished, no job is left RUNNING in the database (a re-queue or a
-        final state whose commit failed) and the writer committed everything queued."""
-        if self._store is None:
-            return drain is None or drain.done()
-        store = self._store
-        complete = drain is None or (drain.done() and not drain.cancelled())
-        if complete:
-            try:
-                left = await asyncio.wait_for(
-                    store.list_jobs(state=scan_pb2.JOB_STATE_RUNNING, limit=100, after=None),
-                    min(STORE_TIMEOUT / 2, steps.left(METRICS_TIMEOUT)),
-                )
-            except (TimeoutError, StorageError) as exc:
-                log.error("shutdown: cannot check the jobs stored RUNNING: %s", exc or "timeout")
-                complete = False
-            else:
-                if left:
-                    log.error(
-                        "shutdown: %d job(s) still RUNNING in the database (their re-queue or end "
-                        "was not stored): %s; they run again at the next start",
-                        len(left),
-                        ", ".join(job.job_id for job in left),
-                    )
-                    complete = False
-        elif drain is not None:
-            log.error(
-                "shutdown: the interrupted jobs were not all re-queued in time; those still "
-                "RUNNING in the database run again at the next start"
-            )
-        closed = await steps.run(
-            "closing the database (committing queued writes)",
-            store.close(),
-            STORE_TIMEOUT,
-            reserve=METRICS_TIMEOUT,
-        )
-        if not closed:
-            log.error(
-                "shutdown: the database writer did not finish: the last queued writes may be "
-                "lost; the next start recovers every job from what was committed"
-            )
-        return complete and closed
+    def _side_tasks(self) -> list[asyncio.Task[Any]]:
+        """The background tasks to wait for at shutdown (the probers close on their own)."""
+        if self.supervisor is None or self._probe_pool is None:
+            return []
+        probers = set(self._probe_pool.tasks)
+        return [task for task in self.supervisor.tasks.values() if task not in probers]
 
-    def _watch(self, task: asyncio.Task[None]) -> None:
-        """A background task that ends while the server runs is fatal: say so and stop."""
-        self._side_tasks[task.get_name()] = task
-
-        def done(task: asyncio.Task[None]) -> None:
-            if self._stopping:
-                return
-            error = None if task.cancelled() else task.exception()
-            log.critical("background task %s stopped unexpectedly", task.get_name(), exc_info=error)
-            self._failed.set()
-
-        task.add_done_callback(done)
+    def _fatal(self, why: str) -> None:
+        """A background task or thread died (the supervisor says so, on the loop): stop with a
+        non-zero exit code."""
+        if self._queue is not None:
+            self._queue.stop_accepting()
+        self._failed.set()
 
     def _lost(self, why: str) -> None:
         """The database file was removed or replaced (the store says so, on the loop): fatal.
@@ -495,64 +429,16 @@ class MediascanServer:
         log.critical("stopping: %s", why)
         self._failed.set()
 
-    async def _check_database(self) -> None:
-        """Check the database file every DB_CHECK_INTERVAL, also while nothing is written:
-        removed or replaced is fatal (`_lost`); no answer is NOT_SERVING until it answers."""
-        assert self._store is not None
-        while not self._store.lost:
-            reachable = await self._store.check_file()
-            self.health.set_problem("database-unreachable", not reachable)
-            await asyncio.sleep(DB_CHECK_INTERVAL)
-        await asyncio.Event().wait()  # lost: `_lost` stops the server
 
-    async def _purge_loop(self) -> None:
-        assert self._store is not None
-        while True:
-            cutoff = time.time_ns() - int(self.config.retention * 1e9)
-            try:
-                purged = await self._store.purge_finished(cutoff)
-            except Exception:
-                log.exception("purging old jobs failed; trying again later")
-            else:
-                if purged:
-                    log.info("purged %d finished job(s) past the retention period", purged)
-            await asyncio.sleep(min(PURGE_INTERVAL, self.config.retention))
-
-
-class _ShutdownSteps:
-    """The time budget of a shutdown: each step runs for at most its own limit and never past
-    the overall deadline minus what later steps are guaranteed (`reserve`). A step that overruns
-    is logged, recorded and left running; the shutdown goes on without it."""
-
-    def __init__(self, budget: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._started = self._loop.time()
-        self._deadline = self._started + budget
-        self.overran: list[str] = []
-
-    def left(self, reserve: float) -> float:
-        """Seconds until the deadline, minus `reserve`."""
-        return max(0.0, self._deadline - reserve - self._loop.time())
-
-    def elapsed(self) -> float:
-        return self._loop.time() - self._started
-
-    async def run(
-        self, step: str, work: Awaitable[Any], limit: float, *, reserve: float = 0.0
-    ) -> bool:
-        """Wait up to `limit` seconds for `work`; True if it finished without an error."""
-        task = asyncio.ensure_future(work)
-        timeout = min(limit, self.left(reserve))
-        await asyncio.wait({task}, timeout=timeout)
-        if not task.done():
-            self.overran.append(step)
-            log.warning("shutdown: %s did not finish within %.2fs; going on", step, timeout)
-            return False
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            log.warning("shutdown: %s failed: %s", step, error)
-            return False
-        return True
+def _probe_pool(
+    config: Config, command: Sequence[str] | None, metrics: Metrics | None
+) -> ProbePool:
+    """The prober processes, counted by the metrics if they are on."""
+    pool = ProbePool(config.probe_workers, config.probe_timeout, command=command)
+    if metrics is not None:
+        pool.spawn_failure_listeners.append(metrics.prober_spawn_failed)
+        metrics.watch_probers(lambda: pool.live)
+    return pool
 
 
 class _Handlers:
@@ -605,22 +491,24 @@ def server_options(config: Config) -> list[tuple[str, int]]:
     ]
 
 
-def _resolve_roots(roots: tuple[os.PathLike[str] | str, ...]) -> list[str]:
-    resolved = []
-    for root in roots:
-        real = os.path.realpath(root)
-        if not os.path.isdir(real):
-            raise ConfigError(f"--allow-root {root}: not an existing folder")
-        resolved.append(real)
-    return resolved
-
-
-async def serve(config: Config) -> int:
-    """Run a server until SIGTERM or SIGINT; returns the process exit code. The process exits
-    within --shutdown-grace + SHUTDOWN_MARGIN (+ HARD_EXIT_SLACK) seconds of the signal,
-    whatever is stuck."""
-    server = MediascanServer(config)
+async def serve(
+    config: Config,
+    *,
+    prober_command: Sequence[str] | None = None,
+    on_started: Callable[[MediascanServer], object] | None = None,
+) -> int:
+    """Run a server until SIGTERM or SIGINT, or until a supervised part dies; returns the process
+    exit code. The process exits within --shutdown-grace + SHUTDOWN_MARGIN (+ HARD_EXIT_SLACK)
+    seconds of the signal, whatever is stuck. `prober_command` and `on_started` (called with the
+    running server) are for tests."""
+    server = MediascanServer(config, prober_command=prober_command)
     await server.start()
+    if on_started is not None:  # tests: a collaborator that acts on the running server
+        on_started(server)
+    # Before the listening line: a signal sent as soon as it is read stops the server gracefully.
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, server, signum)
     print(f"mediascan-server listening on {server.address}", flush=True)
     grpcurl, cli = _hints(config)
     print(
@@ -629,54 +517,21 @@ async def serve(config: Config) -> int:
         "  stop with Ctrl-C (running scans are saved and resume at the next start)",
         flush=True,
     )
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, _on_signal, server, signum)
     try:
         await server.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
-        _start_watchdog(server, config.shutdown_grace + SHUTDOWN_MARGIN + HARD_EXIT_SLACK)
+        start_watchdog(
+            lambda: server.exit_code, config.shutdown_grace + SHUTDOWN_MARGIN + HARD_EXIT_SLACK
+        )
         await server.stop()
     if server.left_work_behind:
         # A step left a task or a thread behind: the interpreter's exit would wait for it
         # (asyncio.run joins the default executor, Python joins the thread pools).
-        _exit_now(server.exit_code, "a shutdown step overran")
+        exit_now(server.exit_code, "a shutdown step overran")
     return server.exit_code
-
-
-def _start_watchdog(server: MediascanServer, seconds: float) -> None:
-    """End the process `seconds` from now if it is still there, whatever it is stuck on (the
-    event loop blocked, a thread that never returns at the interpreter's exit)."""
-
-    def expire() -> None:
-        _exit_now(server.exit_code, f"still running {seconds:.1f}s after the shutdown began")
-
-    timer = threading.Timer(seconds, expire)
-    timer.name = "shutdown-watchdog"
-    timer.daemon = True  # never what keeps the process alive
-    timer.start()
-
-
-def _exit_now(code: int, why: str) -> NoReturn:
-    """Log why, flush the log, and end the process at once with `code`."""
-
-    def say() -> None:
-        log.warning("%s: exiting now with code %d", why, code)
-        for handler in logging.getLogger().handlers:
-            with contextlib.suppress(Exception):
-                handler.flush()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-
-    # In a thread of its own: a log handler stuck on a full pipe must not keep us alive.
-    writer = threading.Thread(target=say, name="last-words", daemon=True)
-    writer.start()
-    writer.join(0.5)
-    os._exit(code)
 
 
 def _hints(config: Config) -> tuple[str, str]:

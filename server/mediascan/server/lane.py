@@ -11,6 +11,10 @@ A call that has not finished after `timeout` seconds fails with UNAVAILABLE. If 
 thread is itself stuck in such a call (a hung mount), the lane starts a fresh thread for the
 calls that follow and leaves the stuck one behind. Once more than `max_stuck` threads hang,
 calls fail at once until one of them comes back.
+
+A lane thread that dies (not a call that raises: the thread itself) is logged with its
+traceback, its queued calls fail with UNAVAILABLE at once, and the next call starts a fresh
+thread: restarting is safe, since a lane holds no state but its queue.
 """
 
 from __future__ import annotations
@@ -40,22 +44,55 @@ class _Worker:
     def __init__(self, loop: asyncio.AbstractEventLoop, name: str) -> None:
         self.calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self.started: float | None = None
+        self.current: asyncio.Future[Any] | None = None  #: the call running now
+        self.dead = False  #: the thread died (not a call: the thread itself)
+        self.name = name
         self._loop = loop
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:
+            # Not an error of a call (those go to their caller): the thread itself is dying.
+            # Its calls fail now; the lane starts a fresh thread for the next ones (safe: a
+            # lane holds no state but its queue).
+            log.critical(
+                "%s died; its calls fail, the next ones get a new thread", self.name, exc_info=True
+            )
+            self.dead = True
+            self._fail_queued(exc)
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        failed: list[_Outcome] = []
+        error = Unavailable(f"the server's {self.name} thread died ({exc!r}); retry")
+        if self.current is not None:
+            failed.append((self.current, None, error))
+        while True:
+            try:
+                call = self.calls.get_nowait()
+            except queue.Empty:
+                break
+            if call is not None:
+                failed.append((call[2], None, error))
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_resolve_all, failed)
+
+    def _serve(self) -> None:
         while True:
             call = self.calls.get()
             outcomes: list[_Outcome] = []
             while call is not None:
                 function, args, future = call
+                self.current = future
                 self.started = time.monotonic()
                 try:
                     outcomes.append((future, function(*args), None))
                 except Exception as exc:  # handed to the awaiting caller
                     outcomes.append((future, None, exc))
                 self.started = None
+                self.current = None
                 try:
                     call = self.calls.get_nowait()
                 except queue.Empty:
@@ -100,6 +137,8 @@ class BlockingLane:
         self._stuck = []
 
     def _current(self) -> _Worker:
+        if self._worker is not None and self._worker.dead:
+            self._worker = None  # start a fresh thread: a lane holds no state but its queue
         if self._worker is None:
             self._stuck = [w for w in self._stuck if w.thread.is_alive()]
             if len(self._stuck) > self.max_stuck:

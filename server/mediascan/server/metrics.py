@@ -13,10 +13,11 @@ import asyncio
 import functools
 import inspect
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
 from prometheus_client import (
@@ -25,8 +26,8 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
-    start_http_server,
 )
+from prometheus_client.exposition import ThreadingWSGIServer, make_wsgi_app
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
@@ -66,6 +67,22 @@ _PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 _TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED})
 
 
+#: The name of the endpoint's thread (and of its supervision).
+METRICS_THREAD = "metrics-http"
+#: How often the endpoint's thread checks for a stop: what close() may wait.
+HTTP_POLL_INTERVAL = 0.05
+
+#: `Supervisor.supervised`: wraps a thread's target so that its end is reported.
+Supervised = Callable[[str, Callable[[], object]], Callable[[], None]]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 class _Prober(Protocol):
     async def probe(self, fd: int, path: str) -> ProbeResult: ...
 
@@ -80,6 +97,12 @@ class Metrics:
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
+        self._add_job_metrics(registry)
+        self._add_probe_metrics(registry)
+        self._add_rpc_metrics(registry)
+        self._http: WSGIServer | None = None
+
+    def _add_job_metrics(self, registry: CollectorRegistry) -> None:
         self.jobs_submitted = Counter(
             "mediascan_jobs_submitted", "Scan jobs created by SubmitScan.", registry=registry
         )
@@ -107,6 +130,8 @@ class Metrics:
             buckets=_JOB_BUCKETS,
             registry=registry,
         )
+
+    def _add_probe_metrics(self, registry: CollectorRegistry) -> None:
         self.files_probed = Counter(
             "mediascan_files_probed",
             "Files handed to a prober (a success or a probe error).",
@@ -134,6 +159,8 @@ class Metrics:
         self.probers_live = Gauge(
             "mediascan_probers_live", "Prober processes running now.", registry=registry
         )
+
+    def _add_rpc_metrics(self, registry: CollectorRegistry) -> None:
         self.watchers = Gauge(
             "mediascan_watchers_active", "Open WatchJob streams.", registry=registry
         )
@@ -152,7 +179,6 @@ class Metrics:
             buckets=_RPC_BUCKETS,
             registry=registry,
         )
-        self._http: WSGIServer | None = None
 
     # -- sources --------------------------------------------------------------------------------
 
@@ -190,19 +216,35 @@ class Metrics:
 
     # -- the HTTP endpoint ------------------------------------------------------------------------
 
-    def serve(self, address: str) -> tuple[str, int]:
-        """Start the /metrics HTTP endpoint (in a thread); returns the host and bound port.
+    def serve(self, address: str, supervised: Supervised | None = None) -> tuple[str, int]:
+        """Start the /metrics HTTP endpoint in a thread (run under `supervised(name, target)`
+        when given: its end while serving is a death); returns the host and bound port.
         Raises OSError when the address cannot be bound."""
         host, port = split_host_port(address)
-        server, _ = start_http_server(port, addr=host or "0.0.0.0", registry=self.registry)
+        server = make_server(
+            host or "0.0.0.0",
+            port,
+            make_wsgi_app(self.registry),
+            ThreadingWSGIServer,
+            handler_class=_QuietHandler,
+        )
         self._http = server
+
+        def serve() -> None:
+            server.serve_forever(poll_interval=HTTP_POLL_INTERVAL)
+            if self._http is server:  # stopped by anything but close()
+                raise RuntimeError("the metrics endpoint stopped serving")
+
+        target = supervised(METRICS_THREAD, serve) if supervised is not None else serve
+        threading.Thread(target=target, name=METRICS_THREAD, daemon=True).start()
         return host, server.server_port
 
     def close(self) -> None:
-        if self._http is not None:
-            self._http.shutdown()
-            self._http.server_close()
-            self._http = None
+        """Stop the endpoint: within HTTP_POLL_INTERVAL, then the socket is closed."""
+        server, self._http = self._http, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 class MeteredProber:

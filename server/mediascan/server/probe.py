@@ -20,7 +20,7 @@ import os
 import signal
 import socket
 import sys
-import time
+from collections.abc import Callable
 
 import av
 
@@ -74,7 +74,9 @@ class ProbeResult:
 
 class ProbeError(Exception):
     """The file is not a readable video. `reason` is a short code: not_video, corrupt,
-    unreadable, vanished, timeout (the probe was killed), crashed (the prober died on it)."""
+    unreadable, vanished, timeout (the probe was killed), crashed (the prober died on it),
+    unavailable (no prober could take it), prober_killed (its prober was killed from outside,
+    twice: not the file's fault)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
@@ -202,13 +204,12 @@ def _die_with_parent() -> None:
 _PR_SET_PDEATHSIG = 1
 
 
-def serve() -> None:
+def serve(before: Callable[[str], None] | None = None) -> None:
     """The prober process: batches of (paths, descriptors) in on the socket that is its stdin,
-    one JSON answer per file out on stdout, in order."""
+    one JSON answer per file out on stdout, in order. `before(path)` runs before each probe
+    (tests: `testing_prober.py` hangs or aborts there on marked files)."""
     if sys.platform == "linux":
         _die_with_parent()
-    fault = os.environ.get("MEDIASCAN_PROBE_FAULT", "")
-    kind, _, marker = fault.partition(":")
     requests = socket.socket(fileno=0)
     out = sys.stdout
     while True:
@@ -220,11 +221,8 @@ def serve() -> None:
             os.close(fd)
         for index, path in enumerate(paths):
             fd = fds[index] if index < len(fds) else -1
-            if marker and marker in path:
-                if kind == "hang":
-                    time.sleep(1e6)
-                elif kind == "crash":
-                    os.abort()
+            if before is not None:
+                before(path)
             try:
                 answer = _answer(fd)
             finally:

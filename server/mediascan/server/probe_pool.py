@@ -3,14 +3,17 @@ file, and a prober that cannot be started again is retried while its files fail 
 
 Each worker is `python -m mediascan.server.probe`, a child process whose stdin is one end of a
 Unix socket pair (`SOCK_SEQPACKET`). The pool sends a worker batches of up to `BATCH` files in one
-message: their paths (for messages and the test faults) and their open descriptors
-(`SCM_RIGHTS`); the worker probes the descriptors, never the paths, and answers one JSON line per
-file on stdout, in order. The pool waits for each answer at most `timeout` seconds from the
-moment the worker could start on it. A worker that misses that deadline is killed and the file
-reported as timed out; a worker that dies (FFmpeg crashing on a hostile file) costs only the file
-it was on. Either way a fresh worker takes over the rest of the batch. A worker that cannot be
-started (no descriptors left, no memory) is retried with a growing delay; meanwhile the files it
-held, and every file when no worker runs at all, fail as `unavailable`. Everything here runs on
+message: their paths (for messages, and for the test prober of `testing_prober.py`) and their
+open descriptors (`SCM_RIGHTS`); the worker probes the descriptors, never the paths, and answers
+one JSON line per file on stdout, in order. The pool waits for each answer at most `timeout`
+seconds from the moment the worker could start on it. A worker that misses that deadline is
+killed and the file reported as timed out; a worker that dies (FFmpeg crashing on a hostile file)
+costs only the file it was on. A worker killed from outside (SIGKILL, SIGTERM, SIGINT, SIGHUP:
+an operator, the OOM killer) is not the file's fault: the file is tried once more on a fresh
+worker, and reported as `prober_killed` only if that one is killed too. Either way a fresh worker
+takes over the rest of the batch. A worker that cannot be started (no descriptors left, no
+memory) is retried with a growing delay; meanwhile the files it held, and every file when no
+worker runs at all, fail as `unavailable`. Everything here runs on
 the event loop with non-blocking sockets and pipes: no thread waits on a child.
 """
 
@@ -34,9 +37,9 @@ log = logging.getLogger(__name__)
 
 #: Files handed to a worker at once (measured best for small files: fewer round trips).
 BATCH = MAX_BATCH
-#: Environment variable read by the workers, for tests: `hang:TEXT` or `crash:TEXT` makes a
-#: worker hang or abort on any path containing TEXT.
-FAULT_ENV = "MEDIASCAN_PROBE_FAULT"
+#: The worker process run when a pool is given no `command` (tests give one of
+#: `testing_prober.py`).
+PROBER_COMMAND = (sys.executable, "-m", "mediascan.server.probe")
 #: Delays between attempts to start a worker that could not be started (seconds): the first,
 #: doubled at each failure up to the last.
 SPAWN_RETRY_FIRST = 0.1
@@ -47,6 +50,13 @@ class _Request(NamedTuple):
     fd: int  #: open by the caller until the future is done
     path: str
     future: asyncio.Future[ProbeResult]
+    retried: bool = False  #: its prober was killed from outside once already
+
+
+#: Signals that end a prober from outside (an operator, the OOM killer): not the file's fault,
+#: unlike a crash (SIGSEGV, SIGABRT, SIGBUS, ...), which the prober raises itself. The pool's own
+#: kill (a hung probe) never reaches this check.
+OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
 class _Worker(NamedTuple):
@@ -60,7 +70,7 @@ class ProbePool:
     def __init__(self, size: int, timeout: float, *, command: Sequence[str] | None = None) -> None:
         self.size = size
         self.timeout = timeout
-        self._command = list(command or [sys.executable, "-m", "mediascan.server.probe"])
+        self._command = list(command or PROBER_COMMAND)
         self._requests: collections.deque[_Request] = collections.deque()
         self._wakeup = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
@@ -69,6 +79,7 @@ class ProbePool:
         self._healthy = True
         self.killed = 0  #: workers killed for a hung probe
         self.crashed = 0  #: workers that died on a file
+        self.killed_outside = 0  #: workers killed by a signal that is not the pool's
         self.spawn_failures = 0  #: attempts to start a worker that failed
         #: Called with the error of every failed attempt to start a worker (metrics).
         self.spawn_failure_listeners: list[Callable[[OSError], None]] = []
@@ -79,6 +90,12 @@ class ProbePool:
     def live(self) -> int:
         """Worker processes running now."""
         return len(self._processes)
+
+    @property
+    def tasks(self) -> tuple[asyncio.Task[None], ...]:
+        """The tasks that run the workers (`prober-N`), one per slot: each starts its worker
+        process, feeds it and starts it again; none ends before close()."""
+        return tuple(self._workers)
 
     @property
     def healthy(self) -> bool:
@@ -249,13 +266,37 @@ class ProbePool:
                 _fail(request.future, "timeout", f"the probe took longer than {self.timeout:g}s")
                 return batch[index + 1 :]
             if not line:  # the worker died on this file
-                self.crashed += 1
                 code = await worker.process.wait()
-                log.warning("the prober died (exit %s) on %s", code, request.path)
-                _fail(request.future, "crashed", f"the prober crashed on this file ({_exit(code)})")
-                return batch[index + 1 :]
+                return self._died(request, code, batch[index + 1 :])
             _answer(request.future, line)
         return None
+
+    def _died(self, request: _Request, code: int, rest: list[_Request]) -> list[_Request]:
+        """The worker died on `request`: a crash costs the file; a kill from outside is not the
+        file's fault, which is tried once more on a fresh worker before it is reported as
+        killed. Returns what the next worker takes."""
+        if -code not in OUTSIDE_SIGNALS:
+            self.crashed += 1
+            log.warning("the prober died (exit %s) on %s", code, request.path)
+            _fail(request.future, "crashed", f"the prober crashed on this file ({_exit(code)})")
+            return rest
+        self.killed_outside += 1
+        if not request.retried:
+            log.warning(
+                "the prober was %s from outside the server while probing %s: trying the file "
+                "again on a fresh prober",
+                _exit(code),
+                request.path,
+            )
+            return [request._replace(retried=True), *rest]
+        log.warning("the prober was %s again on %s: reporting it", _exit(code), request.path)
+        _fail(
+            request.future,
+            "prober_killed",
+            f"the prober was {_exit(code)} from outside the server while probing this file, "
+            "twice (an operator or the OOM killer?): not a fault of the file; scan again",
+        )
+        return rest
 
 
 async def _send(requests: socket.socket, batch: list[_Request]) -> list[_Request]:

@@ -4,13 +4,11 @@ place where domain errors become gRPC statuses."""
 from __future__ import annotations
 
 import base64
-import errno
 import functools
 import hashlib
 import json
 import logging
 import os
-import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -21,19 +19,18 @@ from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 from .config import Config
 from .errors import (
-    FailedPrecondition,
     InvalidArgument,
     MediascanError,
     NotFound,
-    PermissionDenied,
     abort,
     abort_internal,
 )
 from .grpc_types import Context
-from .jobs import JobState, ScanSpec, is_within, request_fingerprint
+from .jobs import JobState, ScanSpec, request_fingerprint
 from .lane import BlockingLane
 from .logs import limited
 from .queue import AsyncJobQueue
+from .roots import resolve_folder, shown
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -51,18 +48,8 @@ FILE_ERRORS_PAGE = (100, 1000)
 VIDEOS_PAGE = (100, 1000)
 _MAX_DURATION_SECONDS = 315_576_000_000  # the protobuf Duration range
 _MAX_INT64 = 2**63 - 1
-#: Echoed request text (paths, ids) is cut to this length in error messages, so that an error's
-#: trailers stay far below the 8 KiB of metadata a default gRPC client accepts.
-SHOWN = 160
 #: Seconds a submit waits for the file system to resolve its folder before UNAVAILABLE.
 PATH_TIMEOUT = 10.0
-
-
-def shown(text: str) -> str:
-    """`text` as quoted in an error message: long text keeps its start and its end."""
-    if len(text) <= SHOWN:
-        return text
-    return f"{text[: SHOWN // 2]}…{text[-(SHOWN // 2 - 1) :]}"
 
 
 def _unary(
@@ -235,7 +222,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
                 "priority", f"{request.priority} is out of range: use {low} to {high}"
             )
         timeout = self._timeout(request)
-        path = await self._lane.call(_resolve_folder, request.path, self._roots)
+        path = await self._lane.call(resolve_folder, request.path, self._roots)
         return ScanSpec(
             path=path,
             recursive=request.recursive if request.HasField("recursive") else True,
@@ -285,120 +272,6 @@ def _check_path_text(field: str, path: str) -> None:
             f"must be an absolute path (starting with /), got {shown(path)!r}: the server does "
             "not know the client's working folder",
         )
-
-
-def _resolve_folder(path: str, roots: Sequence[str]) -> str:
-    """Resolve `..` and symlinks, check the allowed roots, then that it is a readable folder.
-
-    The roots are checked before existence, so that the answers reveal nothing about paths
-    outside them.
-
-    The common case, a folder that opens, costs three system calls: the kernel resolves the
-    path as it opens it, and /proc names what it opened (`os.path.realpath` would take an
-    lstat per component). Anything else takes the general way below, which also finds the
-    precise error."""
-    real = _opened_folder(path)
-    if real is not None and _allowed(real, roots):
-        return real
-    return _resolve_folder_slowly(path, roots)
-
-
-def _opened_folder(path: str) -> str | None:
-    """The real path of `path` if it is a folder the server may list and enter, else None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        real = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:  # no /proc
-        return None
-    finally:
-        os.close(fd)
-    if not real.startswith("/") or real.endswith(" (deleted)"):
-        return None
-    if _EUID != 0 and not os.access(real, os.X_OK):
-        return None
-    return real
-
-
-_EUID = os.geteuid()
-
-
-def _allowed(real: str, roots: Sequence[str]) -> bool:
-    """True if no roots are set or the resolved path lies within one."""
-    return not roots or any(is_within(real, root) for root in roots)
-
-
-def _resolve_folder_slowly(path: str, roots: Sequence[str]) -> str:
-    raw = shown(path)
-    real = _realpath(path, raw)
-    if not _allowed(real, roots):
-        raise PermissionDenied(
-            f"{raw} is outside the folders this server may scan ({', '.join(roots)}); "
-            "scan a folder below one of them, or start the server with --allow-root",
-            field="path",
-            reason="PATH_OUTSIDE_ALLOWED_ROOTS",
-        )
-    try:
-        mode = os.stat(real).st_mode
-    except FileNotFoundError:
-        raise NotFound(
-            f"{raw} does not exist on the server", field="path", reason="PATH_NOT_FOUND"
-        ) from None
-    except PermissionError:
-        raise FailedPrecondition(
-            f"the server has no permission to open {raw}", field="path", reason="PATH_UNREADABLE"
-        ) from None
-    except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG:
-            raise _name_too_long(raw) from None
-        raise FailedPrecondition(
-            f"cannot open {raw}: {exc.strerror}", field="path", reason="PATH_UNREADABLE"
-        ) from None
-    if not stat.S_ISDIR(mode):
-        raise FailedPrecondition(
-            f"{raw} is not a folder: give the folder that holds it",
-            field="path",
-            reason="PATH_NOT_A_FOLDER",
-        )
-    if not os.access(real, os.R_OK | os.X_OK):
-        raise FailedPrecondition(
-            f"the server has no permission to read the folder {raw}",
-            field="path",
-            reason="PATH_UNREADABLE",
-        )
-    return real
-
-
-def _realpath(path: str, raw: str) -> str:
-    """`os.path.realpath`, whose errors become statuses. Resolving may fail on a part of the path
-    the server cannot read (`/proc/1/root`, `/proc/PID/cwd` of another process: EACCES in
-    readlink), a name too long for the file system, or any other error of a component: no
-    answer then says anything about what lies beyond that component."""
-    try:
-        return os.path.realpath(path)
-    except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG:
-            raise _name_too_long(raw) from None
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise PermissionDenied(
-                f"the server may not resolve {raw}: a part of it cannot be read "
-                f"({exc.strerror}); give the real path of a folder below the allowed roots",
-                field="path",
-                reason="PATH_UNRESOLVABLE",
-            ) from None
-        raise FailedPrecondition(
-            f"cannot resolve {raw}: {exc.strerror or exc}", field="path", reason="PATH_UNREADABLE"
-        ) from None
-
-
-def _name_too_long(raw: str) -> InvalidArgument:
-    return InvalidArgument(
-        "path",
-        f"{raw} has a name or a resolved path too long for the file system (at most 255 "
-        "bytes a name and 4,096 a path)",
-    )
 
 
 def _duration_seconds(field: str, duration: duration_pb2.Duration) -> float:

@@ -181,28 +181,9 @@ def make_video(
                 audio.layout = "stereo"
                 audios.append(audio)
         if video is not None:
-            for index in range(frames):
-                frame = av.VideoFrame(width, height, "yuv420p")
-                for plane_index, plane in enumerate(frame.planes):
-                    shade = (index * 9 + plane_index * 70) % 256
-                    plane.update(bytes([shade]) * plane.buffer_size)
-                frame.pts = index
-                frame.time_base = Fraction(1, fps)
-                container.mux(video.encode(frame))
-            container.mux(video.encode(None))
+            _write_frames(container, video, frames, fps)
         for audio in audios:
-            samples = round(sample_rate * seconds)
-            pts = 0
-            while pts < samples:
-                chunk = av.AudioFrame(format="fltp", layout="stereo", samples=_AUDIO_CHUNK)
-                for audio_plane in chunk.planes:
-                    audio_plane.update(bytes(audio_plane.buffer_size))
-                chunk.sample_rate = sample_rate
-                chunk.pts = pts
-                chunk.time_base = Fraction(1, sample_rate)
-                pts += _AUDIO_CHUNK
-                container.mux(audio.encode(chunk))
-            container.mux(audio.encode(None))
+            _write_silence(container, audio, round(sample_rate * seconds), sample_rate)
     has_audio = audio_codec is not None and audio_streams > 0
     return VideoSpec(
         path=path,
@@ -217,6 +198,34 @@ def make_video(
         sample_rate=sample_rate if has_audio else 0,
         audio_channels=2 if has_audio else 0,
     )
+
+
+def _write_frames(container: Any, video: Any, frames: int, fps: int) -> None:
+    """Moving flat colours: each plane one shade that changes from frame to frame."""
+    for index in range(frames):
+        frame = av.VideoFrame(video.width, video.height, "yuv420p")
+        for plane_index, plane in enumerate(frame.planes):
+            shade = (index * 9 + plane_index * 70) % 256
+            plane.update(bytes([shade]) * plane.buffer_size)
+        frame.pts = index
+        frame.time_base = Fraction(1, fps)
+        container.mux(video.encode(frame))
+    container.mux(video.encode(None))
+
+
+def _write_silence(container: Any, audio: Any, samples: int, sample_rate: int) -> None:
+    """`samples` of stereo silence, in chunks of _AUDIO_CHUNK."""
+    pts = 0
+    while pts < samples:
+        chunk = av.AudioFrame(format="fltp", layout="stereo", samples=_AUDIO_CHUNK)
+        for audio_plane in chunk.planes:
+            audio_plane.update(bytes(audio_plane.buffer_size))
+        chunk.sample_rate = sample_rate
+        chunk.pts = pts
+        chunk.time_base = Fraction(1, sample_rate)
+        pts += _AUDIO_CHUNK
+        container.mux(audio.encode(chunk))
+    container.mux(audio.encode(None))
 
 
 def _encoder_available(name: str) -> bool:
@@ -243,8 +252,26 @@ def make_corpus(root: Path) -> Corpus:
         root/old/deeper/clip-mpeg2-mp3.ts
     """
     root.mkdir(parents=True, exist_ok=True)
+    specs = _valid_videos(root)
+    bad = _bad_files(root / "bad")
+    notes = root / "notes.txt"
+    notes.write_text("Holiday videos, 2023.\n")
+    cover = root / "movies" / "cover.jpg"
+    cover.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200) + b"\xff\xd9")
+    ignored = (notes, cover)
+    return Corpus(
+        root=root,
+        valid=tuple(spec.path for spec in specs),
+        bad=bad,
+        ignored=ignored,
+        specs=tuple(specs),
+    )
+
+
+def _valid_videos(root: Path) -> list[VideoSpec]:
+    """The corpus's valid videos: several containers, codecs and sizes, nested."""
     vp9 = "libvpx-vp9" if _encoder_available("libvpx-vp9") else "libvpx"
-    specs = [
+    return [
         make_video(root / "clip-h264-aac.mp4", codec="h264", audio_codec="aac"),
         make_video(root / "odd-322x180.mp4", codec="h264", width=322, height=180),
         make_video(
@@ -289,7 +316,9 @@ def make_corpus(root: Path) -> Corpus:
         ),
     ]
 
-    bad_dir = root / "bad"
+
+def _bad_files(bad_dir: Path) -> tuple[Path, ...]:
+    """The corpus's broken files: empty, truncated, random bytes, text, audio only."""
     (bad_dir / "deep").mkdir(parents=True, exist_ok=True)
     empty = bad_dir / "empty.mp4"
     empty.write_bytes(b"")
@@ -304,21 +333,7 @@ def make_corpus(root: Path) -> Corpus:
     text.write_text("This is not a movie.\nIt is a text file with a video extension.\n" * 20)
     audio_only = bad_dir / "audio-only.mp4"
     make_video(audio_only, codec="", audio_codec="aac")
-    bad = (empty, truncated, noise, text, audio_only)
-
-    notes = root / "notes.txt"
-    notes.write_text("Holiday videos, 2023.\n")
-    cover = root / "movies" / "cover.jpg"
-    cover.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200) + b"\xff\xd9")
-    ignored = (notes, cover)
-
-    return Corpus(
-        root=root,
-        valid=tuple(spec.path for spec in specs),
-        bad=bad,
-        ignored=ignored,
-        specs=tuple(specs),
-    )
+    return (empty, truncated, noise, text, audio_only)
 
 
 #: `make_many` options for videos that are slow to probe: FFmpeg decodes a little of each of

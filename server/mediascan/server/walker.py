@@ -1,0 +1,450 @@
+"""The walk of one scan's folder, run in a thread of its own (`Walker.run`): lists each folder
+through descriptors, compares its video files with the library's index, opens those to probe and
+hands them over in batches (`Batch`) to the scan on the event loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import itertools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import grpc
+
+from .escaping import encodes
+from .jobs import ScanSpec
+from .mounts import Mounts
+from .open_files import OpenFiles
+from .probe import VIDEO_EXTENSIONS, is_video_name
+from .roots import DIR_FLAGS, AllowedRoots, nofollow, opened_path
+from .store import LibraryIndex, library_key_path
+from .walk_errors import (
+    WalkError,
+    already_scanned,
+    file_error,
+    folder_error,
+    kind_of,
+    not_regular,
+    not_utf8,
+    outside_roots,
+    pseudo_file_system,
+)
+
+log = logging.getLogger(__name__)
+
+WALK_BATCH = 256  # files to probe (or entries in error) per hand-over from the walker thread
+COMPARE_CHUNK = 1024  # entries of one folder the walker reads before comparing their files
+TALLY_BATCH = 8192  # unchanged files that make a hand-over due
+HAND_OVER_INTERVAL = 0.05  # seconds: what the walker holds reaches the loop at least this often
+
+#: O_NONBLOCK: a FIFO swapped in after the listing does not block the open; O_NOCTTY: a terminal
+#: never becomes the server's.
+_FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+#: ".mp4", ...: `name[name.rfind("."):].lower() in VIDEO_SUFFIXES` is `is_video_name(name)` in
+#: one slice (without a dot, the slice is the name's last character, never a suffix).
+VIDEO_SUFFIXES = frozenset("." + extension for extension in VIDEO_EXTENSIONS)
+
+
+class FoundFile(NamedTuple):
+    """A new or changed video file, opened by the walk (`fd`, a regular file) and handed over
+    to be probed; size, time and device are those of the file opened."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    dev: int
+    fd: int
+
+
+@dataclasses.dataclass(slots=True)
+class Batch:
+    """One hand-over from the walker: files to probe, entries in error, and the tally of the
+    unchanged files met since the previous hand-over (counted, never handed over one by one)."""
+
+    files: list[FoundFile]
+    errors: list[WalkError]
+    unchanged: int
+    unchanged_bytes: int
+    last_unchanged: str  #: the newest of them, for `current_path`
+    undated: list[tuple[int, str]]  #: (dev, path) of unchanged rows stored without a device
+
+
+Item = Batch | None  # None ends the walk
+_Stat = tuple[str, int, int, int]  # a regular video file in a folder: name, size, mtime_ns, dev
+
+
+class _Folder:
+    """A folder the walker opened: its descriptor stays open while it is listed and while
+    subfolders found in it wait to be opened relative to it."""
+
+    __slots__ = ("dev", "fd", "path", "prefix", "users")
+
+    def __init__(self, fd: int, path: str) -> None:
+        self.fd = fd
+        self.dev = -1  #: its device, once listed
+        self.path = path
+        self.prefix = path if path.endswith("/") else path + "/"
+        self.users = 1  # its listing, then one per subfolder still to open
+
+
+class Walker:
+    """Depth-first walk of a scan's folder, run in a worker thread.
+
+    Compares every video file it finds with `index`, the library's index of the folder: a file
+    whose key is there is unchanged, and its key is taken out; such a file is only counted
+    (unless the scan is `full`). The path of any other file goes into `met`. Hands over batches
+    of new and changed files, of entries it could not handle and of those counts to
+    `hand_over`, and records in `listed` the device of every folder whose entries were all read
+    without an error.
+
+    Nothing is ever looked up by its whole path: the scanned folder is the open descriptor
+    `root` returns, each subfolder is opened relative to its parent's descriptor and each file
+    to probe relative to its folder's, without following a symbolic link (`O_NOFOLLOW`) unless
+    the scan follows links. A file is opened here, once, checked to be a regular file with
+    `fstat`, and its descriptor is what the prober reads, so an entry swapped for a link during
+    the scan is reported, never followed out of the allowed roots. With `follow_symlinks`, what
+    a link led to is checked against the allowed roots once opened, before anything is read."""
+
+    def __init__(
+        self,
+        spec: ScanSpec,
+        roots: AllowedRoots,
+        hand_over: Callable[[Item], bool],
+        stop: threading.Event,
+        index: LibraryIndex,
+        *,
+        root: Callable[[], int | None],
+        files: OpenFiles,
+        mounts: Mounts | None = None,
+    ) -> None:
+        self._spec = spec
+        self._mounts = mounts or Mounts()
+        self._roots = roots
+        self._hand_over = hand_over
+        self._stop = stop
+        self._root = root
+        self._open = files
+        self.index = index  # shared (a server keeps it): copied before the walk takes keys out
+        self.met: set[str] = set()  # paths of the files found that the index did not match
+        self.listed: dict[str, int] = {}  # folders listed completely: their device
+        #: Once the walk is over: (path, device of its folder) of the videos to remove.
+        self.missing: list[tuple[str, int]] = []
+        self._seen: set[tuple[int, int]] = set()  # folders entered, when following links
+        self._stack: list[tuple[_Folder, str]] = []  # (parent, name) of folders to open
+        # What the next hand-over carries.
+        self._files: list[FoundFile] = []
+        self._errors: list[WalkError] = []
+        self._undated: list[tuple[int, str]] = []
+        self._unchanged = 0
+        self._unchanged_bytes = 0
+        self._last_unchanged = ""
+        self._handed_at = time.monotonic()
+
+    def run(self) -> None:
+        """The walk, in the calling thread. Whatever ends it, the scan is told (the last
+        hand-over, None), so that a walker that dies fails its scan instead of hanging it; its
+        error is logged with the traceback and raised to the scan."""
+        try:
+            self.index = self.index.copy()
+            fd = self._root()
+            if fd is None or not self._walk(_Folder(fd, self._spec.path)):
+                return
+            # The walk is complete: what it did not meet may be removed.
+            self.missing = missing_videos(self.index, self.listed, self.met, self._spec)
+            if self._files or self._errors or self._unchanged:
+                self._send()
+        except BaseException:
+            log.exception("the walker of %s died; its scan fails", self._spec.path)
+            raise
+        finally:
+            while self._stack:  # the walk stopped early: close the folders still held open
+                self._leave(self._stack.pop()[0])
+            for found in self._files:  # opened, never handed over
+                self._open.close(found.fd)
+            if not self._stop.is_set():
+                self._hand_over(None)
+
+    def _walk(self, root: _Folder) -> bool:
+        if self._spec.follow_symlinks:
+            info = os.fstat(root.fd)
+            self._seen.add((info.st_dev, info.st_ino))
+        if not self._list(root):
+            return False
+        while self._stack:
+            if self._stop.is_set():
+                return False
+            parent, name = self._stack.pop()
+            folder = self._open_folder(parent, name)
+            self._leave(parent)
+            if folder is not None and not self._list(folder):
+                return False
+        return True
+
+    def _leave(self, folder: _Folder) -> None:
+        folder.users -= 1
+        if folder.users == 0:
+            os.close(folder.fd)
+
+    def _open_folder(self, parent: _Folder, name: str) -> _Folder | None:
+        """Open a subfolder relative to its parent; None (reported) if it cannot be walked."""
+        path = parent.prefix + name
+        follow = self._spec.follow_symlinks
+        try:
+            fd = os.open(name, DIR_FLAGS | nofollow(follow), dir_fd=parent.fd)
+        except OSError as exc:
+            self._error(folder_error(path, exc, follow=follow))
+            return None
+        try:
+            problem = self._check_folder(fd, path, parent)
+        except OSError as exc:
+            problem = folder_error(path, exc, follow=follow)
+        if problem is not None:
+            os.close(fd)
+            self._error(problem)
+            return None
+        return _Folder(fd, path)
+
+    def _check_folder(self, fd: int, path: str, parent: _Folder) -> WalkError | None:
+        """A subfolder on a pseudo file system is not entered (`mounts.py`). With
+        `follow_symlinks`: what a link led to must lie inside the allowed roots and must not
+        have been walked already."""
+        follow = self._spec.follow_symlinks
+        if follow and self._roots and not self._roots.holds(fd):
+            return outside_roots(path, folder=True)
+        info = os.fstat(fd)
+        if info.st_dev != parent.dev:  # a mount point (or a link to another device)
+            kind = self._mounts.pseudo(opened_path(fd))
+            if kind:
+                return pseudo_file_system(path, kind)
+        if follow:
+            key = (info.st_dev, info.st_ino)
+            if key in self._seen:
+                return already_scanned(path)
+            self._seen.add(key)
+        return None
+
+    def _list(self, folder: _Folder) -> bool:
+        """Read one folder's entries, compare its video files with the index and open those to
+        probe; False when the scan is over and the walk must stop. Leaves the folder."""
+        try:
+            return self._read(folder)
+        finally:
+            self._leave(folder)
+
+    def _read(self, folder: _Folder) -> bool:
+        """The loop is the hot path of a rescan: a video file that is a regular file is handled
+        inline, with locals only; everything else goes through `_visit`."""
+        follow = self._spec.follow_symlinks
+        quick = not (follow and self._roots)  # links need no check against the roots
+        suffixes = VIDEO_SUFFIXES
+        found: list[_Stat] = []
+        add = found.append
+        complete = True
+        try:
+            device = folder.dev = os.fstat(folder.fd).st_dev
+            with os.scandir(folder.fd) as listing:
+                # In chunks, so that a huge folder is compared (and reported) as it goes.
+                while True:
+                    read = 0
+                    for entry in itertools.islice(listing, COMPARE_CHUNK):
+                        read += 1
+                        name = entry.name
+                        if quick:
+                            try:
+                                if name[name.rfind(".") :].lower() in suffixes:
+                                    if entry.is_file(follow_symlinks=follow):
+                                        info = entry.stat(follow_symlinks=follow)
+                                        add((name, info.st_size, info.st_mtime_ns, info.st_dev))
+                                        continue
+                                elif not entry.is_dir(follow_symlinks=follow):
+                                    continue  # neither a folder nor a video
+                            except OSError:
+                                pass  # _visit reports it
+                        item = self._visit(entry, folder)
+                        if item is None:
+                            continue
+                        if isinstance(item, WalkError):
+                            complete = complete and item.complete
+                            if not self._error(item):
+                                return False
+                        else:
+                            add((name, item.st_size, item.st_mtime_ns, item.st_dev))
+                    if read < COMPARE_CHUNK:  # the end of the folder
+                        break
+                    if not self._compare(folder, found):
+                        return False
+                    found = []
+                    add = found.append
+        except OSError as exc:
+            self._errors.append(folder_error(folder.path, exc))
+        else:
+            if complete:
+                self.listed[folder.path] = device
+        return self._compare(folder, found)  # what was read, even if the listing then failed
+
+    def _compare(self, folder: _Folder, found: list[_Stat]) -> bool:
+        """Look up files of `folder` in the index: count the unchanged ones, open the others
+        for probing; False when the scan is over."""
+        prefix = folder.prefix
+        take = self.index.keys.pop
+        compare = not self._spec.full
+        undated = self.index.undated
+        # Paths met need keeping only if the library has videos here that could be removed.
+        met = self.met if self.index.keys else None
+        unchanged = unchanged_bytes = 0
+        last = ""
+        for name, size, mtime_ns, dev in found:
+            # library_key(path, size, mtime), inline: the index holds it if the file is unchanged
+            if take(f"{prefix}{name}/{size}/{mtime_ns}", False):
+                if compare:
+                    unchanged += 1
+                    unchanged_bytes += size
+                    last = name
+                    if undated and prefix + name in undated:  # stored without its device
+                        self._undated.append((dev, prefix + name))
+                    continue
+            elif not encodes(prefix + name):  # never in the library: its paths are UTF-8
+                if not self._error(not_utf8(prefix + name)):
+                    return False
+                continue
+            elif met is not None:
+                met.add(prefix + name)
+            if not self._open_file(folder, name):
+                return False
+        if unchanged:
+            self._unchanged += unchanged
+            self._unchanged_bytes += unchanged_bytes
+            self._last_unchanged = prefix + last
+        return self._send_if_due()
+
+    def _open_file(self, folder: _Folder, name: str) -> bool:
+        """Open a file to probe relative to its folder and keep it for the next hand-over, or
+        report why it cannot be probed; False when the scan is over."""
+        if not self._open.reserve(self._stop, wait=False):
+            # Every descriptor of the scan is taken: hand over what is held, so that probes
+            # can go on and close theirs, and wait for some.
+            if self._files and not self._send():
+                return False
+            if not self._open.reserve(self._stop, wait=True):
+                return False
+        path = folder.prefix + name
+        follow = self._spec.follow_symlinks
+        try:
+            fd = os.open(name, _FILE_FLAGS | nofollow(follow), dir_fd=folder.fd)
+        except OSError as exc:
+            self._open.release()
+            return self._error(file_error(path, exc, follow=follow))
+        try:
+            info = os.fstat(fd)
+            problem = not_regular(path, info.st_mode)
+            if problem is None and follow and self._roots and not self._roots.holds(fd):
+                problem = outside_roots(path)
+        except OSError as exc:
+            problem = file_error(path, exc, follow=follow)
+        if problem is not None:
+            os.close(fd)
+            self._open.release()
+            return self._error(problem)
+        if not self._open.add(fd):
+            return False
+        self._files.append(FoundFile(path, info.st_size, info.st_mtime_ns, info.st_dev, fd))
+        return len(self._files) < WALK_BATCH or self._send()
+
+    def _visit(self, entry: os.DirEntry[str], folder: _Folder) -> os.stat_result | WalkError | None:
+        """One folder entry: descend (None), a video file (its stat), a reported oddity, or
+        None (not ours). A link is followed only when the scan asks for it, and then what it
+        leads to is checked when it is opened (`_open_folder`, `_open_file`)."""
+        follow = self._spec.follow_symlinks
+        path = folder.prefix + entry.name
+        try:
+            if entry.is_dir(follow_symlinks=follow):
+                return self._enter(entry, folder)
+            if not is_video_name(entry.name):
+                return None
+            if entry.is_file(follow_symlinks=follow):
+                return entry.stat(follow_symlinks=follow)
+            if entry.is_symlink() and not follow:
+                return None  # links are followed only when the scan asks for it
+            mode = entry.stat(follow_symlinks=follow).st_mode
+            return WalkError(
+                path, grpc.StatusCode.FAILED_PRECONDITION, kind_of(mode), complete=True
+            )
+        except OSError as exc:
+            if not is_video_name(entry.name):
+                return None
+            if exc.errno == errno.ELOOP:
+                return WalkError(
+                    path, grpc.StatusCode.FAILED_PRECONDITION, "a symbolic link loop", complete=True
+                )
+            if follow and isinstance(exc, FileNotFoundError) and entry.is_symlink():
+                return WalkError(
+                    path,
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "a dangling symbolic link: its target does not exist",
+                    complete=True,
+                )
+            return WalkError(path, grpc.StatusCode.NOT_FOUND, f"cannot stat: {exc.strerror}")
+
+    def _enter(self, entry: os.DirEntry[str], folder: _Folder) -> WalkError | None:
+        if self._spec.recursive:
+            folder.users += 1
+            self._stack.append((folder, entry.name))
+        return None
+
+    def _error(self, error: WalkError) -> bool:
+        self._errors.append(error)
+        return len(self._errors) < WALK_BATCH or self._send()
+
+    def _send_if_due(self) -> bool:
+        """Hand over what is held if enough was counted or enough time went by since the last
+        hand-over, so that progress moves during a long unchanged walk and probing starts
+        early; False when the scan is over."""
+        if not (self._files or self._errors or self._unchanged):
+            return True
+        if (
+            self._unchanged >= TALLY_BATCH
+            or time.monotonic() - self._handed_at >= HAND_OVER_INTERVAL
+        ):
+            return self._send()
+        return True
+
+    def _send(self) -> bool:
+        batch = Batch(
+            self._files,
+            self._errors,
+            self._unchanged,
+            self._unchanged_bytes,
+            self._last_unchanged,
+            self._undated,
+        )
+        self._files, self._errors, self._undated = [], [], []
+        self._unchanged = self._unchanged_bytes = 0
+        ok = self._hand_over(batch)
+        self._handed_at = time.monotonic()
+        return ok
+
+
+def missing_videos(
+    index: LibraryIndex, listed: dict[str, int], met: set[str], spec: ScanSpec
+) -> list[tuple[str, int]]:
+    """The videos of the index a complete walk did not meet, that may be removed, with the device
+    of their folder: only those whose own folder was listed without an error (an unreadable or
+    vanished folder wipes nothing), directly in the scanned folder unless the scan is
+    recursive. The delete also checks, in SQL against the row as it is then, that the row's
+    device is its folder's (an unmounted disk leaves its mount point, an empty folder on another
+    device: that wipes nothing) and that the row was written before the scan began (an
+    overlapping scan may have just added or rewritten it)."""
+    missing = []
+    for key in index.keys:  # the videos the walk did not find unchanged
+        path = library_key_path(key)
+        folder = os.path.dirname(path)
+        listed_on = listed.get(folder)
+        if listed_on is not None and path not in met and (spec.recursive or folder == spec.path):
+            missing.append((path, listed_on))
+    return missing
