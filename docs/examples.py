@@ -173,15 +173,13 @@ def events(text: str, *hidden: str) -> str:
     return "\n".join(out)
 
 
-class Examples:
-    """The examples' runs: the blocks and figures they produce, by name."""
+class Runner:
+    """grpcurl against the current server, and the blocks and figures the runs produce."""
 
     def __init__(self) -> None:
         self.blocks: dict[str, str] = {}
         self.values: dict[str, str] = {}
         self.server: Server | None = None
-
-    # -- commands ---------------------------------------------------------------------------
 
     def shown(self, args: list[str]) -> str:
         """The command line as the page shows it."""
@@ -268,6 +266,10 @@ class Examples:
         with self.stream({"job_id": job_id, "after_sequence": 1}) as process:
             assert '"toState": "JOB_STATE_RUNNING"' in self.read_object(process)
 
+
+class Examples(Runner):
+    """The examples' runs, in order: two servers, one stopped and started again."""
+
     # -- the sample folders and the first server --------------------------------------------
 
     def make_folders(self) -> None:
@@ -333,7 +335,7 @@ class Examples:
     # -- the examples on the first server ---------------------------------------------------
 
     def first_scan(self) -> str:
-        body = {"path": f"{ROOT}/videos", "request_id": "demo-0001"}
+        body: dict[str, Any] = {"path": f"{ROOT}/videos", "request_id": "demo-0001"}
         submit = self.call("SubmitScan", body)
         job_id = str(json.loads(submit[1])["jobId"])
         self.shell("submit", submit[:2])
@@ -473,6 +475,11 @@ class Examples:
         job = self.call("GetJob", {"job_id": links})[1]
         others = ("jobId", "state", "path", "options", "progress", "error", "attempt")
         self.blocks["links"] = drop(job, *others, *JOB_TIMES, "lastSequence", "requestId")
+        listed = json.loads(self.call("ListVideos", {"path_prefix": f"{ROOT}/links"})[1])
+        assert [v["path"] for v in listed["videos"]] == [
+            f"{ROOT}/links/movies/{name}"
+            for name in ("clip-h264-opus.mkv", "web/clip-vp8.webm", "web/clip-vp9.webm")
+        ], listed
         return flags
 
     def shutdown(self, flags: list[str]) -> None:
@@ -489,16 +496,18 @@ class Examples:
             status = process.wait(TIMEOUT)
         self.values["shutdown-exit"] = str(status)
         stream = f"{running}\n{rest}".replace(self.address, SHOWN_ADDRESS)
-        hidden = ("stateChange.job.path", "stateChange.job.options", "stateChange.job.createTime")
+        hidden: tuple[str, ...] = ("stateChange.job.path", "stateChange.job.options")
+        hidden += ("stateChange.job.createTime",)
         self.shell("shutdown", (self.shown(self.args("WatchJob", body)), events(stream, *hidden)))
         log = self.server.log.read_text().splitlines()
         since = next(i for i, line in enumerate(log) if "SIGTERM" in line)
         self.blocks["shutdown-log"] = "\n".join(log[since:])
         last = int(re.findall(r"after_sequence=(\d+)", rest)[-1])
         restarted = self.start("second", *flags, "--progress-rate", PROGRESS_RATE)
-        recovered = [line for line in restarted.log.read_text().splitlines()[len(log) :]]
-        said = next(re.search(r"recovered job .*? for \S+", line) for line in recovered)
-        assert said is not None, recovered
+        said = re.search(
+            r"recovered job .*? for \S+", restarted.log.read_text()[len("\n".join(log)) :]
+        )
+        assert said is not None, "the restarted server logged no recovered job"
         self.values["recovered"] = f"`{said[0]}`"
         body = {"job_id": job_id, "after_sequence": last}
         resume = self.call("WatchJob", body)
