@@ -564,12 +564,18 @@ def rewrite(page: str, blocks: dict[str, str], values: dict[str, str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make docs-examples", description=__doc__)
     parser.add_argument("--page", type=Path, default=PAGE, help="the page to rewrite")
+    parser.add_argument("--keep", action="store_true", help=f"keep {ROOT} and its databases")
     args = parser.parse_args(argv)
     # One run at a time: the runs share the fixed folders that the page shows.
     with open(f"{ROOT}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         examples = Examples()
-        examples.run()
+        try:
+            examples.run()
+        finally:
+            if not args.keep:
+                for folder in (ROOT, OUTSIDE):
+                    shutil.rmtree(folder, ignore_errors=True)
         page: Path = args.page
         page.write_text(rewrite(page.read_text(), examples.blocks, examples.values))
     print(
