@@ -7,7 +7,7 @@ PROTO_DIR := protos
 PROTOS := $(wildcard $(PROTO_DIR)/mediascan/v1/*.proto)
 ARGS ?=
 
-.PHONY: help all setup run test check ffprobe protos lint typecheck format demo bench bench-quick clean
+.PHONY: help all setup run test check ffprobe protos lint typecheck format demo docs-examples bench bench-quick clean
 
 # Bare `make` lists the targets: each target's `## ` comment is its line of help.
 help: ## list the targets
@@ -63,6 +63,11 @@ format: $(STAMP) ## ruff format and ruff check --fix
 
 demo: $(STAMP) ## sample videos, a server and a scan
 	$(BIN)/python -m mediascan.server.demo $(ARGS)
+
+# The transcripts of docs/api.md's examples, run again against real servers (tests/test_docs.py
+# fails when the committed page no longer matches what the server prints).
+docs-examples: $(STAMP) ## run docs/api.md's examples and rewrite their transcripts (about 30 s)
+	$(BIN)/python docs/examples.py $(ARGS)
 
 # Benchmarks against same-run baselines (docs/benchmarks.md): one table on stdout, JSON in
 # var/bench/. `bench` takes about 10 minutes; `bench-quick` runs everything small in under one.

@@ -1,10 +1,15 @@
 """The docs' runnable examples run: the `ScanClient` example of docs/client.md, through a server
-restart, against a real server process."""
+restart, against a real server process; the transcripts of docs/api.md are what the server
+prints today."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import difflib
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +152,103 @@ def test_readme_links_every_doc() -> None:
     readme = (ROOT / "README.md").read_text()
     unlinked = [p.name for p in DOCS.glob("*.md") if f"(docs/{p.name})" not in readme]
     assert not unlinked, unlinked
+
+
+# -- docs/api.md's transcripts are what the server prints ------------------------------------
+
+#: What differs from one run of docs/examples.py to the next, and nothing else: job ids (each
+#: becomes `<job N>` in order of first appearance, so the same job is still the same job), page
+#: tokens that hold a job id (compared decoded), times, and the file a scan handled last (probes
+#: finish in any order).
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d[.,]\d+Z?")
+JOB_ID = re.compile(r"\bj_[0-9A-Z]{26}\b")
+TOKEN = re.compile(r"\bey[A-Za-z0-9_-]{8,}=*")
+CURRENT_PATH = re.compile(r'("currentPath": )"[^"]*"')
+#: The blocks of scans stopped part way (a cancel, a time limit, a shutdown): how many files they
+#: handled varies, so these fields' lines are left out of the comparison there.
+PARTIAL = {
+    "cancel": ("filesFound", "filesDone", "filesTotal", "added", "bytesDone", "bytesTotal"),
+    "timeout": ("filesTotal", "added", "updated", "bytesTotal"),
+    "shutdown": (
+        "phase",
+        "filesFound",
+        "filesDone",
+        "filesTotal",
+        "added",
+        "bytesDone",
+        "fraction",
+    ),
+    "shutdown-resume": ("added", "unchanged"),
+}
+#: The figures that the same counts give in the prose.
+PARTIAL_VALUES = ("attempt-1", "attempt-2")
+EXAMPLE_BLOCK = re.compile(r"(<!-- example: ([\w-]+) -->\n```[^\n]*\n)(.*?)(^```$)", re.S | re.M)
+EXAMPLE_VALUE = re.compile(r"(<!-- value: ([\w-]+) -->)(.*?)(<!-- /value -->)", re.S)
+
+
+def _decoded_token(match: re.Match[str]) -> str:
+    try:
+        text = base64.urlsafe_b64decode(match[0] + "=" * (-len(match[0]) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return match[0]
+    return f"<token {text}>" if JOB_ID.search(text) else match[0]
+
+
+def masked_page(page: str) -> str:
+    """The page with what varies from run to run masked (see TIMESTAMP to PARTIAL_VALUES)."""
+
+    def block(match: re.Match[str]) -> str:
+        text = match[3]
+        if match[2] in PARTIAL:
+            keys = "|".join(PARTIAL[match[2]])
+            text = re.sub(rf'^\s*"(?:{keys})": .*\n', "", text, flags=re.M)
+            text = re.sub(r",$", "", text, flags=re.M)
+        return match[1] + text + match[4]
+
+    def value(match: re.Match[str]) -> str:
+        return match[1] + ("<n>" if match[2] in PARTIAL_VALUES else match[3]) + match[4]
+
+    page = EXAMPLE_VALUE.sub(value, EXAMPLE_BLOCK.sub(block, page))
+    page = TIMESTAMP.sub("<time>", TOKEN.sub(_decoded_token, page))
+    page = CURRENT_PATH.sub(r"\1<path>", page)
+    jobs: dict[str, str] = {}
+    return JOB_ID.sub(lambda m: jobs.setdefault(m[0], f"<job {len(jobs) + 1}>"), page)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_api_transcripts_are_what_the_server_prints_today(tmp_path: Path) -> None:
+    """docs/examples.py run against a copy of api.md rewrites it to the committed page, apart
+    from what varies from run to run: a change in the server's output fails here until
+    `make docs-examples` is run again."""
+    committed = DOCS / "api.md"
+    page = tmp_path / "api.md"
+    shutil.copyfile(committed, page)
+    run = subprocess.run(
+        [sys.executable, str(DOCS / "examples.py"), "--page", str(page)],
+        capture_output=True,
+        text=True,
+        timeout=540,
+        cwd=ROOT,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    expected, got = (masked_page(p.read_text()).splitlines() for p in (committed, page))
+    diff = "\n".join(difflib.unified_diff(expected, got, "committed", "today", lineterm=""))
+    assert expected == got, f"docs/api.md is stale: run `make docs-examples`\n{diff}"
+    assert len(EXAMPLE_BLOCK.findall(page.read_text())) >= 20
+
+
+def test_masking_keeps_counts_and_sequences() -> None:
+    """The masks hide ids and times, never a sequence number or a count outside PARTIAL."""
+    first, second = "j_01M8VXH62D0A9EDZ81VKY0FC55", "j_01M8VXKX3E6XB0V61DWZ74QE8P"
+    one = f'"jobId": "{first}",\n"sequence": "8",\n"eventTime": "2026-12-02T17:41:26.640427893Z"'
+    assert masked_page(one) == masked_page(one.replace(first, second).replace("17:41", "18:02"))
+    assert masked_page(one) != masked_page(one.replace('"8"', '"9"'))
+    assert masked_page(f'"added": 9, "{first}"') != masked_page(f'"added": 10, "{first}"')
+
+    def token(job: str, after: int) -> str:
+        return base64.urlsafe_b64encode(f'{{"j":"{job}","n":{after}}}'.encode()).decode()
+
+    assert masked_page(token(first, 1)) == masked_page(token(second, 1))
+    assert masked_page(token(first, 1)) != masked_page(token(first, 3))
