@@ -145,6 +145,7 @@ class MediascanServer:
         self._database_lost = False
         self._probe_pool: ProbePool | None = None
         self._walk_pool: ThreadPoolExecutor | None = None
+        self._service: ScanService | None = None
         self._side_tasks: dict[str, asyncio.Task[None]] = {}
         self._failed = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -258,7 +259,8 @@ class MediascanServer:
         the jobs, then serve."""
         assert self._queue is not None and self._store is not None
         server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
-        _add_scan_service(ScanService(self._queue, self._store, config, roots), server)
+        self._service = ScanService(self._queue, self._store, config, roots)
+        _add_scan_service(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         try:
@@ -287,6 +289,8 @@ class MediascanServer:
             await steps.run("draining the queue", self._queue.drain(0), REQUEUE_TIMEOUT)
         if self._probe_pool is not None:
             await steps.run("closing the probers", self._probe_pool.close(), STEP_TIMEOUT)
+        if self._service is not None:
+            self._service.close()
         if self._walk_pool is not None:
             self._walk_pool.shutdown(wait=False, cancel_futures=True)
         if self.metrics is not None:
@@ -413,6 +417,8 @@ class MediascanServer:
                 )
             )
         await asyncio.gather(*closing)
+        if self._service is not None:
+            self._service.close()  # its path lane's thread ends once its calls are done
         if self._walk_pool is not None:
             self._walk_pool.shutdown(wait=False, cancel_futures=True)
 

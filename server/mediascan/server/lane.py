@@ -75,6 +75,7 @@ class BlockingLane:
         self.max_stuck = max_stuck
         self._worker: _Worker | None = None
         self._stuck: list[_Worker] = []
+        self._closed = False
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` in the lane's thread; UNAVAILABLE after `timeout` seconds."""
@@ -92,7 +93,9 @@ class BlockingLane:
             ) from None
 
     def close(self) -> None:
-        """Let the threads end once their queued calls are done."""
+        """Let the threads end once their queued calls are done; later calls fail with
+        UNAVAILABLE (no thread is started after close)."""
+        self._closed = True
         for worker in (self._worker, *self._stuck):
             if worker is not None:
                 worker.calls.put(None)
@@ -100,6 +103,8 @@ class BlockingLane:
         self._stuck = []
 
     def _current(self) -> _Worker:
+        if self._closed:
+            raise Unavailable("the server is stopping; retry on another server or later")
         if self._worker is None:
             self._stuck = [w for w in self._stuck if w.thread.is_alive()]
             if len(self._stuck) > self.max_stuck:
