@@ -246,6 +246,10 @@ async def test_a_thousand_watchers(
         rounds = [
             await watched_round(server, stub, big_folder, watched_folder) for _ in range(ROUNDS)
         ]
+        # One more scan before the last reading, as each round's reading comes after the next
+        # scan began: the server closes the watchers' connections as it notices them gone,
+        # which on a busy machine may take a moment after their process exits.
+        await measured_scan(server, stub, big_folder, watched_folder)
         final = reading(server)
 
     # What the server held between rounds: before rounds 2..5 (the previous round's watchers
@@ -314,9 +318,7 @@ async def watched_round(
         during = reading(server)  # the silent streams are still open
     finally:
         if watchers is not None:
-            if watchers.returncode is None:
-                watchers.kill()
-            await watchers.wait()
+            await hang_up(watchers)
 
     read = [[tuple(e) for e in events] for events in result["read"]]
     resumed = [[tuple(e) for e in events] for events in result["resumed"]]
@@ -336,6 +338,19 @@ async def watched_round(
         # are sent what fits in their flow-control window, not counted here).
         "delivered": sum(len(e) for e in read) + sum(len(e) for e in resumed),
     }
+
+
+async def hang_up(watchers: asyncio.subprocess.Process) -> None:
+    """End the watchers' process: closing its stdin lets it cancel its streams and close its
+    connections; killed if it has not exited within TIMEOUT."""
+    if watchers.returncode is None and watchers.stdin is not None:
+        watchers.stdin.close()
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await watchers.wait()
+    except TimeoutError:
+        watchers.kill()
+        await watchers.wait()
 
 
 # -- the watchers' process -------------------------------------------------------------------
