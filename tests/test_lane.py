@@ -35,6 +35,7 @@ async def test_calls_run_off_the_loop_and_errors_reach_the_caller() -> None:
         lane.close()
 
 
+@pytest.mark.slow
 async def test_a_hung_call_gives_unavailable_and_the_next_calls_a_new_thread() -> None:
     # The lane counts a thread as stuck only once it has started the call that timed out: the
     # timeout leaves room for a busy machine to wake the thread up first.

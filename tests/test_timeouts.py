@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parent
 
 HANGING = """
@@ -37,6 +39,7 @@ async def test_blocks_the_loop() -> None:
 """
 
 
+@pytest.mark.slow
 def test_a_timed_out_test_names_what_it_awaited(tmp_path: Path) -> None:
     test_file = tmp_path / "test_hangs.py"
     test_file.write_text(HANGING)

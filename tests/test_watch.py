@@ -227,6 +227,7 @@ async def test_progress_is_coalesced(make_server: Any, connect: Any, medium_fold
     assert totals <= {600}
 
 
+@pytest.mark.slow
 async def test_progress_slows_down_for_a_crowd_of_watchers(
     make_server: Any, connect: Any, medium_folder: Path, big_folder: Path
 ) -> None:
