@@ -61,8 +61,8 @@ SILENT = 100
 RECONNECTING = 100
 CHANNELS = 10  # 100 streams per connection (the server allows 1,000)
 TIMEOUT = 90.0
-#: The whole test: six scans of 2,000 files behind a blocker and 5,000 streams opened take about
-#: a minute alone and two on a busy 2-core machine (past pytest's default of 120 s).
+#: The whole test: eleven scans of 2,000 files behind a blocker and 5,000 streams opened take
+#: about a minute and a half alone, and more on a busy 2-core machine (pytest's default: 120 s).
 LIMIT = 600
 #: Most reconnections of one reconnecting watcher in a round.
 MAX_RECONNECTS = 500
@@ -243,13 +243,14 @@ async def test_a_thousand_watchers(
     async with channel_to(server.address) as (_, stub):
         unwatched = await measured_scan(server, stub, big_folder, watched_folder)  # warm-up
         baseline = reading(server)
-        rounds = [
-            await watched_round(server, stub, big_folder, watched_folder) for _ in range(ROUNDS)
-        ]
-        # One more scan before the last reading, as each round's reading comes after the next
-        # scan began: the server closes the watchers' connections as it notices them gone,
-        # which on a busy machine may take a moment after their process exits.
-        await measured_scan(server, stub, big_folder, watched_folder)
+        rounds = []
+        for _ in range(ROUNDS):
+            rounds.append(await watched_round(server, stub, big_folder, watched_folder))
+            # An unwatched scan after each round, before the next reading: the server closes
+            # the watchers' connections as it notices them gone, which on a busy machine takes
+            # a while after their process exits (without it, 2 to 8 descriptors were still
+            # open at the next reading, at a load average of 6 to 12).
+            await measured_scan(server, stub, big_folder, watched_folder)
         final = reading(server)
 
     # What the server held between rounds: before rounds 2..5 (the previous round's watchers
