@@ -71,6 +71,9 @@ class Sizes:
     fanout_files: int
     fanout_per_channel: int = 100
     stalled_share: float = 0.1
+    # 2. fan-out: a full scan watched by this many subscribers against the same scan unwatched
+    watched_files: int
+    watched_count: int
     # 3. first scan
     first_files: int
     ffprobe_files: int
@@ -94,6 +97,8 @@ FULL = Sizes(
     fanout_warmup=1.0,
     fanout_duration=5.0,
     fanout_files=40_000,
+    watched_files=2000,
+    watched_count=1000,
     first_files=5000,
     ffprobe_files=200,
     rescan_files=100_000,
@@ -112,6 +117,8 @@ QUICK = Sizes(
     fanout_warmup=0.3,
     fanout_duration=1.0,
     fanout_files=10_000,
+    watched_files=200,
+    watched_count=50,
     first_files=200,
     ffprobe_files=16,
     rescan_files=5000,

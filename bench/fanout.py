@@ -16,6 +16,9 @@ and the server's VmRSS growth per subscriber between before and after they attac
 Then, with 10% of the subscribers stalled (they read their first event and never again, on
 connections with a 1 KiB flow-control window so the server feels it at once), the job's scan
 speed and the server's memory must stay flat compared with everyone reading.
+
+Last, a whole scan watched by 1,000 subscribers at the server's default fan-out budget against
+the same scan unwatched (`watched.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 from mediascan.server.testing import make_video
 from mediascan.v1 import scan_pb2
 
+from . import watched
 from .bare import WATCH_METHOD
 from .common import (
     Client,
@@ -74,7 +78,7 @@ def figures(sizes: Sizes) -> list[str]:
         f"{most} subs, 10% stalled: server RSS (MiB)",
         f"{most} subs, 10% stalled: readers' lag p99 (ms)",
     ]
-    return names
+    return names + watched.figures(sizes)
 
 
 async def run(ctx: Context) -> list[Row]:
@@ -148,6 +152,7 @@ async def run(ctx: Context) -> list[Row]:
         ),
         paired(BENCH, f"{prefix}: readers' lag p99 (ms)", pairs_lag, baseline_name=everyone),
     ]
+    rows += await watched.run(ctx, BENCH, seed, tree)
     return rows
 
 

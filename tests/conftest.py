@@ -12,7 +12,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from mediascan.server.config import Config
 from mediascan.server.testing import SLOW_PROBE, Corpus, make_corpus, make_many
 from mediascan.v1 import scan_pb2_grpc
 
+#: A test past its timeout fails with a few lines naming what it awaited (tests/_timeouts.py).
+pytest_plugins = ["_timeouts"]
+
 BIN = Path(sys.executable).parent
 LISTEN_LINE = re.compile(r"^mediascan-server listening on (?P<host>\S+):(?P<port>\d+)$")
 READY_TIMEOUT = 15.0
@@ -32,6 +36,37 @@ STOP_TIMEOUT = 30.0
 
 #: Files in the session's "big" folder: a scan of it takes several seconds.
 BIG_FILES = 3000
+
+#: Threads that may outlive the tests: library daemons, by name (a regex on the whole name).
+#: Everything else still running at the end of the session (a server's `path-lane`, `walk_*`
+#: or `sqlite-*` thread, a forgotten spawn_server drain, ...) is a leak and fails the session.
+#: gRPC aio polls its completion queue in `_poll_wrapper` while the library is initialized.
+ALLOWED_THREADS = re.compile(r"Thread-\d+ \(_poll_wrapper\)")
+#: How long the session's end waits for threads that are already ending (seconds).
+THREAD_END_TIMEOUT = 10.0
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_stray_threads() -> Iterator[None]:
+    """After the last test: only the main thread and ALLOWED_THREADS are left."""
+    yield
+    deadline = time.monotonic() + THREAD_END_TIMEOUT
+    stray = _stray_threads()
+    for thread in stray:  # those already on their way out get a moment to finish
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stray = _stray_threads()
+    assert not stray, "threads left running after the tests: " + ", ".join(
+        f"{t.name} (daemon={t.daemon})" for t in stray
+    )
+
+
+def _stray_threads() -> list[threading.Thread]:
+    main = threading.main_thread()
+    return [
+        t
+        for t in threading.enumerate()
+        if t is not main and t.is_alive() and not ALLOWED_THREADS.fullmatch(t.name)
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mediascan.server.app import SHUTDOWN_MARGIN
 from mediascan.server.testing import final_job, wait_for_progress
 from mediascan.v1 import scan_pb2
+
+#: Seconds a stop may take beyond its promised bound on a busy machine (a hung stop takes
+#: for ever).
+EXIT_SLACK = 10.0
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -75,7 +80,8 @@ async def test_stop_drains_then_restart_finishes_the_job(
         health_watch.cancel()
         job_watch.cancel()
         await channel.close()
-    assert time.monotonic() - started < grace + 4.0
+    # The server's bound (grace + SHUTDOWN_MARGIN), with slack for a busy machine.
+    assert time.monotonic() - started < grace + SHUTDOWN_MARGIN + EXIT_SLACK
 
     again = await make_server(workers=1)  # same database
     stub = await connect(again.address)

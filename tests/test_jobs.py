@@ -141,12 +141,14 @@ async def test_job_that_outlives_its_timeout_ends_timed_out_with_partial_counts(
     assert "0.5s" in job.error.message, job.error.message  # names the limit it hit
     assert job.HasField("result")
     done = job.progress.files_done
-    assert 0 < done < file_count(big_folder), job.progress
+    # Part of the folder, perhaps none of it: a busy machine may spend the whole 0.5 s before
+    # the first probe ends.
+    assert 0 <= done < file_count(big_folder), job.progress
     assert_counts_add_up(job)
     assert job.result.files_total == done
-    assert 0 < job.result.added <= done
-    ran = job_seconds(job)
-    assert 0.45 <= ran < 4.0, ran
+    assert 0 <= job.result.added <= done
+    # It ran until its timeout (by the server's clock), not to the end of the folder (above).
+    assert job_seconds(job) >= 0.45, job
     # What the job stored before the deadline stays in the library.
     assert await count_videos(stub, big_folder) == job.result.added
 

@@ -5,8 +5,10 @@
   accepted job runs.
 - Sustained load: clients that honour RetryInfo keep offering jobs for several seconds at
   several times the completion rate, while others poll GetJob. The queue never holds more than
-  its bound (ListJobs, sampled throughout), GetJob's p99 latency stays bounded, and every
-  accepted job, each accepted once (its request_id is retried as is), ends SUCCEEDED.
+  its bound (ListJobs, sampled throughout), every GetJob answers within its (generous) deadline,
+  and every accepted job, each accepted once (its request_id is retried as is), ends SUCCEEDED.
+  GetJob's latency and the overload factor are recorded in the figures, never asserted: how fast
+  anything is belongs to `make bench`, against same-run baselines.
 """
 
 from __future__ import annotations
@@ -52,9 +54,8 @@ BURST = 5 * MAX_QUEUED
 LOAD_SECONDS = 8.0
 SUBMITTERS = 60
 POLLERS = 4
-#: Bounds asserted (the figures record what was measured).
-GET_P99_BOUND = 0.5  # seconds
-OVERLOAD_FACTOR = 3.0  # offered submits per second / jobs completed per second, at least
+#: Each GetJob's deadline during the load: it keeps answering (its latency is only recorded).
+GET_DEADLINE = 10.0
 TIMEOUT = 60.0
 
 
@@ -192,7 +193,7 @@ async def test_sustained_overload(launch: Launcher, tmp_path: Path) -> None:
                 ids = list(accepted.values())
                 job_id = ids[(index + tick * 7) % len(ids)]
                 began = time.monotonic()
-                await stub.GetJob(scan_pb2.GetJobRequest(job_id=job_id), timeout=10)
+                await stub.GetJob(scan_pb2.GetJobRequest(job_id=job_id), timeout=GET_DEADLINE)
                 get_latencies.append(time.monotonic() - began)
 
         async def sampler() -> None:
@@ -242,12 +243,11 @@ async def test_sustained_overload(launch: Launcher, tmp_path: Path) -> None:
         jobs_succeeded=sum(f.state == SUCCEEDED for f in finals),
         jobs_lost=len(set(accepted.values()) - {j.job_id for j in listed}),
     )
-    assert offered_rate >= OVERLOAD_FACTOR * completed_rate, (offered_rate, completed_rate)
-    assert attempts["RESOURCE_EXHAUSTED"] > 0
+    assert attempts["RESOURCE_EXHAUSTED"] > 0  # the load overflowed the queue
+    assert get_latencies, "no GetJob answered during the load"
     # The store shows at most the bound queued, plus the jobs a worker has taken whose RUNNING
     # state is being committed (at most one per worker).
     assert max(queued_samples) <= MAX_QUEUED + WORKERS, max(queued_samples)
-    assert p99 <= GET_P99_BOUND, (p50, p99)
     assert [f.state for f in finals] == [SUCCEEDED] * len(finals)
     # Each accepted request is one job, and no other job exists.
     assert sorted(j.job_id for j in listed) == sorted(accepted.values())

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mediascan.server.app import SHUTDOWN_MARGIN
 from mediascan.server.testing import (
     TERMINAL_STATES,
     final_job,
@@ -20,6 +21,10 @@ from mediascan.server.testing import (
     wait_for_running,
 )
 from mediascan.v1 import scan_pb2
+
+#: Seconds a stop may take beyond its promised bound on a busy machine (a hung stop takes
+#: for ever).
+EXIT_SLACK = 10.0
 
 SUCCEEDED = scan_pb2.JOB_STATE_SUCCEEDED
 RUNNING = scan_pb2.JOB_STATE_RUNNING
@@ -99,7 +104,8 @@ async def test_sigterm_drains_requeues_and_finishes_after_restart(
                 pass
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert await first.wait(grace + 10) == 0
-    assert time.monotonic() - started < grace + 4.0
+    # The server's bound (grace + SHUTDOWN_MARGIN), with slack for a busy machine.
+    assert time.monotonic() - started < grace + SHUTDOWN_MARGIN + EXIT_SLACK
 
     second = await spawn_server("--workers", "1")
     stub = await connect(second.address)

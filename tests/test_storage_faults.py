@@ -451,7 +451,11 @@ async def test_database_removed_under_a_running_server(launch: Launcher, tmp_pat
             try:
                 response = await submit(stub, tmp_path / name)
             except grpc.aio.AioRpcError as error:
-                assert error.code() in FAULT_CODES, (error.code(), error.details())
+                # CANCELLED: the server found the loss and stopped while this call was in
+                # flight, and gRPC's stop cancelled it after its grace (on a busy machine the
+                # call can take that long). Like the fault codes, it acknowledges nothing.
+                codes = (*FAULT_CODES, grpc.StatusCode.CANCELLED)
+                assert error.code() in codes, (error.code(), error.details())
                 answers[f"SubmitScan {name}"] = f"{error.code().name}: {error.details()}"
             else:
                 acknowledged.append(response.job_id)

@@ -6,18 +6,15 @@ subprocess whose memory, threads and descriptors are read from /proc/PID/status 
 Proven: every reading watcher gets the whole stream (gapless, ending on the terminal state), the
 reconnecting ones resume without a gap, the server's memory stays bounded while 1,000 streams
 are open and comes back near its baseline once they are gone, without growing from round to
-round; threads and descriptors return to their baseline. The duration of a scan of 2,000 files
-(about 3 s) with 1,000 watchers is measured against the same scan unwatched just before and
-just after it: the claim (within 10%) is recorded in the figures; the bound asserted,
-SLOWDOWN_BOUND, is looser (a loaded CI machine) but fails without the server's progress fan-out
-budget (--progress-fanout), which let the scan take about twice as long.
+round; threads and descriptors return to their baseline. How much the watchers slow the scan
+down is not asserted here (a duration depends on the machine's load): `make bench` measures it
+against the same scan unwatched in the same run (bench/watched.py, docs/benchmarks.md).
 
 The watchers run in a process of their own (this file run as a script). They attach at normal
-priority, then lower theirs to the lowest (nice 19) for the measured scan: on a 2-core machine,
-reading 900 streams costs about as much CPU as the server spends sending them, and that reading
-would compete with the server's probers, so the measured slowdown would be partly the test's
-own. Remote watchers cost the server nothing of the kind. What the watchers saw comes back as
-(sequence, resync, state) per event and is checked here.
+priority, then lower theirs to the lowest (nice 19) for the scan: on a 2-core machine, reading
+900 streams costs about as much CPU as the server spends sending them, and that reading would
+compete with the server's probers. What the watchers saw comes back as (sequence, resync,
+state) per event and is checked here.
 """
 
 from __future__ import annotations
@@ -64,6 +61,9 @@ SILENT = 100
 RECONNECTING = 100
 CHANNELS = 10  # 100 streams per connection (the server allows 1,000)
 TIMEOUT = 90.0
+#: The whole test: eleven scans of 2,000 files behind a blocker and 5,000 streams opened take
+#: about a minute and a half alone, and more on a busy 2-core machine (pytest's default: 120 s).
+LIMIT = 600
 #: Most reconnections of one reconnecting watcher in a round.
 MAX_RECONNECTS = 500
 #: Once attached, the watchers' process runs at this niceness (the lowest priority): it reads
@@ -78,7 +78,6 @@ SCANNED_FILES = 2000
 BLOCKER_HEAD = 1200
 
 #: Bounds asserted (the figures record what was measured).
-SLOWDOWN_BOUND = 1.3  # median of watched scan time / unwatched scan time
 PEAK_GROWTH_MIB = 200.0  # RSS (and peak RSS) above the baseline while 1,000 streams are open
 ROUND_GROWTH_MIB = 8.0  # RSS after the last round above its highest after an earlier round
 BASELINE_GROWTH_MIB = 48.0  # RSS at the end above the baseline before any watcher
@@ -236,30 +235,24 @@ def watched_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(LIMIT)
 async def test_a_thousand_watchers(
     launch: Launcher, watched_folder: Path, big_folder: Path
 ) -> None:
     server = await launch("--workers", "1")
     async with channel_to(server.address) as (_, stub):
-        await measured_scan(server, stub, big_folder, watched_folder)  # warm-up
+        unwatched = await measured_scan(server, stub, big_folder, watched_folder)  # warm-up
         baseline = reading(server)
-        # Unwatched and watched scans alternate, and each watched one is compared with the two
-        # around it: this machine's speed drifts by tens of percent over a minute (the probers'
-        # CPU time for the same files drifts with it), more than the effect measured.
-        unwatched = [await measured_scan(server, stub, big_folder, watched_folder)]
         rounds = []
         for _ in range(ROUNDS):
             rounds.append(await watched_round(server, stub, big_folder, watched_folder))
-            unwatched.append(await measured_scan(server, stub, big_folder, watched_folder))
+            # An unwatched scan after each round, before the next reading: the server closes
+            # the watchers' connections as it notices them gone, which on a busy machine takes
+            # a while after their process exits (without it, 2 to 8 descriptors were still
+            # open at the next reading, at a load average of 6 to 12).
+            await measured_scan(server, stub, big_folder, watched_folder)
         final = reading(server)
 
-    slowdowns = [
-        r["scan"]["seconds"] / statistics.mean([before["seconds"], after["seconds"]])
-        for r, before, after in zip(rounds, unwatched, unwatched[1:], strict=False)
-    ]
-    # The server's CPU for the fan-out: what a watched scan took beyond an unwatched one.
-    own_cpu = statistics.mean(u["server_cpu"] for u in unwatched)
-    per_event_us = [(r["scan"]["server_cpu"] - own_cpu) / r["delivered"] * 1e6 for r in rounds]
     # What the server held between rounds: before rounds 2..5 (the previous round's watchers
     # gone), and at the end.
     between = [r["before"] for r in rounds[1:]] + [final]
@@ -267,18 +260,14 @@ async def test_a_thousand_watchers(
         "test_subscribers",
         watchers_per_round=READERS + SILENT + RECONNECTING,
         rounds=ROUNDS,
-        unwatched_scans=[rounded(u) for u in unwatched],
+        warm_up_scan=rounded(unwatched),
         watched_scans=[rounded(r["scan"]) for r in rounds],
-        slowdown=[round(s, 2) for s in slowdowns],
-        median_slowdown=round(statistics.median(slowdowns), 2),
-        rounds_within_10_percent=sum(s <= 1.10 for s in slowdowns),
         baseline=baseline,
         during=[r["during"] for r in rounds],
         between_rounds=between,
         events_per_reader=[r["events_per_reader"] for r in rounds],
         reconnections=[r["reconnections"] for r in rounds],
         delivered=[r["delivered"] for r in rounds],
-        server_cpu_us_per_delivered_event=[round(u) for u in per_event_us],
         load_average=round(os.getloadavg()[0], 2),
     )
     for r in rounds:
@@ -291,7 +280,6 @@ async def test_a_thousand_watchers(
     highest_before = max(b["rss_mib"] for b in between[:-1])
     assert between[-1]["rss_mib"] - highest_before <= ROUND_GROWTH_MIB, between
     assert final["rss_mib"] - baseline["rss_mib"] <= BASELINE_GROWTH_MIB, (baseline, final)
-    assert statistics.median(slowdowns) <= SLOWDOWN_BOUND, (unwatched, slowdowns)
 
 
 async def watched_round(
@@ -331,9 +319,7 @@ async def watched_round(
         during = reading(server)  # the silent streams are still open
     finally:
         if watchers is not None:
-            if watchers.returncode is None:
-                watchers.kill()
-            await watchers.wait()
+            await hang_up(watchers)
 
     read = [[tuple(e) for e in events] for events in result["read"]]
     resumed = [[tuple(e) for e in events] for events in result["resumed"]]
@@ -353,6 +339,19 @@ async def watched_round(
         # are sent what fits in their flow-control window, not counted here).
         "delivered": sum(len(e) for e in read) + sum(len(e) for e in resumed),
     }
+
+
+async def hang_up(watchers: asyncio.subprocess.Process) -> None:
+    """End the watchers' process: closing its stdin lets it cancel its streams and close its
+    connections; killed if it has not exited within TIMEOUT."""
+    if watchers.returncode is None and watchers.stdin is not None:
+        watchers.stdin.close()
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await watchers.wait()
+    except TimeoutError:
+        watchers.kill()
+        await watchers.wait()
 
 
 # -- the watchers' process -------------------------------------------------------------------

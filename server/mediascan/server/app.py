@@ -100,6 +100,7 @@ class MediascanServer:
         self._walk_pool: ThreadPoolExecutor | None = None
         #: Watches the background tasks and threads (made by start(), on the loop).
         self.supervisor: Supervisor | None = None
+        self._service: ScanService | None = None
         self._failed = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._stopping = False
@@ -224,7 +225,8 @@ class MediascanServer:
         the jobs, then serve."""
         assert self._queue is not None and self._store is not None
         server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
-        _add_scan_service(ScanService(self._queue, self._store, config, roots.paths), server)
+        self._service = ScanService(self._queue, self._store, config, roots.paths)
+        _add_scan_service(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         try:
@@ -264,6 +266,8 @@ class MediascanServer:
             await steps.run("draining the queue", self._queue.drain(0), REQUEUE_TIMEOUT)
         if self._probe_pool is not None:
             await steps.run("closing the probers", self._probe_pool.close(), STEP_TIMEOUT)
+        if self._service is not None:
+            self._service.close()
         if self._walk_pool is not None:
             self._walk_pool.shutdown(wait=False, cancel_futures=True)
         if self.metrics is not None:
@@ -400,6 +404,8 @@ class MediascanServer:
                 )
             )
         await asyncio.gather(*closing)
+        if self._service is not None:
+            self._service.close()  # its path lane's thread ends once its calls are done
         if self._walk_pool is not None:
             self._walk_pool.shutdown(wait=False, cancel_futures=True)
 

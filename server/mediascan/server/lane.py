@@ -112,6 +112,7 @@ class BlockingLane:
         self.max_stuck = max_stuck
         self._worker: _Worker | None = None
         self._stuck: list[_Worker] = []
+        self._closed = False
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
         """`function(*args)` in the lane's thread; UNAVAILABLE after `timeout` seconds."""
@@ -129,7 +130,9 @@ class BlockingLane:
             ) from None
 
     def close(self) -> None:
-        """Let the threads end once their queued calls are done."""
+        """Let the threads end once their queued calls are done; later calls fail with
+        UNAVAILABLE (no thread is started after close)."""
+        self._closed = True
         for worker in (self._worker, *self._stuck):
             if worker is not None:
                 worker.calls.put(None)
@@ -137,6 +140,8 @@ class BlockingLane:
         self._stuck = []
 
     def _current(self) -> _Worker:
+        if self._closed:
+            raise Unavailable("the server is stopping; retry on another server or later")
         if self._worker is not None and self._worker.dead:
             self._worker = None  # start a fresh thread: a lane holds no state but its queue
         if self._worker is None:

@@ -84,6 +84,10 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
         #: Resolving a submitted folder touches the disk: never on the loop.
         self._lane = BlockingLane("path", timeout=PATH_TIMEOUT)
 
+    def close(self) -> None:
+        """Let the path lane's thread end (once the calls it holds return): the server stops."""
+        self._lane.close()
+
     # -- jobs ---------------------------------------------------------------------------------
 
     @_unary
