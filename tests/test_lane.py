@@ -6,10 +6,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
-import grpc
 import pytest
 
-from mediascan.server.errors import Unavailable
+from mediascan.server.errors import Code, Unavailable
 from mediascan.server.lane import BlockingLane
 
 
@@ -33,7 +32,7 @@ async def test_a_hung_call_gives_unavailable_and_the_next_calls_a_new_thread() -
     try:
         with pytest.raises(Unavailable) as hung:
             await lane.call(release.wait)
-        assert hung.value.code == grpc.StatusCode.UNAVAILABLE
+        assert hung.value.code == Code.UNAVAILABLE
         assert "did not answer within 0.3 s" in hung.value.message
         # The stuck thread is left behind; a new one answers at once.
         assert await asyncio.wait_for(lane.call(sum, [1, 2]), 5) == 3

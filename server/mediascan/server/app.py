@@ -23,11 +23,11 @@ from mediascan.v1 import scan_pb2, scan_pb2_grpc
 from .config import Config
 from .dblock import DatabaseLocked
 from .decoding import RequestDecodingInterceptor
+from .engine import JobEngine
 from .events import EventHub, serialize_event
 from .logs import flush_limited
 from .metrics import Metrics
 from .probe_pool import ProbePool
-from .queue import LocalJobQueue
 from .reflection import enable_reflection
 from .scanner import Prober, Scanner
 from .security import (
@@ -138,7 +138,7 @@ class MediascanServer:
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._store: Store | None = None
-        self._queue: LocalJobQueue | None = None
+        self._queue: JobEngine | None = None
         self._hub: EventHub | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         #: What the health service says (SERVING, or NOT_SERVING and why).
@@ -170,7 +170,7 @@ class MediascanServer:
         return f"{self.config.metrics_listen.rsplit(':', 1)[0]}:{self.metrics_port}"
 
     @property
-    def queue(self) -> LocalJobQueue:
+    def queue(self) -> JobEngine:
         assert self._queue is not None, "start() the server first"
         return self._queue
 
@@ -246,7 +246,7 @@ class MediascanServer:
             probe_concurrency=config.probe_concurrency,
             roots=tuple(roots),
         )
-        self._queue = LocalJobQueue(self._store, self._hub, scanner, config)
+        self._queue = JobEngine(self._store, self._hub, scanner, config)
         if self.metrics is not None:
             queue = self._queue
             queue.state_listeners.append(self.metrics.job_changed)
