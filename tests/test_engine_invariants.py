@@ -23,8 +23,10 @@ from mediascan.server.engine.recorder import (
     start_change,
 )
 from mediascan.server.engine.running import RunningJob
+from mediascan.server.errors import Code, status_of
 from mediascan.server.events import JobChannel
 from mediascan.server.jobs import JobState, ScanSpec
+from mediascan.server.status import grpc_code
 from mediascan.server.store import JobStore, LibraryStore, SqliteStore
 from mediascan.server.testing import final_job, make_many
 from mediascan.v1 import scan_pb2
@@ -204,3 +206,15 @@ async def test_cancels_racing_claims_never_run_a_cancelled_job(
     for changes in states.values():
         assert changes[-1] not in (QUEUED, RUNNING), changes
     assert never_started, "no cancel reached a queued job: submit more jobs"
+
+
+def test_domain_codes_are_grpcs_numbers_and_both_are_accepted() -> None:
+    """`Code` has gRPC's numbers and names (status.py maps one to the other), and `status_of`
+    takes either, so that callers still passing `grpc.StatusCode` (the scanner's file errors)
+    store the same status."""
+    assert {c.name for c in Code} == {c.name for c in grpc.StatusCode}
+    for code in Code:
+        assert grpc_code(code).name == code.name
+        assert grpc_code(code).value[0] == code
+        legacy = getattr(grpc.StatusCode, code.name)
+        assert status_of(legacy, "m") == status_of(code, "m") == status_of(int(code), "m")

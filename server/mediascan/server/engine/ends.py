@@ -15,7 +15,7 @@ from ..events import EventHub
 from ..jobs import JobState, now_timestamp
 from ..logs import job_fields
 from ..store import FileErrorRows, JobStore, StorageError
-from .recorder import Mutation, Recorder, requeued
+from .recorder import JobChanged, Mutation, Recorder, requeued
 from .running import ActiveJobs, RunningJob
 
 log = logging.getLogger(__package__)
@@ -62,9 +62,10 @@ class JobEnds:
 
         try:
             await self._commit_until_stored(running, state, mutate, file_errors, expect)
+        except JobChanged:  # not from `expect`: another change won, and the job goes on
+            raise
         except BaseException:
-            if expect is None:  # else: another change won, and the job goes on
-                self.release(running)
+            self.release(running)
             raise
         self.release(running)
         job = running.job
