@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from google.rpc import status_pb2
 
@@ -17,7 +18,7 @@ from ..errors import Code, MediascanError, status_of, to_rpc_status
 from ..jobs import JobState, ScanSpec
 from ..logs import job_fields
 from .ends import JobEnds
-from .recorder import Recorder
+from .recorder import Recorder, seen
 from .reporter import Reporter
 from .running import RunningJob, StopReason
 
@@ -76,15 +77,13 @@ class JobRunner:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             state, error = self._stopped_outcome(running)
-        await asyncio.shield(reporter.flush())
+        await _shielded(reporter.flush())
         if state is JobState.QUEUED:
-            await asyncio.shield(
-                self._ends.requeue(running, "the server shut down while the job ran")
-            )
+            await _shielded(self._ends.requeue(running, "the server shut down while the job ran"))
             return
         duration = time.monotonic() - started
         self._recent_durations = [*self._recent_durations[1 - _RECENT :], duration]
-        await asyncio.shield(
+        await _shielded(
             self._ends.finish(
                 running, state, error, reporter.result(), file_errors=reporter.unstored
             )
@@ -136,3 +135,11 @@ class JobRunner:
                 Code.CANCELLED, "cancelled by CancelJob; the counts so far are kept"
             )
         return JobState.QUEUED, None
+
+
+async def _shielded(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` to its end even if the caller is cancelled meanwhile; its failure is then
+    seen (logged where it happened), not left as a "never retrieved" task."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(seen)
+    await asyncio.shield(task)

@@ -3,7 +3,8 @@ and runs it in its own task while one of `--workers` slots is free.
 
 The engine keeps no queue of its own: the queue is the store's QUEUED rows, and what the
 dispatcher keeps is a wake-up, set after a job is queued here (or by the store, for a shared
-backend's `LISTEN`), and re-checked every `RECHECK` seconds in case one was missed.
+backend's `LISTEN`); while jobs it queued are still QUEUED it also claims again every `RECHECK`
+seconds, in case a wake-up was missed.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class Dispatcher:
     async def _claim(self) -> ChangedJob:
         """The next job the store hands over, waiting for work as long as there is none."""
         while True:
+            await self._until_work()
             self._work.clear()
             claim = self._claiming = asyncio.ensure_future(self._store.claim_next(start_change))
             claim.add_done_callback(seen)
@@ -106,6 +108,13 @@ class Dispatcher:
             self._claiming = None
             if changed is not None:
                 return changed
+            await self._wait_for_work(RECHECK)  # nothing claimable now: until woken, or a while
+
+    async def _until_work(self) -> None:
+        """Until a job may be claimable: a wake-up came, or jobs this server queued are still
+        QUEUED (checked again every RECHECK seconds). A server with nothing queued claims
+        nothing, and so writes nothing while idle."""
+        while not self._work.is_set() and not self._jobs.count(Phase.QUEUED):
             await self._wait_for_work(RECHECK)
 
     async def _wait_for_work(self, timeout: float) -> None:
