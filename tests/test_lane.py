@@ -8,10 +8,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
-from mediascan.server.errors import Unavailable
+from mediascan.server.errors import Code, Unavailable
 from mediascan.server.lane import BlockingLane
 from mediascan.server.testing import final_job
 from mediascan.v1 import scan_pb2
@@ -45,7 +44,7 @@ async def test_a_hung_call_gives_unavailable_and_the_next_calls_a_new_thread() -
     try:
         with pytest.raises(Unavailable) as hung:
             await lane.call(release.wait)
-        assert hung.value.code == grpc.StatusCode.UNAVAILABLE
+        assert hung.value.code == Code.UNAVAILABLE
         assert f"did not answer within {HANG_TIMEOUT:g} s" in hung.value.message
         # The stuck thread is left behind; a new one answers at once.
         assert await asyncio.wait_for(lane.call(sum, [1, 2]), 30) == 3
@@ -78,7 +77,7 @@ async def test_a_closed_lane_refuses_calls_and_starts_no_thread() -> None:
         assert not thread.is_alive()
     with pytest.raises(Unavailable) as refused:
         await lane.call(sum, [1])
-    assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+    assert refused.value.code == Code.UNAVAILABLE
     assert "stopping" in refused.value.message
     assert lane_threads("closed-lane") == []
 

@@ -13,8 +13,8 @@ import grpc
 import pytest
 from _library_helpers import SUCCEEDED, all_videos, real, scan, tiny_video
 
-from mediascan.server import store as store_module
 from mediascan.server.store import Store, VideoRow, library_key, library_key_path
+from mediascan.server.store.sqlite import library as store_module
 from mediascan.server.testing import duration, field_violations, make_many, make_video
 from mediascan.v1 import scan_pb2
 

@@ -62,7 +62,7 @@ async def test_a_jobs_state_changes_are_json_lines(spawn_server: Any, tmp_path: 
     for record in mine:
         assert record["path"] == str(folder)
         assert record["attempt"] == 1
-        assert record["logger"] == "mediascan.server.queue"
+        assert record["logger"] == "mediascan.server.engine"
         assert submitted.job_id in record["message"]
         for count in ("files", "added", "updated", "unchanged", "removed", "failed"):
             assert isinstance(record[count], int), (count, record)

@@ -25,6 +25,8 @@ import pytest
 from _library_helpers import (
     HANG_MARK,
     prober_pids,
+    set_fault,
+    submit,
     tiny_video,
     wait_for_exit,
 )
@@ -39,7 +41,7 @@ from mediascan.server.probe_pool import ProbePool
 from mediascan.server.scanner import Scanner
 from mediascan.server.supervisor import Supervisor
 from mediascan.server.testing_prober import prober_command
-from mediascan.v1 import scan_pb2
+from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 HERE = Path(__file__).parent
@@ -370,3 +372,61 @@ async def test_a_task_of_one_job_may_end_but_not_raise(caplog: pytest.LogCapture
     assert deaths == ["progress-j3 died"]
     assert "the reporter's own failure" in caplog.text
     assert supervisor.tasks == {}
+
+
+async def test_a_writer_thread_that_dies_stops_the_server(
+    make_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The SQLite writer thread, killed by a write it cannot survive, is a supervised death:
+    without it every later write would wait for ever."""
+    server = await make_server(shutdown_grace=0.5)
+    write = asyncio.ensure_future(
+        server.queue.store.database.write(lambda conn: _kill_the_thread())
+    )
+    await until_failed(server)
+    write.cancel()
+    (line,) = died_lines(caplog, "sqlite-writer")
+    assert "raised" in line.getMessage()
+    assert "killed by the test" in caplog.text
+    assert await health_status(server.address) == NOT_SERVING
+    await server.stop()
+    assert server.exit_code == 1
+
+
+async def test_a_reporter_that_raises_stops_the_server(
+    make_server: Any,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A running job's progress reporter that raises (not a storage error, which costs only
+    progress events) is a death, not a silent end of the job's progress."""
+    set_fault(monkeypatch, "hang", HANG_MARK)
+    server = await make_server(shutdown_grace=0.5, probe_workers=2, probe_timeout=120.0)
+    recorder = server.queue.recorder
+    real_commit = recorder.commit
+
+    async def commit(running: Any, payloads: Any = (), **kwargs: Any) -> None:
+        if any(isinstance(p, scan_pb2.Progress) for p in payloads):
+            raise RuntimeError("the reporter's own failure")
+        await real_commit(running, payloads, **kwargs)
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for n in range(3):
+        tiny_video(folder / f"v{n}.mp4")
+    tiny_video(folder / f"{HANG_MARK}.mp4")  # the scan runs on while the reporter reports
+    recorder.commit = commit
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        await submit(scan_pb2_grpc.ScanServiceStub(channel), folder)
+    await until_failed(server)
+    (line,) = [
+        r
+        for r in caplog.records
+        if r.levelno == logging.CRITICAL and r.getMessage().startswith("progress-j_")
+    ]
+    assert "raised" in line.getMessage()
+    assert "the reporter's own failure" in caplog.text
+    assert await health_status(server.address) == NOT_SERVING
+    await server.stop()
+    assert server.exit_code == 1

@@ -19,13 +19,13 @@ from mediascan.v1 import scan_pb2, scan_pb2_grpc
 from .config import Config
 from .dblock import DatabaseLocked
 from .decoding import RequestDecodingInterceptor
+from .engine import JobEngine
 from .events import EventHub, serialize_event
 from .health import HealthState
 from .logs import flush_limited
 from .maintenance import check_database, purge_loop
 from .metrics import Metrics
 from .probe_pool import ProbePool
-from .queue import LocalJobQueue
 from .reflection import enable_reflection
 from .roots import AllowedRoots, RootError, resolve_roots
 from .scanner import Scanner
@@ -90,7 +90,7 @@ class MediascanServer:
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._store: Store | None = None
-        self._queue: LocalJobQueue | None = None
+        self._queue: JobEngine | None = None
         self._hub: EventHub | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         #: What the health service says (SERVING, or NOT_SERVING and why).
@@ -124,7 +124,7 @@ class MediascanServer:
         return f"{self.config.metrics_listen.rsplit(':', 1)[0]}:{self.metrics_port}"
 
     @property
-    def queue(self) -> LocalJobQueue:
+    def queue(self) -> JobEngine:
         assert self._queue is not None, "start() the server first"
         return self._queue
 
@@ -179,7 +179,11 @@ class MediascanServer:
             interceptors.append(TokenAuthInterceptor(security.tokens))
         interceptors.append(RequestDecodingInterceptor())  # innermost: after the token check
         self._store = Store(
-            config.db, listen=config.listen, timeout=config.db_timeout, on_lost=self._lost
+            config.db,
+            listen=config.listen,
+            timeout=config.db_timeout,
+            on_lost=self._lost,
+            supervise=self.supervisor.supervised,  # type: ignore[union-attr]
         )
         try:
             await self._store.open()
@@ -207,7 +211,15 @@ class MediascanServer:
             probe_concurrency=config.probe_concurrency,
             roots=roots,
         )
-        self._queue = LocalJobQueue(self._store, self._hub, scanner, config)
+        supervisor = self.supervisor
+        assert supervisor is not None
+        self._queue = JobEngine(
+            self._store,
+            self._hub,
+            scanner,
+            config,
+            watch_task=lambda task: supervisor.watch_task(task, may_end=True),
+        )
         if self.metrics is not None:
             queue = self._queue
             queue.state_listeners.append(self.metrics.job_changed)

@@ -18,8 +18,9 @@ import grpc
 from google.protobuf import descriptor as descriptor_lib
 from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 
-from .errors import InvalidArgument, MalformedRequest, abort
+from .errors import InvalidArgument, MalformedRequest
 from .grpc_types import Context, Continuation, Handler, Interceptor
+from .status import abort
 
 
 class Undecodable:

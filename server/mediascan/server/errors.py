@@ -1,22 +1,63 @@
-"""Domain errors, and the one place that turns them into gRPC statuses (AIP-193).
+"""Domain errors with their status codes and rich details (AIP-193), free of any transport.
 
-Handlers and the layers below them raise these; `service.py` catches them at the edge and calls
-`abort()`. Anything else that escapes a handler is a bug: it is logged with its traceback and the
-caller gets INTERNAL with a message that leaks nothing.
+The engine, the store and the handlers raise these; `status.py`, the transport's one place,
+turns them into gRPC statuses and aborts the call. The codes are `Code`, an `IntEnum` with the
+numbers of `google.rpc.Code` (the same numbers gRPC uses), so nothing here imports gRPC.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Any, Protocol
 
-import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from grpc_status import rpc_status
-
-from .grpc_types import Context
 
 ERROR_DOMAIN = "mediascan.dev"
+
+
+class Code(enum.IntEnum):
+    """A status code: the numbers of `google.rpc.Code` (and of `grpc.StatusCode`)."""
+
+    OK = code_pb2.OK
+    CANCELLED = code_pb2.CANCELLED
+    UNKNOWN = code_pb2.UNKNOWN
+    INVALID_ARGUMENT = code_pb2.INVALID_ARGUMENT
+    DEADLINE_EXCEEDED = code_pb2.DEADLINE_EXCEEDED
+    NOT_FOUND = code_pb2.NOT_FOUND
+    ALREADY_EXISTS = code_pb2.ALREADY_EXISTS
+    PERMISSION_DENIED = code_pb2.PERMISSION_DENIED
+    RESOURCE_EXHAUSTED = code_pb2.RESOURCE_EXHAUSTED
+    FAILED_PRECONDITION = code_pb2.FAILED_PRECONDITION
+    ABORTED = code_pb2.ABORTED
+    OUT_OF_RANGE = code_pb2.OUT_OF_RANGE
+    UNIMPLEMENTED = code_pb2.UNIMPLEMENTED
+    INTERNAL = code_pb2.INTERNAL
+    UNAVAILABLE = code_pb2.UNAVAILABLE
+    DATA_LOSS = code_pb2.DATA_LOSS
+    UNAUTHENTICATED = code_pb2.UNAUTHENTICATED
+
+
+class TransportCode(Protocol):
+    """A transport's own code enum whose value starts with the number (`grpc.StatusCode`:
+    `(3, "invalid argument")`), accepted where a `Code` is, so that callers still passing
+    one keep working."""
+
+    @property
+    def value(self) -> Any: ...
+
+
+#: What `status_of` and the file-error reporters accept as a code.
+CodeLike = Code | int | TransportCode
+
+
+def code_number(code: CodeLike) -> int:
+    """The number of `code`: a `Code` or int as it is, a transport enum by its value's first
+    element."""
+    if isinstance(code, int):
+        return int(code)
+    value = code.value
+    return int(value[0] if isinstance(value, tuple) else value)
 
 
 class MediascanError(Exception):
@@ -27,7 +68,7 @@ class MediascanError(Exception):
     can point at it whatever the code), `reason` a stable UPPER_SNAKE code for programs (sent as
     an ErrorInfo in the mediascan.dev domain)."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code: Code = Code.UNKNOWN
 
     def __init__(self, message: str, *, field: str = "", reason: str = "") -> None:
         super().__init__(message)
@@ -64,7 +105,7 @@ def _bad_request(field: str, description: str) -> Any:
 class InvalidArgument(MediascanError):
     """A request field is invalid; `field` names it, `description` says how to fix it."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Code.INVALID_ARGUMENT
 
     def __init__(self, field: str, description: str) -> None:
         super().__init__(f"{field}: {description}")
@@ -78,32 +119,32 @@ class InvalidArgument(MediascanError):
 class MalformedRequest(MediascanError):
     """The request's bytes do not parse as the method's request message."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Code.INVALID_ARGUMENT
 
 
 class NotFound(MediascanError):
     """The named job, video or path does not exist."""
 
-    code = grpc.StatusCode.NOT_FOUND
+    code = Code.NOT_FOUND
 
 
 class FailedPrecondition(MediascanError):
     """The request is valid but the target is in the wrong state (e.g. a file, not a folder)."""
 
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = Code.FAILED_PRECONDITION
 
 
 class PermissionDenied(MediascanError):
     """The path lies outside the server's allowed roots."""
 
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = Code.PERMISSION_DENIED
 
 
 class ResourceExhausted(MediascanError):
     """The queue is full (or the stream buffer budget used up); the caller should retry after
     `retry_after` seconds."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Code.RESOURCE_EXHAUSTED
 
     def __init__(self, message: str, retry_after: float, *, reason: str = "QUEUE_FULL") -> None:
         super().__init__(message, reason=reason)
@@ -118,13 +159,13 @@ class ResourceExhausted(MediascanError):
 class Unavailable(MediascanError):
     """The server is shutting down or its storage is failing; retry, maybe elsewhere."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Code.UNAVAILABLE
 
 
 class Aborted(MediascanError):
     """A concurrent change won a race (e.g. the job finished while being cancelled)."""
 
-    code = grpc.StatusCode.ABORTED
+    code = Code.ABORTED
 
 
 def job_not_found(job_id: str) -> NotFound:
@@ -137,27 +178,12 @@ def job_not_found(job_id: str) -> NotFound:
 
 def to_rpc_status(error: MediascanError) -> status_pb2.Status:
     """The google.rpc.Status that describes `error` (also stored in jobs' `error` field)."""
-    return status_pb2.Status(
-        code=error.code.value[0], message=error.message, details=error.details()
-    )
+    return status_pb2.Status(code=int(error.code), message=error.message, details=error.details())
 
 
-def status_of(code: grpc.StatusCode, message: str) -> status_pb2.Status:
+def status_of(code: CodeLike, message: str) -> status_pb2.Status:
     """A bare google.rpc.Status (no details) for `code` and `message`."""
-    return status_pb2.Status(code=code.value[0], message=message)
+    return status_pb2.Status(code=code_number(code), message=message)
 
 
 INTERNAL_MESSAGE = "internal error: the server logged the details; please report it"
-
-
-async def abort(context: Context, error: MediascanError) -> None:
-    """End the call with `error`'s status, message and rich details."""
-    status = rpc_status.to_status(to_rpc_status(error))
-    await context.abort(status.code, status.details, status.trailing_metadata)
-
-
-async def abort_internal(context: Context) -> None:
-    status = rpc_status.to_status(
-        status_pb2.Status(code=code_pb2.INTERNAL, message=INTERNAL_MESSAGE)
-    )
-    await context.abort(status.code, status.details, status.trailing_metadata)

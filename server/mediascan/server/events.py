@@ -28,7 +28,7 @@ from mediascan.v1 import scan_pb2
 
 from .errors import ResourceExhausted, Unavailable, job_not_found
 from .jobs import is_terminal, now_timestamp
-from .store import Store
+from .store import JobStore
 from .streams import StreamBudget
 
 #: Events handed to a subscriber per wake-up; bounds what one slow stream holds.
@@ -192,7 +192,7 @@ class EventHub:
     """Channels of the active jobs, and the WatchJob logic on top of them and the store."""
 
     def __init__(
-        self, store: Store, *, ring_size: int, log_size: int, budget: StreamBudget
+        self, store: JobStore, *, ring_size: int, log_size: int, budget: StreamBudget
     ) -> None:
         self._store = store
         self.budget = budget

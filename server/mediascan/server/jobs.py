@@ -112,11 +112,6 @@ def new_job_id() -> str:
     return "j_" + encode_ulid(_ULIDS.next())
 
 
-def is_within(path: str, root: str) -> bool:
-    """True if the resolved `path` is `root` or below it."""
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def now_timestamp() -> timestamp_pb2.Timestamp:
     seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)

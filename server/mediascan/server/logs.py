@@ -20,9 +20,9 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-import grpc
-
 from mediascan.v1 import scan_pb2
+
+from .errors import Code
 
 #: The attributes every LogRecord has; anything else on a record came from `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -253,7 +253,7 @@ def job_fields(job: scan_pb2.Job) -> dict[str, object]:
 
 
 def grpc_code_name(code: int) -> str:
-    for status in grpc.StatusCode:
-        if status.value[0] == code:
-            return status.name
-    return str(code)
+    try:
+        return Code(code).name
+    except ValueError:
+        return str(code)

@@ -36,7 +36,7 @@ from mediascan.v1 import scan_pb2
 
 from .config import split_host_port
 from .grpc_types import Context, Continuation, Handler, Interceptor
-from .jobs import JobState
+from .jobs import TERMINAL, JobState
 from .probe import ProbeError, ProbeResult
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,6 @@ _RPC_BUCKETS = (
 )
 _JOB_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
 _PROBE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 30.0)
-_TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELLED})
 
 
 #: The name of the endpoint's thread (and of its supervision).
@@ -202,7 +201,7 @@ class Metrics:
             self.jobs_submitted.inc()
         elif state is JobState.QUEUED:
             self.jobs_requeued.inc()
-        elif state in _TERMINAL:
+        elif state in TERMINAL:
             self.jobs_finished.labels(state.name).inc()
             if job.HasField("start_time") and job.HasField("end_time"):
                 ran = job.end_time.ToNanoseconds() - job.start_time.ToNanoseconds()

@@ -212,7 +212,8 @@ class ProbePool:
                     _fail(self._requests.popleft().future, "unavailable", message)
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), left)
+                async with asyncio.timeout(left):
+                    await self._wakeup.wait()
         if self._requests:
             self._wakeup.set()  # what arrived meanwhile is for the live workers
         return []
@@ -257,7 +258,8 @@ class ProbePool:
         assert stdout is not None
         for index, request in enumerate(batch):
             try:
-                line = await asyncio.wait_for(stdout.readline(), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    line = await stdout.readline()
             except TimeoutError:
                 self.killed += 1
                 log.warning(

@@ -25,10 +25,9 @@ import threading
 import time
 from typing import Protocol
 
-import grpc
-
 from mediascan.v1 import scan_pb2
 
+from .errors import Code
 from .escaping import escaped
 from .jobs import ScanSpec
 from .open_files import OpenFiles, RootFolder
@@ -45,15 +44,15 @@ _WRITE_INTERVAL = 0.5  # seconds: a partial batch is written at least this often
 _OPEN_AHEAD = 64
 
 _REASON_CODES = {
-    "not_video": grpc.StatusCode.INVALID_ARGUMENT,
-    "corrupt": grpc.StatusCode.DATA_LOSS,
-    "unreadable": grpc.StatusCode.PERMISSION_DENIED,
-    "vanished": grpc.StatusCode.NOT_FOUND,
-    "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
-    "crashed": grpc.StatusCode.DATA_LOSS,
-    "unsupported": grpc.StatusCode.UNIMPLEMENTED,
-    "unavailable": grpc.StatusCode.UNAVAILABLE,
-    "prober_killed": grpc.StatusCode.UNAVAILABLE,
+    "not_video": Code.INVALID_ARGUMENT,
+    "corrupt": Code.DATA_LOSS,
+    "unreadable": Code.PERMISSION_DENIED,
+    "vanished": Code.NOT_FOUND,
+    "timeout": Code.DEADLINE_EXCEEDED,
+    "crashed": Code.DATA_LOSS,
+    "unsupported": Code.UNIMPLEMENTED,
+    "unavailable": Code.UNAVAILABLE,
+    "prober_killed": Code.UNAVAILABLE,
 }
 
 
@@ -73,7 +72,7 @@ class ScanReporter(Protocol):
     def changed(self) -> None:
         """Progress was updated (events are coalesced by the reporter)."""
 
-    def file_error(self, path: str, code: grpc.StatusCode, message: str) -> None:
+    def file_error(self, path: str, code: Code, message: str) -> None:
         """A file or folder could not be handled."""
 
 
@@ -246,7 +245,7 @@ class _ScanRun:
         except ProbeError as exc:
             self._progress.failed += 1
             self._reporter.file_error(
-                found.path, _REASON_CODES.get(exc.reason, grpc.StatusCode.UNKNOWN), exc.message
+                found.path, _REASON_CODES.get(exc.reason, Code.UNKNOWN), exc.message
             )
             self._done(found)
             return

@@ -3,7 +3,6 @@ place where domain errors become gRPC statuses."""
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import json
@@ -18,20 +17,20 @@ from google.protobuf import duration_pb2, empty_pb2
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 from .config import Config
+from .engine import AsyncJobQueue
+from .engine.tokens import decode_videos_token, encode_videos_token
 from .errors import (
     InvalidArgument,
     MediascanError,
     NotFound,
-    abort,
-    abort_internal,
 )
 from .grpc_types import Context
 from .jobs import JobState, ScanSpec, request_fingerprint
 from .lane import BlockingLane
 from .logs import limited
-from .queue import AsyncJobQueue
 from .roots import resolve_folder, shown
-from .store import Store
+from .status import abort, abort_internal
+from .store import LibraryStore
 
 log = logging.getLogger(__name__)
 #: Calls that fail with INTERNAL are logged (with the traceback) at most LOG_BURST a window.
@@ -75,7 +74,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
     """mediascan.v1.ScanService over a job queue and the library store."""
 
     def __init__(
-        self, queue: AsyncJobQueue, store: Store, config: Config, roots: Sequence[str]
+        self, queue: AsyncJobQueue, store: LibraryStore, config: Config, roots: Sequence[str]
     ) -> None:
         self._queue = queue
         self._store = store
@@ -178,7 +177,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
         max_ns = _optional_duration(request, "max_duration")
         page_size = _page_size(request.page_size, VIDEOS_PAGE)
         filters = _filter_key(prefix, request.video_codec, min_ns, max_ns)
-        after = _decode_videos_token(request.page_token, filters)
+        after = decode_videos_token(request.page_token, filters)
         videos = await self._store.list_videos(
             prefix=prefix,
             video_codec=request.video_codec,
@@ -190,7 +189,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
         token = ""
         if len(videos) > page_size:
             videos = videos[:page_size]
-            token = _encode_videos_token(videos[-1].path, filters)
+            token = encode_videos_token(videos[-1].path, filters)
         return scan_pb2.ListVideosResponse(videos=videos, next_page_token=token)
 
     @_unary
@@ -310,28 +309,3 @@ def _page_size(requested: int, limits: tuple[int, int]) -> int:
 def _filter_key(prefix: str, codec: str, min_ns: int | None, max_ns: int | None) -> str:
     raw = json.dumps([prefix, codec, min_ns, max_ns]).encode()
     return hashlib.sha256(raw).hexdigest()[:12]
-
-
-def _encode_videos_token(last_path: str, filters: str) -> str:
-    raw = json.dumps({"p": last_path, "f": filters}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_videos_token(token: str, filters: str) -> str | None:
-    if not token:
-        return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        path, token_filters = str(data["p"]), str(data["f"])
-        path.encode("utf-8")  # a lone surrogate from a forged token: not ours
-    except (ValueError, TypeError, KeyError):
-        raise InvalidArgument(
-            "page_token",
-            "not a token this server issued: pass the next_page_token of the previous "
-            "ListVideos response unchanged, or leave it empty for the first page",
-        ) from None
-    if token_filters != filters:
-        raise InvalidArgument(
-            "page_token", "the token belongs to a listing with other filters: keep them the same"
-        )
-    return path

@@ -74,10 +74,10 @@ async def close_storage(
     complete = drain is None or (drain.done() and not drain.cancelled())
     if complete:
         try:
-            left = await asyncio.wait_for(
-                store.list_jobs(state=scan_pb2.JOB_STATE_RUNNING, limit=100, after=None),
-                min(store_timeout / 2, steps.left(reserve)),
-            )
+            async with asyncio.timeout(min(store_timeout / 2, steps.left(reserve))):
+                left = await store.list_jobs(
+                    state=scan_pb2.JOB_STATE_RUNNING, limit=100, after=None
+                )
         except (TimeoutError, StorageError) as exc:
             log.error("shutdown: cannot check the jobs stored RUNNING: %s", exc or "timeout")
             complete = False

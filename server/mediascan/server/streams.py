@@ -50,7 +50,8 @@ class StreamBudget:
                 return False
             self._waiting += 1
             try:
-                await asyncio.wait_for(self._freed.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await self._freed.wait()
             except TimeoutError:
                 pass
             finally:

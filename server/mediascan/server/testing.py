@@ -25,7 +25,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from mediascan.v1 import scan_pb2
 
-from .jobs import seconds_to_duration
+from .jobs import TERMINAL, seconds_to_duration
 from .store import Store, VideoRow
 
 __all__ = [
@@ -435,14 +435,7 @@ async def watch_events(
 
 
 #: The JobState values a job never leaves.
-TERMINAL_STATES: frozenset[int] = frozenset(
-    {
-        scan_pb2.JOB_STATE_SUCCEEDED,
-        scan_pb2.JOB_STATE_FAILED,
-        scan_pb2.JOB_STATE_TIMED_OUT,
-        scan_pb2.JOB_STATE_CANCELLED,
-    }
-)
+TERMINAL_STATES: frozenset[int] = frozenset(int(state) for state in TERMINAL)
 
 
 def event_job(event: scan_pb2.JobEvent) -> scan_pb2.Job | None:

@@ -7,8 +7,7 @@ import dataclasses
 import errno
 import stat
 
-import grpc
-
+from .errors import Code
 from .roots import TOO_MANY_FILES
 
 
@@ -18,7 +17,7 @@ class WalkError:
     (the entry is surely not a video the library could hold), so removals there stay safe."""
 
     path: str
-    code: grpc.StatusCode
+    code: Code
     message: str
     complete: bool = False
     #: A folder (unreadable, or skipped as already scanned), not a file: not counted as failed.
@@ -34,14 +33,14 @@ PSEUDO = "skipped: a {kind} file system (not files: the kernel's own); scan it b
 
 def outside_roots(path: str, *, folder: bool = False) -> WalkError:
     """A followed link that leads outside the allowed roots."""
-    return WalkError(path, grpc.StatusCode.PERMISSION_DENIED, OUTSIDE, complete=True, folder=folder)
+    return WalkError(path, Code.PERMISSION_DENIED, OUTSIDE, complete=True, folder=folder)
 
 
 def already_scanned(path: str) -> WalkError:
     """A followed link to a folder the walk entered already."""
     return WalkError(
         path,
-        grpc.StatusCode.FAILED_PRECONDITION,
+        Code.FAILED_PRECONDITION,
         "skipped: this folder was already scanned (a symbolic link loop, or a "
         "second link to the same folder)",
         complete=True,
@@ -53,7 +52,7 @@ def pseudo_file_system(path: str, kind: str) -> WalkError:
     """A mount point of a pseudo file system below the scanned folder: not entered."""
     return WalkError(
         path,
-        grpc.StatusCode.FAILED_PRECONDITION,
+        Code.FAILED_PRECONDITION,
         PSEUDO.format(kind=kind),
         complete=True,
         folder=True,
@@ -63,7 +62,7 @@ def pseudo_file_system(path: str, kind: str) -> WalkError:
 def not_utf8(path: str) -> WalkError:
     return WalkError(
         path,
-        grpc.StatusCode.INVALID_ARGUMENT,
+        Code.INVALID_ARGUMENT,
         "a video whose name is not valid UTF-8 is not scanned; rename it to scan it",
         complete=True,
     )
@@ -89,7 +88,7 @@ def not_regular(path: str, mode: int) -> WalkError | None:
         return None
     return WalkError(
         path,
-        grpc.StatusCode.FAILED_PRECONDITION,
+        Code.FAILED_PRECONDITION,
         f"was replaced during the scan by something that is {kind_of(mode)[4:]}; not probed",
         complete=True,
     )
@@ -99,40 +98,34 @@ def file_error(path: str, exc: OSError, *, follow: bool) -> WalkError:
     """Why a file the walk listed could not be opened to probe."""
     if exc.errno == errno.ELOOP:
         message = "a symbolic link loop" if follow else SWAPPED
-        return WalkError(path, grpc.StatusCode.FAILED_PRECONDITION, message, complete=True)
+        return WalkError(path, Code.FAILED_PRECONDITION, message, complete=True)
     if isinstance(exc, FileNotFoundError):
-        return WalkError(
-            path, grpc.StatusCode.NOT_FOUND, "the file vanished before it could be probed"
-        )
+        return WalkError(path, Code.NOT_FOUND, "the file vanished before it could be probed")
     if isinstance(exc, PermissionError):
-        code = grpc.StatusCode.PERMISSION_DENIED
+        code = Code.PERMISSION_DENIED
     elif exc.errno in TOO_MANY_FILES:
-        code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        code = Code.RESOURCE_EXHAUSTED
     else:
-        code = grpc.StatusCode.UNAVAILABLE
+        code = Code.UNAVAILABLE
     return WalkError(path, code, f"cannot open the file: {exc.strerror or exc}")
 
 
 def folder_error(folder: str, exc: OSError, *, follow: bool = True) -> WalkError:
     if not follow and exc.errno == errno.ELOOP:
-        return WalkError(
-            folder, grpc.StatusCode.FAILED_PRECONDITION, f"the folder {SWAPPED}", folder=True
-        )
+        return WalkError(folder, Code.FAILED_PRECONDITION, f"the folder {SWAPPED}", folder=True)
     if exc.errno == errno.ENOTDIR:
         return WalkError(
             folder,
-            grpc.StatusCode.FAILED_PRECONDITION,
+            Code.FAILED_PRECONDITION,
             "the folder was replaced by a file during the scan; not scanned",
             folder=True,
         )
     if isinstance(exc, FileNotFoundError):
-        return WalkError(
-            folder, grpc.StatusCode.NOT_FOUND, "the folder vanished during the scan", folder=True
-        )
+        return WalkError(folder, Code.NOT_FOUND, "the folder vanished during the scan", folder=True)
     if isinstance(exc, PermissionError):
-        code = grpc.StatusCode.PERMISSION_DENIED
+        code = Code.PERMISSION_DENIED
     elif exc.errno in TOO_MANY_FILES:
-        code = grpc.StatusCode.RESOURCE_EXHAUSTED
+        code = Code.RESOURCE_EXHAUSTED
     else:
-        code = grpc.StatusCode.UNAVAILABLE
+        code = Code.UNAVAILABLE
     return WalkError(folder, code, f"cannot read folder: {exc.strerror or exc}", folder=True)

@@ -14,8 +14,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-import grpc
-
+from .errors import Code
 from .escaping import encodes
 from .jobs import ScanSpec
 from .mounts import Mounts
@@ -372,24 +371,22 @@ class Walker:
             if entry.is_symlink() and not follow:
                 return None  # links are followed only when the scan asks for it
             mode = entry.stat(follow_symlinks=follow).st_mode
-            return WalkError(
-                path, grpc.StatusCode.FAILED_PRECONDITION, kind_of(mode), complete=True
-            )
+            return WalkError(path, Code.FAILED_PRECONDITION, kind_of(mode), complete=True)
         except OSError as exc:
             if not is_video_name(entry.name):
                 return None
             if exc.errno == errno.ELOOP:
                 return WalkError(
-                    path, grpc.StatusCode.FAILED_PRECONDITION, "a symbolic link loop", complete=True
+                    path, Code.FAILED_PRECONDITION, "a symbolic link loop", complete=True
                 )
             if follow and isinstance(exc, FileNotFoundError) and entry.is_symlink():
                 return WalkError(
                     path,
-                    grpc.StatusCode.FAILED_PRECONDITION,
+                    Code.FAILED_PRECONDITION,
                     "a dangling symbolic link: its target does not exist",
                     complete=True,
                 )
-            return WalkError(path, grpc.StatusCode.NOT_FOUND, f"cannot stat: {exc.strerror}")
+            return WalkError(path, Code.NOT_FOUND, f"cannot stat: {exc.strerror}")
 
     def _enter(self, entry: os.DirEntry[str], folder: _Folder) -> WalkError | None:
         if self._spec.recursive:

@@ -1,0 +1,94 @@
+"""Page tokens (AIP-158), in one place: each is URL-safe base64 of a small JSON object that
+names where the next page starts and what listing it belongs to. A token this server did not
+issue, or one of another listing, is INVALID_ARGUMENT on `page_token`."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from mediascan.v1 import scan_pb2
+
+from ..errors import InvalidArgument
+
+
+def _encode(data: dict[str, Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(token: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+
+
+def _not_ours(method: str) -> InvalidArgument:
+    return InvalidArgument(
+        "page_token",
+        "not a token this server issued: pass the next_page_token of the previous "
+        f"{method} response unchanged, or leave it empty for the first page",
+    )
+
+
+def encode_jobs_token(last: scan_pb2.Job, state: int) -> str:
+    return _encode({"c": last.create_time.ToNanoseconds(), "j": last.job_id, "s": state})
+
+
+def decode_jobs_token(token: str, state: int) -> tuple[int, str] | None:
+    """(create_ns, job_id) of the previous page's last job, or None for the first page."""
+    if not token:
+        return None
+    try:
+        data = _decode(token)
+        create_ns, job_id, token_state = int(data["c"]), str(data["j"]), int(data["s"])
+        if not 0 <= create_ns < 2**63:
+            raise ValueError("out of range")
+        job_id.encode("utf-8")  # a lone surrogate from a forged token: not ours
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise _not_ours("ListJobs") from None
+    if token_state != state:
+        raise InvalidArgument(
+            "page_token", "the token belongs to a listing with another state filter"
+        )
+    return create_ns, job_id
+
+
+def encode_errors_token(job_id: str, last_seq: int) -> str:
+    return _encode({"j": job_id, "n": last_seq})
+
+
+def decode_errors_token(token: str, job_id: str) -> int:
+    """The seq after which the page starts (-1: the first page)."""
+    if not token:
+        return -1
+    try:
+        data = _decode(token)
+        token_job, last_seq = str(data["j"]), int(data["n"])
+        if not 0 <= last_seq < 2**62:
+            raise ValueError("out of range")
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise _not_ours("ListFileErrors") from None
+    if token_job != job_id:
+        raise InvalidArgument("page_token", "the token belongs to another job's file errors")
+    return last_seq
+
+
+def encode_videos_token(last_path: str, filters: str) -> str:
+    return _encode({"p": last_path, "f": filters})
+
+
+def decode_videos_token(token: str, filters: str) -> str | None:
+    """The path after which the page starts, or None for the first page."""
+    if not token:
+        return None
+    try:
+        data = _decode(token)
+        path, token_filters = str(data["p"]), str(data["f"])
+        path.encode("utf-8")  # a lone surrogate from a forged token: not ours
+    except (ValueError, TypeError, KeyError):
+        raise _not_ours("ListVideos") from None
+    if token_filters != filters:
+        raise InvalidArgument(
+            "page_token", "the token belongs to a listing with other filters: keep them the same"
+        )
+    return path

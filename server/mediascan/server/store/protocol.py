@@ -1,0 +1,227 @@
+"""What the engine and the scanner need from storage, in types: the `JobStore` and
+`LibraryStore` protocols, the values that cross them, and the storage errors.
+
+SQLite (`store/sqlite/`) is the first implementation. A shared backend (PostgreSQL: claims with
+`FOR UPDATE SKIP LOCKED`, wake-ups from `LISTEN`) implements the same protocols, and the engine
+does not change: claiming the next job is an operation of the store, run in the database, not a
+heap in the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
+
+from mediascan.v1 import scan_pb2
+
+from ..errors import Unavailable
+from ..jobs import ScanSpec
+
+T = TypeVar("T")
+
+
+class StorageError(Unavailable):
+    """The database failed (locked, disk full, file gone). Expected under faults: UNAVAILABLE."""
+
+
+class DatabaseLost(StorageError):
+    """The database file was removed or replaced while the server ran: nothing can be stored
+    any more (SQLite would write to the unlinked file). Fatal for the server."""
+
+
+class DatabaseTimeout(StorageError):
+    """The database did not answer within the server's limit (`--db-timeout`): a hung disk or
+    file system, or a lock held elsewhere. What was asked may still happen."""
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer mediascan; refuse to touch it."""
+
+
+class RequestIdReused(Exception):
+    """An insert's request_id names an existing job made by a different request (AIP-155)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class InsertOutcome:
+    job: scan_pb2.Job
+    created: bool  #: False: the request_id named an existing job, which is returned
+
+
+#: A job's file errors to store: (seq from 0 in the order met, the error).
+FileErrorRows = Sequence[tuple[int, scan_pb2.FileError]]
+
+#: A change the store applies to a job's stored row inside its own transaction (a claim, a
+#: re-queue at recovery): it changes the `Job` it is given in place and returns the events
+#: that record the change, their sequences assigned. It runs wherever the store runs its
+#: transactions (SQLite: the writer thread), so it touches nothing but the job.
+JobChange = Callable[[scan_pb2.Job], list[scan_pb2.JobEvent]]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ChangedJob:
+    """A job as a store operation left it, with the events it stored for the change."""
+
+    job: scan_pb2.Job
+    events: list[scan_pb2.JobEvent]
+    #: The state the job had before the change.
+    previous_state: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VideoRow:
+    """One probed video, as written to the library."""
+
+    path: str
+    size_bytes: int
+    mtime_ns: int
+    container: str
+    duration_ns: int
+    bit_rate: int
+    video_codec: str
+    width: int
+    height: int
+    frame_rate: float
+    audio_codec: str
+    audio_channels: int
+    audio_sample_rate: int
+    audio_streams: int
+    probe_ns: int
+    job_id: str
+    dev: int  #: st_dev of the file system the file lives on
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LibraryIndex:
+    """What the library holds below a scan's folder, as a scan compares its walk against it.
+
+    `keys` has one key per video, `library_key(path, size_bytes, mtime_ns)`: a file whose key
+    is there is unchanged since its last probe. A scan takes out (of its copy) the keys it
+    meets; what is left is the rows of files it did not meet, or met with another size or time.
+    In memory, a video costs about 90 bytes plus its key's length (150 with 36-character paths),
+    and 40 more in each copy."""
+
+    keys: dict[str, bool]
+    #: Paths of the videos stored without their device (dev 0, written by schema version 1).
+    undated: set[str]
+
+    def copy(self) -> LibraryIndex:
+        return LibraryIndex(dict(self.keys), set(self.undated))
+
+
+def library_key(path: str, size_bytes: int, mtime_ns: int) -> str:
+    """`path/size/mtime`: the digits at the end never contain a '/', so this names one
+    (path, size, mtime) only. The scanner builds the same string inline."""
+    return f"{path}/{size_bytes}/{mtime_ns}"
+
+
+def library_key_path(key: str) -> str:
+    return key.rsplit("/", 2)[0]
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    """Jobs, their events, file errors and request ids: what the engine needs.
+
+    Every write is committed before its awaitable resolves and happens even if the caller is
+    cancelled (a sequence assigned is never lost). A state change is guarded by the state the
+    caller expects, so a race can never revive a finished job."""
+
+    def insert_job(self, job: scan_pb2.Job, spec: ScanSpec) -> asyncio.Future[InsertOutcome]:
+        """Commit a new QUEUED job (its event 1 is not stored), unless its request_id names an
+        existing job; fails with RequestIdReused when it names one made by another request. A
+        future, not a coroutine: a submit costs no task."""
+        ...
+
+    async def claim_next(self, start: JobChange) -> ChangedJob | None:
+        """In one transaction: take the QUEUED job of the highest priority, oldest first, apply
+        `start` to it (to RUNNING, its events' sequences assigned), store it, its events, and
+        drop the file errors of its earlier attempt. None when no job is QUEUED."""
+        ...
+
+    async def record(
+        self,
+        job: scan_pb2.Job,
+        events: Sequence[scan_pb2.JobEvent],
+        *,
+        expected_state: int | None = None,
+        file_errors: FileErrorRows = (),
+        clear_file_errors: bool = False,
+    ) -> bool:
+        """Save the job's row and append `events` (and file errors) in one transaction; with
+        `expected_state`, only while the stored state is that one (False: another change won,
+        nothing was written)."""
+        ...
+
+    async def recover(self, requeue: JobChange) -> list[ChangedJob]:
+        """At start: every job stored QUEUED or RUNNING, oldest first; the RUNNING ones (cut off
+        by a crash or a shutdown) changed by `requeue` and stored, in one transaction."""
+        ...
+
+    async def trim_events(self, job_id: str, keep: int) -> None: ...
+
+    async def find_request(self, request_id: str) -> tuple[scan_pb2.Job, str] | None: ...
+
+    async def remember_request(self, request_id: str, fingerprint: str, job_id: str) -> None: ...
+
+    async def get_job(self, job_id: str) -> scan_pb2.Job | None: ...
+
+    async def job_state(self, job_id: str) -> tuple[int, int] | None: ...
+
+    async def list_jobs(
+        self, *, state: int, limit: int, after: tuple[int, str] | None
+    ) -> list[scan_pb2.Job]: ...
+
+    async def file_errors(
+        self, job_id: str, *, after_seq: int, limit: int, max_bytes: int
+    ) -> tuple[list[scan_pb2.FileError], int | None]: ...
+
+    async def events_after(
+        self, job_id: str, after_sequence: int, limit: int
+    ) -> list[scan_pb2.JobEvent]: ...
+
+    async def delete_job(self, job_id: str) -> bool: ...
+
+    async def bounded(self, work: Awaitable[T]) -> T:
+        """Wait for `work` at most the store's time limit (DatabaseTimeout); the work goes on."""
+        ...
+
+    def add_wakeup_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (on the event loop) when jobs may have been queued by another
+        server sharing the database (a shared backend's `LISTEN`). A store that only this
+        process writes never calls it: the engine wakes itself after its own inserts."""
+        ...
+
+
+@runtime_checkable
+class LibraryStore(Protocol):
+    """The video library: what the scanner and the service need."""
+
+    async def library_index(self, folder: str, *, recursive: bool) -> LibraryIndex: ...
+
+    async def set_devices(self, devices: Sequence[tuple[int, str]]) -> None: ...
+
+    async def upsert_videos(self, rows: Iterable[VideoRow]) -> tuple[int, int]: ...
+
+    async def remove_videos(self, gone: Sequence[tuple[str, int]], *, before_ns: int) -> int: ...
+
+    async def list_videos(
+        self,
+        *,
+        prefix: str,
+        video_codec: str,
+        min_duration_ns: int | None,
+        max_duration_ns: int | None,
+        after_path: str | None,
+        limit: int,
+    ) -> list[scan_pb2.Video]: ...
+
+    async def get_video(
+        self, *, video_id: int | None, path: str | None
+    ) -> scan_pb2.Video | None: ...

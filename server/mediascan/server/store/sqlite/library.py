@@ -1,0 +1,258 @@
+"""The library queries: videos, and the indexes a scan compares its walk with (kept in
+`_IndexCache` while the library does not change)."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from mediascan.v1 import scan_pb2
+
+from ..protocol import LibraryIndex, VideoRow
+from .database import Database
+
+T = TypeVar("T")
+
+
+class _IndexCache:
+    """The indexes `SqliteLibrary.library_index` read, kept while the library does not
+    change, so that rescanning an unchanged folder does not read the library again. Every
+    write to the library clears it, before the write and after it, and an index whose read
+    overlapped a write is not kept. Holds at most _INDEX_CACHE_KEYS keys; the least recently
+    used index goes first."""
+
+    def __init__(self) -> None:
+        self.generation = 0  #: changes with every clear
+        self._entries: dict[tuple[str, bool], LibraryIndex] = {}
+
+    def get(self, key: tuple[str, bool]) -> LibraryIndex | None:
+        index = self._entries.pop(key, None)
+        if index is not None:
+            self._entries[key] = index  # now the most recently used
+        return index
+
+    def put(self, key: tuple[str, bool], index: LibraryIndex, generation: int) -> None:
+        """Keep `index`, read from the library as it was at `generation`, unless the library
+        changed meanwhile or the index is too big."""
+        if generation != self.generation or len(index.keys) > _INDEX_CACHE_KEYS:
+            return
+        self._entries[key] = index
+        held = sum(len(kept.keys) for kept in self._entries.values())
+        while held > _INDEX_CACHE_KEYS:
+            held -= len(self._entries.pop(next(iter(self._entries))).keys)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._entries.clear()
+
+
+class SqliteLibrary:
+    """The video library in the SQLite database (the `LibraryStore` half of `SqliteStore`).
+    Every write to `videos` goes through `_write_library`, which keeps the index cache right."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        #: Indexes of recently scanned folders (`library_index`).
+        self._index_cache = _IndexCache()
+
+    async def _write_library(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        cache = self._index_cache
+        cache.clear()
+        try:
+            return await self._db.write(op)
+        finally:
+            cache.clear()  # also clears what was read while the write ran
+
+    async def library_index(self, folder: str, *, recursive: bool) -> LibraryIndex:
+        """The index of the library's videos below `folder` (only those directly in it unless
+        `recursive`). It may be shared: `copy()` it before changing it.
+
+        Read with range queries on the path index, _INDEX_CHUNK videos at a time: SQLite builds
+        each chunk's keys as one string (`group_concat`), so that a chunk costs one step and one
+        split, not a Python row per video (about 1 µs a video in all). Kept until the library
+        changes: reading an unchanged folder again costs nothing."""
+        cache = self._index_cache
+        cached = cache.get((folder, recursive))
+        if cached is not None:
+            return cached
+        generation = cache.generation
+        low, high = _below(folder)
+        direct = "" if recursive else f" AND instr(substr(path, {len(low) + 1}), '/') = 0"
+        boundary = (
+            f"SELECT path FROM videos WHERE path > ? AND path < ?{direct} "
+            f"ORDER BY path LIMIT 1 OFFSET {_INDEX_CHUNK - 1}"
+        )
+        chunk = (
+            "SELECT group_concat(path || '/' || size_bytes || '/' || mtime_ns, char(0)), "
+            "group_concat(CASE WHEN dev = 0 THEN path END, char(0)) "
+            "FROM videos WHERE path > ? AND path {} ?" + direct
+        )
+
+        def op(conn: sqlite3.Connection) -> LibraryIndex:
+            keys: dict[str, bool] = {}
+            undated: set[str] = set()
+            after = low
+            while True:
+                last = conn.execute(boundary, (after, high)).fetchone()
+                if last is None:  # the last chunk: up to the end of the range
+                    joined, zeros = conn.execute(chunk.format("<"), (after, high)).fetchone()
+                else:
+                    joined, zeros = conn.execute(chunk.format("<="), (after, last[0])).fetchone()
+                if joined:
+                    more = dict.fromkeys(joined.split("\0"), True)
+                    if keys:
+                        keys.update(more)
+                    else:
+                        keys = more
+                if zeros:
+                    undated.update(zeros.split("\0"))
+                if last is None:
+                    return LibraryIndex(keys, undated)
+                after = last[0]
+
+        index = await self._db.read(op)
+        cache.put((folder, recursive), index, generation)
+        return index
+
+    async def set_devices(self, devices: Sequence[tuple[int, str]]) -> None:
+        """Record the device of videos that have none yet (rows written by schema 1)."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.executemany("UPDATE videos SET dev = ? WHERE path = ? AND dev = 0", devices)
+
+        await self._write_library(op)
+
+    async def upsert_videos(self, rows: Iterable[VideoRow]) -> tuple[int, int]:
+        """Insert or update videos by path in one transaction; returns (added, updated)."""
+        rows = list(rows)
+
+        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+            added = updated = 0
+            for row in rows:
+                values = dataclasses.astuple(row)
+                cursor = conn.execute(_UPDATE_VIDEO, (*values[1:], row.path))
+                if cursor.rowcount:
+                    updated += 1
+                else:
+                    conn.execute(
+                        f"INSERT INTO videos ({_VIDEO_COLUMNS}) VALUES "
+                        f"({','.join('?' * len(values))})",
+                        values,
+                    )
+                    added += 1
+            return added, updated
+
+        return await self._write_library(op)
+
+    async def remove_videos(self, gone: Sequence[tuple[str, int]], *, before_ns: int) -> int:
+        """Delete these videos, given as (path, device of its folder now), unless rewritten
+        since `before_ns` (a row an overlapping scan has just written stays) or recorded on
+        another device (0: not known, no objection); returns how many went."""
+
+        def op(conn: sqlite3.Connection) -> int:
+            cursor = conn.executemany(
+                "DELETE FROM videos WHERE path = ? AND probe_ns < ? AND dev IN (0, ?)",
+                ((path, before_ns, dev) for path, dev in gone),
+            )
+            return cursor.rowcount
+
+        return await self._write_library(op)
+
+    async def list_videos(
+        self,
+        *,
+        prefix: str,
+        video_codec: str,
+        min_duration_ns: int | None,
+        max_duration_ns: int | None,
+        after_path: str | None,
+        limit: int,
+    ) -> list[scan_pb2.Video]:
+        def op(conn: sqlite3.Connection) -> list[scan_pb2.Video]:
+            where: list[str] = []
+            params: list[Any] = []
+            if prefix:
+                folder = prefix.rstrip("/")
+                where.append("(path = ? OR (path > ? AND path < ?))")
+                params.extend([folder, *_below(folder)])
+            if video_codec:
+                where.append("video_codec = ?")
+                params.append(video_codec)
+            if min_duration_ns is not None:
+                where.append("duration_ns >= ?")
+                params.append(min_duration_ns)
+            if max_duration_ns is not None:
+                where.append("duration_ns <= ?")
+                params.append(max_duration_ns)
+            if after_path is not None:
+                where.append("path > ?")
+                params.append(after_path)
+            sql = f"SELECT id, {_VIDEO_COLUMNS} FROM videos"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            sql += " ORDER BY path LIMIT ?"
+            params.append(limit)
+            return [_video_of(row) for row in conn.execute(sql, params)]
+
+        return await self._db.read(op)
+
+    async def get_video(self, *, video_id: int | None, path: str | None) -> scan_pb2.Video | None:
+        def op(conn: sqlite3.Connection) -> scan_pb2.Video | None:
+            if video_id is not None:
+                row = conn.execute(
+                    f"SELECT id, {_VIDEO_COLUMNS} FROM videos WHERE id = ?", (video_id,)
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    f"SELECT id, {_VIDEO_COLUMNS} FROM videos WHERE path = ?", (path,)
+                ).fetchone()
+            return None if row is None else _video_of(row)
+
+        return await self._db.read(op)
+
+
+_VIDEO_COLUMNS = ", ".join(f.name for f in dataclasses.fields(VideoRow))
+_UPDATE_VIDEO = (
+    "UPDATE videos SET "
+    + ", ".join(f"{f.name} = ?" for f in dataclasses.fields(VideoRow)[1:])
+    + " WHERE path = ?"
+)
+
+
+_INDEX_CHUNK = 65536  # videos per query of `library_index`
+_INDEX_CACHE_KEYS = 250_000  # videos in the kept indexes, at most (36 MiB at 150 bytes)
+
+
+def _below(folder: str) -> tuple[str, str]:
+    """Bounds of the paths strictly below `folder`: path > 'a/' AND path < 'a0' ('0' follows
+    '/' in byte order, which is how SQLite compares TEXT by default)."""
+    base = folder.rstrip("/")
+    return base + "/", base + "0"
+
+
+def _video_of(row: Sequence[Any]) -> scan_pb2.Video:
+    data = VideoRow(
+        **dict(zip((f.name for f in dataclasses.fields(VideoRow)), row[1:], strict=True))
+    )
+    video = scan_pb2.Video(
+        video_id=f"v_{row[0]}",
+        path=data.path,
+        size_bytes=data.size_bytes,
+        container=data.container,
+        bit_rate=data.bit_rate,
+        video_codec=data.video_codec,
+        width=data.width,
+        height=data.height,
+        frame_rate=data.frame_rate,
+        audio_codec=data.audio_codec,
+        audio_channels=data.audio_channels,
+        audio_sample_rate=data.audio_sample_rate,
+        audio_streams=data.audio_streams,
+        job_id=data.job_id,
+    )
+    video.modify_time.FromNanoseconds(data.mtime_ns)
+    video.duration.FromNanoseconds(data.duration_ns)
+    video.probe_time.FromNanoseconds(data.probe_ns)
+    return video

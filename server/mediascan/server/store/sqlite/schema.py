@@ -1,0 +1,200 @@
+"""The SQLite schema: the version 1 tables, the numbered forward migrations, and `migrate`,
+which brings a database to this code's version (or refuses one from a newer server)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from mediascan.v1 import scan_pb2
+
+from ...jobs import TERMINAL, JobState, sample_file_errors
+from ..protocol import SchemaTooNew
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 4
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id        TEXT PRIMARY KEY,
+    state         INTEGER NOT NULL,
+    create_ns     INTEGER NOT NULL,
+    end_ns        INTEGER,
+    request_id    TEXT,
+    fingerprint   TEXT,
+    last_sequence INTEGER NOT NULL,
+    job           BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_by_request_id ON jobs (request_id)
+    WHERE request_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_create ON jobs (create_ns DESC, job_id DESC);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, create_ns DESC, job_id DESC);
+CREATE TABLE IF NOT EXISTS job_events (
+    job_id   TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    event    BLOB NOT NULL,
+    PRIMARY KEY (job_id, sequence)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS videos (
+    id                INTEGER PRIMARY KEY,
+    path              TEXT NOT NULL UNIQUE,
+    size_bytes        INTEGER NOT NULL,
+    mtime_ns          INTEGER NOT NULL,
+    container         TEXT NOT NULL,
+    duration_ns       INTEGER NOT NULL,
+    bit_rate          INTEGER NOT NULL,
+    video_codec       TEXT NOT NULL,
+    width             INTEGER NOT NULL,
+    height            INTEGER NOT NULL,
+    frame_rate        REAL NOT NULL,
+    audio_codec       TEXT NOT NULL,
+    audio_channels    INTEGER NOT NULL,
+    audio_sample_rate INTEGER NOT NULL,
+    audio_streams     INTEGER NOT NULL,
+    probe_ns          INTEGER NOT NULL,
+    job_id            TEXT NOT NULL
+);
+"""
+
+TERMINAL_SQL = ",".join(str(int(s)) for s in TERMINAL)
+QUEUED = int(JobState.QUEUED)
+RUNNING = int(JobState.RUNNING)
+
+Step = str | Callable[[sqlite3.Connection], None]
+
+#: Forward migrations: the statements (or functions) that take a database from version N-1 to N.
+_MIGRATIONS: dict[int, tuple[Step, ...]] = {
+    # The device a video lives on: a folder now on another device (an unmounted disk's empty
+    # mount point) must not make its videos look deleted. 0: not known (written by version 1).
+    2: (
+        "ALTER TABLE videos ADD COLUMN dev INTEGER NOT NULL DEFAULT 0",
+        # request_id -> job, also for submits that joined an active job (deduplicated).
+        "CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, "
+        "fingerprint TEXT NOT NULL, job_id TEXT NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS requests_by_job ON requests (job_id)",
+        "INSERT OR IGNORE INTO requests (request_id, fingerprint, job_id) "
+        "SELECT request_id, fingerprint, job_id FROM jobs WHERE request_id IS NOT NULL",
+    ),
+    # File errors in their own table, read page by page (ListFileErrors): a job's row keeps
+    # its counts and a small sample, so that a Job message stays small whatever the paths.
+    3: (
+        "CREATE TABLE IF NOT EXISTS file_errors (job_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "error BLOB NOT NULL, PRIMARY KEY (job_id, seq)) WITHOUT ROWID",
+        lambda conn: _move_file_errors(conn),
+    ),
+    # Claims in the database: the next job is the QUEUED one of the highest priority, oldest
+    # first (`claim_next`), found through a partial index of the queued jobs.
+    4: (
+        "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0",
+        lambda conn: _fill_priorities(conn),
+        f"CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (priority DESC, create_ns, job_id) "
+        f"WHERE state = {QUEUED}",
+    ),
+}
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at `path`, or None if there is none."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """The write connection of a migrated database (WAL, synchronous FULL)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(path)
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    if mode.lower() != "wal":
+        log.warning("SQLite refused WAL mode (got %s); concurrency will suffer", mode)
+    conn.execute("PRAGMA synchronous = FULL")
+    try:
+        migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the version 1 schema if needed, then apply each later migration in its own
+    transaction. A database from a newer server is refused, never touched."""
+    row = conn.execute(
+        "SELECT value FROM meta WHERE key = 'schema_version'"
+        if conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        else "SELECT NULL WHERE 0"
+    ).fetchone()
+    version = int(row[0]) if row is not None else 0
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{path} has schema version {version}, newer than this server's "
+            f"{SCHEMA_VERSION}: upgrade mediascan or use another --db"
+        )
+    conn.executescript(_SCHEMA)  # version 1, idempotent
+    if version == 0:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', 1)")
+        version = 1
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _MIGRATIONS[target]:
+            if isinstance(statement, str):
+                conn.execute(statement)
+            else:
+                statement(conn)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+        conn.execute("COMMIT")
+        log.info("migrated %s to schema version %d", path, target)
+
+
+def _move_file_errors(conn: sqlite3.Connection) -> None:
+    """Schema 3: each job's file errors from its row into `file_errors`; the row keeps the
+    counts and the sample a job of this version keeps (`sample_file_errors`)."""
+    rows = conn.execute("SELECT job_id, job FROM jobs").fetchall()
+    for job_id, blob in rows:
+        job = scan_pb2.Job.FromString(blob)
+        errors = list(job.result.file_errors)
+        if not errors:
+            continue
+        conn.executemany(
+            "INSERT OR REPLACE INTO file_errors (job_id, seq, error) VALUES (?, ?, ?)",
+            ((job_id, seq, error.SerializeToString()) for seq, error in enumerate(errors)),
+        )
+        sample = sample_file_errors(errors)
+        del job.result.file_errors[:]
+        job.result.file_errors.extend(sample)
+        job.result.file_error_count = len(errors)
+        job.result.file_errors_truncated = job.result.file_errors_truncated or len(sample) < len(
+            errors
+        )
+        conn.execute("UPDATE jobs SET job = ? WHERE job_id = ?", (job.SerializeToString(), job_id))
+
+
+def _fill_priorities(conn: sqlite3.Connection) -> None:
+    """Schema 4: the priority of every active job, from its stored message (a finished job is
+    never claimed: it keeps 0)."""
+    rows = conn.execute(
+        f"SELECT job_id, job FROM jobs WHERE state NOT IN ({TERMINAL_SQL})"
+    ).fetchall()
+    conn.executemany(
+        "UPDATE jobs SET priority = ? WHERE job_id = ?",
+        ((scan_pb2.Job.FromString(blob).options.priority, job_id) for job_id, blob in rows),
+    )
