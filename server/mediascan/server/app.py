@@ -23,7 +23,7 @@ from .engine import JobEngine
 from .events import EventHub, serialize_event
 from .health import HealthState
 from .logs import flush_limited
-from .maintenance import check_database, purge_loop
+from .maintenance import start_maintenance
 from .metrics import Metrics
 from .probe_pool import ProbePool
 from .reflection import enable_reflection
@@ -157,27 +157,12 @@ class MediascanServer:
         if self.metrics is not None:
             log.info("metrics on http://%s/metrics", self.metrics_address)
 
-    def _start_metrics(self, address: str) -> Metrics:
-        """The /metrics endpoint, its thread supervised."""
-        assert self.supervisor is not None
-        metrics = Metrics()
-        try:
-            _, self.metrics_port = metrics.serve(address, self.supervisor.supervised)
-        except OSError as exc:
-            raise ConfigError(
-                f"--metrics-listen {address}: cannot listen: {exc.strerror}"
-            ) from None
-        return metrics
-
     async def _assemble(self, config: Config, security: Security, roots: AllowedRoots) -> None:
         """Metrics, store, probers, queue, then the gRPC server (see `_serve`)."""
-        interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
         if config.metrics_listen:
-            self.metrics = self._start_metrics(config.metrics_listen)
-            interceptors.append(self.metrics.interceptor())  # outermost: sees refusals too
-        if security.tokens:
-            interceptors.append(TokenAuthInterceptor(security.tokens))
-        interceptors.append(RequestDecodingInterceptor())  # innermost: after the token check
+            assert self.supervisor is not None
+            self.metrics, self.metrics_port = _start_metrics(config.metrics_listen, self.supervisor)
+        interceptors = _interceptors(self.metrics, security)
         self._store = Store(
             config.db,
             listen=config.listen,
@@ -223,7 +208,7 @@ class MediascanServer:
         if self.metrics is not None:
             queue = self._queue
             queue.state_listeners.append(self.metrics.job_changed)
-            self.metrics.watch_queue(lambda: queue.queued_count, lambda: queue.running_count)
+            self.metrics.watch_queue(lambda: queue.queued_count)
         await self._serve(config, security, interceptors, roots)
 
     async def _serve(
@@ -241,13 +226,7 @@ class MediascanServer:
         _add_scan_service(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
-        try:
-            if security.credentials is not None:
-                self.port = server.add_secure_port(config.listen, security.credentials)
-            else:
-                self.port = server.add_insecure_port(config.listen)
-        except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {config.listen}: {exc}") from None
+        self.port = _bind(server, config.listen, security)
         self._store.lock.update(listen=self.address)
         await self._queue.start()
         self._server = server
@@ -256,17 +235,10 @@ class MediascanServer:
         dispatcher = self._queue.dispatcher
         assert dispatcher is not None and self.supervisor is not None
         self.supervisor.watch_task(dispatcher)
-        self.supervisor.watch_task(
-            asyncio.create_task(
-                purge_loop(self._store, self.config.retention), name="retention-purge"
-            )
-        )
-        self.supervisor.watch_task(
-            asyncio.create_task(
-                check_database(self._store, self.health, lambda: self._stopping),
-                name="database-check",
-            )
-        )
+        for task in start_maintenance(
+            self._store, self.health, config.retention, lambda: self._stopping
+        ):
+            self.supervisor.watch_task(task)
 
     async def _abandon_start(self) -> None:
         """Undo a start that failed half-way: nothing may keep running."""
@@ -446,6 +418,40 @@ class MediascanServer:
             self._queue.stop_accepting()
         log.critical("stopping: %s", why)
         self._failed.set()
+
+
+def _start_metrics(address: str, supervisor: Supervisor) -> tuple[Metrics, int]:
+    """The /metrics endpoint and its port, its thread supervised."""
+    metrics = Metrics()
+    try:
+        _, port = metrics.serve(address, supervisor.supervised)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-listen {address}: cannot listen: {exc.strerror}") from None
+    return metrics, port
+
+
+def _interceptors(
+    metrics: Metrics | None, security: Security
+) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    """The server's interceptors, outermost first: metrics (which sees refusals too), the
+    token check, then the decoding of requests."""
+    interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] = []
+    if metrics is not None:
+        interceptors.append(metrics.interceptor())
+    if security.tokens:
+        interceptors.append(TokenAuthInterceptor(security.tokens))
+    interceptors.append(RequestDecodingInterceptor())
+    return interceptors
+
+
+def _bind(server: grpc.aio.Server, listen: str, security: Security) -> int:
+    """Bind `listen` (TLS when configured); the port bound. ConfigError if it cannot."""
+    try:
+        if security.credentials is not None:
+            return server.add_secure_port(listen, security.credentials)
+        return server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise ConfigError(f"cannot listen on {listen}: {exc}") from None
 
 
 def _probe_pool(

@@ -51,3 +51,14 @@ async def purge_loop(store: Store, retention: float) -> None:
             if purged:
                 log.info("purged %d finished job(s) past the retention period", purged)
         await asyncio.sleep(min(PURGE_INTERVAL, retention))
+
+
+def start_maintenance(
+    store: Store, health: Health, retention: float, stopping: Callable[[], bool]
+) -> list[asyncio.Task[None]]:
+    """The server's maintenance tasks, started: `retention-purge` and `database-check` (each
+    runs until cancelled; the caller supervises them)."""
+    return [
+        asyncio.create_task(purge_loop(store, retention), name="retention-purge"),
+        asyncio.create_task(check_database(store, health, stopping), name="database-check"),
+    ]

@@ -109,10 +109,6 @@ class JobEngine:
     def queued_count(self) -> int:
         return self.jobs.count(Phase.QUEUED)
 
-    @property
-    def running_count(self) -> int:
-        return len(self._dispatcher.running)
-
     def stop_accepting(self) -> None:
         self.jobs.draining = True
 
