@@ -10,7 +10,6 @@ import json
 import os
 import pty
 import re
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,15 +65,6 @@ async def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = 
 def assert_no_traceback(result: Result) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     assert "Traceback" not in result.stdout, result.stdout
-
-
-@pytest.fixture
-def free_address() -> str:
-    """An address nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127.0.0.1:{port}"
 
 
 async def test_help_documents_the_exit_codes() -> None:
