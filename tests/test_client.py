@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mediascan.client import TERMINAL_STATES, MediascanError, ScanClient
 from mediascan.client.client import terminal_job
@@ -485,6 +486,40 @@ async def test_a_submit_retried_on_another_server_keeps_its_request_id(
         assert [job.job_id for job in jobs] == [submitted.job_id]
         assert jobs[0].request_id == submitted.job.request_id
         await client.wait(submitted.job_id, timeout=TIMEOUT)
+
+
+async def test_a_submit_goes_on_from_a_server_that_is_shutting_down(
+    make_server: Any, tmp_path: Path, big_folder: Path, small_folders: list[Path]
+) -> None:
+    """A server draining its running job answers new submits UNAVAILABLE: the submit goes on to
+    the next address."""
+    first = await make_server(shutdown_grace=30)
+    second = await make_server(db=tmp_path / "second.db")
+    async with ScanClient(first.address) as direct:
+        running = await direct.submit_scan(str(big_folder))
+        async with asyncio.timeout(TIMEOUT):
+            async for event in direct.watch_job(running.job_id):
+                if event.WhichOneof("kind") == "progress":
+                    break
+        health = health_pb2_grpc.HealthStub(direct.channel).Watch(health_pb2.HealthCheckRequest())
+        async with asyncio.timeout(TIMEOUT):
+            assert (await health.read()).status == health_pb2.HealthCheckResponse.SERVING
+            stopping = asyncio.create_task(first.stop())
+            assert (await health.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        health.cancel()
+        with pytest.raises(MediascanError) as refused:
+            await direct.submit_scan(str(small_folders[0]))
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in refused.value.message
+
+        async with ScanClient([first.address, second.address]) as client:
+            submitted = await client.submit_scan(str(small_folders[0]))
+            assert client.target == second.address
+            assert (await client.get_job(submitted.job_id)).job_id == submitted.job_id
+
+        await direct.cancel_job(running.job_id)  # the drain need not wait for it
+    async with asyncio.timeout(TIMEOUT):
+        await stopping
 
 
 async def test_watch_job_gives_up_naming_every_server(
