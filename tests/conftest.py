@@ -9,6 +9,7 @@ import dataclasses
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -259,6 +260,29 @@ def _drain(stream: Any, sink: list[str]) -> None:
             sink.append(line)
     with contextlib.suppress(OSError):
         stream.close()
+
+
+def unused_addresses(count: int) -> list[str]:
+    """`count` different addresses nothing listens on (ports the system gave out and took back)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    return [f"127.0.0.1:{port}" for port in ports]
+
+
+@pytest.fixture
+def free_address() -> str:
+    """An address nothing listens on."""
+    return unused_addresses(1)[0]
+
+
+@pytest.fixture
+def free_addresses() -> Callable[[int], list[str]]:
+    """`free_addresses(n)`: n different addresses nothing listens on."""
+    return unused_addresses
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import json
 import os
 import pty
 import re
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,15 +65,6 @@ async def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = 
 def assert_no_traceback(result: Result) -> None:
     assert "Traceback" not in result.stderr, result.stderr
     assert "Traceback" not in result.stdout, result.stdout
-
-
-@pytest.fixture
-def free_address() -> str:
-    """An address nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"127.0.0.1:{port}"
 
 
 async def test_help_documents_the_exit_codes() -> None:
@@ -235,6 +225,43 @@ async def test_server_from_the_environment(server: Any) -> None:
     result = await run("jobs", "--json", env=_env(MEDIASCAN_SERVER=server.address))
     assert result.code == 0, result
     assert result.json() == {"jobs": []}
+
+
+async def test_several_servers_the_first_unreachable(
+    server: Any, free_address: str, corpus: Corpus
+) -> None:
+    servers = f"{free_address},{server.address}"
+    scanned = await run("scan", str(corpus.root), "--watch", "--server", servers)
+    assert scanned.code == 0, scanned
+    assert " SUCCEEDED in " in scanned.stdout
+    assert scanned.stderr == ""
+
+    listed = await run("jobs", "--json", env=_env(MEDIASCAN_SERVER=servers))
+    assert listed.code == 0, listed
+    assert [job["jobId"] for job in listed.json()["jobs"]] == [scanned.stdout.split()[1]]
+
+
+async def test_every_server_unreachable_is_one_line_each(free_addresses: Any) -> None:
+    first, second = free_addresses(2)
+    for args in (["jobs"], ["watch", "j_x"]):
+        result = await run(*args, "--server", f"{first},{second}")
+
+        assert result.code == 2, (args, result)
+        assert_no_traceback(result)
+        lines = result.stderr.splitlines()
+        assert [line.split(": nothing accepts connections there")[0] for line in lines] == [
+            f"error: cannot connect to {first}",
+            f"error: cannot connect to {second}",
+        ], result.stderr
+
+
+async def test_an_empty_server_address_is_refused() -> None:
+    result = await run("jobs", "--server", "127.0.0.1:1,,127.0.0.1:2")
+    assert result.code == 2
+    assert result.stderr == (
+        "error: an empty server address in '127.0.0.1:1,,127.0.0.1:2': give "
+        "host:port[,host:port...]\n"
+    )
 
 
 async def test_bad_usage_exits_2() -> None:

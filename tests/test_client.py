@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mediascan.client import TERMINAL_STATES, MediascanError, ScanClient
 from mediascan.client.client import terminal_job
@@ -38,6 +39,10 @@ class CuttableProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._pipes: set[asyncio.Task[None]] = set()
         self.connections = 0
+        self._marker: bytes | None = None
+        self._withheld = b""
+        #: Set when the proxy vanished after withholding an answer (`vanish_after_answer`).
+        self.vanished = asyncio.Event()
 
     @property
     def address(self) -> str:
@@ -52,18 +57,37 @@ class CuttableProxy:
         self.connections += 1
         up_reader, up_writer = await asyncio.open_connection(self._host, self._port)
         self._writers.update((writer, up_writer))
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
+        for source, sink, answers in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._pipe(source, sink, answers))
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
 
-    @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, answers: bool
+    ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await source.read(65536):
+                if answers and self._marker is not None:
+                    self._withhold(data)
+                    continue
                 sink.write(data)
                 await sink.drain()
         sink.transport.abort()
+
+    def vanish_after_answer(self, marker: bytes) -> None:
+        """From now on, withhold what the server sends; once that holds `marker`, reset every
+        connection and refuse new ones: a server that did the work, then went away before its
+        answer reached the client."""
+        self._marker = marker
+
+    def _withhold(self, data: bytes) -> None:
+        assert self._marker is not None
+        self._withheld += data
+        if self._marker in self._withheld and not self.vanished.is_set():
+            self.vanished.set()
+            self.cut()
+            assert self._listener is not None
+            self._listener.close()
 
     def cut(self) -> None:
         """Reset every open connection (the listener stays open: reconnects succeed)."""
@@ -379,3 +403,189 @@ async def test_wait_survives_a_server_restart(spawn_server: Any, big_folder: Pat
     sequences = [event.sequence for event in events]
     assert len(sequences) == len(set(sequences)), sequences
     assert_contiguous(events)
+
+
+# -- several server addresses: failover ------------------------------------------------------------
+
+
+async def test_a_dead_address_then_a_live_server(
+    server: Any, free_address: str, corpus: Corpus
+) -> None:
+    """Every call goes on to the live server, and the client stays there."""
+    async with ScanClient([free_address, server.address]) as client:
+        assert client.targets == (free_address, server.address)
+        assert client.target == free_address
+        submitted = await client.submit_scan(str(corpus.root))
+        assert client.target == server.address
+        job = await client.wait(submitted.job_id, timeout=TIMEOUT)
+        assert job.state == scan_pb2.JOB_STATE_SUCCEEDED
+        assert [j.job_id async for j in client.list_jobs()] == [submitted.job_id]
+        assert [e async for e in client.list_file_errors(submitted.job_id)]
+        assert [v async for v in client.list_videos(str(corpus.root))]
+        await client.delete_job(submitted.job_id)
+
+    # A comma-separated string is the same list; a call that is not safe to repeat (DeleteJob)
+    # goes on too when it could not connect at all.
+    async with ScanClient(f"{free_address}, {server.address}") as client:
+        assert client.targets == (free_address, server.address)
+        with pytest.raises(MediascanError) as caught:
+            await client.delete_job(submitted.job_id)
+        assert caught.value.code == grpc.StatusCode.NOT_FOUND
+        assert caught.value.target == server.address
+        assert client.target == server.address
+
+
+async def test_a_watch_starts_on_the_next_server_when_the_first_is_down(
+    server: Any, free_address: str, corpus: Corpus
+) -> None:
+    async with ScanClient(server.address) as direct:
+        submitted = await direct.submit_scan(str(corpus.root), full=True)
+    async with ScanClient([free_address, server.address]) as client:
+        events: list[scan_pb2.JobEvent] = []
+        job = await client.wait(submitted.job_id, timeout=TIMEOUT, on_event=events.append)
+
+        assert job.state == scan_pb2.JOB_STATE_SUCCEEDED
+        assert events[0].WhichOneof("kind") == "snapshot"
+        assert_contiguous(events)
+        assert client.target == server.address
+
+
+async def test_every_server_unreachable_names_each(
+    free_addresses: Any,
+) -> None:
+    first, second = free_addresses(2)
+    async with ScanClient([first, second]) as client:
+        with pytest.raises(MediascanError) as caught:
+            await client.get_job("j_x")
+
+    error = caught.value
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert (error.target, error.unreachable) == (second, True)
+    assert [(e.target, e.unreachable, e.code) for e in error.earlier] == [
+        (first, True, grpc.StatusCode.UNAVAILABLE)
+    ]
+
+
+async def test_a_submit_retried_on_another_server_keeps_its_request_id(
+    server: Any, proxy: CuttableProxy, small_folders: list[Path]
+) -> None:
+    """The first server stores the job, then goes away before its answer arrives: the submit
+    goes on to the next address (here: the same database, reached directly) with the same
+    request_id, which answers with the job already made instead of making another."""
+    folder = small_folders[0]
+    async with ScanClient([proxy.address, server.address]) as client:
+        assert [job async for job in client.list_jobs()] == []  # connected through the proxy
+        assert client.target == proxy.address
+        proxy.vanish_after_answer(str(folder.resolve()).encode())
+
+        submitted = await client.submit_scan(str(folder))
+
+        assert proxy.vanished.is_set()
+        assert client.target == server.address
+        jobs = [job async for job in client.list_jobs()]
+        assert [job.job_id for job in jobs] == [submitted.job_id]
+        assert jobs[0].request_id == submitted.job.request_id
+        await client.wait(submitted.job_id, timeout=TIMEOUT)
+
+
+async def test_a_submit_goes_on_from_a_server_that_is_shutting_down(
+    make_server: Any, tmp_path: Path, big_folder: Path, small_folders: list[Path]
+) -> None:
+    """A server draining its running job answers new submits UNAVAILABLE: the submit goes on to
+    the next address."""
+    first = await make_server(shutdown_grace=30)
+    second = await make_server(db=tmp_path / "second.db")
+    async with ScanClient(first.address) as direct:
+        running = await direct.submit_scan(str(big_folder))
+        async with asyncio.timeout(TIMEOUT):
+            async for event in direct.watch_job(running.job_id):
+                if event.WhichOneof("kind") == "progress":
+                    break
+        health = health_pb2_grpc.HealthStub(direct.channel).Watch(health_pb2.HealthCheckRequest())
+        async with asyncio.timeout(TIMEOUT):
+            assert (await health.read()).status == health_pb2.HealthCheckResponse.SERVING
+            stopping = asyncio.create_task(first.stop())
+            assert (await health.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        health.cancel()
+        with pytest.raises(MediascanError) as refused:
+            await direct.submit_scan(str(small_folders[0]))
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE
+        assert "shutting down" in refused.value.message
+
+        async with ScanClient([first.address, second.address]) as client:
+            submitted = await client.submit_scan(str(small_folders[0]))
+            assert client.target == second.address
+            assert (await client.get_job(submitted.job_id)).job_id == submitted.job_id
+
+        await direct.cancel_job(running.job_id)  # the drain need not wait for it
+    async with asyncio.timeout(TIMEOUT):
+        await stopping
+
+
+async def test_watch_job_gives_up_naming_every_server(
+    server: Any, proxy: CuttableProxy, free_address: str, big_folder: Path
+) -> None:
+    first = proxy.address
+    async with (
+        ScanClient(server.address) as direct,
+        ScanClient([first, free_address]) as client,
+    ):
+        submitted = await direct.submit_scan(str(big_folder))
+        with pytest.raises(MediascanError) as caught:
+            async with asyncio.timeout(TIMEOUT):
+                async for event in client.watch_job(submitted.job_id, reconnect_timeout=0.5):
+                    if event.WhichOneof("kind") == "snapshot":
+                        proxy.cut()
+                        await proxy.stop_listening()
+        await direct.cancel_job(submitted.job_id)
+
+    error = caught.value
+    assert error.code == grpc.StatusCode.UNAVAILABLE
+    assert {e.target for e in (*error.earlier, error)} == {first, free_address}
+    assert all(e.unreachable for e in (*error.earlier, error))
+
+
+@pytest.mark.slow
+async def test_a_watch_follows_the_job_to_the_next_server(
+    spawn_server: Any, free_address: str, big_folder: Path
+) -> None:
+    """Server A is stopped (SIGTERM) while a client watches; B starts on A's database at the
+    second address the client was given. The watch resumes on B after the last event A sent and
+    follows the job (attempt 2, on B) to its end: no gap, no repeat."""
+    first = await spawn_server("--shutdown-grace", "0")
+    exit_codes: list[int] = []
+
+    async def replace_first() -> None:
+        first.terminate()
+        exit_codes.append(await first.wait(TIMEOUT))
+        await spawn_server("--listen", free_address, "--shutdown-grace", "0", db=first.db)
+
+    async with ScanClient([first.address, free_address]) as client:
+        submitted = await client.submit_scan(str(big_folder))
+        events: list[scan_pb2.JobEvent] = []
+        replacer: asyncio.Task[None] | None = None
+        second_run_started = cancelled = False
+        async with asyncio.timeout(TIMEOUT):
+            async for event in client.watch_job(submitted.job_id):
+                events.append(event)
+                kind = event.WhichOneof("kind")
+                if replacer is None and kind == "progress":
+                    replacer = asyncio.create_task(replace_first())
+                elif kind == "state_change" and event.state_change.job.attempt == 2:
+                    second_run_started |= event.state_change.to_state == scan_pb2.JOB_STATE_RUNNING
+                elif second_run_started and kind == "progress" and not cancelled:
+                    await client.cancel_job(submitted.job_id)  # no need to scan it all
+                    cancelled = True
+        assert client.target == free_address
+
+    assert replacer is not None
+    await replacer
+    assert exit_codes == [0]
+    assert cancelled
+    sequences = [event.sequence for event in events]
+    assert len(sequences) == len(set(sequences)), sequences
+    assert_contiguous(events)
+    assert not any(event.snapshot.resync for event in events)
+    last = events[-1]
+    assert last.state_change.to_state == scan_pb2.JOB_STATE_CANCELLED
+    assert last.state_change.job.attempt == 2

@@ -315,6 +315,38 @@ async def test_cli_names_each_tls_mismatch_and_its_fix(make_server: Any, pki: Pk
     assert good.returncode == 0, good.stderr
 
 
+async def test_tls_and_token_apply_to_every_address(
+    make_server: Any, pki: Pki, token_file: Path
+) -> None:
+    options = {"tls_cert": pki.server_cert, "tls_key": pki.server_key}
+    first = await make_server(**options, auth_token_file=token_file)
+    second = await make_server(
+        **options, auth_token_file=token_file, db=first.config.db.with_name("second.db")
+    )
+    async with ScanClient([first.address, second.address], tls_ca=pki.ca, token=TOKEN) as client:
+        assert [job async for job in client.list_jobs()] == []
+        assert client.target == first.address
+        await first.stop()
+        assert [job async for job in client.list_jobs()] == []
+        assert client.target == second.address
+
+
+async def test_cli_diagnoses_each_address(make_server: Any, pki: Pki) -> None:
+    """With several addresses, each that failed gets its own line and its own diagnosis."""
+    tls = await make_server(tls_cert=pki.server_cert, tls_key=pki.server_key)
+    dead = f"127.0.0.1:{_free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIASCAN_", "GRPC_"))}
+
+    done = await _run(BIN / "mediascan", "--server", f"{dead},{tls.address}", "jobs", env=env)
+
+    assert done.returncode == 2, done.stdout
+    down, mismatch = done.stderr.splitlines()
+    assert down.startswith(f"error: cannot connect to {dead}: nothing accepts connections")
+    assert mismatch.startswith(
+        f"error: cannot connect to {tls.address}: the server uses TLS and this client does not"
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

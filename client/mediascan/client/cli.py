@@ -1,8 +1,9 @@
 """The `mediascan` command line: submit scans, follow jobs and list the library.
 
-Every subcommand takes `--server ADDR` (or `MEDIASCAN_SERVER`), `--json`, and the security options
-`--token` (or `MEDIASCAN_TOKEN`), `--tls-ca`, `--tls-cert`/`--tls-key`. See `EXIT_CODES_HELP` for
-what the exit status means.
+Every subcommand takes `--server ADDR[,ADDR...]` (or `MEDIASCAN_SERVER`; several addresses for
+servers that share one database, tried in turn), `--json`, and the security options `--token` (or
+`MEDIASCAN_TOKEN`), `--tls-ca`, `--tls-cert`/`--tls-key`. See `EXIT_CODES_HELP` for what the exit
+status means.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from rich.console import Console
 
 from mediascan.client import display
 from mediascan.client.client import DEFAULT_TARGET, ScanClient
-from mediascan.client.diagnose import ClientTls, diagnose
+from mediascan.client.diagnose import ClientTls, diagnose_each
 from mediascan.client.errors import MediascanError
 from mediascan.v1 import scan_pb2
 
@@ -107,7 +108,9 @@ _CONNECTION_ARGS = (
     _arg(
         "--server",
         metavar="ADDR",
-        help=f"server address host:port (env MEDIASCAN_SERVER, default {DEFAULT_TARGET})",
+        help="server address host:port, or several separated by commas (servers sharing one "
+        "database: a call that cannot reach one goes on to the next) (env MEDIASCAN_SERVER, "
+        f"default {DEFAULT_TARGET})",
     ),
     _arg(
         "--token",
@@ -524,23 +527,9 @@ _COMMAND_TABLE = (
 _RUNNERS = {command.name: command.run for command in _COMMAND_TABLE}
 
 
-def _unreachable(error: MediascanError, client: ScanClient) -> bool:
-    """True when the error comes from failing to connect, not from the server's answer."""
-    if error.code != grpc.StatusCode.UNAVAILABLE:
-        return False
-    state = client.channel.get_state(try_to_connect=False)
-    return state == grpc.ChannelConnectivity.TRANSIENT_FAILURE or error.message.startswith(
-        ("failed to connect to all addresses", "DNS resolution failed", "errors resolving")
-    )
-
-
 async def _report(error: MediascanError, client: ScanClient, security: dict[str, Any]) -> None:
-    if _unreachable(error, client):
-        tls = ClientTls(**{key: security[key] for key in _CLIENT_TLS_KEYS})
-        cause = await asyncio.to_thread(diagnose, client.target, tls)
-        print(
-            f"error: cannot connect to {client.target}: {cause or error.message}", file=sys.stderr
-        )
+    if error.code == grpc.StatusCode.UNAVAILABLE and (error.unreachable or len(client.targets) > 1):
+        await _report_each_server(error, security)
         return
     print(f"error: {error.code.name}: {error.message}", file=sys.stderr)
     for field, description in error.field_violations:
@@ -553,6 +542,24 @@ async def _report(error: MediascanError, client: ScanClient, security: dict[str,
 
 
 _CLIENT_TLS_KEYS = ("tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name")
+
+
+async def _report_each_server(error: MediascanError, security: dict[str, Any]) -> None:
+    """A line for each server the call tried: why it could not connect there (diagnosed), or
+    what the server answered."""
+    failures = [*error.earlier, error]
+    tls = ClientTls(**{key: security[key] for key in _CLIENT_TLS_KEYS})
+    unreachable = [failure.target for failure in failures if failure.unreachable]
+    causes = await asyncio.to_thread(diagnose_each, [t for t in unreachable if t], tls)
+    for failure in failures:
+        if failure.unreachable:
+            cause = causes.get(failure.target or "") or failure.message
+            print(f"error: cannot connect to {failure.target}: {cause}", file=sys.stderr)
+        else:
+            print(
+                f"error: {failure.target} answered {failure.code.name}: {failure.message}",
+                file=sys.stderr,
+            )
 
 
 def _security(args: argparse.Namespace) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 
 Every failed call raises `MediascanError`. `watch_job` survives a lost connection: it reconnects
 with backoff and resumes right after the last event it yielded, so the caller sees every event
-once.
+once. Given several server addresses (servers that share one database), the client talks to one at
+a time and moves on to the next when that one cannot be reached or answers UNAVAILABLE.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import random
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from types import TracebackType
 from typing import Self, TypeVar, cast
 
@@ -38,24 +39,25 @@ TERMINAL_STATES: frozenset[scan_pb2.JobState] = frozenset(
 
 _SERVICE = "mediascan.v1.ScanService"
 
-# gRPC retries these calls itself on UNAVAILABLE (a connection that broke before the server
-# answered). They are safe to repeat: reads, CancelJob (idempotent) and SubmitScan, whose
-# `request_id` makes a repeat return the job the first attempt created. DeleteJob is left out: a
-# repeat of a delete that did happen would answer NOT_FOUND.
+# The calls that are safe to repeat: reads, CancelJob (idempotent) and SubmitScan, whose
+# `request_id` makes a repeat return the job the first attempt created. gRPC retries them itself
+# on UNAVAILABLE (a connection that broke before the server answered), and the client then tries
+# the next server. DeleteJob is left out: a repeat of a delete that did happen would answer
+# NOT_FOUND; it moves to the next server only when it could not reach the first at all.
+_RETRY_SAFE = (
+    "SubmitScan",
+    "GetJob",
+    "CancelJob",
+    "ListJobs",
+    "ListFileErrors",
+    "ListVideos",
+    "GetVideo",
+)
+
 _SERVICE_CONFIG = {
     "methodConfig": [
         {
-            "name": [
-                {"service": _SERVICE, "method": method}
-                for method in (
-                    "SubmitScan",
-                    "GetJob",
-                    "CancelJob",
-                    "ListJobs",
-                    "ListVideos",
-                    "GetVideo",
-                )
-            ],
+            "name": [{"service": _SERVICE, "method": method} for method in _RETRY_SAFE],
             "retryPolicy": {
                 "maxAttempts": 4,
                 "initialBackoff": "0.1s",
@@ -185,8 +187,48 @@ def _is_resync(event: scan_pb2.JobEvent) -> bool:
     return event.WhichOneof("kind") == "snapshot" and event.snapshot.resync
 
 
+#: How gRPC words a call that could not connect, so that the request never left the client.
+_NOT_CONNECTED = ("failed to connect to all addresses", "DNS resolution failed", "errors resolving")
+
+
+def split_targets(target: str | Sequence[str]) -> tuple[str, ...]:
+    """The server addresses of `target`: one address, several separated by commas
+    (`"a:50051,b:50051"`), or a sequence of addresses. Raises ValueError for an empty one."""
+    targets = target.split(",") if isinstance(target, str) else list(target)
+    stripped = tuple(address.strip() for address in targets)
+    if not stripped or not all(stripped):
+        shown = target if isinstance(target, str) else ",".join(target)
+        raise ValueError(f"an empty server address in {shown!r}: give host:port[,host:port...]")
+    return stripped
+
+
+class _Node:
+    """One server address and the channel to it."""
+
+    def __init__(self, target: str, channel: grpc.aio.Channel) -> None:
+        self.target = target
+        self.channel = channel
+        self.stub = _Stub(channel)
+
+    def error(self, error: grpc.aio.AioRpcError) -> MediascanError:
+        """The call's failure as a MediascanError that names this node."""
+        not_connected = error.code() == grpc.StatusCode.UNAVAILABLE and (
+            (error.details() or "").startswith(_NOT_CONNECTED)
+            or self.channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE
+        )
+        return MediascanError.from_rpc_error(error, target=self.target, unreachable=not_connected)
+
+
+def _fails_over(error: grpc.aio.AioRpcError, retry_safe: bool) -> bool:
+    """Whether a unary call that failed this way goes on to the next server: on UNAVAILABLE if
+    it is safe to repeat, else only if it never reached a server."""
+    if error.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    return retry_safe or (error.details() or "").startswith(_NOT_CONNECTED)
+
+
 class ScanClient:
-    """An asyncio client of the mediascan server.
+    """An asyncio client of the mediascan server, or of several servers that share one database.
 
     Use it as an async context manager, or call `close()` when done::
 
@@ -194,19 +236,26 @@ class ScanClient:
             submitted = await client.submit_scan("/media/videos")
             job = await client.wait(submitted.job_id)
 
+    `target` is one address, several separated by commas (`"a:50051,b:50051"`), or a list of
+    addresses. With several, the client talks to one server at a time, starting with the first;
+    when a call cannot reach it or it answers UNAVAILABLE (down, shutting down), the call moves
+    on to the next address, round robin, and the client stays there. A call that is not safe to
+    repeat (`delete_job`) moves on only when it could not connect at all. `watch_job` resumes on
+    the next server after the last event it yielded.
+
     Security: `token` is sent as `authorization: Bearer TOKEN` on every call (streams too).
     `tls_ca` (a PEM file of the CA that signed the server's certificate) turns TLS on, as does
     `tls=True` alone (the system's CAs); `tls_cert` and `tls_key` add a client certificate for
     servers that require one (mutual TLS); `tls_server_name` checks the server's certificate
-    for that name instead of the target's host.
+    for that name instead of the target's host. They apply to every address.
 
-    Pass `channel` to use a channel of your own (interceptors, ...); `close()` then leaves it
-    open. Failed calls raise `MediascanError`.
+    Pass `channel` to use a channel of your own (interceptors, ...), to one server; `close()`
+    then leaves it open. Failed calls raise `MediascanError`.
     """
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | Sequence[str] = DEFAULT_TARGET,
         *,
         channel: grpc.aio.Channel | None = None,
         token: str | None = None,
@@ -216,34 +265,47 @@ class ScanClient:
         tls_key: str | os.PathLike[str] | None = None,
         tls_server_name: str | None = None,
     ) -> None:
-        self._target = target
+        targets = split_targets(target)
         self._owns_channel = channel is None
         self._metadata: tuple[tuple[str, str], ...] = ()
         if token is not None:
             self._metadata = (("authorization", f"Bearer {_check_token(token)}"),)
         uses_tls = tls or any(x is not None for x in (tls_ca, tls_cert, tls_key, tls_server_name))
-        if channel is not None and uses_tls:
-            raise TypeError("pass either a channel or TLS options, not both")
-        if channel is None and uses_tls:
+        if channel is not None:
+            if uses_tls:
+                raise TypeError("pass either a channel or TLS options, not both")
+            if len(targets) > 1:
+                raise TypeError("pass either a channel or several addresses, not both")
+            self._nodes = [_Node(targets[0], channel)]
+        elif uses_tls:
             credentials = _tls_credentials(tls_ca, tls_cert, tls_key)
             options = list(_CHANNEL_OPTIONS)
             if tls_server_name:
                 options.append(("grpc.ssl_target_name_override", tls_server_name))
-            channel = grpc.aio.secure_channel(target, credentials, options=options)
-        elif channel is None:
-            channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
-        self._channel = channel
-        self._stub = _Stub(self._channel)
+            self._nodes = [
+                _Node(t, grpc.aio.secure_channel(t, credentials, options=options)) for t in targets
+            ]
+        else:
+            self._nodes = [
+                _Node(t, grpc.aio.insecure_channel(t, options=_CHANNEL_OPTIONS)) for t in targets
+            ]
+        #: The node calls go to; it moves on when a call cannot use it.
+        self._current = 0
 
     @property
     def target(self) -> str:
-        """The server address this client was made for."""
-        return self._target
+        """The address of the server the client talks to now (the first until one fails)."""
+        return self._nodes[self._current].target
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """Every server address this client was given, in order."""
+        return tuple(node.target for node in self._nodes)
 
     @property
     def channel(self) -> grpc.aio.Channel:
-        """The underlying gRPC channel."""
-        return self._channel
+        """The gRPC channel to the server the client talks to now (see `target`)."""
+        return self._nodes[self._current].channel
 
     async def __aenter__(self) -> Self:
         return self
@@ -257,19 +319,46 @@ class ScanClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel (unless it was passed in); calls still running are cancelled."""
+        """Close the channels (unless passed in); calls still running are cancelled."""
         if self._owns_channel:
-            await self._channel.close(None)
+            for node in self._nodes:
+                await node.channel.close(None)
+
+    def _round(self) -> list[_Node]:
+        """Every node once, starting with the current one."""
+        start = self._current
+        return self._nodes[start:] + self._nodes[:start]
+
+    def _next(self, failed: _Node) -> _Node:
+        """The node after `failed`; it becomes the current one if `failed` still was (a call
+        running alongside may have moved on already)."""
+        index = (self._nodes.index(failed) + 1) % len(self._nodes)
+        if self._nodes[self._current] is failed:
+            self._current = index
+        return self._nodes[index]
 
     async def _call(
         self,
-        method: grpc.aio.UnaryUnaryMultiCallable[_Request, _Response],
+        method: Callable[[_Stub], grpc.aio.UnaryUnaryMultiCallable[_Request, _Response]],
         request: _Request,
+        *,
+        retry_safe: bool = True,
     ) -> _Response:
-        try:
-            return await method(request, metadata=self._metadata)
-        except grpc.aio.AioRpcError as error:
-            raise MediascanError.from_rpc_error(error) from error
+        """One unary call, on the current node, moving on to the next node while it fails over
+        (the same request: a submit keeps its request_id)."""
+        earlier: list[MediascanError] = []
+        nodes = self._round()
+        for node in nodes:
+            try:
+                return await method(node.stub)(request, metadata=self._metadata)
+            except grpc.aio.AioRpcError as rpc_error:
+                error = node.error(rpc_error)
+                if node is nodes[-1] or not _fails_over(rpc_error, retry_safe):
+                    error.earlier = tuple(earlier)
+                    raise error from rpc_error
+                earlier.append(error)
+                self._next(node)
+        raise AssertionError("a client has at least one node")  # pragma: no cover
 
     async def submit_scan(
         self,
@@ -298,19 +387,25 @@ class ScanClient:
         )
         if timeout is not None:
             request.timeout.CopyFrom(_duration(timeout))
-        return await self._call(self._stub.SubmitScan, request)
+        return await self._call(lambda stub: stub.SubmitScan, request)
 
     async def get_job(self, job_id: str) -> scan_pb2.Job:
         """A point-in-time snapshot of the job."""
-        return await self._call(self._stub.GetJob, scan_pb2.GetJobRequest(job_id=job_id))
+        return await self._call(lambda stub: stub.GetJob, scan_pb2.GetJobRequest(job_id=job_id))
 
     async def cancel_job(self, job_id: str) -> scan_pb2.Job:
         """Cancel a queued or running job (a finished job is returned unchanged)."""
-        return await self._call(self._stub.CancelJob, scan_pb2.CancelJobRequest(job_id=job_id))
+        return await self._call(
+            lambda stub: stub.CancelJob, scan_pb2.CancelJobRequest(job_id=job_id)
+        )
 
     async def delete_job(self, job_id: str) -> None:
         """Forget a finished job (FAILED_PRECONDITION while it is queued or running)."""
-        await self._call(self._stub.DeleteJob, scan_pb2.DeleteJobRequest(job_id=job_id))
+        await self._call(
+            lambda stub: stub.DeleteJob,
+            scan_pb2.DeleteJobRequest(job_id=job_id),
+            retry_safe=False,
+        )
 
     async def get_video(
         self, *, video_id: str | None = None, path: str | None = None
@@ -319,7 +414,7 @@ class ScanClient:
         if (video_id is None) == (path is None):
             raise TypeError("get_video() takes exactly one of video_id and path")
         request = scan_pb2.GetVideoRequest(video_id=video_id or "", path=path or "")
-        return await self._call(self._stub.GetVideo, request)
+        return await self._call(lambda stub: stub.GetVideo, request)
 
     async def list_jobs(
         self, state: int | None = None, page_size: int = 100
@@ -330,7 +425,7 @@ class ScanClient:
             page_size=page_size,
         )
         while True:
-            page = await self._call(self._stub.ListJobs, request)
+            page = await self._call(lambda stub: stub.ListJobs, request)
             for job in page.jobs:
                 yield job
             if not page.next_page_token:
@@ -343,7 +438,7 @@ class ScanClient:
         """Every file error the job recorded, in the order met, page by page."""
         request = scan_pb2.ListFileErrorsRequest(job_id=job_id, page_size=page_size)
         while True:
-            page = await self._call(self._stub.ListFileErrors, request)
+            page = await self._call(lambda stub: stub.ListFileErrors, request)
             for error in page.file_errors:
                 yield error
             if not page.next_page_token:
@@ -370,7 +465,7 @@ class ScanClient:
         if max_duration is not None:
             request.max_duration.CopyFrom(_duration(max_duration))
         while True:
-            page = await self._call(self._stub.ListVideos, request)
+            page = await self._call(lambda stub: stub.ListVideos, request)
             for video in page.videos:
                 yield video
             if not page.next_page_token:
@@ -385,9 +480,10 @@ class ScanClient:
 
         With `after_sequence` 0 the first event is a snapshot of the job; with a positive value
         the stream resumes right after that event. When the connection is lost (UNAVAILABLE),
-        this reconnects with backoff and resumes after the last event it yielded, so no event is
-        repeated or missed. It raises `MediascanError` when reconnecting has not worked for
-        `reconnect_timeout` seconds, and at once for any other error.
+        this reconnects with backoff, to the next server address when there are several, and
+        resumes after the last event it yielded, so no event is repeated or missed. It raises
+        `MediascanError` when reconnecting has not worked for `reconnect_timeout` seconds, and
+        at once for any other error.
 
         A snapshot with `resync` set means the server no longer kept the events asked for:
         discard what you derived from earlier events and start over from that snapshot.
@@ -396,31 +492,43 @@ class ScanClient:
         last = after_sequence
         backoff = _Backoff()
         failing_since: float | None = None
+        #: Each node's latest failure since the stream last gave an event.
+        failures: dict[str, MediascanError] = {}
+        node = self._nodes[self._current]
         while True:
-            call = self._stub.WatchJob(
+            call = node.stub.WatchJob(
                 scan_pb2.WatchJobRequest(job_id=job_id, after_sequence=last),
                 metadata=self._metadata,
             )
             try:
                 async for event in call:
                     failing_since = None
+                    failures.clear()
                     backoff.reset()
                     if last and event.sequence <= last and not _is_resync(event):
                         continue  # already yielded (a server replaying too much)
                     last = event.sequence
                     yield event
                 return
-            except grpc.aio.AioRpcError as error:
+            except grpc.aio.AioRpcError as rpc_error:
+                error = node.error(rpc_error)
                 # CANCELLED that this client did not cause (its own cancel raises
                 # CancelledError instead): gRPC cancels a call that arrives just as a server
                 # shuts down. Like UNAVAILABLE, it means: reconnect and resume.
-                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-                    raise MediascanError.from_rpc_error(error) from error
+                if rpc_error.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.CANCELLED,
+                ):
+                    raise error from rpc_error
+                failures.pop(node.target, None)
                 now = loop.time()
                 if failing_since is None:
                     failing_since = now
                 elif now - failing_since >= reconnect_timeout:
-                    raise MediascanError.from_rpc_error(error) from error
+                    error.earlier = tuple(failures.values())
+                    raise error from rpc_error
+                failures[node.target] = error
+                node = self._next(node)
                 delay = backoff.delay()
                 await asyncio.sleep(min(delay, failing_since + reconnect_timeout - now))
             finally:

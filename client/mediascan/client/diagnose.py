@@ -5,8 +5,8 @@ gRPC reports every failure to connect as `UNAVAILABLE` with the last address's e
 server that is not running. After a call could not connect, `diagnose` probes the address itself
 (a TCP connection, then TLS handshakes with Python's `ssl`) and names the cause: nothing listening,
 TLS on one side only, a certificate the client does not trust, a certificate that does not cover
-the address, or a client certificate that the server requires or refuses. It is blocking: run it in
-a thread.
+the address, or a client certificate that the server requires or refuses. `diagnose_each` probes
+several addresses side by side. Both are blocking: run them in a thread.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import contextlib
 import dataclasses
 import socket
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 #: What a probe may take, per step (connect, handshake, first read).
 PROBE_TIMEOUT = 3.0
@@ -75,6 +76,18 @@ def diagnose(target: str, client: ClientTls, *, timeout: float = PROBE_TIMEOUT) 
         f"nothing accepts connections there ({'; '.join(errors)}): is the server running "
         "(start it with 'make run'), and listening on this address (its --listen)?"
     )
+
+
+def diagnose_each(
+    targets: Sequence[str], client: ClientTls, *, timeout: float = PROBE_TIMEOUT
+) -> dict[str, str | None]:
+    """`diagnose` of each address (each once), probed side by side: address -> cause or None."""
+    unique = list(dict.fromkeys(targets))
+    if not unique:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(unique))) as pool:
+        causes = pool.map(lambda target: diagnose(target, client, timeout=timeout), unique)
+        return dict(zip(unique, causes, strict=True))
 
 
 def _tls_mismatch(

@@ -19,6 +19,9 @@ class MediascanError(Exception):
     An expected outcome, not a bug in the caller's code: the server refused the request (bad
     argument, unknown job, queue full, ...) or could not be reached. The original
     `grpc.aio.AioRpcError` is kept as `__cause__`.
+
+    A client of several servers tries the next one when a server cannot be reached; when none
+    answers, the error raised is the last server's, and `earlier` holds the others'.
     """
 
     def __init__(
@@ -28,6 +31,9 @@ class MediascanError(Exception):
         *,
         field_violations: Iterable[tuple[str, str]] = (),
         retry_delay: float | None = None,
+        target: str | None = None,
+        unreachable: bool = False,
+        earlier: Iterable[MediascanError] = (),
     ) -> None:
         super().__init__(f"{code.name}: {message}")
         #: The gRPC status code.
@@ -38,9 +44,18 @@ class MediascanError(Exception):
         self.field_violations: list[tuple[str, str]] = list(field_violations)
         #: Seconds to wait before retrying, from a `google.rpc.RetryInfo` detail.
         self.retry_delay = retry_delay
+        #: The address of the server that answered, or that could not be reached (None: unknown).
+        self.target = target
+        #: True when no connection to `target` could be made (nothing listening, a TLS
+        #: mismatch, an unknown host, ...), rather than the server answering with an error.
+        self.unreachable = unreachable
+        #: The errors of the other servers the same call tried before this one, in order.
+        self.earlier: tuple[MediascanError, ...] = tuple(earlier)
 
     @classmethod
-    def from_rpc_error(cls, error: grpc.RpcError) -> MediascanError:
+    def from_rpc_error(
+        cls, error: grpc.RpcError, *, target: str | None = None, unreachable: bool = False
+    ) -> MediascanError:
         """Build the error from a failed call, parsing `grpc-status-details-bin` if present.
 
         Raise the result `from error` to keep the original as `__cause__`.
@@ -67,7 +82,14 @@ class MediascanError(Exception):
                     retry_info = error_details_pb2.RetryInfo()
                     detail.Unpack(retry_info)
                     retry_delay = retry_info.retry_delay.ToTimedelta().total_seconds()
-        return cls(code, message, field_violations=violations, retry_delay=retry_delay)
+        return cls(
+            code,
+            message,
+            field_violations=violations,
+            retry_delay=retry_delay,
+            target=target,
+            unreachable=unreachable,
+        )
 
 
 def _status_from_metadata(
