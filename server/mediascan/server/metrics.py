@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
@@ -37,7 +37,7 @@ from mediascan.v1 import scan_pb2
 from .config import split_host_port
 from .grpc_types import Context, Continuation, Handler, Interceptor
 from .jobs import TERMINAL, JobState
-from .probe import ProbeError, ProbeResult
+from .probe import ProbeError, Prober, ProbeResult
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +80,6 @@ class _QuietHandler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
-
-
-class _Prober(Protocol):
-    async def probe(self, fd: int, path: str) -> ProbeResult: ...
 
 
 class Metrics:
@@ -215,7 +211,7 @@ class Metrics:
                 ran = job.end_time.ToNanoseconds() - job.start_time.ToNanoseconds()
                 self.job_duration.labels(state.name).observe(max(0.0, ran / 1e9))
 
-    def prober(self, prober: _Prober) -> MeteredProber:
+    def prober(self, prober: Prober) -> MeteredProber:
         return MeteredProber(prober, self)
 
     def interceptor(self) -> RpcMetricsInterceptor:
@@ -257,7 +253,7 @@ class Metrics:
 class MeteredProber:
     """A prober that counts and times the probes of the one it wraps."""
 
-    def __init__(self, prober: _Prober, metrics: Metrics) -> None:
+    def __init__(self, prober: Prober, metrics: Metrics) -> None:
         self._prober = prober
         self._metrics = metrics
 

@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from typing import Protocol
 
 import av
 
@@ -70,6 +71,14 @@ class ProbeResult:
     audio_channels: int
     audio_sample_rate: int
     audio_streams: int
+
+
+class Prober(Protocol):
+    """Probes one file (e.g. `ProbePool`): reads the open descriptor `fd` (kept open by the
+    caller until the answer), never `path` (named in messages); raises ProbeError when it is not
+    a usable video."""
+
+    async def probe(self, fd: int, path: str) -> ProbeResult: ...
 
 
 class ProbeError(Exception):

@@ -31,7 +31,7 @@ from .errors import Code
 from .escaping import escaped
 from .jobs import ScanSpec
 from .open_files import OpenFiles, RootFolder
-from .probe import ProbeError, ProbeResult
+from .probe import ProbeError, Prober, ProbeResult
 from .roots import AllowedRoots, open_root
 from .store import Store, VideoRow
 from .walker import Batch, FoundFile, Item, Walker
@@ -54,14 +54,6 @@ _REASON_CODES = {
     "unavailable": Code.UNAVAILABLE,
     "prober_killed": Code.UNAVAILABLE,
 }
-
-
-class Prober(Protocol):
-    """Probes one file (e.g. `ProbePool`): reads the open descriptor `fd` (kept open by the
-    caller until the answer), never `path` (named in messages); raises ProbeError when it is not
-    a usable video."""
-
-    async def probe(self, fd: int, path: str) -> ProbeResult: ...
 
 
 class ScanReporter(Protocol):
