@@ -7,7 +7,7 @@ PROTO_DIR := protos
 PROTOS := $(wildcard $(PROTO_DIR)/mediascan/v1/*.proto)
 ARGS ?=
 
-.PHONY: help all setup run test check ffprobe protos lint typecheck format demo docs-examples bench bench-quick clean
+.PHONY: help all setup run test check ffprobe protos lint typecheck format demo docs-examples bench bench-quick bench-ab clean
 
 # Bare `make` lists the targets: each target's `## ` comment is its line of help.
 help: ## list the targets
@@ -76,6 +76,9 @@ bench: $(STAMP) ffprobe ## benchmarks against same-run baselines (about 10 minut
 
 bench-quick: $(STAMP) ffprobe ## every benchmark, small (under a minute)
 	$(BIN)/python -m bench --quick $(ARGS)
+
+bench-ab: $(STAMP) ffprobe ## BASE=commit: the submit bench on BASE and here, alternately (ARGS for more)
+	$(BIN)/python -m bench.ab $(BASE) $(ARGS)
 
 clean: ## remove .venv and the tool caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

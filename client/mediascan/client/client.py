@@ -17,7 +17,7 @@ import random
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from types import TracebackType
-from typing import Self, TypeVar, cast
+from typing import Protocol, Self, TypeVar, cast
 
 import grpc
 from google.protobuf import duration_pb2
@@ -78,6 +78,18 @@ _CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
+
+
+class _PagedRequest(Protocol):
+    page_token: str
+
+
+class _Page(Protocol):
+    next_page_token: str
+
+
+_Paged = TypeVar("_Paged", bound=_PagedRequest)
+_PageT = TypeVar("_PageT", bound=_Page)
 
 
 class _Backoff:
@@ -337,6 +349,20 @@ class ScanClient:
             self._current = index
         return self._nodes[index]
 
+    async def _pages(
+        self,
+        method: Callable[[_Stub], grpc.aio.UnaryUnaryMultiCallable[_Paged, _PageT]],
+        request: _Paged,
+    ) -> AsyncGenerator[_PageT, None]:
+        """Every page of a List call (AIP-158), following `next_page_token` until it is
+        empty."""
+        while True:
+            page = await self._call(method, request)
+            yield page
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
     async def _call(
         self,
         method: Callable[[_Stub], grpc.aio.UnaryUnaryMultiCallable[_Request, _Response]],
@@ -424,26 +450,18 @@ class ScanClient:
             state=cast(scan_pb2.JobState, state or scan_pb2.JOB_STATE_UNSPECIFIED),
             page_size=page_size,
         )
-        while True:
-            page = await self._call(lambda stub: stub.ListJobs, request)
+        async for page in self._pages(lambda stub: stub.ListJobs, request):
             for job in page.jobs:
                 yield job
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
 
     async def list_file_errors(
         self, job_id: str, page_size: int = 100
     ) -> AsyncGenerator[scan_pb2.FileError, None]:
         """Every file error the job recorded, in the order met, page by page."""
         request = scan_pb2.ListFileErrorsRequest(job_id=job_id, page_size=page_size)
-        while True:
-            page = await self._call(lambda stub: stub.ListFileErrors, request)
+        async for page in self._pages(lambda stub: stub.ListFileErrors, request):
             for error in page.file_errors:
                 yield error
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
 
     async def list_videos(
         self,
@@ -464,13 +482,9 @@ class ScanClient:
             request.min_duration.CopyFrom(_duration(min_duration))
         if max_duration is not None:
             request.max_duration.CopyFrom(_duration(max_duration))
-        while True:
-            page = await self._call(lambda stub: stub.ListVideos, request)
+        async for page in self._pages(lambda stub: stub.ListVideos, request):
             for video in page.videos:
                 yield video
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
 
     async def watch_job(
         self, job_id: str, *, after_sequence: int = 0, reconnect_timeout: float = 60.0

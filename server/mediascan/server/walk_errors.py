@@ -101,13 +101,7 @@ def file_error(path: str, exc: OSError, *, follow: bool) -> WalkError:
         return WalkError(path, Code.FAILED_PRECONDITION, message, complete=True)
     if isinstance(exc, FileNotFoundError):
         return WalkError(path, Code.NOT_FOUND, "the file vanished before it could be probed")
-    if isinstance(exc, PermissionError):
-        code = Code.PERMISSION_DENIED
-    elif exc.errno in TOO_MANY_FILES:
-        code = Code.RESOURCE_EXHAUSTED
-    else:
-        code = Code.UNAVAILABLE
-    return WalkError(path, code, f"cannot open the file: {exc.strerror or exc}")
+    return WalkError(path, _code_of(exc), f"cannot open the file: {exc.strerror or exc}")
 
 
 def folder_error(folder: str, exc: OSError, *, follow: bool = True) -> WalkError:
@@ -122,10 +116,14 @@ def folder_error(folder: str, exc: OSError, *, follow: bool = True) -> WalkError
         )
     if isinstance(exc, FileNotFoundError):
         return WalkError(folder, Code.NOT_FOUND, "the folder vanished during the scan", folder=True)
+    message = f"cannot read folder: {exc.strerror or exc}"
+    return WalkError(folder, _code_of(exc), message, folder=True)
+
+
+def _code_of(exc: OSError) -> Code:
+    """The code of an entry that could not be opened for a reason other than those above."""
     if isinstance(exc, PermissionError):
-        code = Code.PERMISSION_DENIED
-    elif exc.errno in TOO_MANY_FILES:
-        code = Code.RESOURCE_EXHAUSTED
-    else:
-        code = Code.UNAVAILABLE
-    return WalkError(folder, code, f"cannot read folder: {exc.strerror or exc}", folder=True)
+        return Code.PERMISSION_DENIED
+    if exc.errno in TOO_MANY_FILES:
+        return Code.RESOURCE_EXHAUSTED
+    return Code.UNAVAILABLE
