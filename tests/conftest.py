@@ -26,7 +26,7 @@ from mediascan.server.testing import SLOW_PROBE, Corpus, make_corpus, make_many
 from mediascan.v1 import scan_pb2_grpc
 
 #: A test past its timeout fails with a few lines naming what it awaited (tests/_timeouts.py).
-pytest_plugins = ["_timeouts"]
+pytest_plugins = ["_timeouts", "_postgres"]
 
 BIN = Path(sys.executable).parent
 LISTEN_LINE = re.compile(r"^mediascan-server listening on (?P<host>\S+):(?P<port>\d+)$")

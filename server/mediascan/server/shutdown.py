@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 
 from mediascan.v1 import scan_pb2
 
-from .store import StorageError, Store
+from .store import StorageError
+from .store.factory import ServerStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class ShutdownSteps:
 
 
 async def close_storage(
-    store: Store | None,
+    store: ServerStore | None,
     steps: ShutdownSteps,
     drain: asyncio.Task[None] | None,
     *,
