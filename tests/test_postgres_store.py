@@ -8,7 +8,11 @@ import asyncio
 import contextlib
 import inspect
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -26,10 +30,13 @@ from mediascan.server.store import (
     StorageError,
 )
 from mediascan.server.store.postgres.store import PostgresStore
+from mediascan.server.testing import final_job
 from mediascan.v1 import scan_pb2
 
 StoreFactory = Callable[..., Awaitable[PostgresStore]]
 TIMEOUT = 30.0
+STOP_WAIT = 60.0
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
@@ -269,3 +276,52 @@ def socket_closed_port() -> Iterator[int]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield int(sock.getsockname()[1])
+
+
+async def test_the_server_runs_on_a_postgresql_url(
+    spawn_server: Any, connect: Any, pg_url: str, small_folders: list[Path]
+) -> None:
+    """The real command line: `--db postgresql://...`, a scan, and a clean exit."""
+    server = await spawn_server("--node-name", "cli-node", db=pg_url)
+    stub = await connect(server.address)
+    response = await stub.SubmitScan(scan_pb2.SubmitScanRequest(path=str(small_folders[0])))
+    job = await final_job(stub, response.job_id)
+    assert job.state == scan_pb2.JOB_STATE_SUCCEEDED and job.node == "cli-node"
+    server.terminate()
+    assert await server.wait(STOP_WAIT) == 0
+    assert "cli-node" in server.stderr_text()
+
+
+async def test_the_server_does_not_start_on_an_unreachable_database(tmp_path: Path) -> None:
+    with socket_closed_port() as port:
+        url = f"postgresql://scan:s3cret@127.0.0.1:{port}/mediascan"
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [str(BIN / "mediascan-server"), "--listen", "127.0.0.1:0", "--db", url,
+             "--db-timeout", "1s"],
+            capture_output=True, text=True, timeout=STOP_WAIT, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "cannot open the database: " in done.stderr
+    assert f"postgresql://scan@127.0.0.1:{port}/mediascan" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
+
+
+async def test_connections_cut_by_the_database_are_replaced(
+    open_store: StoreFactory, pg_url: str
+) -> None:
+    """An administrator's pg_terminate_backend (or a database restart) breaks the pooled
+    connections: the pool replaces them, and the next calls work without a restart."""
+    store = await open_store(node="cut")
+    job = await submit(store, spec())
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+        cursor = await admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'mediascan cut'"
+        )
+        row = await cursor.fetchone()
+        assert row is not None and row[0] >= 1
+    assert await store.check()
+    found = await store.get_job(job.job_id)
+    assert found is not None and found.job_id == job.job_id
+    assert await store.claim_next(start_change) is not None

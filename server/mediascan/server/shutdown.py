@@ -76,9 +76,11 @@ async def close_storage(
     if complete:
         try:
             async with asyncio.timeout(min(store_timeout / 2, steps.left(reserve))):
-                left = await store.list_jobs(
+                stored = await store.list_jobs(
                     state=scan_pb2.JOB_STATE_RUNNING, limit=100, after=None
                 )
+            # Only this server's: on a shared database, other servers' jobs run on.
+            left = [job for job in stored if job.node in ("", store.node)]
         except (TimeoutError, StorageError) as exc:
             log.error("shutdown: cannot check the jobs stored RUNNING: %s", exc or "timeout")
             complete = False

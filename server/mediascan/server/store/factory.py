@@ -24,6 +24,11 @@ class ServerStore(JobStore, LibraryStore, Protocol):
         ...
 
     @property
+    def node(self) -> str:
+        """The name this server claims jobs under (`Job.node`)."""
+        ...
+
+    @property
     def lost(self) -> bool:
         """True once the database is gone for good (a SQLite file removed or replaced)."""
         ...

@@ -37,6 +37,11 @@ class PostgresJobs:
         self._node = node
         self._max_queued = max_queued
 
+    @property
+    def node(self) -> str:
+        """The name this server claims jobs under (`Job.node`)."""
+        return self._node
+
     def insert_job(self, job: scan_pb2.Job, spec: ScanSpec) -> asyncio.Future[InsertOutcome]:
         """Commit a new job (its event 1 is not stored, as on SQLite), unless its request_id
         or an identical active job names another (`submits.insert_job`)."""

@@ -8,7 +8,6 @@ lock or loss check: an unreachable database is a `StorageError` (UNAVAILABLE) an
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -16,8 +15,6 @@ from ..protocol import JobStore, LibraryStore
 from .database import PgDatabase
 from .jobs import PostgresJobs
 from .library import PostgresLibrary
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 

@@ -38,6 +38,11 @@ class SqliteJobs:
         self._db = db
         self._node = node  #: `Job.node` of the jobs this server claims
 
+    @property
+    def node(self) -> str:
+        """The name this server claims jobs under (`Job.node`)."""
+        return self._node
+
     def insert_job(self, job: scan_pb2.Job, spec: ScanSpec) -> asyncio.Future[InsertOutcome]:
         """Commit a new job, unless its request_id names an existing job.
 
