@@ -7,7 +7,7 @@ PROTO_DIR := protos
 PROTOS := $(wildcard $(PROTO_DIR)/mediascan/v1/*.proto)
 ARGS ?=
 
-.PHONY: help all setup run test check ffprobe protos lint typecheck format demo docs-examples bench bench-quick bench-ab clean
+.PHONY: help all setup run test check ffprobe postgresql protos lint typecheck format demo docs-examples bench bench-quick bench-ab clean
 
 # Bare `make` lists the targets: each target's `## ` comment is its line of help.
 help: ## list the targets
@@ -29,11 +29,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP) ## start the server (SQLite in ./var); ARGS="--flag ..." passes flags
 	$(BIN)/mediascan-server $(ARGS)
 
-test: $(STAMP) ffprobe ## the whole test suite; ARGS="-k watch -x" passes options to pytest
+test: $(STAMP) ffprobe postgresql ## the whole test suite; ARGS="-k watch -x" passes options to pytest
 	$(BIN)/python -m pytest $(ARGS)
 
 # The quick everyday run: lint, types and every test not marked slow.
-check: lint typecheck ffprobe ## lint, types and the tests not marked slow (about 2 minutes)
+check: lint typecheck ffprobe postgresql ## lint, types and the tests not marked slow (about 2 minutes)
 	$(BIN)/python -m pytest -q -m 'not slow' $(ARGS)
 
 # The tests compare what mediascan reads with ffprobe (Debian's ffmpeg package).
@@ -44,6 +44,17 @@ ffprobe: ## install ffprobe (Debian's ffmpeg) when missing and root
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null; \
 		else \
 			echo "the tests need ffprobe: sudo apt-get install ffmpeg"; exit 1; \
+		fi; }
+
+# The tests start PostgreSQL clusters of their own (tests/_postgres.py): Debian's postgresql
+# package gives initdb and pg_ctl; no cluster of the package's is used.
+postgresql: ## install PostgreSQL's server (Debian's postgresql) when missing and root
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing Debian's postgresql (for the tests' own clusters) ..."; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
+		else \
+			echo "the tests need PostgreSQL's server programs: sudo apt-get install postgresql"; exit 1; \
 		fi; }
 
 # Regenerate the Python modules beside the .proto files (never edit them by hand).

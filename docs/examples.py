@@ -53,6 +53,7 @@ class Server:
         self.log = ROOT / f"{name}.log"
         self.command = [str(BIN / "mediascan-server"), "--listen", "127.0.0.1:0", *flags]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASCAN_")}
+        env["MEDIASCAN_NODE_NAME"] = "scan-1"  # `Job.node` the same on every machine
         with self.log.open("a") as log:
             self.process = subprocess.Popen(
                 self.command,

@@ -27,7 +27,7 @@ from mediascan.server.testing import SLOW_PROBE, Corpus, make_corpus, make_many
 from mediascan.v1 import scan_pb2_grpc
 
 #: A test past its timeout fails with a few lines naming what it awaited (tests/_timeouts.py).
-pytest_plugins = ["_timeouts"]
+pytest_plugins = ["_timeouts", "_postgres"]
 
 BIN = Path(sys.executable).parent
 LISTEN_LINE = re.compile(r"^mediascan-server listening on (?P<host>\S+):(?P<port>\d+)$")
@@ -107,15 +107,42 @@ def small_folders(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 ServerFactory = Callable[..., Awaitable[Any]]
 
+#: The backends of `make_server`; a test module marked `both_backends` runs on each.
+BACKENDS = ("sqlite", "postgres")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked `both_backends` (usually a whole module, through `pytestmark`) that use
+    `make_server` run once per backend, with ids `[sqlite]` and `[postgres]`."""
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "both_backends"
+    ):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
 
 @pytest.fixture
-async def make_server(tmp_path: Path) -> AsyncIterator[ServerFactory]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database `make_server` gives its servers: "sqlite" unless parametrized."""
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Path | str:
+    """The test's database: tmp_path/"mediascan.db", or a fresh PostgreSQL database's URL."""
+    if backend == "postgres":
+        cluster = request.getfixturevalue("postgres")
+        return str(cluster.fresh())
+    return tmp_path / "mediascan.db"
+
+
+@pytest.fixture
+async def make_server(database: Path | str) -> AsyncIterator[ServerFactory]:
     """`await make_server(**overrides)` starts an in-process MediascanServer on 127.0.0.1:0 with
-    its database at tmp_path/"mediascan.db" (both overridable); all are stopped at teardown."""
+    the test's `database` (both overridable); all are stopped at teardown."""
     servers: list[MediascanServer] = []
 
     async def factory(**overrides: Any) -> MediascanServer:
-        values: dict[str, Any] = {"listen": "127.0.0.1:0", "db": tmp_path / "mediascan.db"}
+        values: dict[str, Any] = {"listen": "127.0.0.1:0", "db": database}
         values.update(overrides)
         server = MediascanServer(Config(**values))
         servers.append(server)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,23 @@ def test_invalid_values_name_the_flag(
         load_config(argv, env=env)
     assert exit_info.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_db_is_a_file_or_a_postgresql_url() -> None:
+    for url in ("postgresql://scan@db.example:5432/mediascan", "postgres://db/mediascan"):
+        for config in (
+            load_config(["--db", url], env={}),
+            load_config([], env={"MEDIASCAN_DB": url}),
+        ):
+            assert config.db == url and config.postgres
+    config = load_config(["--db", "var/x.db"], env={})
+    assert config.db == Path("var/x.db") and not config.postgres
+    assert Config(db="relative.db").db == Path("relative.db")  # a str that is no URL: a file
+
+
+def test_node_name_defaults_to_host_and_port_of_listen() -> None:
+    config = load_config(["--listen", "0.0.0.0:6001"], env={})
+    assert config.effective_node_name == f"{socket.gethostname()}:6001"
+    named = load_config([], env={"MEDIASCAN_NODE_NAME": "scanner-b"})
+    assert named.effective_node_name == "scanner-b"
+    assert load_config(["--node-name", "a"], env={"MEDIASCAN_NODE_NAME": "b"}).node_name == "a"

@@ -13,6 +13,9 @@ import pytest
 from mediascan.server.testing import duration, field_violations, make_many, rich_status
 from mediascan.v1 import scan_pb2
 
+#: The contract holds on both backends (tests/conftest.py `backend`).
+pytestmark = pytest.mark.both_backends
+
 UNKNOWN_JOB = "j_00000000000000000000000000"
 
 

@@ -24,6 +24,9 @@ from mediascan.server.testing import (
 )
 from mediascan.v1 import scan_pb2
 
+#: The contract holds on both backends (tests/conftest.py `backend`).
+pytestmark = pytest.mark.both_backends
+
 QUEUED = scan_pb2.JOB_STATE_QUEUED
 RUNNING = scan_pb2.JOB_STATE_RUNNING
 SUCCEEDED = scan_pb2.JOB_STATE_SUCCEEDED
@@ -440,3 +443,15 @@ async def test_delete_job(
             await stub.DeleteJob(scan_pb2.DeleteJobRequest(job_id=finished))
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert not (await stub.ListJobs(scan_pb2.ListJobsRequest())).jobs
+
+
+async def test_a_job_names_the_node_that_ran_it(
+    make_server: Any, connect: Any, small_folders: list[Path]
+) -> None:
+    server = await make_server(node_name="node-7")
+    stub = await connect(server.address)
+    response = await submit(stub, small_folders[0])
+    assert response.job.node == ""  # queued: no node has claimed it yet
+    job = await final_job(stub, response.job_id)
+    assert job.state == SUCCEEDED
+    assert job.node == "node-7"

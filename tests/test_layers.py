@@ -57,6 +57,7 @@ def test_the_checked_modules_are_the_engine_and_the_store() -> None:
     names = {str(p.relative_to(SERVER)) for p in CHECKED}
     assert {"engine/engine.py", "engine/worker.py", "store/protocol.py"} <= names
     assert {"store/sqlite/store.py", "store/sqlite/writer.py"} <= names
+    assert {"store/postgres/store.py", "store/postgres/jobs.py", "store/factory.py"} <= names
     assert {"scanner.py", "walker.py", "roots.py", "probe_pool.py"} <= names
 
 

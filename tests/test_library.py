@@ -18,6 +18,9 @@ from mediascan.server.store.sqlite import library as store_module
 from mediascan.server.testing import duration, field_violations, make_many, make_video
 from mediascan.v1 import scan_pb2
 
+#: The contract holds on both backends (tests/conftest.py `backend`).
+pytestmark = pytest.mark.both_backends
+
 ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -18,6 +18,9 @@ from mediascan.server.testing import (
 )
 from mediascan.v1 import scan_pb2
 
+#: The contract holds on both backends (tests/conftest.py `backend`).
+pytestmark = pytest.mark.both_backends
+
 SUCCEEDED = scan_pb2.JOB_STATE_SUCCEEDED
 
 

@@ -27,6 +27,9 @@ from mediascan.server.testing import (
 from mediascan.v1 import scan_pb2
 from mediascan.v1.scan_pb2_grpc import ScanServiceStub
 
+#: The contract holds on both backends (tests/conftest.py `backend`).
+pytestmark = pytest.mark.both_backends
+
 QUEUED = scan_pb2.JOB_STATE_QUEUED
 RUNNING = scan_pb2.JOB_STATE_RUNNING
 SUCCEEDED = scan_pb2.JOB_STATE_SUCCEEDED

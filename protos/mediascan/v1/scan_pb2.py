@@ -28,17 +28,17 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mediascan/v1/scan.proto\x12\x0cmediascan.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xc0\x01\n\x11SubmitScanRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x16\n\trecursive\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\x0f\x66ollow_symlinks\x18\x03 \x01(\x08\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x0c\n\x04\x66ull\x18\x07 \x01(\x08\x42\x0c\n\n_recursive\"Z\n\x12SubmitScanResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1e\n\x03job\x18\x02 \x01(\x0b\x32\x11.mediascan.v1.Job\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x03 \x01(\x08\"\x85\x01\n\x0bScanOptions\x12\x11\n\trecursive\x18\x01 \x01(\x08\x12\x17\n\x0f\x66ollow_symlinks\x18\x02 \x01(\x08\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x0c\n\x04\x66ull\x18\x05 \x01(\x08\"\xb8\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.mediascan.v1.JobState\x12\x0c\n\x04path\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.mediascan.v1.ScanOptions\x12(\n\x08progress\x18\x05 \x01(\x0b\x32\x16.mediascan.v1.Progress\x12(\n\x06result\x18\x06 \x01(\x0b\x32\x18.mediascan.v1.ScanResult\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\x05\x12\x15\n\rlast_sequence\x18\x0c \x01(\x03\x12\x12\n\nrequest_id\x18\r \x01(\t\"\x95\x02\n\x08Progress\x12&\n\x05phase\x18\x01 \x01(\x0e\x32\x17.mediascan.v1.ScanPhase\x12\x13\n\x0b\x66iles_found\x18\x02 \x01(\x05\x12\x12\n\nfiles_done\x18\x03 \x01(\x05\x12\x18\n\x0b\x66iles_total\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x05 \x01(\x05\x12\x0f\n\x07updated\x18\x06 \x01(\x05\x12\x11\n\tunchanged\x18\x07 \x01(\x05\x12\x0f\n\x07removed\x18\x08 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\t \x01(\x05\x12\x12\n\nbytes_done\x18\n \x01(\x03\x12\x14\n\x0c\x63urrent_path\x18\x0b \x01(\t\x12\x10\n\x08\x66raction\x18\x0c \x01(\x01\x42\x0e\n\x0c_files_total\"=\n\tFileError\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\xf1\x01\n\nScanResult\x12\x13\n\x0b\x66iles_total\x18\x01 \x01(\x05\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x05\x12\x0f\n\x07updated\x18\x03 \x01(\x05\x12\x11\n\tunchanged\x18\x04 \x01(\x05\x12\x0f\n\x07removed\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x05\x12\x13\n\x0b\x62ytes_total\x18\x07 \x01(\x03\x12,\n\x0b\x66ile_errors\x18\x08 \x03(\x0b\x32\x17.mediascan.v1.FileError\x12\x1d\n\x15\x66ile_errors_truncated\x18\t \x01(\x08\x12\x18\n\x10\x66ile_error_count\x18\n \x01(\x05\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"=\n\x0bJobSnapshot\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.mediascan.v1.Job\x12\x0e\n\x06resync\x18\x02 \x01(\x08\"\x83\x01\n\x0bStateChange\x12*\n\nfrom_state\x18\x01 \x01(\x0e\x32\x16.mediascan.v1.JobState\x12(\n\x08to_state\x18\x02 \x01(\x0e\x32\x16.mediascan.v1.JobState\x12\x1e\n\x03job\x18\x03 \x01(\x0b\x32\x11.mediascan.v1.Job\"\xa1\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08snapshot\x18\x04 \x01(\x0b\x32\x19.mediascan.v1.JobSnapshotH\x00\x12\x31\n\x0cstate_change\x18\x05 \x01(\x0b\x32\x19.mediascan.v1.StateChangeH\x00\x12*\n\x08progress\x18\x06 \x01(\x0b\x32\x16.mediascan.v1.ProgressH\x00\x12-\n\nfile_error\x18\x07 \x01(\x0b\x32\x17.mediascan.v1.FileErrorH\x00\x42\x06\n\x04kind\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"_\n\x0fListJobsRequest\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.mediascan.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"L\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.mediascan.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x15ListFileErrorsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x16ListFileErrorsResponse\x12,\n\x0b\x66ile_errors\x18\x01 \x03(\x0b\x32\x17.mediascan.v1.FileError\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xa5\x03\n\x05Video\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12/\n\x0bmodify_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcontainer\x18\x05 \x01(\t\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x62it_rate\x18\x07 \x01(\x03\x12\x13\n\x0bvideo_codec\x18\x08 \x01(\t\x12\r\n\x05width\x18\t \x01(\x05\x12\x0e\n\x06height\x18\n \x01(\x05\x12\x12\n\nframe_rate\x18\x0b \x01(\x01\x12\x13\n\x0b\x61udio_codec\x18\x0c \x01(\t\x12\x16\n\x0e\x61udio_channels\x18\r \x01(\x05\x12\x19\n\x11\x61udio_sample_rate\x18\x0e \x01(\x05\x12\x15\n\raudio_streams\x18\x0f \x01(\x05\x12.\n\nprobe_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\x11 \x01(\t\"\xc6\x01\n\x11ListVideosRequest\x12\x13\n\x0bpath_prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x13\n\x0bvideo_codec\x18\x04 \x01(\t\x12/\n\x0cmin_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cmax_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"R\n\x12ListVideosResponse\x12#\n\x06videos\x18\x01 \x03(\x0b\x32\x13.mediascan.v1.Video\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x0fGetVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t*\xb3\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_TIMED_OUT\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*v\n\tScanPhase\x12\x1a\n\x16SCAN_PHASE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SCAN_PHASE_DISCOVERING\x10\x01\x12\x16\n\x12SCAN_PHASE_PROBING\x10\x02\x12\x19\n\x15SCAN_PHASE_FINALIZING\x10\x03\x32\x9b\x05\n\x0bScanService\x12O\n\nSubmitScan\x12\x1f.mediascan.v1.SubmitScanRequest\x1a .mediascan.v1.SubmitScanResponse\x12\x38\n\x06GetJob\x12\x1b.mediascan.v1.GetJobRequest\x1a\x11.mediascan.v1.Job\x12\x43\n\x08WatchJob\x12\x1d.mediascan.v1.WatchJobRequest\x1a\x16.mediascan.v1.JobEvent0\x01\x12>\n\tCancelJob\x12\x1e.mediascan.v1.CancelJobRequest\x1a\x11.mediascan.v1.Job\x12I\n\x08ListJobs\x12\x1d.mediascan.v1.ListJobsRequest\x1a\x1e.mediascan.v1.ListJobsResponse\x12[\n\x0eListFileErrors\x12#.mediascan.v1.ListFileErrorsRequest\x1a$.mediascan.v1.ListFileErrorsResponse\x12\x43\n\tDeleteJob\x12\x1e.mediascan.v1.DeleteJobRequest\x1a\x16.google.protobuf.Empty\x12O\n\nListVideos\x12\x1f.mediascan.v1.ListVideosRequest\x1a .mediascan.v1.ListVideosResponse\x12>\n\x08GetVideo\x12\x1d.mediascan.v1.GetVideoRequest\x1a\x13.mediascan.v1.Videob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17mediascan/v1/scan.proto\x12\x0cmediascan.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xc0\x01\n\x11SubmitScanRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x16\n\trecursive\x18\x02 \x01(\x08H\x00\x88\x01\x01\x12\x17\n\x0f\x66ollow_symlinks\x18\x03 \x01(\x08\x12*\n\x07timeout\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\x10\n\x08priority\x18\x06 \x01(\x05\x12\x0c\n\x04\x66ull\x18\x07 \x01(\x08\x42\x0c\n\n_recursive\"Z\n\x12SubmitScanResponse\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x1e\n\x03job\x18\x02 \x01(\x0b\x32\x11.mediascan.v1.Job\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x03 \x01(\x08\"\x85\x01\n\x0bScanOptions\x12\x11\n\trecursive\x18\x01 \x01(\x08\x12\x17\n\x0f\x66ollow_symlinks\x18\x02 \x01(\x08\x12*\n\x07timeout\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x0c\n\x04\x66ull\x18\x05 \x01(\x08\"\xc6\x03\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.mediascan.v1.JobState\x12\x0c\n\x04path\x18\x03 \x01(\t\x12*\n\x07options\x18\x04 \x01(\x0b\x32\x19.mediascan.v1.ScanOptions\x12(\n\x08progress\x18\x05 \x01(\x0b\x32\x16.mediascan.v1.Progress\x12(\n\x06result\x18\x06 \x01(\x0b\x32\x18.mediascan.v1.ScanResult\x12!\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x12.google.rpc.Status\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x0b \x01(\x05\x12\x15\n\rlast_sequence\x18\x0c \x01(\x03\x12\x12\n\nrequest_id\x18\r \x01(\t\x12\x0c\n\x04node\x18\x0e \x01(\t\"\x95\x02\n\x08Progress\x12&\n\x05phase\x18\x01 \x01(\x0e\x32\x17.mediascan.v1.ScanPhase\x12\x13\n\x0b\x66iles_found\x18\x02 \x01(\x05\x12\x12\n\nfiles_done\x18\x03 \x01(\x05\x12\x18\n\x0b\x66iles_total\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x05 \x01(\x05\x12\x0f\n\x07updated\x18\x06 \x01(\x05\x12\x11\n\tunchanged\x18\x07 \x01(\x05\x12\x0f\n\x07removed\x18\x08 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\t \x01(\x05\x12\x12\n\nbytes_done\x18\n \x01(\x03\x12\x14\n\x0c\x63urrent_path\x18\x0b \x01(\t\x12\x10\n\x08\x66raction\x18\x0c \x01(\x01\x42\x0e\n\x0c_files_total\"=\n\tFileError\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\"\n\x06status\x18\x02 \x01(\x0b\x32\x12.google.rpc.Status\"\xf1\x01\n\nScanResult\x12\x13\n\x0b\x66iles_total\x18\x01 \x01(\x05\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x05\x12\x0f\n\x07updated\x18\x03 \x01(\x05\x12\x11\n\tunchanged\x18\x04 \x01(\x05\x12\x0f\n\x07removed\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x05\x12\x13\n\x0b\x62ytes_total\x18\x07 \x01(\x03\x12,\n\x0b\x66ile_errors\x18\x08 \x03(\x0b\x32\x17.mediascan.v1.FileError\x12\x1d\n\x15\x66ile_errors_truncated\x18\t \x01(\x08\x12\x18\n\x10\x66ile_error_count\x18\n \x01(\x05\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"=\n\x0bJobSnapshot\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.mediascan.v1.Job\x12\x0e\n\x06resync\x18\x02 \x01(\x08\"\x83\x01\n\x0bStateChange\x12*\n\nfrom_state\x18\x01 \x01(\x0e\x32\x16.mediascan.v1.JobState\x12(\n\x08to_state\x18\x02 \x01(\x0e\x32\x16.mediascan.v1.JobState\x12\x1e\n\x03job\x18\x03 \x01(\x0b\x32\x11.mediascan.v1.Job\"\xa1\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x08snapshot\x18\x04 \x01(\x0b\x32\x19.mediascan.v1.JobSnapshotH\x00\x12\x31\n\x0cstate_change\x18\x05 \x01(\x0b\x32\x19.mediascan.v1.StateChangeH\x00\x12*\n\x08progress\x18\x06 \x01(\x0b\x32\x16.mediascan.v1.ProgressH\x00\x12-\n\nfile_error\x18\x07 \x01(\x0b\x32\x17.mediascan.v1.FileErrorH\x00\x42\x06\n\x04kind\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"_\n\x0fListJobsRequest\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.mediascan.v1.JobState\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"L\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.mediascan.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"N\n\x15ListFileErrorsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"_\n\x16ListFileErrorsResponse\x12,\n\x0b\x66ile_errors\x18\x01 \x03(\x0b\x32\x17.mediascan.v1.FileError\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x10\x44\x65leteJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\xa5\x03\n\x05Video\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12/\n\x0bmodify_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tcontainer\x18\x05 \x01(\t\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x62it_rate\x18\x07 \x01(\x03\x12\x13\n\x0bvideo_codec\x18\x08 \x01(\t\x12\r\n\x05width\x18\t \x01(\x05\x12\x0e\n\x06height\x18\n \x01(\x05\x12\x12\n\nframe_rate\x18\x0b \x01(\x01\x12\x13\n\x0b\x61udio_codec\x18\x0c \x01(\t\x12\x16\n\x0e\x61udio_channels\x18\r \x01(\x05\x12\x19\n\x11\x61udio_sample_rate\x18\x0e \x01(\x05\x12\x15\n\raudio_streams\x18\x0f \x01(\x05\x12.\n\nprobe_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06job_id\x18\x11 \x01(\t\"\xc6\x01\n\x11ListVideosRequest\x12\x13\n\x0bpath_prefix\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x13\n\x0bvideo_codec\x18\x04 \x01(\t\x12/\n\x0cmin_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12/\n\x0cmax_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\"R\n\x12ListVideosResponse\x12#\n\x06videos\x18\x01 \x03(\x0b\x32\x13.mediascan.v1.Video\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"1\n\x0fGetVideoRequest\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t*\xb3\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_TIMED_OUT\x10\x05\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x06*v\n\tScanPhase\x12\x1a\n\x16SCAN_PHASE_UNSPECIFIED\x10\x00\x12\x1a\n\x16SCAN_PHASE_DISCOVERING\x10\x01\x12\x16\n\x12SCAN_PHASE_PROBING\x10\x02\x12\x19\n\x15SCAN_PHASE_FINALIZING\x10\x03\x32\x9b\x05\n\x0bScanService\x12O\n\nSubmitScan\x12\x1f.mediascan.v1.SubmitScanRequest\x1a .mediascan.v1.SubmitScanResponse\x12\x38\n\x06GetJob\x12\x1b.mediascan.v1.GetJobRequest\x1a\x11.mediascan.v1.Job\x12\x43\n\x08WatchJob\x12\x1d.mediascan.v1.WatchJobRequest\x1a\x16.mediascan.v1.JobEvent0\x01\x12>\n\tCancelJob\x12\x1e.mediascan.v1.CancelJobRequest\x1a\x11.mediascan.v1.Job\x12I\n\x08ListJobs\x12\x1d.mediascan.v1.ListJobsRequest\x1a\x1e.mediascan.v1.ListJobsResponse\x12[\n\x0eListFileErrors\x12#.mediascan.v1.ListFileErrorsRequest\x1a$.mediascan.v1.ListFileErrorsResponse\x12\x43\n\tDeleteJob\x12\x1e.mediascan.v1.DeleteJobRequest\x1a\x16.google.protobuf.Empty\x12O\n\nListVideos\x12\x1f.mediascan.v1.ListVideosRequest\x1a .mediascan.v1.ListVideosResponse\x12>\n\x08GetVideo\x12\x1d.mediascan.v1.GetVideoRequest\x1a\x13.mediascan.v1.Videob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mediascan.v1.scan_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=3379
-  _globals['_JOBSTATE']._serialized_end=3558
-  _globals['_SCANPHASE']._serialized_start=3560
-  _globals['_SCANPHASE']._serialized_end=3678
+  _globals['_JOBSTATE']._serialized_start=3393
+  _globals['_JOBSTATE']._serialized_end=3572
+  _globals['_SCANPHASE']._serialized_start=3574
+  _globals['_SCANPHASE']._serialized_end=3692
   _globals['_SUBMITSCANREQUEST']._serialized_start=161
   _globals['_SUBMITSCANREQUEST']._serialized_end=353
   _globals['_SUBMITSCANRESPONSE']._serialized_start=355
@@ -46,43 +46,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCANOPTIONS']._serialized_start=448
   _globals['_SCANOPTIONS']._serialized_end=581
   _globals['_JOB']._serialized_start=584
-  _globals['_JOB']._serialized_end=1024
-  _globals['_PROGRESS']._serialized_start=1027
-  _globals['_PROGRESS']._serialized_end=1304
-  _globals['_FILEERROR']._serialized_start=1306
-  _globals['_FILEERROR']._serialized_end=1367
-  _globals['_SCANRESULT']._serialized_start=1370
-  _globals['_SCANRESULT']._serialized_end=1611
-  _globals['_GETJOBREQUEST']._serialized_start=1613
-  _globals['_GETJOBREQUEST']._serialized_end=1644
-  _globals['_WATCHJOBREQUEST']._serialized_start=1646
-  _globals['_WATCHJOBREQUEST']._serialized_end=1703
-  _globals['_JOBSNAPSHOT']._serialized_start=1705
-  _globals['_JOBSNAPSHOT']._serialized_end=1766
-  _globals['_STATECHANGE']._serialized_start=1769
-  _globals['_STATECHANGE']._serialized_end=1900
-  _globals['_JOBEVENT']._serialized_start=1903
-  _globals['_JOBEVENT']._serialized_end=2192
-  _globals['_CANCELJOBREQUEST']._serialized_start=2194
-  _globals['_CANCELJOBREQUEST']._serialized_end=2228
-  _globals['_LISTJOBSREQUEST']._serialized_start=2230
-  _globals['_LISTJOBSREQUEST']._serialized_end=2325
-  _globals['_LISTJOBSRESPONSE']._serialized_start=2327
-  _globals['_LISTJOBSRESPONSE']._serialized_end=2403
-  _globals['_LISTFILEERRORSREQUEST']._serialized_start=2405
-  _globals['_LISTFILEERRORSREQUEST']._serialized_end=2483
-  _globals['_LISTFILEERRORSRESPONSE']._serialized_start=2485
-  _globals['_LISTFILEERRORSRESPONSE']._serialized_end=2580
-  _globals['_DELETEJOBREQUEST']._serialized_start=2582
-  _globals['_DELETEJOBREQUEST']._serialized_end=2616
-  _globals['_VIDEO']._serialized_start=2619
-  _globals['_VIDEO']._serialized_end=3040
-  _globals['_LISTVIDEOSREQUEST']._serialized_start=3043
-  _globals['_LISTVIDEOSREQUEST']._serialized_end=3241
-  _globals['_LISTVIDEOSRESPONSE']._serialized_start=3243
-  _globals['_LISTVIDEOSRESPONSE']._serialized_end=3325
-  _globals['_GETVIDEOREQUEST']._serialized_start=3327
-  _globals['_GETVIDEOREQUEST']._serialized_end=3376
-  _globals['_SCANSERVICE']._serialized_start=3681
-  _globals['_SCANSERVICE']._serialized_end=4348
+  _globals['_JOB']._serialized_end=1038
+  _globals['_PROGRESS']._serialized_start=1041
+  _globals['_PROGRESS']._serialized_end=1318
+  _globals['_FILEERROR']._serialized_start=1320
+  _globals['_FILEERROR']._serialized_end=1381
+  _globals['_SCANRESULT']._serialized_start=1384
+  _globals['_SCANRESULT']._serialized_end=1625
+  _globals['_GETJOBREQUEST']._serialized_start=1627
+  _globals['_GETJOBREQUEST']._serialized_end=1658
+  _globals['_WATCHJOBREQUEST']._serialized_start=1660
+  _globals['_WATCHJOBREQUEST']._serialized_end=1717
+  _globals['_JOBSNAPSHOT']._serialized_start=1719
+  _globals['_JOBSNAPSHOT']._serialized_end=1780
+  _globals['_STATECHANGE']._serialized_start=1783
+  _globals['_STATECHANGE']._serialized_end=1914
+  _globals['_JOBEVENT']._serialized_start=1917
+  _globals['_JOBEVENT']._serialized_end=2206
+  _globals['_CANCELJOBREQUEST']._serialized_start=2208
+  _globals['_CANCELJOBREQUEST']._serialized_end=2242
+  _globals['_LISTJOBSREQUEST']._serialized_start=2244
+  _globals['_LISTJOBSREQUEST']._serialized_end=2339
+  _globals['_LISTJOBSRESPONSE']._serialized_start=2341
+  _globals['_LISTJOBSRESPONSE']._serialized_end=2417
+  _globals['_LISTFILEERRORSREQUEST']._serialized_start=2419
+  _globals['_LISTFILEERRORSREQUEST']._serialized_end=2497
+  _globals['_LISTFILEERRORSRESPONSE']._serialized_start=2499
+  _globals['_LISTFILEERRORSRESPONSE']._serialized_end=2594
+  _globals['_DELETEJOBREQUEST']._serialized_start=2596
+  _globals['_DELETEJOBREQUEST']._serialized_end=2630
+  _globals['_VIDEO']._serialized_start=2633
+  _globals['_VIDEO']._serialized_end=3054
+  _globals['_LISTVIDEOSREQUEST']._serialized_start=3057
+  _globals['_LISTVIDEOSREQUEST']._serialized_end=3255
+  _globals['_LISTVIDEOSRESPONSE']._serialized_start=3257
+  _globals['_LISTVIDEOSRESPONSE']._serialized_end=3339
+  _globals['_GETVIDEOREQUEST']._serialized_start=3341
+  _globals['_GETVIDEOREQUEST']._serialized_end=3390
+  _globals['_SCANSERVICE']._serialized_start=3695
+  _globals['_SCANSERVICE']._serialized_end=4362
 # @@protoc_insertion_point(module_scope)

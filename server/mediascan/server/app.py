@@ -38,7 +38,8 @@ from .security import (
 )
 from .service import ScanService
 from .shutdown import ShutdownSteps, close_storage, exit_now, start_watchdog
-from .store import Store
+from .store import StorageError
+from .store.factory import ServerStore, open_store
 from .streams import StreamBudget
 from .supervisor import Supervisor
 
@@ -89,7 +90,7 @@ class MediascanServer:
         self._prober_command = prober_command
         self.port = 0
         self._server: grpc.aio.Server | None = None
-        self._store: Store | None = None
+        self._store: ServerStore | None = None
         self._queue: JobEngine | None = None
         self._hub: EventHub | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -147,9 +148,10 @@ class MediascanServer:
             await self._abandon_start()  # nothing half-started may keep running
             raise
         log.info(
-            "serving on %s (db %s, %d workers, %s, %s)",
+            "serving on %s as node %s (db %s, %d workers, %s, %s)",
             self.address,
-            config.db,
+            config.effective_node_name,
+            self._store.where if self._store is not None else config.db,
             config.workers,
             "mutual TLS" if security.mutual_tls else "TLS" if config.tls else "plaintext",
             "token auth" if security.tokens else "no token auth",
@@ -163,17 +165,16 @@ class MediascanServer:
             assert self.supervisor is not None
             self.metrics, self.metrics_port = _start_metrics(config.metrics_listen, self.supervisor)
         interceptors = _interceptors(self.metrics, security)
-        self._store = Store(
-            config.db,
-            listen=config.listen,
-            timeout=config.db_timeout,
-            on_lost=self._lost,
-            supervise=self.supervisor.supervised,  # type: ignore[union-attr]
-        )
         try:
-            await self._store.open()
+            self._store = await open_store(
+                config,
+                on_lost=self._lost,
+                supervise=self.supervisor.supervised,  # type: ignore[union-attr]
+            )
         except DatabaseLocked as exc:
             raise ConfigError(str(exc)) from None
+        except StorageError as exc:
+            raise ConfigError(f"cannot open the database: {exc}") from None
         self._hub = EventHub(
             self._store,
             ring_size=min(RING_SIZE, config.event_log_size),
@@ -227,7 +228,7 @@ class MediascanServer:
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         self.port = _bind(server, config.listen, security)
-        self._store.lock.update(listen=self.address)
+        self._store.serving_on(self.address)
         await self._queue.start()
         self._server = server
         await server.start()

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,8 +37,12 @@ class Config:
 
     #: host:port to listen on; port 0 picks a free port.
     listen: str = "127.0.0.1:50051"
-    #: SQLite database file, created with its folder on first start.
-    db: Path = Path("var/mediascan.db")
+    #: The database: a SQLite file (a Path, created with its folder on first start), or a
+    #: PostgreSQL URL `postgresql://user@host:port/dbname` (a str; `postgres://` too).
+    db: Path | str = Path("var/mediascan.db")
+    #: This server's name in jobs (`Job.node`), logs and the database; empty: `host:port`,
+    #: the machine's host name and the port of --listen.
+    node_name: str = ""
     #: Jobs that run at the same time.
     workers: int = 2
     #: Queued (not yet running) jobs beyond which SubmitScan answers RESOURCE_EXHAUSTED.
@@ -98,6 +103,8 @@ class Config:
     keepalive_timeout: float = 20.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.db, str) and not self.db.startswith(DATABASE_URL_SCHEMES):
+            object.__setattr__(self, "db", Path(self.db))  # a file named by a str
         checks: list[tuple[bool, str]] = [
             (self.workers >= 1, "--workers must be at least 1"),
             (self.max_queued >= 1, "--max-queued must be at least 1"),
@@ -139,6 +146,19 @@ class Config:
                 raise ValueError(message)
 
     @property
+    def postgres(self) -> bool:
+        """True when --db is a PostgreSQL URL."""
+        return isinstance(self.db, str)
+
+    @property
+    def effective_node_name(self) -> str:
+        """--node-name, or `host:port` (the host name and the port of --listen)."""
+        if self.node_name:
+            return self.node_name
+        port = self.listen.rpartition(":")[2]
+        return f"{socket.gethostname()}:{port}"
+
+    @property
     def effective_default_timeout(self) -> float:
         return min(self.default_timeout, self.max_timeout)
 
@@ -148,6 +168,8 @@ class Config:
 
 
 LOG_FORMATS = ("text", "json")
+#: How a --db value that is a PostgreSQL URL begins (anything else is a SQLite file).
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -172,7 +194,7 @@ def _is_host_port(address: str) -> bool:
 class _Flag:
     name: str  # the Config field
     help: str
-    kind: str = "str"  # str | int | float | duration | path | paths | bool
+    kind: str = "str"  # str | int | float | duration | path | db | paths | bool
 
     @property
     def option(self) -> str:
@@ -185,7 +207,13 @@ class _Flag:
 
 _FLAGS = (
     _Flag("listen", "address to listen on, host:port (port 0 picks a free one)"),
-    _Flag("db", "SQLite database file (created on first start)", "path"),
+    _Flag(
+        "db",
+        "SQLite database file (created on first start), or a PostgreSQL URL "
+        "postgresql://USER@HOST:PORT/DBNAME",
+        "db",
+    ),
+    _Flag("node_name", "this server's name in jobs (Job.node) and logs"),
     _Flag("workers", "jobs that run at the same time", "int"),
     _Flag("max_queued", "queued jobs beyond which submits get RESOURCE_EXHAUSTED", "int"),
     _Flag("default_timeout", "time limit of a job that names none, e.g. 5m", "duration"),
@@ -248,12 +276,14 @@ _METAVARS = {
     "listen": "HOST:PORT",
     "metrics_listen": "HOST:PORT",
     "log_level": "LEVEL",
+    "node_name": "NAME",
     "log_format": "FORMAT",
     "str": "VALUE",
     "int": "N",
     "float": "N",
     "duration": "DURATION",
     "path": "FILE",
+    "db": "FILE|URL",
     "paths": "DIR",
     "size": "BYTES",
 }
@@ -289,6 +319,8 @@ def _convert(flag: _Flag, raw: str) -> object:
         return parse_size(raw)
     if flag.kind == "path":
         return Path(raw)
+    if flag.kind == "db":
+        return raw if raw.startswith(DATABASE_URL_SCHEMES) else Path(raw)
     if flag.kind == "bool":
         if raw.strip().lower() in _TRUE:
             return True
@@ -314,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
             shown = format_size(default)
         elif flag.kind == "paths":
             shown = "any folder"
+        elif flag.name == "node_name":
+            shown = "HOSTNAME:PORT of --listen"
         elif default is None or default == "":
             shown = "none"
         else:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from .store import Store
+from .store.factory import ServerStore
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +24,12 @@ class Health(Protocol):
     def set_problem(self, name: str, present: bool) -> None: ...
 
 
-async def check_database(store: Store, health: Health, stopping: Callable[[], bool]) -> None:
+async def check_database(store: ServerStore, health: Health, stopping: Callable[[], bool]) -> None:
     """Check the database file every DB_CHECK_INTERVAL, also while nothing is written:
     removed or replaced is fatal (the store's `on_lost`); no answer is NOT_SERVING until it
     answers. Runs until cancelled."""
     while not store.lost:
-        reachable = await store.check_file()
+        reachable = await store.check()
         if stopping():  # a cancel that Python 3.11's wait_for swallowed
             return
         health.set_problem("database-unreachable", not reachable)
@@ -37,7 +37,7 @@ async def check_database(store: Store, health: Health, stopping: Callable[[], bo
     await asyncio.Event().wait()  # lost: `on_lost` stops the server
 
 
-async def purge_loop(store: Store, retention: float) -> None:
+async def purge_loop(store: ServerStore, retention: float) -> None:
     """Purge the finished jobs past `retention` seconds, now and every PURGE_INTERVAL (or
     `retention`, if shorter); a failed purge is retried at the next round. Runs until
     cancelled."""
@@ -54,7 +54,7 @@ async def purge_loop(store: Store, retention: float) -> None:
 
 
 def start_maintenance(
-    store: Store, health: Health, retention: float, stopping: Callable[[], bool]
+    store: ServerStore, health: Health, retention: float, stopping: Callable[[], bool]
 ) -> list[asyncio.Task[None]]:
     """The server's maintenance tasks, started: `retention-purge` and `database-check` (each
     runs until cancelled; the caller supervises them)."""

@@ -1,15 +1,15 @@
 """One scan: walk a folder, probe its video files, and write what they are into the library.
 
-A scan first gets the library's index of its folder (`Store.library_index`: a key per video made
-of its path, size and modification time). The walk runs in its own thread (os.scandir) and looks
-up every video file there as it goes: a file whose key is found is unchanged since its last probe
-and is only counted (unless the scan is `full`), so that an unchanged tree costs little more than a
-bare walk. New and changed files go to the event loop in batches through a bounded queue, so
+A scan first gets the library's index of its folder (`LibraryStore.library_index`: a key per video
+made of its path, size and modification time). The walk runs in its own thread (os.scandir) and
+looks up every video file there as it goes: a file whose key is found is unchanged since its last
+probe and is only counted (unless the scan is `full`), so that an unchanged tree costs little more
+than a bare walk. New and changed files go to the event loop in batches through a bounded queue, so
 probing starts while the walk goes on and never more than a few batches wait in memory. Probes run
-in the prober processes of `probe_pool.py`, at most `probe_concurrency` files of one scan at a
-time, each with a time limit. Results are written to the library in batches (one transaction per
-batch). The videos of the index the walk did not meet are the candidates for removal. Whatever is
-committed stays committed when a scan is cancelled or times out.
+in the prober processes of `probe_pool.py`, at most `probe_concurrency` files of one scan at a time,
+each with a time limit. Results are written to the library in batches (one transaction per batch).
+The videos of the index the walk did not meet are the candidates for removal. Whatever is committed
+stays committed when a scan is cancelled or times out.
 
 The walk is `walker.py`, the descriptors it opens are `open_files.py`, what it may open is
 `roots.py` (the path policy) and `mounts.py` (pseudo file systems it does not enter).
@@ -33,7 +33,7 @@ from .jobs import ScanSpec
 from .open_files import OpenFiles, RootFolder
 from .probe import ProbeError, Prober, ProbeResult
 from .roots import AllowedRoots, open_root
-from .store import Store, VideoRow
+from .store import LibraryStore, VideoRow
 from .walker import Batch, FoundFile, Item, Walker
 
 _WALK_QUEUE = 8  # batches in flight between the walker and the loop
@@ -73,7 +73,7 @@ class Scanner:
 
     def __init__(
         self,
-        store: Store,
+        store: LibraryStore,
         prober: Prober,
         walk_executor: concurrent.futures.Executor,
         *,
@@ -102,7 +102,7 @@ class Scanner:
 class _Parts:
     """What every scan works with: passed to each run, never read from the Scanner."""
 
-    store: Store
+    store: LibraryStore
     prober: Prober
     walk_executor: concurrent.futures.Executor
     probe_concurrency: int

@@ -16,7 +16,8 @@ from typing import Any, NoReturn
 
 from mediascan.v1 import scan_pb2
 
-from .store import StorageError, Store
+from .store import StorageError
+from .store.factory import ServerStore
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class ShutdownSteps:
 
 
 async def close_storage(
-    store: Store | None,
+    store: ServerStore | None,
     steps: ShutdownSteps,
     drain: asyncio.Task[None] | None,
     *,
@@ -75,9 +76,11 @@ async def close_storage(
     if complete:
         try:
             async with asyncio.timeout(min(store_timeout / 2, steps.left(reserve))):
-                left = await store.list_jobs(
+                stored = await store.list_jobs(
                     state=scan_pb2.JOB_STATE_RUNNING, limit=100, after=None
                 )
+            # Only this server's: on a shared database, other servers' jobs run on.
+            left = [job for job in stored if job.node in ("", store.node)]
         except (TimeoutError, StorageError) as exc:
             log.error("shutdown: cannot check the jobs stored RUNNING: %s", exc or "timeout")
             complete = False

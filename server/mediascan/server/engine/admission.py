@@ -13,7 +13,7 @@ from mediascan.v1 import scan_pb2
 
 from ..errors import InvalidArgument, ResourceExhausted, Unavailable
 from ..jobs import ScanSpec
-from ..store import DatabaseTimeout, InsertOutcome, JobStore, RequestIdReused
+from ..store import DatabaseTimeout, InsertOutcome, JobStore, QueueFull, RequestIdReused
 from .recorder import copy_job, first_event, seen
 from .running import ActiveJobs, Phase, RunningJob
 
@@ -32,7 +32,9 @@ class Admission:
     """Decides what a submit gets, and inserts the new jobs.
 
     The bound counts the jobs QUEUED on this server (`ActiveJobs`, by phase) plus the submits
-    still committing; a shared backend keeps that count in the database instead."""
+    still committing; a shared backend also counts the QUEUED jobs of every server in the
+    insert's transaction (QueueFull), and finds the identical active jobs other servers queued
+    (`InsertOutcome.deduplicated`)."""
 
     def __init__(
         self,
@@ -66,11 +68,7 @@ class Admission:
             retried = await self._earlier_request(spec) if spec.request_id else None
             if retried is not None:
                 return retried
-            raise ResourceExhausted(
-                f"the queue is full ({self._max_queued} queued scans): retry after the "
-                "delay in the RetryInfo detail",
-                retry_after=self._retry_delay(),
-            )
+            raise self._queue_full()
         inserted = self._insert(spec)
         self._submitting[key] = inserted
         inserted.add_done_callback(functools.partial(self._submitted, key))
@@ -160,11 +158,21 @@ class Admission:
             result = future.result()
         except RequestIdReused as exc:
             raise request_id_reused(exc.job_id) from None
+        except QueueFull:  # counted in a shared database: the jobs of every server
+            raise self._queue_full() from None
         if not result.created:
-            return self._retried(result.job)
+            outcome = self._retried(result.job)
+            return dataclasses.replace(outcome, deduplicated=result.deduplicated)
         if not self._jobs.draining:  # else: shut down meanwhile; it runs at the next start
             self._admit(job, spec, event)
         return SubmitOutcome(job=job)
+
+    def _queue_full(self) -> ResourceExhausted:
+        return ResourceExhausted(
+            f"the queue is full ({self._max_queued} queued scans): retry after the "
+            "delay in the RetryInfo detail",
+            retry_after=self._retry_delay(),
+        )
 
     def _retried(self, job: scan_pb2.Job) -> SubmitOutcome:
         running = self._jobs.get(job.job_id)

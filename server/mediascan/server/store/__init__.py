@@ -1,5 +1,6 @@
-"""Storage: the `JobStore` and `LibraryStore` protocols (`protocol.py`) and their SQLite
-implementation (`sqlite/`). `Store` is the SQLite store, the one the server builds."""
+"""Storage: the `JobStore` and `LibraryStore` protocols (`protocol.py`) and their two
+implementations, SQLite (`sqlite/`) and PostgreSQL (`postgres/`, imported from there: it loads
+the driver). `factory.py` picks one from `--db`. `Store` is the SQLite store."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .protocol import (
     JobStore,
     LibraryIndex,
     LibraryStore,
+    QueueFull,
     RequestIdReused,
     SchemaTooNew,
     StorageError,
@@ -22,7 +24,7 @@ from .protocol import (
 )
 from .sqlite.store import SqliteStore
 
-#: The store the server builds (and the name older callers import).
+#: The SQLite store (the name older callers import).
 Store = SqliteStore
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "JobStore",
     "LibraryIndex",
     "LibraryStore",
+    "QueueFull",
     "RequestIdReused",
     "SchemaTooNew",
     "SqliteStore",

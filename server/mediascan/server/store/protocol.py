@@ -36,6 +36,15 @@ class DatabaseTimeout(StorageError):
     file system, or a lock held elsewhere. What was asked may still happen."""
 
 
+class QueueFull(Exception):
+    """A shared store counted `--max-queued` jobs QUEUED in the database: the insert was
+    refused (the engine answers RESOURCE_EXHAUSTED with its retry delay)."""
+
+    def __init__(self, max_queued: int) -> None:
+        super().__init__(max_queued)
+        self.max_queued = max_queued
+
+
 class SchemaTooNew(RuntimeError):
     """The database was written by a newer mediascan; refuse to touch it."""
 
@@ -52,6 +61,9 @@ class RequestIdReused(Exception):
 class InsertOutcome:
     job: scan_pb2.Job
     created: bool  #: False: the request_id named an existing job, which is returned
+    #: True when an identical active job (same dedup key) was returned instead: a shared
+    #: store finds those that other servers queued.
+    deduplicated: bool = False
 
 
 #: A job's file errors to store: (seq from 0 in the order met, the error).
@@ -136,7 +148,8 @@ class JobStore(Protocol):
     def insert_job(self, job: scan_pb2.Job, spec: ScanSpec) -> asyncio.Future[InsertOutcome]:
         """Commit a new QUEUED job (its event 1 is not stored), unless its request_id names an
         existing job; fails with RequestIdReused when it names one made by another request. A
-        future, not a coroutine: a submit costs no task."""
+        shared store also returns an identical active job (`deduplicated`) and may refuse with
+        QueueFull. A future, not a coroutine: a submit costs no task."""
         ...
 
     async def claim_next(self, start: JobChange) -> ChangedJob | None:

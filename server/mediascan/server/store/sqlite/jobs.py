@@ -34,8 +34,14 @@ _SAVE = "UPDATE jobs SET state = ?, end_ns = ?, last_sequence = ?, job = ? WHERE
 class SqliteJobs:
     """Jobs in the SQLite database (the `JobStore` half of `SqliteStore`)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, node: str = "") -> None:
         self._db = db
+        self._node = node  #: `Job.node` of the jobs this server claims
+
+    @property
+    def node(self) -> str:
+        """The name this server claims jobs under (`Job.node`)."""
+        return self._node
 
     def insert_job(self, job: scan_pb2.Job, spec: ScanSpec) -> asyncio.Future[InsertOutcome]:
         """Commit a new job, unless its request_id names an existing job.
@@ -87,6 +93,7 @@ class SqliteJobs:
             if row is None:
                 return None
             job = scan_pb2.Job.FromString(row[1])
+            job.node = self._node
             claimed = _apply(conn, job, start, expected_state=QUEUED)
             conn.execute("DELETE FROM file_errors WHERE job_id = ?", (job.job_id,))
             return claimed

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from mediascan.v1 import scan_pb2
 
 from ..protocol import LibraryIndex, VideoRow
+from ..videos import VIDEO_COLUMNS, VIDEO_FIELDS, below, video_of
 from .database import Database
 
 T = TypeVar("T")
@@ -78,7 +79,7 @@ class SqliteLibrary:
         if cached is not None:
             return cached
         generation = cache.generation
-        low, high = _below(folder)
+        low, high = below(folder)
         direct = "" if recursive else f" AND instr(substr(path, {len(low) + 1}), '/') = 0"
         boundary = (
             f"SELECT path FROM videos WHERE path > ? AND path < ?{direct} "
@@ -137,7 +138,7 @@ class SqliteLibrary:
                     updated += 1
                 else:
                     conn.execute(
-                        f"INSERT INTO videos ({_VIDEO_COLUMNS}) VALUES "
+                        f"INSERT INTO videos ({VIDEO_COLUMNS}) VALUES "
                         f"({','.join('?' * len(values))})",
                         values,
                     )
@@ -176,7 +177,7 @@ class SqliteLibrary:
             if prefix:
                 folder = prefix.rstrip("/")
                 where.append("(path = ? OR (path > ? AND path < ?))")
-                params.extend([folder, *_below(folder)])
+                params.extend([folder, *below(folder)])
             if video_codec:
                 where.append("video_codec = ?")
                 params.append(video_codec)
@@ -189,12 +190,12 @@ class SqliteLibrary:
             if after_path is not None:
                 where.append("path > ?")
                 params.append(after_path)
-            sql = f"SELECT id, {_VIDEO_COLUMNS} FROM videos"
+            sql = f"SELECT id, {VIDEO_COLUMNS} FROM videos"
             if where:
                 sql += " WHERE " + " AND ".join(where)
             sql += " ORDER BY path LIMIT ?"
             params.append(limit)
-            return [_video_of(row) for row in conn.execute(sql, params)]
+            return [video_of(row) for row in conn.execute(sql, params)]
 
         return await self._db.read(op)
 
@@ -202,57 +203,21 @@ class SqliteLibrary:
         def op(conn: sqlite3.Connection) -> scan_pb2.Video | None:
             if video_id is not None:
                 row = conn.execute(
-                    f"SELECT id, {_VIDEO_COLUMNS} FROM videos WHERE id = ?", (video_id,)
+                    f"SELECT id, {VIDEO_COLUMNS} FROM videos WHERE id = ?", (video_id,)
                 ).fetchone()
             else:
                 row = conn.execute(
-                    f"SELECT id, {_VIDEO_COLUMNS} FROM videos WHERE path = ?", (path,)
+                    f"SELECT id, {VIDEO_COLUMNS} FROM videos WHERE path = ?", (path,)
                 ).fetchone()
-            return None if row is None else _video_of(row)
+            return None if row is None else video_of(row)
 
         return await self._db.read(op)
 
 
-_VIDEO_COLUMNS = ", ".join(f.name for f in dataclasses.fields(VideoRow))
 _UPDATE_VIDEO = (
-    "UPDATE videos SET "
-    + ", ".join(f"{f.name} = ?" for f in dataclasses.fields(VideoRow)[1:])
-    + " WHERE path = ?"
+    "UPDATE videos SET " + ", ".join(f"{name} = ?" for name in VIDEO_FIELDS[1:]) + " WHERE path = ?"
 )
 
 
 _INDEX_CHUNK = 65536  # videos per query of `library_index`
 _INDEX_CACHE_KEYS = 250_000  # videos in the kept indexes, at most (36 MiB at 150 bytes)
-
-
-def _below(folder: str) -> tuple[str, str]:
-    """Bounds of the paths strictly below `folder`: path > 'a/' AND path < 'a0' ('0' follows
-    '/' in byte order, which is how SQLite compares TEXT by default)."""
-    base = folder.rstrip("/")
-    return base + "/", base + "0"
-
-
-def _video_of(row: Sequence[Any]) -> scan_pb2.Video:
-    data = VideoRow(
-        **dict(zip((f.name for f in dataclasses.fields(VideoRow)), row[1:], strict=True))
-    )
-    video = scan_pb2.Video(
-        video_id=f"v_{row[0]}",
-        path=data.path,
-        size_bytes=data.size_bytes,
-        container=data.container,
-        bit_rate=data.bit_rate,
-        video_codec=data.video_codec,
-        width=data.width,
-        height=data.height,
-        frame_rate=data.frame_rate,
-        audio_codec=data.audio_codec,
-        audio_channels=data.audio_channels,
-        audio_sample_rate=data.audio_sample_rate,
-        audio_streams=data.audio_streams,
-        job_id=data.job_id,
-    )
-    video.modify_time.FromNanoseconds(data.mtime_ns)
-    video.duration.FromNanoseconds(data.duration_ns)
-    video.probe_time.FromNanoseconds(data.probe_ns)
-    return video

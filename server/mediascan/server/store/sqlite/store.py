@@ -33,6 +33,7 @@ class SqliteStore(SqliteJobs, SqliteLibrary):
         timeout: float = 5.0,
         on_lost: Callable[[str], None] | None = None,
         supervise: Supervise | None = None,
+        node: str = "",
     ) -> None:
         self.database = Database(
             path,
@@ -43,12 +44,16 @@ class SqliteStore(SqliteJobs, SqliteLibrary):
             on_lost=on_lost,
             supervise=supervise,
         )
-        SqliteJobs.__init__(self, self.database)
+        SqliteJobs.__init__(self, self.database, node=node)
         SqliteLibrary.__init__(self, self.database)
 
     @property
     def path(self) -> Path:
         return self.database.path
+
+    @property
+    def where(self) -> str:
+        return str(self.database.path)
 
     @property
     def lock(self) -> DatabaseLock:
@@ -67,6 +72,14 @@ class SqliteStore(SqliteJobs, SqliteLibrary):
 
     async def check_file(self) -> bool:
         return await self.database.check_file()
+
+    async def check(self) -> bool:
+        """The periodic check (`check_file`): False while the file system does not answer."""
+        return await self.database.check_file()
+
+    def serving_on(self, address: str) -> None:
+        """Name the address in the lock file, for the message a second server gets."""
+        self.lock.update(listen=address)
 
     async def bounded(self, work: Awaitable[T]) -> T:
         return await self.database.bounded(work)

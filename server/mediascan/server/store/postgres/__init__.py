@@ -1,0 +1,1 @@
+"""The PostgreSQL store: several servers share one database (`--db postgresql://...`)."""

@@ -1,0 +1,151 @@
+"""The library queries on PostgreSQL. No index is kept between scans: other servers write
+the same library, so every scan reads the index of its folder from the database."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from mediascan.v1 import scan_pb2
+
+from ..protocol import LibraryIndex, VideoRow
+from ..videos import VIDEO_COLUMNS, VIDEO_FIELDS, below, video_of
+from .database import PgDatabase
+from .schema import Connection
+
+_UPSERT = (
+    f"INSERT INTO videos ({VIDEO_COLUMNS}) VALUES ({', '.join(['%s'] * len(VIDEO_FIELDS))}) "
+    "ON CONFLICT (path) DO UPDATE SET "
+    + ", ".join(f"{name} = EXCLUDED.{name}" for name in VIDEO_FIELDS[1:])
+    # xmax is 0 in a row version that an INSERT made, not an UPDATE.
+    + " RETURNING xmax = 0"
+)
+
+
+class PostgresLibrary:
+    """The video library in the PostgreSQL database (the `LibraryStore` half)."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self._db = db
+
+    async def library_index(self, folder: str, *, recursive: bool) -> LibraryIndex:
+        """The index of the library's videos below `folder` (only those directly in it unless
+        `recursive`), read with a range query on the path index."""
+        low, high = below(folder)
+        direct = "" if recursive else f" AND strpos(substr(path, {len(low) + 1}), '/') = 0"
+        sql = (
+            "SELECT path || '/' || size_bytes || '/' || mtime_ns, dev = 0, path FROM videos "
+            "WHERE path > %s AND path < %s" + direct
+        )
+
+        async def op(conn: Connection) -> LibraryIndex:
+            cursor = await conn.execute(sql.encode(), (low, high))
+            keys: dict[str, bool] = {}
+            undated: set[str] = set()
+            for key, no_dev, path in await cursor.fetchall():
+                keys[key] = True
+                if no_dev:
+                    undated.add(path)
+            return LibraryIndex(keys, undated)
+
+        return await self._db.read(op)
+
+    async def set_devices(self, devices: Sequence[tuple[int, str]]) -> None:
+        """Record the device of videos that have none yet."""
+        if not devices:
+            return
+
+        async def op(conn: Connection) -> None:
+            await conn.execute(
+                "UPDATE videos SET dev = g.dev "
+                "FROM unnest(%s::bigint[], %s::text[]) AS g(dev, path) "
+                "WHERE videos.path = g.path AND videos.dev = 0",
+                ([dev for dev, _ in devices], [path for _, path in devices]),
+            )
+
+        await self._db.commit(op)
+
+    async def upsert_videos(self, rows: Iterable[VideoRow]) -> tuple[int, int]:
+        """Insert or update videos by path in one transaction; returns (added, updated)."""
+        values = [dataclasses.astuple(row) for row in rows]
+        if not values:
+            return 0, 0
+
+        async def op(conn: Connection) -> tuple[int, int]:
+            added = 0
+            async with conn.cursor() as cursor:
+                await cursor.executemany(_UPSERT.encode(), values, returning=True)
+                while True:
+                    row = await cursor.fetchone()
+                    added += bool(row and row[0])
+                    if not cursor.nextset():
+                        break
+            return added, len(values) - added
+
+        return await self._db.commit(op)
+
+    async def remove_videos(self, gone: Sequence[tuple[str, int]], *, before_ns: int) -> int:
+        """Delete these videos, given as (path, device of its folder now), unless rewritten
+        since `before_ns` or recorded on another device (0: not known, no objection)."""
+        if not gone:
+            return 0
+
+        async def op(conn: Connection) -> int:
+            cursor = await conn.execute(
+                "DELETE FROM videos USING unnest(%s::text[], %s::bigint[]) AS g(path, dev) "
+                "WHERE videos.path = g.path AND videos.probe_ns < %s AND videos.dev IN (0, g.dev)",
+                ([path for path, _ in gone], [dev for _, dev in gone], before_ns),
+            )
+            return cursor.rowcount
+
+        return await self._db.commit(op)
+
+    async def list_videos(
+        self,
+        *,
+        prefix: str,
+        video_codec: str,
+        min_duration_ns: int | None,
+        max_duration_ns: int | None,
+        after_path: str | None,
+        limit: int,
+    ) -> list[scan_pb2.Video]:
+        where: list[str] = []
+        params: list[Any] = []
+        if prefix:
+            folder = prefix.rstrip("/")
+            where.append("(path = %s OR (path > %s AND path < %s))")
+            params.extend([folder, *below(folder)])
+        for clause, value in (
+            ("video_codec = %s", video_codec or None),
+            ("duration_ns >= %s", min_duration_ns),
+            ("duration_ns <= %s", max_duration_ns),
+            ("path > %s", after_path),
+        ):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = f"SELECT id, {VIDEO_COLUMNS} FROM videos"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY path LIMIT %s"
+        params.append(limit)
+
+        async def op(conn: Connection) -> list[scan_pb2.Video]:
+            cursor = await conn.execute(sql.encode(), params)
+            return [video_of(row) for row in await cursor.fetchall()]
+
+        return await self._db.read(op)
+
+    async def get_video(self, *, video_id: int | None, path: str | None) -> scan_pb2.Video | None:
+        if video_id is not None and not 0 < video_id < 2**63:
+            return None  # no row has it: ids are positive bigints
+        column, value = ("id", video_id) if video_id is not None else ("path", path)
+        sql = f"SELECT id, {VIDEO_COLUMNS} FROM videos WHERE {column} = %s"
+
+        async def op(conn: Connection) -> scan_pb2.Video | None:
+            row = await (await conn.execute(sql.encode(), (value,))).fetchone()
+            return None if row is None else video_of(row)
+
+        return await self._db.read(op)

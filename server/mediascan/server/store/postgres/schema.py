@@ -1,0 +1,114 @@
+"""The PostgreSQL schema: numbered migrations, each applied in its own transaction under a
+transaction-level advisory lock, so that servers starting at once never both migrate; a
+database from a newer server is refused, never touched."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import psycopg
+
+from ...jobs import ACTIVE, TERMINAL, JobState
+from ..protocol import SchemaTooNew
+
+log = logging.getLogger(__name__)
+
+#: A connection of the pool (rows as tuples).
+Connection = psycopg.AsyncConnection[tuple[Any, ...]]
+
+#: The advisory lock key of migrations: any constant, the same in every mediascan version.
+MIGRATION_LOCK = 0x6D656469617363  # "mediasc"
+
+QUEUED = int(JobState.QUEUED)
+RUNNING = int(JobState.RUNNING)
+ACTIVE_SQL = ",".join(str(int(s)) for s in sorted(ACTIVE))
+TERMINAL_SQL = ",".join(str(int(s)) for s in sorted(TERMINAL))
+
+#: Forward migrations: the statements that take a database from version N-1 to N.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        # `created` orders the queue (FIFO within a priority) by the database's own counter,
+        # not by the clocks of the servers that submitted; `create_ns` orders ListJobs.
+        # `node` names the server that claimed the current attempt; `lease_until` is kept
+        # NULL (leases come with a later version).
+        "CREATE TABLE jobs ("
+        " job_id text PRIMARY KEY,"
+        " state smallint NOT NULL,"
+        " priority integer NOT NULL,"
+        " created bigint GENERATED ALWAYS AS IDENTITY,"
+        " create_ns bigint NOT NULL,"
+        " end_ns bigint,"
+        " attempt integer NOT NULL,"
+        " node text NOT NULL DEFAULT '',"
+        " lease_until timestamptz,"
+        " path text NOT NULL,"
+        " dedup_key text NOT NULL,"
+        " request_id text,"
+        " fingerprint text,"
+        " last_sequence bigint NOT NULL,"
+        " job bytea NOT NULL)",
+        f"CREATE INDEX jobs_queued ON jobs (priority DESC, created) WHERE state = {QUEUED}",
+        "CREATE INDEX jobs_by_create ON jobs (create_ns DESC, job_id DESC)",
+        "CREATE INDEX jobs_by_state ON jobs (state, create_ns DESC, job_id DESC)",
+        # Identical scans are one job while it is active, whichever server was asked.
+        f"CREATE UNIQUE INDEX jobs_active_dedup ON jobs (dedup_key) WHERE state IN ({ACTIVE_SQL})",
+        "CREATE TABLE job_events ("
+        " job_id text NOT NULL, sequence bigint NOT NULL, event bytea NOT NULL,"
+        " PRIMARY KEY (job_id, sequence))",
+        "CREATE TABLE file_errors ("
+        " job_id text NOT NULL, seq integer NOT NULL, error bytea NOT NULL,"
+        " PRIMARY KEY (job_id, seq))",
+        # request_id -> job, also for submits that joined an active job (deduplicated).
+        "CREATE TABLE requests ("
+        " request_id text PRIMARY KEY, fingerprint text NOT NULL, job_id text NOT NULL)",
+        "CREATE INDEX requests_by_job ON requests (job_id)",
+        # Paths compare byte by byte (COLLATE "C"), as the folder ranges of the queries assume.
+        "CREATE TABLE videos ("
+        " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        ' path text COLLATE "C" NOT NULL UNIQUE,'
+        " size_bytes bigint NOT NULL, mtime_ns bigint NOT NULL, container text NOT NULL,"
+        " duration_ns bigint NOT NULL, bit_rate bigint NOT NULL, video_codec text NOT NULL,"
+        " width integer NOT NULL, height integer NOT NULL,"
+        " frame_rate double precision NOT NULL, audio_codec text NOT NULL,"
+        " audio_channels integer NOT NULL, audio_sample_rate integer NOT NULL,"
+        " audio_streams integer NOT NULL, probe_ns bigint NOT NULL, job_id text NOT NULL,"
+        " dev bigint NOT NULL)",
+    ),
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+async def migrate(conn: Connection, where: str) -> int:
+    """Bring the database to SCHEMA_VERSION, one migration a transaction, each under the
+    advisory lock (a server that waited on it finds the work done). Returns how many
+    migrations this call applied. SchemaTooNew for a database a newer server wrote."""
+    applied = 0
+    for target in range(1, SCHEMA_VERSION + 1):
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            version = await _version(conn, where)
+            if version >= target:
+                continue
+            for statement in MIGRATIONS[target]:
+                await conn.execute(statement)
+            await conn.execute("UPDATE schema_version SET version = %s", (target,))
+            applied += 1
+        log.info("migrated %s to schema version %d", where, target)
+    return applied
+
+
+async def _version(conn: Connection, where: str) -> int:
+    """The stored schema version (0: a new database, its version table made here)."""
+    await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)")
+    row = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
+    if row is None:
+        await conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+        return 0
+    version = int(row[0])
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"{where} has schema version {version}, newer than this server's "
+            f"{SCHEMA_VERSION}: upgrade mediascan or use another --db"
+        )
+    return version

@@ -1,0 +1,72 @@
+"""`PostgresStore`: one PostgreSQL database behind both protocols, `JobStore` and
+`LibraryStore`, shared by any number of servers.
+
+It composes the connection pool (`PgDatabase`) with the job queries (`PostgresJobs`) and the
+library queries (`PostgresLibrary`), and adds the life cycle. Nothing here is SQLite's file
+lock or loss check: an unreachable database is a `StorageError` (UNAVAILABLE) and a failed
+`check` (NOT_SERVING) until it answers again."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+from ..protocol import JobStore, LibraryStore
+from .database import PgDatabase
+from .jobs import PostgresJobs
+from .library import PostgresLibrary
+
+T = TypeVar("T")
+
+
+class PostgresStore(PostgresJobs, PostgresLibrary):
+    """The PostgreSQL database behind the job engine and the library."""
+
+    def __init__(
+        self, url: str, *, node: str = "", timeout: float = 5.0, max_queued: int = 1000
+    ) -> None:
+        self.database = PgDatabase(url, timeout=timeout, node=node)
+        PostgresJobs.__init__(self, self.database, node=node, max_queued=max_queued)
+        PostgresLibrary.__init__(self, self.database)
+        self._wakeup_listeners: list[Callable[[], None]] = []
+        #: Migrations this store applied when it opened (0: another server had, or none due).
+        self.migrations_applied = 0
+
+    @property
+    def where(self) -> str:
+        """The database, as logs name it (no password)."""
+        return self.database.where
+
+    @property
+    def lost(self) -> bool:
+        """Never: a database that does not answer is unreachable, and may come back."""
+        return False
+
+    async def open(self) -> None:
+        """Connect and migrate (SchemaTooNew for a newer schema; StorageError when the
+        database cannot be reached)."""
+        self.migrations_applied = await self.database.open()
+
+    async def close(self) -> None:
+        await self.database.close()
+
+    async def check(self) -> bool:
+        """True if the database answers within the time limit."""
+        return await self.database.check()
+
+    def serving_on(self, address: str) -> None:
+        """Nothing to record: no file lock names the holder on PostgreSQL."""
+
+    async def bounded(self, work: Awaitable[T]) -> T:
+        return await self.database.bounded(work)
+
+    def add_wakeup_listener(self, listener: Callable[[], None]) -> None:
+        """Kept for the wake-ups of jobs that other servers queue (a `LISTEN` connection, not
+        built yet): until then this server claims when its own submits or re-checks wake it."""
+        self._wakeup_listeners.append(listener)
+
+
+if TYPE_CHECKING:  # mypy checks here that PostgresStore is both protocols
+
+    def _satisfies(store: PostgresStore) -> tuple[JobStore, LibraryStore]:
+        return store, store

@@ -1,0 +1,48 @@
+"""What both stores share about the library's rows: the columns of a video, a stored row as
+the contract's `Video`, and the bounds of the paths below a folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from mediascan.v1 import scan_pb2
+
+from .protocol import VideoRow
+
+#: The columns of `videos` besides `id`, in VideoRow's order (path first).
+VIDEO_FIELDS = tuple(f.name for f in dataclasses.fields(VideoRow))
+VIDEO_COLUMNS = ", ".join(VIDEO_FIELDS)
+
+
+def below(folder: str) -> tuple[str, str]:
+    """Bounds of the paths strictly below `folder`: path > 'a/' AND path < 'a0' ('0' follows
+    '/' in byte order, which is how both databases compare paths)."""
+    base = folder.rstrip("/")
+    return base + "/", base + "0"
+
+
+def video_of(row: Sequence[Any]) -> scan_pb2.Video:
+    """A stored row, (id, *VIDEO_COLUMNS), as a `Video`."""
+    data = VideoRow(**dict(zip(VIDEO_FIELDS, row[1:], strict=True)))
+    video = scan_pb2.Video(
+        video_id=f"v_{row[0]}",
+        path=data.path,
+        size_bytes=data.size_bytes,
+        container=data.container,
+        bit_rate=data.bit_rate,
+        video_codec=data.video_codec,
+        width=data.width,
+        height=data.height,
+        frame_rate=data.frame_rate,
+        audio_codec=data.audio_codec,
+        audio_channels=data.audio_channels,
+        audio_sample_rate=data.audio_sample_rate,
+        audio_streams=data.audio_streams,
+        job_id=data.job_id,
+    )
+    video.modify_time.FromNanoseconds(data.mtime_ns)
+    video.duration.FromNanoseconds(data.duration_ns)
+    video.probe_time.FromNanoseconds(data.probe_ns)
+    return video

@@ -1,0 +1,327 @@
+"""`PostgresStore` on a real PostgreSQL (tests/_postgres.py): the protocols, the claim order,
+claims that skip each other's locked rows, the guarded record, request ids and dedupe held by
+the database across two stores, the migration lock, and the refusal of a newer schema."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from mediascan.server.engine.recorder import start_change
+from mediascan.server.jobs import JobState, ScanSpec
+from mediascan.server.store import (
+    DatabaseTimeout,
+    JobStore,
+    LibraryStore,
+    QueueFull,
+    RequestIdReused,
+    SchemaTooNew,
+    SqliteStore,
+    StorageError,
+)
+from mediascan.server.store.postgres.store import PostgresStore
+from mediascan.server.testing import final_job
+from mediascan.v1 import scan_pb2
+
+StoreFactory = Callable[..., Awaitable[PostgresStore]]
+TIMEOUT = 30.0
+STOP_WAIT = 60.0
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+async def open_store(pg_url: str) -> AsyncIterator[StoreFactory]:
+    """`await open_store(node=..., url=...)`: an opened store on the test's database (or
+    `url`), closed at teardown."""
+    stores: list[PostgresStore] = []
+
+    async def factory(*, url: str = pg_url, **options: object) -> PostgresStore:
+        store = PostgresStore(url, **options)  # type: ignore[arg-type]
+        stores.append(store)
+        async with asyncio.timeout(TIMEOUT):
+            await store.open()
+        return store
+
+    yield factory
+    for store in stores:
+        await store.close()
+
+
+def spec(
+    path: str = "/videos", *, priority: int = 0, request_id: str = "", fp: str = ""
+) -> ScanSpec:
+    return ScanSpec(
+        path=path,
+        recursive=True,
+        follow_symlinks=False,
+        timeout=60.0,
+        priority=priority,
+        full=False,
+        request_id=request_id,
+        fingerprint=fp or (f"fp-{request_id}" if request_id else ""),
+    )
+
+
+async def submit(store: PostgresStore, scan: ScanSpec) -> scan_pb2.Job:
+    outcome = await store.insert_job(scan.new_job(), scan)
+    assert outcome.created
+    return outcome.job
+
+
+async def test_the_store_is_both_protocols_with_the_sqlite_signatures(
+    open_store: StoreFactory,
+) -> None:
+    store = await open_store()
+    assert isinstance(store, JobStore)
+    assert isinstance(store, LibraryStore)
+    for protocol in (JobStore, LibraryStore):
+        for name, _ in inspect.getmembers(protocol, inspect.isfunction):
+            if name.startswith("_"):
+                continue
+            assert inspect.signature(getattr(PostgresStore, name)) == inspect.signature(
+                getattr(SqliteStore, name)
+            ), name
+
+
+async def test_claims_take_the_highest_priority_first_then_the_oldest(
+    open_store: StoreFactory,
+) -> None:
+    store = await open_store(node="node-a")
+    jobs = [
+        await submit(store, spec(f"/v/{name}", priority=priority))
+        for name, priority in (("a", 0), ("b", 5), ("c", 0), ("d", 5), ("e", -3))
+    ]
+    by_path = {job.path: job.job_id for job in jobs}
+    claimed = []
+    while (changed := await store.claim_next(start_change)) is not None:
+        assert changed.previous_state == JobState.QUEUED
+        assert changed.job.state == JobState.RUNNING
+        assert changed.job.node == "node-a"
+        assert [e.state_change.to_state for e in changed.events] == [JobState.RUNNING]
+        claimed.append(changed.job.job_id)
+    assert claimed == [by_path[p] for p in ("/v/b", "/v/d", "/v/a", "/v/c", "/v/e")]
+    stored = await store.get_job(by_path["/v/b"])
+    assert stored is not None and stored.node == "node-a" and stored.state == JobState.RUNNING
+
+
+async def test_a_claim_skips_a_row_another_transaction_holds(
+    open_store: StoreFactory, pg_url: str
+) -> None:
+    store = await open_store()
+    first = await submit(store, spec("/v/first", priority=9))
+    second = await submit(store, spec("/v/second"))
+    async with await psycopg.AsyncConnection.connect(pg_url) as other, other.transaction():
+        await other.execute("SELECT 1 FROM jobs WHERE job_id = %s FOR UPDATE", (first.job_id,))
+        async with asyncio.timeout(TIMEOUT):  # SKIP LOCKED: it does not wait for the lock
+            changed = await store.claim_next(start_change)
+        assert changed is not None and changed.job.job_id == second.job_id
+    changed = await store.claim_next(start_change)
+    assert changed is not None and changed.job.job_id == first.job_id
+
+
+async def test_two_stores_claiming_at_once_never_take_the_same_job(
+    open_store: StoreFactory, pg_url: str
+) -> None:
+    a = await open_store(node="a")
+    b = await open_store(node="b")
+    ids = {(await submit(a, spec(f"/v/{i}"))).job_id for i in range(30)}
+
+    async def claim_all(store: PostgresStore) -> list[str]:
+        taken = []
+        while (changed := await store.claim_next(start_change)) is not None:
+            taken.append(changed.job.job_id)
+        return taken
+
+    async with asyncio.timeout(TIMEOUT):
+        results = await asyncio.gather(*(claim_all(s) for s in (a, b, a, b)))
+    taken = [job_id for result in results for job_id in result]
+    assert sorted(taken) == sorted(ids)  # each job once
+    for job_id in ids:
+        job = await a.get_job(job_id)
+        assert job is not None and job.state == JobState.RUNNING and job.attempt == 1
+        assert len(await a.events_after(job_id, 0, 10)) == 1  # one start, not two
+
+
+async def test_a_guarded_record_is_refused_after_another_change(open_store: StoreFactory) -> None:
+    a = await open_store(node="a")
+    b = await open_store(node="b")
+    await submit(a, spec())
+    changed = await a.claim_next(start_change)
+    assert changed is not None
+    cancelled = scan_pb2.Job()
+    cancelled.CopyFrom(changed.job)
+    cancelled.state = scan_pb2.JOB_STATE_CANCELLED
+    cancelled.last_sequence += 1
+    event = scan_pb2.JobEvent(job_id=cancelled.job_id, sequence=cancelled.last_sequence)
+    assert await b.record(cancelled, [event], expected_state=JobState.RUNNING)
+    done = scan_pb2.Job()
+    done.CopyFrom(changed.job)
+    done.state = scan_pb2.JOB_STATE_SUCCEEDED
+    late = scan_pb2.JobEvent(job_id=done.job_id, sequence=done.last_sequence + 1)
+    assert not await a.record(done, [late], expected_state=JobState.RUNNING)
+    assert await a.job_state(done.job_id) == (JobState.CANCELLED, cancelled.last_sequence)
+    stored = [e.sequence for e in await a.events_after(done.job_id, 0, 10)]
+    assert stored == [changed.events[0].sequence, cancelled.last_sequence]  # not the late one
+
+
+async def test_a_request_id_is_unique_across_two_stores(open_store: StoreFactory) -> None:
+    a = await open_store()
+    b = await open_store()
+    one, two = spec("/v/one", request_id="r-1"), spec("/v/one", request_id="r-1")
+    async with asyncio.timeout(TIMEOUT):
+        outcomes = await asyncio.gather(
+            a.insert_job(one.new_job(), one), b.insert_job(two.new_job(), two)
+        )
+    assert sorted(o.created for o in outcomes) == [False, True]
+    assert outcomes[0].job.job_id == outcomes[1].job.job_id
+    other = spec("/v/other", request_id="r-1", fp="another request")
+    with pytest.raises(RequestIdReused) as raised:
+        await b.insert_job(other.new_job(), other)
+    assert raised.value.job_id == outcomes[0].job.job_id
+    found = await b.find_request("r-1")
+    assert found is not None and found[0].job_id == outcomes[0].job.job_id
+
+
+async def test_identical_active_scans_are_one_job_across_two_stores(
+    open_store: StoreFactory,
+) -> None:
+    a = await open_store()
+    b = await open_store()
+    scans = [spec("/v/same", request_id=f"r-{i}", fp="same scan") for i in range(2)]
+    async with asyncio.timeout(TIMEOUT):
+        outcomes = await asyncio.gather(
+            a.insert_job(scans[0].new_job(), scans[0]), b.insert_job(scans[1].new_job(), scans[1])
+        )
+    created = [o for o in outcomes if o.created]
+    joined = [o for o in outcomes if not o.created]
+    assert len(created) == 1 and len(joined) == 1 and joined[0].deduplicated
+    job_id = created[0].job.job_id
+    assert joined[0].job.job_id == job_id
+    for request_id in ("r-0", "r-1"):  # a retry of either submit finds the one job
+        found = await a.find_request(request_id)
+        assert found is not None and found[0].job_id == job_id
+    # Once the job has ended, the same scan is a new job.
+    finished = created[0].job
+    finished.state = scan_pb2.JOB_STATE_CANCELLED
+    assert await b.record(finished, [], expected_state=JobState.QUEUED)
+    again = await a.insert_job(scans[0].new_job(), spec("/v/same"))
+    assert again.created and again.job.job_id != job_id
+
+
+async def test_the_queue_bound_is_counted_in_the_database(open_store: StoreFactory) -> None:
+    a = await open_store(max_queued=2)
+    b = await open_store(max_queued=2)
+    first = await submit(a, spec("/v/1", request_id="r-1"))
+    await submit(b, spec("/v/2"))
+    third = spec("/v/3")
+    with pytest.raises(QueueFull):
+        await a.insert_job(third.new_job(), third)
+    retried = spec("/v/1", request_id="r-1")  # a retry still gets its job when the queue is full
+    outcome = await b.insert_job(retried.new_job(), retried)
+    assert not outcome.created and outcome.job.job_id == first.job_id
+    assert await a.claim_next(start_change) is not None  # one leaves QUEUED: room for one
+    await submit(b, third)
+
+
+async def test_two_stores_opening_a_new_database_at_once_migrate_it_once(
+    postgres: object, pg_url: str
+) -> None:
+    stores = [PostgresStore(pg_url) for _ in range(3)]
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await asyncio.gather(*(store.open() for store in stores))
+        assert sorted(store.migrations_applied for store in stores) == [0, 0, 1]
+        await submit(stores[2], spec())  # every one works
+        assert await stores[0].claim_next(start_change) is not None
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_newer_schema_is_refused_untouched(open_store: StoreFactory, pg_url: str) -> None:
+    store = await open_store()
+    await store.close()
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute("UPDATE schema_version SET version = 99")
+    newer = PostgresStore(pg_url)
+    with pytest.raises(SchemaTooNew, match="schema version 99, newer than this server's 1"):
+        await newer.open()
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        row = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
+    assert row == (99,)
+
+
+async def test_an_unreachable_database_is_a_storage_error(postgres: object) -> None:
+    with socket_closed_port() as port:
+        store = PostgresStore(f"postgresql://postgres@127.0.0.1:{port}/none", timeout=1.0)
+        with pytest.raises(StorageError) as raised:
+            await store.open()
+    assert isinstance(raised.value, DatabaseTimeout) or "failed" in str(raised.value)
+    assert "127.0.0.1" in str(raised.value)
+
+
+@contextlib.contextmanager
+def socket_closed_port() -> Iterator[int]:
+    """A port nothing listens on while the block runs (bound, not listening)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
+
+
+async def test_the_server_runs_on_a_postgresql_url(
+    spawn_server: Any, connect: Any, pg_url: str, small_folders: list[Path]
+) -> None:
+    """The real command line: `--db postgresql://...`, a scan, and a clean exit."""
+    server = await spawn_server("--node-name", "cli-node", db=pg_url)
+    stub = await connect(server.address)
+    response = await stub.SubmitScan(scan_pb2.SubmitScanRequest(path=str(small_folders[0])))
+    job = await final_job(stub, response.job_id)
+    assert job.state == scan_pb2.JOB_STATE_SUCCEEDED and job.node == "cli-node"
+    server.terminate()
+    assert await server.wait(STOP_WAIT) == 0
+    assert "cli-node" in server.stderr_text()
+
+
+async def test_the_server_does_not_start_on_an_unreachable_database(tmp_path: Path) -> None:
+    with socket_closed_port() as port:
+        url = f"postgresql://scan:s3cret@127.0.0.1:{port}/mediascan"
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [str(BIN / "mediascan-server"), "--listen", "127.0.0.1:0", "--db", url,
+             "--db-timeout", "1s"],
+            capture_output=True, text=True, timeout=STOP_WAIT, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "cannot open the database: " in done.stderr
+    assert f"postgresql://scan@127.0.0.1:{port}/mediascan" in done.stderr
+    assert "s3cret" not in done.stderr + done.stdout
+
+
+async def test_connections_cut_by_the_database_are_replaced(
+    open_store: StoreFactory, pg_url: str
+) -> None:
+    """An administrator's pg_terminate_backend (or a database restart) breaks the pooled
+    connections: the pool replaces them, and the next calls work without a restart."""
+    store = await open_store(node="cut")
+    job = await submit(store, spec())
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+        cursor = await admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'mediascan cut'"
+        )
+        row = await cursor.fetchone()
+        assert row is not None and row[0] >= 1
+    assert await store.check()
+    found = await store.get_job(job.job_id)
+    assert found is not None and found.job_id == job.job_id
+    assert await store.claim_next(start_change) is not None
