@@ -117,7 +117,7 @@ def _help_texts() -> str:
         ).stdout
         for c in commands
     ]
-    for module in ("bench", "mediascan.server.demo"):
+    for module in ("bench", "bench.ab", "mediascan.server.demo"):
         texts.append(
             subprocess.run(
                 [sys.executable, "-m", module, "--help"],
