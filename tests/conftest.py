@@ -109,15 +109,19 @@ ServerFactory = Callable[..., Awaitable[Any]]
 
 #: The backends of `make_server`; a test module marked `both_backends` runs on each.
 BACKENDS = ("sqlite", "postgres")
+_BACKEND_MARKS = {"postgres": (pytest.mark.slow,)}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Tests marked `both_backends` (usually a whole module, through `pytestmark`) that use
-    `make_server` run once per backend, with ids `[sqlite]` and `[postgres]`."""
+    `make_server` run once per backend, with ids `[sqlite]` and `[postgres]`. The PostgreSQL
+    runs are marked slow: `make check` (not slow) runs the contract on SQLite and the
+    PostgreSQL store's own tests; `make test` runs everything on both."""
     if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
         "both_backends"
     ):
-        metafunc.parametrize("backend", BACKENDS, indirect=True)
+        params = [pytest.param(name, marks=_BACKEND_MARKS.get(name, ())) for name in BACKENDS]
+        metafunc.parametrize("backend", params, indirect=True)
 
 
 @pytest.fixture
