@@ -35,18 +35,20 @@ def _run(tree: Path, args: list[str], out: Path, *, base: bool) -> list[dict[str
 
 
 def _table(base: list[list[dict[str, Any]]], head: list[list[dict[str, Any]]]) -> list[str]:
-    """One line a figure: each round's value for base and head, and head / base of medians."""
+    """One line a figure (those of head, in its order): each round's value for base and head,
+    and head / base of the medians ("-" where base has no such figure)."""
     lines = ["| figure | base | head | head / base |", "| --- | ---: | ---: | ---: |"]
-    for index, row in enumerate(base[0]):
-        b = [rows[index]["value"] for rows in base]
-        h = [rows[index]["value"] for rows in head]
-        ratio = statistics.median(h) / statistics.median(b) if statistics.median(b) else 0.0
-        shown = " / ".join
-        lines.append(
-            f"| {row['bench']}: {row['figure']} | {shown(f'{v:,.4g}' for v in b)} "
-            f"| {shown(f'{v:,.4g}' for v in h)} | {ratio:.3f} |"
-        )
+    for row in head[0]:
+        key = (row["bench"], row["figure"])
+        b = [r["value"] for rows in base for r in rows if (r["bench"], r["figure"]) == key]
+        h = [r["value"] for rows in head for r in rows if (r["bench"], r["figure"]) == key]
+        ratio = f"{statistics.median(h) / statistics.median(b):.3f}" if b and b[0] else "-"
+        lines.append(f"| {key[0]}: {key[1]} | {_values(b)} | {_values(h)} | {ratio} |")
     return lines
+
+
+def _values(values: list[float]) -> str:
+    return " / ".join(f"{v:,.4g}" for v in values) or "-"
 
 
 def main(argv: list[str] | None = None) -> int:
