@@ -194,7 +194,10 @@ async def test_the_copy_answers_as_the_sqlite_server_did_and_runs_its_queue(
         for n, folder in enumerate(small_folders[1:4])
     ]
     before = await answers(stub, finished, queued)
+    # Something to compare: file errors, events to replay, a library of several pages.
     assert before["file_errors"][finished[0]][0][0], "the corpus scan stored no file errors"
+    assert all(events for replays in before["replays"].values() for events in replays)
+    assert len(before["videos"]) == len(corpus.valid) + 3 and len(before["video_pages"]) > 2
     await sqlite_server.stop()  # the blocker is saved QUEUED, attempt 2
 
     run = await copy_db(db, pg_url)
@@ -291,6 +294,18 @@ async def test_refuses_a_sqlite_schema_newer_than_the_code(pg_url: str, tmp_path
     assert await pg_tables(pg_url) == []
     with contextlib.closing(sqlite3.connect(db)) as conn:
         assert conn.execute("SELECT value FROM meta").fetchone() == (newer,)
+
+
+async def test_refuses_a_target_schema_newer_than_the_code(pg_url: str, tmp_path: Path) -> None:
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute("CREATE TABLE schema_version (version integer NOT NULL)")
+        await conn.execute("INSERT INTO schema_version VALUES (99)")
+    db = tmp_path / "library.db"
+    await store_videos(db, library_rows(3))
+    run = await copy_db(db, pg_url)
+    assert run.code == 2
+    assert "has schema version 99, newer than this server's" in run.stderr
+    assert await pg_tables(pg_url) == ["schema_version"]
 
 
 async def test_refuses_a_target_that_is_not_empty(pg_url: str, tmp_path: Path) -> None:
