@@ -104,6 +104,7 @@ def test_architecture_names_only_modules_and_names_that_exist() -> None:
 def _help_texts() -> str:
     commands = [
         ["mediascan-server", "--help"],
+        ["mediascan-server", "copy-db", "--help"],
         ["mediascan", "--help"],
         *(
             ["mediascan", sub, "--help"]

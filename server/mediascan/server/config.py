@@ -336,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mediascan-server",
         description="Serve the mediascan gRPC API: scan video folders as asynchronous jobs.",
         epilog="Every flag has an environment twin, e.g. --max-queued and MEDIASCAN_MAX_QUEUED; "
-        "a flag given on the command line wins.",
+        "a flag given on the command line wins. Another command: mediascan-server copy-db "
+        "--from FILE --to URL copies a SQLite database (jobs, events, the library) into an "
+        "empty PostgreSQL database; mediascan-server copy-db --help says more.",
     )
     for flag in _FLAGS:
         default = getattr(defaults, flag.name)

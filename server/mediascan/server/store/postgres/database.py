@@ -56,6 +56,13 @@ def redacted(url: str) -> str:
     return f"postgresql://{user}{host}:{port}/{params.get('dbname', '')}"
 
 
+def connection_info(url: str, node: str = "") -> str:
+    """libpq's connection string for `url`: its own settings, then DEFAULT_PARAMS for those it
+    leaves out, and an application name naming the node (seen in `pg_stat_activity`)."""
+    params = {k: v for k, v in DEFAULT_PARAMS.items() if k not in conninfo.conninfo_to_dict(url)}
+    return conninfo.make_conninfo(url, application_name=_app_name(node), **params)
+
+
 class PgDatabase:
     """The pool of connections to one database, and how the store uses it."""
 
@@ -64,10 +71,7 @@ class PgDatabase:
         self.where = redacted(url)
         #: Longest wait of `read` and `bounded` (seconds) before DatabaseTimeout.
         self.timeout = timeout
-        params = {
-            k: v for k, v in DEFAULT_PARAMS.items() if k not in conninfo.conninfo_to_dict(url)
-        }
-        self._conninfo = conninfo.make_conninfo(url, application_name=_app_name(node), **params)
+        self._conninfo = connection_info(url, node)
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._writes: set[asyncio.Task[Any]] = set()
 
