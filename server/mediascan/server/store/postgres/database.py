@@ -68,6 +68,10 @@ class PgDatabase:
             k: v for k, v in DEFAULT_PARAMS.items() if k not in conninfo.conninfo_to_dict(url)
         }
         self._conninfo = conninfo.make_conninfo(url, application_name=_app_name(node), **params)
+        #: The connection string of the server's LISTEN connection: the pool's, named apart.
+        self.listen_conninfo = conninfo.make_conninfo(
+            url, application_name=_app_name(f"{node} listen"), **params
+        )
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._writes: set[asyncio.Task[Any]] = set()
 
