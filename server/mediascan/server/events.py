@@ -22,7 +22,7 @@ import collections
 import contextlib
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mediascan.v1 import scan_pb2
 
@@ -30,6 +30,9 @@ from .errors import ResourceExhausted, Unavailable, job_not_found
 from .jobs import is_terminal, now_timestamp
 from .store import JobStore
 from .streams import StreamBudget
+
+if TYPE_CHECKING:
+    from .follow import Followers
 
 #: Events handed to a subscriber per wake-up; bounds what one slow stream holds.
 _BATCH = 64
@@ -127,6 +130,16 @@ class JobChannel:
         self._snapshots.clear()
         self._wake()
 
+    def restart(self, job: scan_pb2.Job, events: Sequence[scan_pb2.JobEvent]) -> None:
+        """Publish `job` with the newest of its events that do not follow on from the ring's
+        (the events between are gone): the ring starts again from them, and a subscriber
+        behind it gets a resync snapshot."""
+        while self._ring:
+            self._unwire(self._ring.popleft())
+        self.publish(job, events)
+        if is_terminal(job.state):
+            self.end_sequence = job.last_sequence
+
     def snapshot(self, *, resync: bool) -> scan_pb2.JobEvent:
         """A snapshot of the current state, the same event for every subscriber until the next
         publish (copying a job with many file errors is the costliest step of a watch)."""
@@ -192,10 +205,19 @@ class EventHub:
     """Channels of the active jobs, and the WatchJob logic on top of them and the store."""
 
     def __init__(
-        self, store: JobStore, *, ring_size: int, log_size: int, budget: StreamBudget
+        self,
+        store: JobStore,
+        *,
+        ring_size: int,
+        log_size: int,
+        budget: StreamBudget,
+        followers: Followers | None = None,
     ) -> None:
+        """`followers`: the store is shared with other servers, whose jobs are followed from
+        the store for the watchers here."""
         self._store = store
         self.budget = budget
+        self._followers = followers
         #: (job_id, resync) -> final snapshot of a finished job, serialized once (in _WIRE) and
         #: sent to every stream that watches it; the newest _FINALS are kept.
         self._finals: collections.OrderedDict[tuple[str, bool], scan_pb2.JobEvent] = (
@@ -234,6 +256,28 @@ class EventHub:
         self._all_closed.set()
         for channel in self._channels.values():
             channel.close()
+        if self._followers is not None:
+            self._followers.close_all()
+
+    async def wait_ended(self, job_id: str, timeout: float) -> bool:
+        """Wait at most `timeout` seconds for the end of a job run on another server (a
+        shared store); True once it ended (or is gone)."""
+        if self._followers is None or self.closed:
+            raise Unavailable("the server is shutting down: ask again on another server")
+        channel = await self._followers.attach(job_id)
+        if channel is None:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                while not channel.end_sequence:
+                    if channel.closed:
+                        raise Unavailable("the server is shutting down: ask again")
+                    await channel.changed()
+        except TimeoutError:
+            return False
+        finally:
+            self._followers.detach(job_id)
+        return True
 
     async def _until_closed(self) -> None:
         """During a shutdown, until close_all(); else at once."""
@@ -272,6 +316,10 @@ class EventHub:
         if self.closed:
             raise Unavailable("the server is shutting down: reconnect and resume")
         channel = self._channels.get(job_id)
+        followers = None
+        if channel is None and self._followers is not None:  # run elsewhere, or queued
+            channel = await self._followers.attach(job_id)
+            followers = self._followers
         if channel is None:
             async for event in self._watch_stored(job_id, after_sequence):
                 yield event
@@ -324,6 +372,8 @@ class EventHub:
                         return
         finally:
             channel.unsubscribe()
+            if followers is not None:
+                followers.detach(job_id)
 
     async def _replay(
         self, job_id: str, after_sequence: int, up_to: int

@@ -22,8 +22,8 @@ from .schema import QUEUED, RUNNING, TERMINAL_SQL, Connection
 #: claim changes the job's message in Python (`JobChange`), so it is this SELECT, the change
 #: and an UPDATE in one transaction rather than one UPDATE ... RETURNING.
 NEXT_QUEUED = (
-    f"SELECT job, cancel_requested FROM jobs WHERE state = {QUEUED} ORDER BY priority DESC, created "
-    "LIMIT 1 FOR UPDATE SKIP LOCKED"
+    f"SELECT job, cancel_requested FROM jobs WHERE state = {QUEUED} "
+    "ORDER BY priority DESC, created LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 _SAVE = (
     "UPDATE jobs SET state = %s, end_ns = %s, last_sequence = %s, attempt = %s, node = %s, "

@@ -11,6 +11,7 @@ but never delivers, and the server says so in its log."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +20,7 @@ import psycopg
 
 from ..protocol import StorageError
 from .notify import CHANNELS, PROBE
+from .schema import Connection
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,7 @@ class PgListener:
             await _close(conn)
         return listened
 
-    async def _listen(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+    async def _listen(self, conn: Connection) -> None:
         for channel in CHANNELS:
             await conn.execute(f"LISTEN {channel}")
         self.connected = True
@@ -102,7 +104,7 @@ class PgListener:
                 self._dispatch(notify.channel, notify.payload)
             await conn.execute("SELECT 1")  # a connection cut without a word fails here
 
-    async def _check_delivery(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+    async def _check_delivery(self, conn: Connection) -> None:
         """Send a notification from the pool and wait for it here: one that never comes means
         LISTEN does not work on this path to the database (a pooler in transaction mode)."""
         token = secrets.token_hex(8)
@@ -132,11 +134,9 @@ class PgListener:
             log.exception("handling the notification %s %r failed", channel, payload)
 
 
-async def _close(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
-    try:
+async def _close(conn: Connection) -> None:
+    with contextlib.suppress(psycopg.Error, OSError):
         await conn.close()
-    except (psycopg.Error, OSError):
-        pass
 
 
 def _first_line(exc: BaseException) -> str:
