@@ -100,8 +100,9 @@ class PgListener:
         self._on_connected()
         await self._check_delivery(conn)
         while True:
-            async for notify in conn.notifies(timeout=IDLE_CHECK):
-                self._dispatch(notify.channel, notify.payload)
+            async with contextlib.aclosing(conn.notifies(timeout=IDLE_CHECK)) as notifies:
+                async for notify in notifies:
+                    self._dispatch(notify.channel, notify.payload)
             await conn.execute("SELECT 1")  # a connection cut without a word fails here
 
     async def _check_delivery(self, conn: Connection) -> None:
@@ -109,11 +110,13 @@ class PgListener:
         LISTEN does not work on this path to the database (a pooler in transaction mode)."""
         token = secrets.token_hex(8)
         await self._send_probe(token)
-        async for notify in conn.notifies(timeout=PROBE_TIMEOUT):
-            if notify.channel == PROBE and notify.payload == token:
-                self.delivering = True
-                return
-            self._dispatch(notify.channel, notify.payload)
+        # Closed on the way out: the generator holds the connection's lock while it is open.
+        async with contextlib.aclosing(conn.notifies(timeout=PROBE_TIMEOUT)) as notifies:
+            async for notify in notifies:
+                if notify.channel == PROBE and notify.payload == token:
+                    self.delivering = True
+                    return
+                self._dispatch(notify.channel, notify.payload)
         self.delivering = False
         log.error(
             "notifications do not reach this server's LISTEN connection to %s: is it a "
