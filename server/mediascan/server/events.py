@@ -130,6 +130,20 @@ class JobChannel:
         self._snapshots.clear()
         self._wake()
 
+    def catch_up(self, job: scan_pb2.Job, events: Sequence[scan_pb2.JobEvent]) -> None:
+        """Publish what `job` and its stored `events` hold past the channel's last sequence:
+        the events it lacks, in order, if they follow on from the ring; else (some are gone,
+        or were never read) the newest ones in a fresh ring (`restart`). For a channel fed
+        from the store, or one opened with a job whose change is published afterwards."""
+        last = self.last_sequence
+        if job.last_sequence <= last:
+            return
+        fresh = [event for event in events if event.sequence > last]
+        if fresh and fresh[0].sequence == last + 1 and fresh[-1].sequence == job.last_sequence:
+            self.publish(job, fresh)
+        else:
+            self.restart(job, fresh)
+
     def restart(self, job: scan_pb2.Job, events: Sequence[scan_pb2.JobEvent]) -> None:
         """Publish `job` with the newest of its events that do not follow on from the ring's
         (the events between are gone): the ring starts again from them, and a subscriber
@@ -235,7 +249,12 @@ class EventHub:
         return len(self._channels)
 
     def open(self, job: scan_pb2.Job) -> JobChannel:
-        channel = JobChannel(job, self._ring_size)
+        """The channel of a job that becomes active here: a new one, or on a shared store the
+        one its watchers here followed while another server had it (or nobody had claimed it),
+        fed from now on by this server's commits."""
+        channel = None if self._followers is None else self._followers.adopt(job.job_id)
+        if channel is None:
+            channel = JobChannel(job, self._ring_size)
         self._channels[job.job_id] = channel
         return channel
 
@@ -276,7 +295,7 @@ class EventHub:
         except TimeoutError:
             return False
         finally:
-            self._followers.detach(job_id)
+            self._followers.detach(job_id, channel)
         return True
 
     async def _until_closed(self) -> None:
@@ -315,11 +334,7 @@ class EventHub:
         """Snapshot (or resume), then events until terminal."""
         if self.closed:
             raise Unavailable("the server is shutting down: reconnect and resume")
-        channel = self._channels.get(job_id)
-        followers = None
-        if channel is None and self._followers is not None:  # run elsewhere, or queued
-            channel = await self._followers.attach(job_id)
-            followers = self._followers
+        channel, followers = await self._channel(job_id)
         if channel is None:
             async for event in self._watch_stored(job_id, after_sequence):
                 yield event
@@ -373,7 +388,15 @@ class EventHub:
         finally:
             channel.unsubscribe()
             if followers is not None:
-                followers.detach(job_id)
+                followers.detach(job_id, channel)
+
+    async def _channel(self, job_id: str) -> tuple[JobChannel | None, Followers | None]:
+        """The channel of an active job run here; else on a shared store the channel of a job
+        queued or run elsewhere, with the followers to `detach` it from; else None."""
+        channel = self._channels.get(job_id)
+        if channel is not None or self._followers is None:
+            return channel, None
+        return await self._followers.attach(job_id), self._followers
 
     async def _replay(
         self, job_id: str, after_sequence: int, up_to: int

@@ -8,7 +8,8 @@ were committed (`JobFeed.add_event_listener`), when the notifications restart af
 seconds in any case (the safety net, e.g. behind a pooler that does not deliver them). However
 many streams watch a job, and however many notifications come while a read is on its way,
 the server makes one read at a time per job: notifications only mark the job to be read again.
-The channel goes once its last watcher leaves, or after the job's terminal event."""
+The channel goes once its last watcher leaves; if this server claims the job meanwhile, the
+event hub adopts the channel, which its own commits feed from then on."""
 
 from __future__ import annotations
 
@@ -16,8 +17,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-
-from mediascan.v1 import scan_pb2
 
 from .events import JobChannel
 from .jobs import is_terminal
@@ -52,10 +51,6 @@ class Followers:
         feed.add_event_listener(self.notified)
         feed.add_resync_listener(self.resync)
 
-    @property
-    def count(self) -> int:
-        return len(self._followed)
-
     async def attach(self, job_id: str) -> JobChannel | None:
         """The channel of an active job, followed from the store until `detach`; None when
         the job is finished or unknown (the store answers for those)."""
@@ -73,13 +68,22 @@ class Followers:
                 followed.holders += 1
                 return followed.channel
 
-    def detach(self, job_id: str) -> None:
+    def detach(self, job_id: str, channel: JobChannel) -> None:
         followed = self._followed.get(job_id)
-        if followed is None:
+        if followed is None or followed.channel is not channel:  # adopted, or gone
             return
         followed.holders -= 1
         if followed.holders <= 0:
             self._drop(job_id, followed)
+
+    def adopt(self, job_id: str) -> JobChannel | None:
+        """This server claimed the job: its followed channel, if any, is fed by the server's own
+        commits from now on (its watchers stay), and is no longer read from the store."""
+        followed = self._followed.get(job_id)
+        if followed is None:
+            return None
+        self._drop(job_id, followed)
+        return followed.channel
 
     def notified(self, job_id: str, sequence: int) -> None:
         """Events of `job_id` up to `sequence` were committed (by any server)."""
@@ -145,18 +149,4 @@ class Followers:
             if job is None:  # deleted: it had ended, and its end was missed
                 channel.close()
                 return
-            _publish(channel, job, events)
-
-
-def _publish(channel: JobChannel, job: scan_pb2.Job, events: list[scan_pb2.JobEvent]) -> None:
-    """Publish what the store holds past the channel's last sequence: the events in order if
-    they follow on from it, else (events trimmed meanwhile) the newest ones in a fresh ring,
-    which makes the streams that were behind it resync."""
-    last = channel.last_sequence
-    if job.last_sequence <= last:
-        return
-    fresh = [event for event in events if event.sequence > last]
-    if fresh and fresh[0].sequence == last + 1 and fresh[-1].sequence == job.last_sequence:
-        channel.publish(job, fresh)
-    else:
-        channel.restart(job, fresh)
+            channel.catch_up(job, events)

@@ -198,8 +198,13 @@ class Recorder:
             self._publish(running, before.state, job, events)
 
     def publish_stored(self, running: RunningJob, changed: ChangedJob) -> None:
-        """Publish a change the store made and stored itself (a claim, a recovery)."""
-        self._publish(running, changed.previous_state, changed.job, changed.events)
+        """Publish a change the store made and stored itself (a claim, a recovery). The
+        channel may have been opened with the changed job, or be one that followed the job
+        from the store (`EventHub.open`): it takes what it lacks (`JobChannel.catch_up`)."""
+        running.job = changed.job
+        running.channel.catch_up(copy_job(changed.job), changed.events)
+        if changed.job.state != changed.previous_state:
+            self.announce(changed.previous_state, changed.job)
 
     def publish_first(self, running: RunningJob, event: scan_pb2.JobEvent) -> None:
         """Publish event 1 of a job just committed (`first_event`: never stored)."""

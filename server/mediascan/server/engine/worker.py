@@ -115,7 +115,8 @@ class Dispatcher:
                 if self._shared:
                     self._work.set()  # other servers may have queued more: claim again
                 return changed
-            await self._wait_for_work(self._recheck)  # none claimable: until woken, or a while
+            if not self._shared:  # (shared: `_until_work` waits)
+                await self._wait_for_work(self._recheck)  # none claimable: until woken, or a while
 
     async def _until_work(self) -> None:
         """Until a job may be claimable: a wake-up came, or jobs this server queued are still
