@@ -11,6 +11,7 @@ Nothing here asserts speed: each wait is for a stream's event, with a generous b
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from _robust import (
     hung_folder,
     job_history,
     launch_fixture,  # noqa: F401 - provides the `launch` fixture
+    record_figures,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -142,15 +144,21 @@ async def test_submit_on_a_watch_on_b_cancel_from_c(
         ]
         assert {stable(job) for job in during} == {stable(during[0])}
         assert during[0].state == RUNNING and during[0].node == runner.node
+        listed_during = [await all_jobs(stub) for stub in (on_a, on_b, on_c)]
+        assert {tuple(stable(job) for job in jobs) for jobs in listed_during} == {
+            (stable(during[0]),)
+        }
         for stub in (on_a, on_b, on_c):
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stub.DeleteJob(scan_pb2.DeleteJobRequest(job_id=job_id))
             assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
         # C runs nothing, yet its CancelJob stops the job on A or B and answers the end.
+        asked = time.monotonic()
         cancelled = await asyncio.wait_for(
             on_c.CancelJob(scan_pb2.CancelJobRequest(job_id=job_id)), WAIT
         )
+        record_figures("cross-node cancel", seconds=round(time.monotonic() - asked, 3))
         assert cancelled.state == CANCELLED and cancelled.node == runner.node
         events = await watch.finished()
         assert_gapless(events)

@@ -259,7 +259,8 @@ async def test_a_newer_schema_is_refused_untouched(open_store: StoreFactory, pg_
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute("UPDATE schema_version SET version = 99")
     newer = PostgresStore(pg_url)
-    with pytest.raises(SchemaTooNew, match=f"schema version 99, newer than this server's {SCHEMA_VERSION}"):
+    newer_than = f"schema version 99, newer than this server's {SCHEMA_VERSION}"
+    with pytest.raises(SchemaTooNew, match=newer_than):
         await newer.open()
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         row = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
