@@ -412,3 +412,21 @@ async def test_cancel_through_the_feed_cancels_a_queued_job_and_marks_a_running_
     assert job is not None and job.state == JobState.CANCELLED
     assert [e.sequence for e in events] == [job.last_sequence]
     assert events[0].state_change.to_state == JobState.CANCELLED
+
+
+async def test_a_cancel_asked_while_a_job_ran_stops_its_next_run(open_store: StoreFactory) -> None:
+    """A job marked `cancel_requested` and then re-queued (its server shut down before it
+    heard) is claimed with the mark: the claiming server stops it at once."""
+    store = await open_store(node="n")
+    job = await submit(store, spec("/m"))
+    claimed = await store.claim_next(start_change)
+    assert claimed is not None and not claimed.cancel_requested
+    outcome = await store.feed.request_cancel(job.job_id, cancel_queued)
+    assert outcome is not None and outcome.requested
+    running = claimed.job
+    running.state = scan_pb2.JOB_STATE_QUEUED
+    running.last_sequence += 1
+    event = new_event(running.job_id, running.last_sequence, scan_pb2.StateChange())
+    assert await store.record(running, [event], expected_state=JobState.RUNNING)
+    again = await store.claim_next(start_change)
+    assert again is not None and again.job.job_id == job.job_id and again.cancel_requested
