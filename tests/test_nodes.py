@@ -137,6 +137,10 @@ async def test_submit_on_a_watch_on_b_cancel_from_c(
         started = await watch.until(lambda e: event_state(e) == RUNNING)
         runner = event_job(started)
         assert runner is not None and runner.node in ("A", "B")
+        # Resumes on C, which runs nothing: from the live end, and from the start (older
+        # events read back from the database).
+        resumed = Stream(on_c, job_id, after_sequence=started.sequence)
+        replayed = Stream(on_c, job_id, after_sequence=1)
 
         # While it runs (hung on its one file), every node tells the same story.
         during = [
@@ -163,6 +167,11 @@ async def test_submit_on_a_watch_on_b_cancel_from_c(
         events = await watch.finished()
         assert_gapless(events)
         assert event_state(events[-1]) == CANCELLED
+        last = events[-1].sequence
+        for stream, first in ((resumed, started.sequence + 1), (replayed, 2)):
+            got = await stream.finished()
+            assert [e.sequence for e in got] == list(range(first, last + 1)), stream.summary()
+            assert not any(e.WhichOneof("kind") == "snapshot" for e in got)
 
         after = [
             await stub.GetJob(scan_pb2.GetJobRequest(job_id=job_id)) for stub in (on_a, on_b, on_c)
