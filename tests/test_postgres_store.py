@@ -430,3 +430,23 @@ async def test_a_cancel_asked_while_a_job_ran_stops_its_next_run(open_store: Sto
     assert await store.record(running, [event], expected_state=JobState.RUNNING)
     again = await store.claim_next(start_change)
     assert again is not None and again.job.job_id == job.job_id and again.cancel_requested
+
+
+async def test_without_notifications_the_server_reads_everything_again_periodically(
+    open_store: StoreFactory,
+) -> None:
+    """When notifications do not reach the LISTEN connection (found at connection time, e.g.
+    behind a pooler in transaction mode), the store resyncs every IDLE_CHECK seconds by itself.
+    Here the connection works, and the check's verdict is overridden to see the fallback."""
+    store = await open_store(node="quiet")
+    resyncs: asyncio.Queue[None] = asyncio.Queue()
+    store.feed.add_resync_listener(lambda: resyncs.put_nowait(None))
+    store.start_tasks()
+    async with asyncio.timeout(TIMEOUT):
+        await resyncs.get()  # connected
+        listener = store.feed.listener
+        await listener.checked.wait()
+        assert listener.connected and listener.delivering
+        listener.delivering = False
+        await resyncs.get()  # no notification, no reconnection: the periodic resync
+    assert listener.connections == 1

@@ -90,6 +90,8 @@ class Cluster:
         task.add_done_callback(self._side_tasks.discard)
 
     async def _recheck_cancels(self) -> None:
+        if not self._jobs.count(Phase.RUNNING):
+            return
         try:
             asked = await self._feed.cancels_requested()
         except StorageError as exc:  # the next reconnection reads them again

@@ -6,7 +6,8 @@ drops) it is made again, with a growing delay; once it LISTENs again, `on_connec
 so that the server reads again from the tables whatever it may have missed meanwhile (the same
 call follows the first connection). Each connection first checks that notifications reach it:
 a connection pooler in transaction mode (PgBouncer's `pool_mode = transaction`) accepts LISTEN
-but never delivers, and the server says so in its log."""
+but never delivers, and the server says so in its log; it then calls `on_connected` every
+IDLE_CHECK seconds instead, so that it reads again what notifications would have told it."""
 
 from __future__ import annotations
 
@@ -56,6 +57,8 @@ class PgListener:
         self.connected = False
         #: False once a connection was found not to receive its test notification.
         self.delivering = True
+        #: Set once a connection has checked that notifications reach it (whatever it found).
+        self.checked = asyncio.Event()
         #: Connections made so far (the first one included).
         self.connections = 0
 
@@ -99,11 +102,14 @@ class PgListener:
             log.info("the LISTEN connection to %s is back; reading what it missed", self._where)
         self._on_connected()
         await self._check_delivery(conn)
+        self.checked.set()
         while True:
             async with contextlib.aclosing(conn.notifies(timeout=IDLE_CHECK)) as notifies:
                 async for notify in notifies:
                     self._dispatch(notify.channel, notify.payload)
             await conn.execute("SELECT 1")  # a connection cut without a word fails here
+            if not self.delivering:  # nothing would tell the server: it reads everything again
+                self._on_connected()
 
     async def _check_delivery(self, conn: Connection) -> None:
         """Send a notification from the pool and wait for it here: one that never comes means
