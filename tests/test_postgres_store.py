@@ -450,3 +450,15 @@ async def test_without_notifications_the_server_reads_everything_again_periodica
         listener.delivering = False
         await resyncs.get()  # no notification, no reconnection: the periodic resync
     assert listener.connections == 1
+
+
+async def test_the_check_counts_every_servers_queued_jobs(open_store: StoreFactory) -> None:
+    """What `mediascan_jobs_queued` shows on PostgreSQL: the QUEUED jobs of the database."""
+    here = await open_store(node="here")
+    there = await open_store(node="there")
+    assert here.queued is None  # no check yet
+    for path in ("/a", "/b", "/c"):
+        await submit(there, spec(path))
+    assert await there.claim_next(start_change) is not None
+    assert await here.check()
+    assert here.queued == 2

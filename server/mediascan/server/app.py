@@ -214,9 +214,7 @@ class MediascanServer:
             feed=feed,
         )
         if self.metrics is not None:
-            queue = self._queue
-            queue.state_listeners.append(self.metrics.job_changed)
-            self.metrics.watch_queue(lambda: queue.queued_count)
+            _watch_jobs(self.metrics, self._queue, self._store)
         await self._serve(config, security, interceptors, roots)
 
     async def _serve(
@@ -431,6 +429,13 @@ class MediascanServer:
             self._queue.stop_accepting()
         log.critical("stopping: %s", why)
         self._failed.set()
+
+
+def _watch_jobs(metrics: Metrics, queue: JobEngine, store: ServerStore) -> None:
+    """The job metrics: state changes as they are committed, and the queue's depth (a shared
+    database's is every server's, as counted by its last check)."""
+    queue.state_listeners.append(metrics.job_changed)
+    metrics.watch_queue(lambda: queue.queued_count if store.queued is None else store.queued)
 
 
 def _start_metrics(address: str, supervisor: Supervisor) -> tuple[Metrics, int]:

@@ -35,6 +35,12 @@ class ServerStore(JobStore, LibraryStore, Protocol):
         ...
 
     @property
+    def queued(self) -> int | None:
+        """The jobs QUEUED in a shared database at its last `check` (None: the engine's count
+        is the queue, or no check answered yet)."""
+        ...
+
+    @property
     def feed(self) -> JobFeed | None:
         """What the other servers sharing the database say (None: no other server can)."""
         ...

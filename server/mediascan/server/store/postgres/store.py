@@ -13,11 +13,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from ..protocol import JobFeed, JobStore, LibraryStore
+from ..protocol import JobFeed, JobStore, LibraryStore, StorageError
 from .database import PgDatabase
 from .feed import PostgresFeed
 from .jobs import PostgresJobs
 from .library import PostgresLibrary
+from .schema import QUEUED, Connection
 
 T = TypeVar("T")
 
@@ -32,6 +33,7 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
         PostgresJobs.__init__(self, self.database, node=node, max_queued=max_queued)
         PostgresLibrary.__init__(self, self.database)
         self._feed = PostgresFeed(self.database, node=node)
+        self._queued: int | None = None
         #: Migrations this store applied when it opened (0: another server had, or none due).
         self.migrations_applied = 0
 
@@ -66,8 +68,24 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
         await self.database.close()
 
     async def check(self) -> bool:
-        """True if the database answers within the time limit."""
-        return await self.database.check()
+        """True if the database answers within the time limit. The question asked is the
+        number of QUEUED jobs (the partial index `jobs_queued`), kept as `queued`."""
+
+        async def op(conn: Connection) -> int:
+            cursor = await conn.execute(f"SELECT count(*) FROM jobs WHERE state = {QUEUED}")
+            row = await cursor.fetchone()
+            return 0 if row is None else int(row[0])
+
+        try:
+            self._queued = await self.database.read(op)
+        except StorageError:
+            return False
+        return True
+
+    @property
+    def queued(self) -> int | None:
+        """The jobs QUEUED in the database, every server's, at the last `check`."""
+        return self._queued
 
     def serving_on(self, address: str) -> None:
         """Nothing to record: no file lock names the holder on PostgreSQL."""

@@ -66,6 +66,11 @@ class SqliteStore(SqliteJobs, SqliteLibrary):
         return self.database.lost
 
     @property
+    def queued(self) -> None:
+        """None: the engine counts the queue it holds in memory."""
+        return None
+
+    @property
     def feed(self) -> None:
         """None: no other server writes this file, so none has anything to say."""
         return None
