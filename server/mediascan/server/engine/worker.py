@@ -109,6 +109,8 @@ class Dispatcher:
                 self._claiming = None
                 log.error("cannot claim the next job (%s); trying again in %gs", exc, CLAIM_RETRY)
                 await self._wait_for_work(CLAIM_RETRY)
+                if self._shared:
+                    self._work.set()  # whatever woke it may still be QUEUED
                 continue
             self._claiming = None
             if changed is not None:
