@@ -127,10 +127,11 @@ class PgListener:
         log.error(
             "notifications do not reach this server's LISTEN connection to %s: is it a "
             "connection pooler in transaction mode (PgBouncer's pool_mode = transaction)? "
-            "Jobs queued and events written by other servers are then seen only at the "
-            "periodic re-checks; connect the servers to PostgreSQL directly, or through a "
-            "pooler in session mode",
+            "This server reads again every %gs what notifications would have told it (jobs "
+            "queued, events written and cancels asked by other servers); connect it to "
+            "PostgreSQL directly, or through a pooler in session mode",
             self._where,
+            IDLE_CHECK,
         )
 
     def _dispatch(self, channel: str, payload: str) -> None:
