@@ -138,14 +138,6 @@ class PgDatabase:
                 "unreachable, overloaded, or a lock is held elsewhere); retry later"
             ) from None
 
-    async def check(self) -> bool:
-        """True if the database answers a trivial query within the time limit."""
-        try:
-            await self.read(_ping)
-        except StorageError:
-            return False
-        return True
-
     async def _run(self, op: Op[T], *, transaction: bool) -> T:
         if self._pool is None:
             raise StorageError("the database is closed")
@@ -158,10 +150,6 @@ class PgDatabase:
     def _written(self, task: asyncio.Task[Any]) -> None:
         self._writes.discard(task)
         _retrieve(task)
-
-
-async def _ping(conn: Connection) -> None:
-    await conn.execute("SELECT 1")
 
 
 def _app_name(node: str) -> str:
