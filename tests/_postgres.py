@@ -46,12 +46,30 @@ def bin_dir() -> Path:
 
 
 class PostgresCluster:
-    """A running cluster: `url(name)` of one of its databases, `fresh()` a new empty one."""
+    """A running cluster: `url(name)` of one of its databases, `fresh()` a new empty one;
+    `stop()` and `start()` again on the same port (for the tests of an unreachable database;
+    never on the session's cluster, which other tests share)."""
 
-    def __init__(self, folder: Path, port: int) -> None:
+    def __init__(self, folder: Path, port: int, bin: Path | None = None) -> None:
         self.folder = folder
         self.port = port
+        self.bin = bin
         self._names = itertools.count(1)
+
+    def stop(self) -> None:
+        """Stop the server (`fast`: every connection is cut; what was committed is kept, which
+        `immediate` would not promise with this cluster's `synchronous_commit=off`)."""
+        assert self.bin is not None
+        _run(
+            [str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast",
+             "-w", "stop"],
+            "pg_ctl stop",
+        )  # fmt: skip
+
+    def start(self) -> None:
+        """Start it again on its port."""
+        assert self.bin is not None
+        _run(_start_command(self.bin, self.folder / "data", self.folder, self.port), "pg_ctl start")
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
@@ -85,28 +103,10 @@ def _run(command: list[str], what: str) -> None:
 
 def _start(bin: Path, data: Path, folder: Path) -> int:
     """Start the server on a free port (another one if that port was taken meanwhile)."""
-    options = " ".join(
-        ["-c listen_addresses=127.0.0.1", f"-k {folder}"] + [f"-c {s}" for s in SERVER_SETTINGS]
-    )
     for attempt in range(START_TRIES):
         port = _free_port()
         try:
-            _run(
-                [
-                    str(bin / "pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-l",
-                    str(folder / "server.log"),
-                    "-o",
-                    f"-p {port} {options}",
-                    "-w",
-                    "-t",
-                    "60",
-                    "start",
-                ],
-                "pg_ctl start",
-            )
+            _run(_start_command(bin, data, folder, port), "pg_ctl start")
         except RuntimeError:
             if attempt == START_TRIES - 1:
                 log = (folder / "server.log").read_text(errors="replace")[-2000:]
@@ -114,6 +114,25 @@ def _start(bin: Path, data: Path, folder: Path) -> int:
             continue
         return port
     raise AssertionError("unreachable")
+
+
+def _start_command(bin: Path, data: Path, folder: Path, port: int) -> list[str]:
+    options = " ".join(
+        ["-c listen_addresses=127.0.0.1", f"-k {folder}"] + [f"-c {s}" for s in SERVER_SETTINGS]
+    )
+    return [
+        str(bin / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(folder / "server.log"),
+        "-o",
+        f"-p {port} {options}",
+        "-w",
+        "-t",
+        "60",
+        "start",
+    ]
 
 
 @contextlib.contextmanager
@@ -145,7 +164,7 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         )
         port = _start(bin, data, folder)
         started = True
-        yield PostgresCluster(folder, port)
+        yield PostgresCluster(folder, port, bin)
     finally:
         if started:
             with contextlib.suppress(RuntimeError):

@@ -75,7 +75,7 @@ class ServerProcess:
 
     process: subprocess.Popen[str]
     address: str
-    db: Path
+    db: Path | str
     stderr_path: Path
     drain: threading.Thread | None = None
 
@@ -172,7 +172,7 @@ def _drain(stream: Any) -> None:
 def start_server_sync(
     workdir: Path,
     *args: str,
-    db: Path,
+    db: Path | str,
     env: dict[str, str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
     listen: str = "127.0.0.1:0",
@@ -234,7 +234,7 @@ async def launch_fixture(tmp_path: Path) -> AsyncIterator[Launcher]:
 
     async def factory(
         *args: str,
-        db: Path | None = None,
+        db: Path | str | None = None,
         env: dict[str, str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
         listen: str = "127.0.0.1:0",

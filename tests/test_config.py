@@ -147,3 +147,14 @@ def test_node_name_defaults_to_host_and_port_of_listen() -> None:
     named = load_config([], env={"MEDIASCAN_NODE_NAME": "scanner-b"})
     assert named.effective_node_name == "scanner-b"
     assert load_config(["--node-name", "a"], env={"MEDIASCAN_NODE_NAME": "b"}).node_name == "a"
+
+
+def test_workers_0_makes_an_api_only_server_on_postgresql_only(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = load_config(["--workers", "0", "--db", "postgresql://scan@db/mediascan"], env={})
+    assert config.workers == 0
+    with pytest.raises(SystemExit):
+        load_config(["--workers", "0", "--db", "/tmp/x.db"], env={})
+    assert "needs a database shared" in capsys.readouterr().err
+    assert load_config(["--claim-recheck", "1h"], env={}).claim_recheck == 3600.0

@@ -32,6 +32,7 @@ CHECKED = sorted(
         *(SERVER / "engine").rglob("*.py"),
         *(SERVER / "store").rglob("*.py"),
         *(SERVER / name for name in ("errors.py", "jobs.py", "events.py", "streams.py")),
+        SERVER / "follow.py",
         *(SERVER / name for name in ("dblock.py", "lane.py", "logs.py", "supervisor.py")),
         *(SERVER / name for name in SCANNER),
     ]

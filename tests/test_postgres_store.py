@@ -10,6 +10,7 @@ import inspect
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from mediascan.server.engine.recorder import start_change
+from mediascan.server.engine.cluster import cancel_queued
+from mediascan.server.engine.recorder import new_event, start_change
 from mediascan.server.jobs import JobState, ScanSpec
 from mediascan.server.store import (
     DatabaseTimeout,
@@ -29,6 +31,8 @@ from mediascan.server.store import (
     SqliteStore,
     StorageError,
 )
+from mediascan.server.store.postgres import notify
+from mediascan.server.store.postgres.schema import SCHEMA_VERSION
 from mediascan.server.store.postgres.store import PostgresStore
 from mediascan.server.testing import final_job
 from mediascan.v1 import scan_pb2
@@ -240,7 +244,8 @@ async def test_two_stores_opening_a_new_database_at_once_migrate_it_once(
     try:
         async with asyncio.timeout(TIMEOUT):
             await asyncio.gather(*(store.open() for store in stores))
-        assert sorted(store.migrations_applied for store in stores) == [0, 0, 1]
+        # Each migration applied once, by whichever store took the lock first for it.
+        assert sum(store.migrations_applied for store in stores) == SCHEMA_VERSION
         await submit(stores[2], spec())  # every one works
         assert await stores[0].claim_next(start_change) is not None
     finally:
@@ -254,7 +259,8 @@ async def test_a_newer_schema_is_refused_untouched(open_store: StoreFactory, pg_
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         await conn.execute("UPDATE schema_version SET version = 99")
     newer = PostgresStore(pg_url)
-    with pytest.raises(SchemaTooNew, match="schema version 99, newer than this server's 1"):
+    newer_than = f"schema version 99, newer than this server's {SCHEMA_VERSION}"
+    with pytest.raises(SchemaTooNew, match=newer_than):
         await newer.open()
     async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
         row = await (await conn.execute("SELECT version FROM schema_version")).fetchone()
@@ -325,3 +331,134 @@ async def test_connections_cut_by_the_database_are_replaced(
     found = await store.get_job(job.job_id)
     assert found is not None and found.job_id == job.job_id
     assert await store.claim_next(start_change) is not None
+
+
+async def test_events_are_notified_coalesced_and_the_last_one_always(
+    open_store: StoreFactory, pg_url: str
+) -> None:
+    """A burst of progress commits of one job sends a few notifications, not one per commit,
+    and the last one names the last sequence (sent by itself once the interval is over)."""
+    store = await open_store(node="n")
+    await submit(store, spec())
+    claimed = await store.claim_next(start_change)
+    assert claimed is not None
+    job = claimed.job
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(f"LISTEN {notify.EVENTS}")
+        started = time.monotonic()
+        for _ in range(40):
+            job.last_sequence += 1
+            event = new_event(job.job_id, job.last_sequence, scan_pb2.Progress(files_done=1))
+            assert await store.record(job, [event])
+        elapsed = time.monotonic() - started
+        last = f"{job.job_id}:{job.last_sequence}"
+        payloads: list[str] = []
+        async with contextlib.aclosing(conn.notifies(timeout=TIMEOUT)) as notifies:
+            async for received in notifies:
+                payloads.append(received.payload)
+                if received.payload == last:
+                    break
+    assert payloads and payloads[-1] == last
+    # One per interval at most, plus the trailing one: a count, whatever the machine's speed.
+    assert len(payloads) <= elapsed / notify.EVENTS_INTERVAL + 2, (len(payloads), elapsed)
+
+
+async def test_the_listen_connection_wakes_the_server_and_comes_back(
+    open_store: StoreFactory, pg_url: str
+) -> None:
+    """A job queued through another store wakes this one; after pg_terminate_backend on its
+    LISTEN connection it reconnects and says so (a resync), and wakes again."""
+    here = await open_store(node="here")
+    there = await open_store(node="there")
+    woken = asyncio.Event()
+    resyncs: asyncio.Queue[None] = asyncio.Queue()
+    here.add_wakeup_listener(woken.set)
+    here.feed.add_resync_listener(lambda: resyncs.put_nowait(None))
+    here.start_tasks()
+    async with asyncio.timeout(TIMEOUT):
+        await resyncs.get()  # the first connection LISTENs
+        woken.clear()
+        await submit(there, spec("/a"))
+        await woken.wait()
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin:
+            cursor = await admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'mediascan here listen'"
+            )
+            assert await cursor.fetchone() == (1,)
+        await resyncs.get()
+        woken.clear()
+        await submit(there, spec("/b"))
+        await woken.wait()
+    assert here.feed is not None
+
+
+async def test_cancel_through_the_feed_cancels_a_queued_job_and_marks_a_running_one(
+    open_store: StoreFactory,
+) -> None:
+    store = await open_store(node="n")
+    queued = await submit(store, spec("/q"))
+    running = await submit(store, spec("/r", priority=5))
+    claimed = await store.claim_next(start_change)
+    assert claimed is not None and claimed.job.job_id == running.job_id
+    outcome = await store.feed.request_cancel(queued.job_id, cancel_queued)
+    assert outcome is not None and outcome.job.state == JobState.CANCELLED and outcome.events
+    assert await store.claim_next(start_change) is None  # nothing left to claim
+    outcome = await store.feed.request_cancel(running.job_id, cancel_queued)
+    assert outcome is not None and outcome.requested and outcome.job.state == JobState.RUNNING
+    assert await store.feed.cancels_requested() == [running.job_id]
+    assert await store.feed.request_cancel("no-such-job", cancel_queued) is None
+    job, events = await store.feed.follow_job(queued.job_id, 0, 100)
+    assert job is not None and job.state == JobState.CANCELLED
+    assert [e.sequence for e in events] == [job.last_sequence]
+    assert events[0].state_change.to_state == JobState.CANCELLED
+
+
+async def test_a_cancel_asked_while_a_job_ran_stops_its_next_run(open_store: StoreFactory) -> None:
+    """A job marked `cancel_requested` and then re-queued (its server shut down before it
+    heard) is claimed with the mark: the claiming server stops it at once."""
+    store = await open_store(node="n")
+    job = await submit(store, spec("/m"))
+    claimed = await store.claim_next(start_change)
+    assert claimed is not None and not claimed.cancel_requested
+    outcome = await store.feed.request_cancel(job.job_id, cancel_queued)
+    assert outcome is not None and outcome.requested
+    running = claimed.job
+    running.state = scan_pb2.JOB_STATE_QUEUED
+    running.last_sequence += 1
+    event = new_event(running.job_id, running.last_sequence, scan_pb2.StateChange())
+    assert await store.record(running, [event], expected_state=JobState.RUNNING)
+    again = await store.claim_next(start_change)
+    assert again is not None and again.job.job_id == job.job_id and again.cancel_requested
+
+
+async def test_without_notifications_the_server_reads_everything_again_periodically(
+    open_store: StoreFactory,
+) -> None:
+    """When notifications do not reach the LISTEN connection (found at connection time, e.g.
+    behind a pooler in transaction mode), the store resyncs every IDLE_CHECK seconds by itself.
+    Here the connection works, and the check's verdict is overridden to see the fallback."""
+    store = await open_store(node="quiet")
+    resyncs: asyncio.Queue[None] = asyncio.Queue()
+    store.feed.add_resync_listener(lambda: resyncs.put_nowait(None))
+    store.start_tasks()
+    async with asyncio.timeout(TIMEOUT):
+        await resyncs.get()  # connected
+        listener = store.feed.listener
+        await listener.checked.wait()
+        assert listener.connected and listener.delivering
+        listener.delivering = False
+        await resyncs.get()  # no notification, no reconnection: the periodic resync
+    assert listener.connections == 1
+
+
+async def test_the_check_counts_every_servers_queued_jobs(open_store: StoreFactory) -> None:
+    """What `mediascan_jobs_queued` shows on PostgreSQL: the QUEUED jobs of the database."""
+    here = await open_store(node="here")
+    there = await open_store(node="there")
+    assert here.queued is None  # no check yet
+    for path in ("/a", "/b", "/c"):
+        await submit(there, spec(path))
+    assert await there.claim_next(start_change) is not None
+    assert await here.check()
+    assert here.queued == 2

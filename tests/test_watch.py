@@ -436,3 +436,38 @@ async def test_serialized_events_live_no_longer_than_their_ring() -> None:
     del channel, stream
     gc.collect()
     assert not any(kept())
+
+
+async def test_a_channel_catches_up_on_what_it_lacks_and_restarts_on_a_gap() -> None:
+    """`JobChannel.catch_up` (the path of a channel fed from the store, and of one a claim
+    adopts): events it holds are skipped, the rest follow on; when the events it lacks are no
+    longer all there, its ring starts again and a stream behind it gets a resync snapshot."""
+    hub = EventHub(None, ring_size=8, log_size=8, budget=StreamBudget(1 << 20))  # type: ignore[arg-type]  # no store needed
+    job_id = "j_" + "1" * 26
+
+    def at(sequence: int, state: int = RUNNING) -> tuple[scan_pb2.Job, list[scan_pb2.JobEvent]]:
+        job = scan_pb2.Job(job_id=job_id, state=state, last_sequence=sequence)
+        events = [scan_pb2.JobEvent(job_id=job_id, sequence=s) for s in range(2, sequence + 1)]
+        for event in events:
+            event.progress.files_done = event.sequence
+        return job, events
+
+    channel = hub.open(at(2)[0])
+    stream = hub.watch(job_id, 0)
+    assert (await anext(stream)).sequence == 2  # the snapshot
+    job, events = at(4)
+    channel.catch_up(job, events)  # 2 is skipped, 3 and 4 follow on
+    assert [(await anext(stream)).sequence for _ in range(2)] == [3, 4]
+    channel.catch_up(*at(4))  # nothing new
+    job, events = at(9)
+    channel.catch_up(job, events[-2:])  # 5 and 6 are gone: the ring starts again at 8
+    assert channel.first_sequence() == 8
+    resync = await anext(stream)
+    assert resync.WhichOneof("kind") == "snapshot" and resync.snapshot.resync
+    assert resync.sequence == 9
+    job, _ = at(10, SUCCEEDED)
+    channel.catch_up(job, [])  # finished, its events gone: the stream ends on a snapshot
+    final = await anext(stream)
+    assert final.snapshot.job.state == SUCCEEDED
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)

@@ -21,6 +21,7 @@ from .dblock import DatabaseLocked
 from .decoding import RequestDecodingInterceptor
 from .engine import JobEngine
 from .events import EventHub, serialize_event
+from .follow import Followers
 from .health import HealthState
 from .logs import flush_limited
 from .maintenance import start_maintenance
@@ -111,6 +112,8 @@ class MediascanServer:
         self.metrics_port = 0
         self._stored_everything = False  # set by stop()
         self._overran: list[str] = []  # the shutdown steps that did not finish in time
+        #: The store's own background tasks: they end when the store closes, at the very end.
+        self._store_tasks: list[asyncio.Task[None]] = []
 
     @property
     def address(self) -> str:
@@ -175,11 +178,14 @@ class MediascanServer:
             raise ConfigError(str(exc)) from None
         except StorageError as exc:
             raise ConfigError(f"cannot open the database: {exc}") from None
+        ring_size = min(RING_SIZE, config.event_log_size)
+        feed = self._store.feed
         self._hub = EventHub(
             self._store,
-            ring_size=min(RING_SIZE, config.event_log_size),
+            ring_size=ring_size,
             log_size=config.event_log_size,
             budget=StreamBudget(config.stream_buffer_budget),
+            followers=None if feed is None else Followers(self._store, feed, ring_size=ring_size),
         )
         self._probe_pool = pool = _probe_pool(config, self._prober_command, self.metrics)
         # NOT_SERVING while no prober process can run.
@@ -189,7 +195,7 @@ class MediascanServer:
             self.supervisor.watch_task(task)  # type: ignore[union-attr]
         self.health.set_problem("no-prober", not pool.healthy)
         # One walker thread per running job, apart from the loop's default executor.
-        self._walk_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="walk")
+        self._walk_pool = ThreadPoolExecutor(max(1, config.workers), thread_name_prefix="walk")
         scanner = Scanner(
             self._store,
             self.metrics.prober(pool) if self.metrics is not None else pool,
@@ -205,11 +211,10 @@ class MediascanServer:
             scanner,
             config,
             watch_task=lambda task: supervisor.watch_task(task, may_end=True),
+            feed=feed,
         )
         if self.metrics is not None:
-            queue = self._queue
-            queue.state_listeners.append(self.metrics.job_changed)
-            self.metrics.watch_queue(lambda: queue.queued_count)
+            _watch_jobs(self.metrics, self._queue, self._store)
         await self._serve(config, security, interceptors, roots)
 
     async def _serve(
@@ -229,6 +234,11 @@ class MediascanServer:
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
         self.port = _bind(server, config.listen, security)
         self._store.serving_on(self.address)
+        assert self.supervisor is not None
+        # The LISTEN connection (PostgreSQL), before recovery: nothing queued meanwhile is missed.
+        self._store_tasks = self._store.start_tasks()
+        for task in self._store_tasks:
+            self.supervisor.watch_task(task)
         await self._queue.start()
         self._server = server
         await server.start()
@@ -398,8 +408,8 @@ class MediascanServer:
         """The background tasks to wait for at shutdown (the probers close on their own)."""
         if self.supervisor is None or self._probe_pool is None:
             return []
-        probers = set(self._probe_pool.tasks)
-        return [task for task in self.supervisor.tasks.values() if task not in probers]
+        own = {*self._probe_pool.tasks, *self._store_tasks}
+        return [task for task in self.supervisor.tasks.values() if task not in own]
 
     def _fatal(self, why: str) -> None:
         """A background task or thread died (the supervisor says so, on the loop): stop with a
@@ -419,6 +429,13 @@ class MediascanServer:
             self._queue.stop_accepting()
         log.critical("stopping: %s", why)
         self._failed.set()
+
+
+def _watch_jobs(metrics: Metrics, queue: JobEngine, store: ServerStore) -> None:
+    """The job metrics: state changes as they are committed, and the queue's depth (a shared
+    database's is every server's, as counted by its last check)."""
+    queue.state_listeners.append(metrics.job_changed)
+    metrics.watch_queue(lambda: queue.queued_count if store.queued is None else store.queued)
 
 
 def _start_metrics(address: str, supervisor: Supervisor) -> tuple[Metrics, int]:

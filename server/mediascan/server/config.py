@@ -43,8 +43,12 @@ class Config:
     #: This server's name in jobs (`Job.node`), logs and the database; empty: `host:port`,
     #: the machine's host name and the port of --listen.
     node_name: str = ""
-    #: Jobs that run at the same time.
+    #: Jobs that run at the same time; 0 (PostgreSQL only): a server that answers RPCs and
+    #: runs no job.
     workers: int = 2
+    #: How often a server with a free worker looks for queued jobs without being woken (a
+    #: NOTIFY from the server that queued them, on PostgreSQL): the safety net (seconds).
+    claim_recheck: float = 5.0
     #: Queued (not yet running) jobs beyond which SubmitScan answers RESOURCE_EXHAUSTED.
     max_queued: int = 1000
     #: Time limit of a job whose request names none (seconds).
@@ -106,7 +110,13 @@ class Config:
         if isinstance(self.db, str) and not self.db.startswith(DATABASE_URL_SCHEMES):
             object.__setattr__(self, "db", Path(self.db))  # a file named by a str
         checks: list[tuple[bool, str]] = [
-            (self.workers >= 1, "--workers must be at least 1"),
+            (self.workers >= 0, "--workers must not be negative"),
+            (
+                self.workers >= 1 or self.postgres,
+                "--workers 0 (a server that runs no job) needs a database shared with servers "
+                "that do: --db postgresql://...; on SQLite --workers must be at least 1",
+            ),
+            (self.claim_recheck > 0, "--claim-recheck must be positive"),
             (self.max_queued >= 1, "--max-queued must be at least 1"),
             (self.default_timeout > 0, "--default-timeout must be positive"),
             (self.max_timeout > 0, "--max-timeout must be positive"),
@@ -214,7 +224,16 @@ _FLAGS = (
         "db",
     ),
     _Flag("node_name", "this server's name in jobs (Job.node) and logs"),
-    _Flag("workers", "jobs that run at the same time", "int"),
+    _Flag(
+        "workers",
+        "jobs that run at the same time (0, PostgreSQL only: answer RPCs, run no job)",
+        "int",
+    ),
+    _Flag(
+        "claim_recheck",
+        "how often a free worker looks for queued jobs without a wake-up, e.g. 5s",
+        "duration",
+    ),
     _Flag("max_queued", "queued jobs beyond which submits get RESOURCE_EXHAUSTED", "int"),
     _Flag("default_timeout", "time limit of a job that names none, e.g. 5m", "duration"),
     _Flag("max_timeout", "upper bound of any job's time limit, e.g. 1h", "duration"),

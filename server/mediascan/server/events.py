@@ -22,7 +22,7 @@ import collections
 import contextlib
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mediascan.v1 import scan_pb2
 
@@ -30,6 +30,9 @@ from .errors import ResourceExhausted, Unavailable, job_not_found
 from .jobs import is_terminal, now_timestamp
 from .store import JobStore
 from .streams import StreamBudget
+
+if TYPE_CHECKING:
+    from .follow import Followers
 
 #: Events handed to a subscriber per wake-up; bounds what one slow stream holds.
 _BATCH = 64
@@ -127,6 +130,30 @@ class JobChannel:
         self._snapshots.clear()
         self._wake()
 
+    def catch_up(self, job: scan_pb2.Job, events: Sequence[scan_pb2.JobEvent]) -> None:
+        """Publish what `job` and its stored `events` hold past the channel's last sequence:
+        the events it lacks, in order, if they follow on from the ring; else (some are gone,
+        or were never read) the newest ones in a fresh ring (`restart`). For a channel fed
+        from the store, or one opened with a job whose change is published afterwards."""
+        last = self.last_sequence
+        if job.last_sequence <= last:
+            return
+        fresh = [event for event in events if event.sequence > last]
+        if fresh and fresh[0].sequence == last + 1 and fresh[-1].sequence == job.last_sequence:
+            self.publish(job, fresh)
+        else:
+            self.restart(job, fresh)
+
+    def restart(self, job: scan_pb2.Job, events: Sequence[scan_pb2.JobEvent]) -> None:
+        """Publish `job` with the newest of its events that do not follow on from the ring's
+        (the events between are gone): the ring starts again from them, and a subscriber
+        behind it gets a resync snapshot."""
+        while self._ring:
+            self._unwire(self._ring.popleft())
+        self.publish(job, events)
+        if is_terminal(job.state):
+            self.end_sequence = job.last_sequence
+
     def snapshot(self, *, resync: bool) -> scan_pb2.JobEvent:
         """A snapshot of the current state, the same event for every subscriber until the next
         publish (copying a job with many file errors is the costliest step of a watch)."""
@@ -192,10 +219,19 @@ class EventHub:
     """Channels of the active jobs, and the WatchJob logic on top of them and the store."""
 
     def __init__(
-        self, store: JobStore, *, ring_size: int, log_size: int, budget: StreamBudget
+        self,
+        store: JobStore,
+        *,
+        ring_size: int,
+        log_size: int,
+        budget: StreamBudget,
+        followers: Followers | None = None,
     ) -> None:
+        """`followers`: the store is shared with other servers, whose jobs are followed from
+        the store for the watchers here."""
         self._store = store
         self.budget = budget
+        self._followers = followers
         #: (job_id, resync) -> final snapshot of a finished job, serialized once (in _WIRE) and
         #: sent to every stream that watches it; the newest _FINALS are kept.
         self._finals: collections.OrderedDict[tuple[str, bool], scan_pb2.JobEvent] = (
@@ -213,7 +249,12 @@ class EventHub:
         return len(self._channels)
 
     def open(self, job: scan_pb2.Job) -> JobChannel:
-        channel = JobChannel(job, self._ring_size)
+        """The channel of a job that becomes active here: a new one, or on a shared store the
+        one its watchers here followed while another server had it (or nobody had claimed it),
+        fed from now on by this server's commits."""
+        channel = None if self._followers is None else self._followers.adopt(job.job_id)
+        if channel is None:
+            channel = JobChannel(job, self._ring_size)
         self._channels[job.job_id] = channel
         return channel
 
@@ -234,6 +275,28 @@ class EventHub:
         self._all_closed.set()
         for channel in self._channels.values():
             channel.close()
+        if self._followers is not None:
+            self._followers.close_all()
+
+    async def wait_ended(self, job_id: str, timeout: float) -> bool:
+        """Wait at most `timeout` seconds for the end of a job run on another server (a
+        shared store); True once it ended (or is gone)."""
+        if self._followers is None or self.closed:
+            raise Unavailable("the server is shutting down: ask again on another server")
+        channel = await self._followers.attach(job_id)
+        if channel is None:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                while not channel.end_sequence:
+                    if channel.closed:
+                        raise Unavailable("the server is shutting down: ask again")
+                    await channel.changed()
+        except TimeoutError:
+            return False
+        finally:
+            self._followers.detach(job_id, channel)
+        return True
 
     async def _until_closed(self) -> None:
         """During a shutdown, until close_all(); else at once."""
@@ -271,7 +334,7 @@ class EventHub:
         """Snapshot (or resume), then events until terminal."""
         if self.closed:
             raise Unavailable("the server is shutting down: reconnect and resume")
-        channel = self._channels.get(job_id)
+        channel, followers = await self._channel(job_id)
         if channel is None:
             async for event in self._watch_stored(job_id, after_sequence):
                 yield event
@@ -324,6 +387,16 @@ class EventHub:
                         return
         finally:
             channel.unsubscribe()
+            if followers is not None:
+                followers.detach(job_id, channel)
+
+    async def _channel(self, job_id: str) -> tuple[JobChannel | None, Followers | None]:
+        """The channel of an active job run here; else on a shared store the channel of a job
+        queued or run elsewhere, with the followers to `detach` it from; else None."""
+        channel = self._channels.get(job_id)
+        if channel is not None or self._followers is None:
+            return channel, None
+        return await self._followers.attach(job_id), self._followers
 
     async def _replay(
         self, job_id: str, after_sequence: int, up_to: int

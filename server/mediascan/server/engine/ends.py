@@ -21,6 +21,20 @@ from .running import ActiveJobs, RunningJob
 log = logging.getLogger(__package__)
 
 
+def ended(error: status_pb2.Status | None, result: scan_pb2.ScanResult) -> Mutation:
+    """What an end sets besides the state: the end time, the result, the error if any."""
+
+    def mutate(job: scan_pb2.Job) -> None:
+        job.end_time.CopyFrom(now_timestamp())
+        job.result.CopyFrom(result)
+        job.progress.phase = scan_pb2.SCAN_PHASE_UNSPECIFIED
+        job.progress.current_path = ""
+        if error is not None:
+            job.error.CopyFrom(error)
+
+    return mutate
+
+
 class JobEnds:
     """Finishes, re-queues and releases active jobs."""
 
@@ -51,15 +65,7 @@ class JobEnds:
     ) -> None:
         """Store the job's terminal `state` (only from `expect`, if given), release it, log its
         counts and trim its stored event log."""
-
-        def mutate(job: scan_pb2.Job) -> None:
-            job.end_time.CopyFrom(now_timestamp())
-            job.result.CopyFrom(result)
-            job.progress.phase = scan_pb2.SCAN_PHASE_UNSPECIFIED
-            job.progress.current_path = ""
-            if error is not None:
-                job.error.CopyFrom(error)
-
+        mutate = ended(error, result)
         try:
             await self._commit_until_stored(running, state, mutate, file_errors, expect)
         except JobChanged:  # not from `expect`: another change won, and the job goes on

@@ -14,11 +14,12 @@ from mediascan.v1 import scan_pb2
 from ..config import Config
 from ..errors import Code, FailedPrecondition, Unavailable, job_not_found, status_of
 from ..events import EventHub
-from ..jobs import JobState, ScanSpec
+from ..jobs import JobState, ScanSpec, is_terminal
 from ..logs import job_fields
-from ..store import JobStore
+from ..store import JobFeed, JobStore
 from . import recovery, tokens
 from .admission import Admission, SubmitOutcome
+from .cluster import Cluster
 from .ends import JobEnds
 from .recorder import JobChanged, Recorder, StateListener, copy_job
 from .runner import JobRunner, ScanRunner, WatchTask
@@ -67,7 +68,10 @@ class JobEngine:
         scanner: ScanRunner,
         config: Config,
         watch_task: WatchTask | None = None,
+        feed: JobFeed | None = None,
     ) -> None:
+        """`feed`: the store is shared with other servers (PostgreSQL): this one holds in
+        memory only the jobs it runs, and reads or asks the database for the others."""
         self.store = store
         self.hub = hub
         self.config = config
@@ -78,8 +82,16 @@ class JobEngine:
         )
         self.runner = JobRunner(self.recorder, self.ends, scanner, config, watch_task)
         self._dispatcher = Dispatcher(
-            store, self.jobs, hub, self.recorder, self.runner, workers=config.workers
+            store,
+            self.jobs,
+            hub,
+            self.recorder,
+            self.runner,
+            workers=config.workers,
+            recheck=config.claim_recheck,
+            shared=feed is not None,
         )
+        self.cluster = None if feed is None else Cluster(feed, self.jobs, hub, self.recorder)
         self.admission = Admission(
             store,
             self.jobs,
@@ -92,7 +104,9 @@ class JobEngine:
 
     async def start(self) -> None:
         """Re-queue the jobs a previous process left unfinished, then start dispatching."""
-        await recovery.recover(self.store, self.jobs, self.hub, self.recorder)
+        await recovery.recover(
+            self.store, self.jobs, self.hub, self.recorder, shared=self.cluster is not None
+        )
         self._dispatcher.start()
 
     @property
@@ -124,7 +138,13 @@ class JobEngine:
         return await self.admission.submit(spec)
 
     def _admit(self, job: scan_pb2.Job, spec: ScanSpec, event: scan_pb2.JobEvent) -> None:
-        """A new job is committed: make it active, publish its event 1, wake the dispatcher."""
+        """A new job is committed: make it active, publish its event 1, wake the dispatcher.
+        On a shared store it stays in the database only, where any server may claim it (the
+        insert notified them all)."""
+        if self.cluster is not None:
+            self.recorder.announce(scan_pb2.JOB_STATE_UNSPECIFIED, job)
+            self._dispatcher.wake()
+            return
         running = self.jobs.add(RunningJob(job, spec, self.hub.open(job)))
         self.recorder.publish_first(running, event)
         self._dispatcher.wake()
@@ -142,14 +162,19 @@ class JobEngine:
 
     async def cancel(self, job_id: str) -> scan_pb2.Job:
         running = self.jobs.get(job_id)
+        if running is None and self.cluster is not None:  # not run here: ask the database
+            job = await self.cluster.cancel(job_id, _CANCEL_WAIT)
+            if job is None:
+                raise job_not_found(job_id)
+            return job
         if running is None:
             return await self.get(job_id)  # finished: unchanged (or NOT_FOUND)
-        if running.stop_reason is None:
-            running.stop_reason = StopReason.USER_CANCEL
-            if running.phase is Phase.QUEUED:
+        if running.phase is Phase.QUEUED:
+            if running.stop_reason is None:
+                running.stop_reason = StopReason.USER_CANCEL
                 await self._cancel_queued(running)
-            elif running.task is not None:
-                running.task.cancel()
+        else:
+            running.stop(StopReason.USER_CANCEL)
         try:
             async with asyncio.timeout(_CANCEL_WAIT):
                 await running.done.wait()
@@ -218,6 +243,13 @@ class JobEngine:
                 reason="JOB_ACTIVE",
             )
         if not await self.store.delete_job(job_id):
+            found = await self.store.job_state(job_id)
+            if found is not None and not is_terminal(found[0]):  # another server's
+                state = JobState(found[0]).name
+                raise FailedPrecondition(
+                    f"job {job_id} is {state}: cancel it with CancelJob, then delete it",
+                    reason="JOB_ACTIVE",
+                )
             raise job_not_found(job_id)
 
     def watch(self, job_id: str, after_sequence: int) -> AsyncIterator[scan_pb2.JobEvent]:

@@ -198,13 +198,18 @@ class Recorder:
             self._publish(running, before.state, job, events)
 
     def publish_stored(self, running: RunningJob, changed: ChangedJob) -> None:
-        """Publish a change the store made and stored itself (a claim, a recovery)."""
-        self._publish(running, changed.previous_state, changed.job, changed.events)
+        """Publish a change the store made and stored itself (a claim, a recovery). The
+        channel may have been opened with the changed job, or be one that followed the job
+        from the store (`EventHub.open`): it takes what it lacks (`JobChannel.catch_up`)."""
+        running.job = changed.job
+        running.channel.catch_up(copy_job(changed.job), changed.events)
+        if changed.job.state != changed.previous_state:
+            self.announce(changed.previous_state, changed.job)
 
     def publish_first(self, running: RunningJob, event: scan_pb2.JobEvent) -> None:
         """Publish event 1 of a job just committed (`first_event`: never stored)."""
         running.channel.publish(running.job, [event])
-        self._state_changed(scan_pb2.JOB_STATE_UNSPECIFIED, running.job)
+        self.announce(scan_pb2.JOB_STATE_UNSPECIFIED, running.job)
 
     def _publish(
         self,
@@ -216,9 +221,11 @@ class Recorder:
         running.job = job
         running.channel.publish(copy_job(job), events)
         if job.state != previous_state:
-            self._state_changed(previous_state, job)
+            self.announce(previous_state, job)
 
-    def _state_changed(self, previous: int, job: scan_pb2.Job) -> None:
+    def announce(self, previous: int, job: scan_pb2.Job) -> None:
+        """Tell the state listeners of a committed state change (also of a job that is not
+        active here: queued for other servers, re-queued or cancelled in the database)."""
         for listener in self.state_listeners:
             try:
                 listener(previous, job)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from mediascan.v1 import scan_pb2
+
 from ..config import format_duration
 from ..events import EventHub
 from ..jobs import spec_of
@@ -22,19 +24,23 @@ from .worker import Dispatcher
 log = logging.getLogger(__package__)
 
 
-async def recover(store: JobStore, jobs: ActiveJobs, hub: EventHub, recorder: Recorder) -> None:
-    """Make the unfinished jobs of a previous process active again, oldest first."""
+async def recover(
+    store: JobStore, jobs: ActiveJobs, hub: EventHub, recorder: Recorder, *, shared: bool
+) -> None:
+    """Make the unfinished jobs of a previous process active again, oldest first. On a shared
+    store (`shared`) they stay in the database, where any server may claim them: a server
+    holds in memory only the jobs it runs."""
     for changed in await store.recover(requeue_change):
         job = changed.job
+        if shared:
+            if changed.events:
+                recorder.announce(changed.previous_state, job)
+                _requeued(job)
+            continue
         running = jobs.add(RunningJob(job, spec_of(job), hub.open(job)))
         if changed.events:  # it was RUNNING: cut off by a crash, it runs again
             recorder.publish_stored(running, changed)
-            log.info(
-                "job %s re-queued (the server stopped while the job ran); next attempt %d",
-                job.job_id,
-                job.attempt,
-                extra=job_fields(job),
-            )
+            _requeued(job)
         log.info(
             "recovered job %s (attempt %d) for %s",
             job.job_id,
@@ -42,6 +48,15 @@ async def recover(store: JobStore, jobs: ActiveJobs, hub: EventHub, recorder: Re
             job.path,
             extra=job_fields(job),
         )
+
+
+def _requeued(job: scan_pb2.Job) -> None:
+    log.info(
+        "job %s re-queued (the server stopped while the job ran); next attempt %d",
+        job.job_id,
+        job.attempt,
+        extra=job_fields(job),
+    )
 
 
 async def drain(dispatcher: Dispatcher, grace: float) -> None:

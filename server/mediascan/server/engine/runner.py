@@ -64,7 +64,7 @@ class JobRunner:
         if not self._recent_durations:
             return 1.0
         mean = sum(self._recent_durations) / len(self._recent_durations)
-        return max(0.5, min(60.0, mean / self._config.workers))
+        return max(0.5, min(60.0, mean / max(1, self._config.workers)))
 
     async def run(self, running: RunningJob) -> None:
         """Run a job the store handed over (RUNNING) until it is stored terminal or re-queued."""

@@ -56,6 +56,16 @@ class RunningJob:
     def job_id(self) -> str:
         return self.job.job_id
 
+    def stop(self, reason: StopReason) -> bool:
+        """Stop a claimed job's run for `reason` (its task is cancelled, and the run ends it
+        by its reason); False if it is already being stopped."""
+        if self.stop_reason is not None:
+            return False
+        self.stop_reason = reason
+        if self.task is not None:
+            self.task.cancel()
+        return True
+
 
 class ActiveJobs:
     """The jobs active on this server, by id and by dedup key, counted by phase."""

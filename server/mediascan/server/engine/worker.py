@@ -3,8 +3,10 @@ and runs it in its own task while one of `--workers` slots is free.
 
 The engine keeps no queue of its own: the queue is the store's QUEUED rows, and what the
 dispatcher keeps is a wake-up, set after a job is queued here (or by the store, for a shared
-backend's `LISTEN`); while jobs it queued are still QUEUED it also claims again every `RECHECK`
-seconds, in case a wake-up was missed.
+backend's `LISTEN`). While jobs it queued are still QUEUED it also claims again every
+`--claim-recheck` seconds, in case a wake-up was missed. On a shared store (`shared`) any server
+may have queued them: there a free worker claims again after every job it got (more may be
+waiting), and every `--claim-recheck` seconds whatever it knows.
 """
 
 from __future__ import annotations
@@ -21,12 +23,10 @@ from ..jobs import spec_of
 from ..store import ChangedJob, DatabaseLost, JobStore
 from .recorder import Recorder, seen, start_change
 from .runner import JobRunner
-from .running import ActiveJobs, Phase, RunningJob
+from .running import ActiveJobs, Phase, RunningJob, StopReason
 
 log = logging.getLogger(__package__)
 
-#: Seconds between two claims that find nothing, without a wake-up: the safety net.
-RECHECK = 5.0
 #: Seconds before a claim that failed (the database) is tried again.
 CLAIM_RETRY = 1.0
 
@@ -43,6 +43,8 @@ class Dispatcher:
         runner: JobRunner,
         *,
         workers: int,
+        recheck: float = 5.0,
+        shared: bool = False,
     ) -> None:
         self._store = store
         self._jobs = jobs
@@ -50,6 +52,9 @@ class Dispatcher:
         self._recorder = recorder
         self._runner = runner
         self._slots = asyncio.Semaphore(workers)
+        #: Seconds between two claims that find nothing, without a wake-up: the safety net.
+        self._recheck = recheck
+        self._shared = shared
         self._work = asyncio.Event()
         self._claiming: asyncio.Future[ChangedJob | None] | None = None
         self.running: dict[asyncio.Task[None], RunningJob] = {}
@@ -104,18 +109,28 @@ class Dispatcher:
                 self._claiming = None
                 log.error("cannot claim the next job (%s); trying again in %gs", exc, CLAIM_RETRY)
                 await self._wait_for_work(CLAIM_RETRY)
+                if self._shared:
+                    self._work.set()  # whatever woke it may still be QUEUED
                 continue
             self._claiming = None
             if changed is not None:
+                if self._shared:
+                    self._work.set()  # other servers may have queued more: claim again
                 return changed
-            await self._wait_for_work(RECHECK)  # nothing claimable now: until woken, or a while
+            if not self._shared:  # (shared: `_until_work` waits)
+                await self._wait_for_work(self._recheck)  # none claimable: until woken, or a while
 
     async def _until_work(self) -> None:
         """Until a job may be claimable: a wake-up came, or jobs this server queued are still
-        QUEUED (checked again every RECHECK seconds). A server with nothing queued claims
-        nothing, and so writes nothing while idle."""
+        QUEUED (checked again every recheck). A server with nothing queued claims nothing,
+        and so writes nothing while idle; on a shared store it claims at every recheck (a
+        claim that finds nothing writes nothing there either)."""
+        if self._shared:
+            if not self._work.is_set():
+                await self._wait_for_work(self._recheck)
+            return
         while not self._work.is_set() and not self._jobs.count(Phase.QUEUED):
-            await self._wait_for_work(RECHECK)
+            await self._wait_for_work(self._recheck)
 
     async def _wait_for_work(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -125,9 +140,11 @@ class Dispatcher:
     def _take(self, changed: ChangedJob) -> RunningJob:
         """The active job the store handed over, now RUNNING here, its start published."""
         running = self._jobs.get(changed.job.job_id)
-        if running is None:  # queued by another server sharing the store
+        if running is None:  # a shared store: registered only once it runs here
             job = changed.job
             running = self._jobs.add(RunningJob(job, spec_of(job), self._hub.open(job)))
+        if changed.cancel_requested:  # CancelJob asked, somewhere, before it was re-queued
+            running.stop_reason = StopReason.USER_CANCEL
         self._jobs.set_phase(running, Phase.RUNNING)
         self._recorder.publish_stored(running, changed)
         return running

@@ -5,12 +5,14 @@ the driver). `factory.py` picks one from `--db`. `Store` is the SQLite store."""
 from __future__ import annotations
 
 from .protocol import (
+    CancelOutcome,
     ChangedJob,
     DatabaseLost,
     DatabaseTimeout,
     FileErrorRows,
     InsertOutcome,
     JobChange,
+    JobFeed,
     JobStore,
     LibraryIndex,
     LibraryStore,
@@ -28,12 +30,14 @@ from .sqlite.store import SqliteStore
 Store = SqliteStore
 
 __all__ = [
+    "CancelOutcome",
     "ChangedJob",
     "DatabaseLost",
     "DatabaseTimeout",
     "FileErrorRows",
     "InsertOutcome",
     "JobChange",
+    "JobFeed",
     "JobStore",
     "LibraryIndex",
     "LibraryStore",

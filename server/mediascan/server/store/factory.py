@@ -4,13 +4,14 @@ cycle needs of either, besides the two protocols."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from ..config import Config
 from .postgres.store import PostgresStore
-from .protocol import JobStore, LibraryStore
+from .protocol import JobFeed, JobStore, LibraryStore
 from .sqlite.store import SqliteStore
 from .sqlite.writer import Supervise
 
@@ -33,7 +34,23 @@ class ServerStore(JobStore, LibraryStore, Protocol):
         """True once the database is gone for good (a SQLite file removed or replaced)."""
         ...
 
+    @property
+    def queued(self) -> int | None:
+        """The jobs QUEUED in a shared database at its last `check` (None: the engine's count
+        is the queue, or no check answered yet)."""
+        ...
+
+    @property
+    def feed(self) -> JobFeed | None:
+        """What the other servers sharing the database say (None: no other server can)."""
+        ...
+
     async def open(self) -> None: ...
+
+    def start_tasks(self) -> list[asyncio.Task[None]]:
+        """Start the store's background tasks, for the server to supervise (PostgreSQL: the
+        LISTEN connection); they end when the store closes."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -84,6 +84,22 @@ class ChangedJob:
     events: list[scan_pb2.JobEvent]
     #: The state the job had before the change.
     previous_state: int
+    #: A claim of a shared store: CancelJob asked (on some server) to stop this job while it
+    #: ran before (it was re-queued since); the new run stops it at once.
+    cancel_requested: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CancelOutcome:
+    """What `JobFeed.request_cancel` did to a job."""
+
+    #: The job as stored after the call.
+    job: scan_pb2.Job
+    #: The events stored when the call itself cancelled a QUEUED job (with `previous_state`).
+    events: list[scan_pb2.JobEvent] = dataclasses.field(default_factory=list)
+    previous_state: int = 0
+    #: True: the job is RUNNING on a server, which was asked to stop it (`cancel_requested`).
+    requested: bool = False
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -209,6 +225,47 @@ class JobStore(Protocol):
         """Call `listener` (on the event loop) when jobs may have been queued by another
         server sharing the database (a shared backend's `LISTEN`). A store that only this
         process writes never calls it: the engine wakes itself after its own inserts."""
+        ...
+
+
+@runtime_checkable
+class JobFeed(Protocol):
+    """What a store shared by several servers tells each of them, and the two operations that
+    only make sense there (a shared backend's `LISTEN`/`NOTIFY`; SQLite has none).
+
+    Notifications are wake-ups, never the data: a listener reads what changed from the store.
+    Listeners are called on the event loop and must not block."""
+
+    def add_event_listener(self, listener: Callable[[str, int], None]) -> None:
+        """Call `listener(job_id, sequence)` when events of a job up to `sequence` were
+        committed, by this server or another (at most a few times a second per job)."""
+        ...
+
+    def add_cancel_listener(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(job_id)` when CancelJob asked, on any server, to stop a RUNNING job."""
+        ...
+
+    def add_resync_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after the notifications (re)start: some may have been missed, so
+        whatever they would have said is to be read again from the tables."""
+        ...
+
+    async def follow_job(
+        self, job_id: str, after_sequence: int, limit: int
+    ) -> tuple[scan_pb2.Job | None, list[scan_pb2.JobEvent]]:
+        """The stored job and its stored events after `after_sequence` (at most the newest
+        `limit`), read at one moment: the job's last_sequence is that of the last event."""
+        ...
+
+    async def request_cancel(self, job_id: str, cancel: JobChange) -> CancelOutcome | None:
+        """In one transaction: a QUEUED job is changed by `cancel` (to CANCELLED) and stored;
+        a RUNNING one is marked `cancel_requested` and its server notified; a finished one is
+        returned unchanged. None when no job has that id."""
+        ...
+
+    async def cancels_requested(self) -> list[str]:
+        """The jobs RUNNING on this server that CancelJob asked to stop (read again after the
+        notifications were cut off)."""
         ...
 
 

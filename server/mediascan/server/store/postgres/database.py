@@ -72,6 +72,8 @@ class PgDatabase:
         #: Longest wait of `read` and `bounded` (seconds) before DatabaseTimeout.
         self.timeout = timeout
         self._conninfo = connection_info(url, node)
+        #: The connection string of the server's LISTEN connection: the pool's, named apart.
+        self.listen_conninfo = connection_info(url, f"{node} listen")
         self._pool: AsyncConnectionPool[Connection] | None = None
         self._writes: set[asyncio.Task[Any]] = set()
 
@@ -138,14 +140,6 @@ class PgDatabase:
                 "unreachable, overloaded, or a lock is held elsewhere); retry later"
             ) from None
 
-    async def check(self) -> bool:
-        """True if the database answers a trivial query within the time limit."""
-        try:
-            await self.read(_ping)
-        except StorageError:
-            return False
-        return True
-
     async def _run(self, op: Op[T], *, transaction: bool) -> T:
         if self._pool is None:
             raise StorageError("the database is closed")
@@ -158,10 +152,6 @@ class PgDatabase:
     def _written(self, task: asyncio.Task[Any]) -> None:
         self._writes.discard(task)
         _retrieve(task)
-
-
-async def _ping(conn: Connection) -> None:
-    await conn.execute("SELECT 1")
 
 
 def _app_name(node: str) -> str:

@@ -4,6 +4,7 @@ claim (`FOR UPDATE SKIP LOCKED`: servers claiming at once each take a different 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from ...jobs import ScanSpec
 from ..protocol import ChangedJob, FileErrorRows, InsertOutcome, JobChange
 from . import submits
 from .database import PgDatabase
+from .notify import EVENTS, EVENTS_INTERVAL, QUEUE, QUEUE_INTERVAL, NotifyLimiter, notify
 from .schema import QUEUED, RUNNING, TERMINAL_SQL, Connection
 
 #: The next job to run: the QUEUED one of the highest priority, first queued first (the
@@ -20,8 +22,8 @@ from .schema import QUEUED, RUNNING, TERMINAL_SQL, Connection
 #: claim changes the job's message in Python (`JobChange`), so it is this SELECT, the change
 #: and an UPDATE in one transaction rather than one UPDATE ... RETURNING.
 NEXT_QUEUED = (
-    f"SELECT job FROM jobs WHERE state = {QUEUED} ORDER BY priority DESC, created "
-    "LIMIT 1 FOR UPDATE SKIP LOCKED"
+    f"SELECT job, cancel_requested FROM jobs WHERE state = {QUEUED} "
+    "ORDER BY priority DESC, created LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 _SAVE = (
     "UPDATE jobs SET state = %s, end_ns = %s, last_sequence = %s, attempt = %s, node = %s, "
@@ -30,12 +32,26 @@ _SAVE = (
 
 
 class PostgresJobs:
-    """Jobs in the PostgreSQL database (the `JobStore` half of `PostgresStore`)."""
+    """Jobs in the PostgreSQL database (the `JobStore` half of `PostgresStore`).
+
+    Every write that other servers need to hear of notifies inside its transaction (`notify.py`):
+    a queued or re-queued job on QUEUE, a job's committed events on EVENTS (`job_id:sequence`,
+    at most EVENTS_INTERVAL apart per job unless the state changed)."""
 
     def __init__(self, db: PgDatabase, *, node: str, max_queued: int) -> None:
         self._db = db
         self._node = node
         self._max_queued = max_queued
+        self.notices = NotifyLimiter(self._send_notify)
+
+    async def _send_notify(self, channel: str, payload: str) -> None:
+        async def op(conn: Connection) -> None:
+            await notify(conn, channel, payload)
+
+        await self._db.commit(op)
+
+    def _events_now(self, job_id: str, *, urgent: bool) -> bool:
+        return self.notices.now(EVENTS, job_id, interval=EVENTS_INTERVAL, urgent=urgent)
 
     @property
     def node(self) -> str:
@@ -46,11 +62,23 @@ class PostgresJobs:
         """Commit a new job (its event 1 is not stored, as on SQLite), unless its request_id
         or an identical active job names another (`submits.insert_job`)."""
         blob = job.SerializeToString()
+        wake = self.notices.now(QUEUE, "", interval=QUEUE_INTERVAL)
 
         async def op(conn: Connection) -> InsertOutcome:
-            return await submits.insert_job(conn, job, spec, blob, max_queued=self._max_queued)
+            outcome = await submits.insert_job(conn, job, spec, blob, max_queued=self._max_queued)
+            if outcome.created and wake:
+                await notify(conn, QUEUE, "")
+            return outcome
 
-        return self._db.write(op)
+        written = self._db.write(op)
+        if not wake:
+            written.add_done_callback(self._wake_later)
+        return written
+
+    def _wake_later(self, written: asyncio.Future[InsertOutcome]) -> None:
+        """A job committed without its queue notification (too soon after the last one)."""
+        if not written.cancelled() and written.exception() is None and written.result().created:
+            self.notices.later(QUEUE, "", "", interval=QUEUE_INTERVAL)
 
     async def claim_next(self, start: JobChange) -> ChangedJob | None:
         """Move the next QUEUED job to RUNNING on this node with `start`, its events stored
@@ -62,8 +90,11 @@ class PostgresJobs:
                 return None
             job = scan_pb2.Job.FromString(row[0])
             job.node = self._node
-            claimed = await _apply(conn, job, start, expected_state=QUEUED)
+            claimed = await apply_change(conn, job, start, expected_state=QUEUED)
             await conn.execute("DELETE FROM file_errors WHERE job_id = %s", (job.job_id,))
+            await self._notify_events(conn, claimed.job)
+            if row[1]:
+                return dataclasses.replace(claimed, cancel_requested=True)
             return claimed
 
         return await self._db.commit(op)
@@ -83,9 +114,12 @@ class PostgresJobs:
             for (blob,) in await cursor.fetchall():
                 job = scan_pb2.Job.FromString(blob)
                 if job.state == RUNNING:
-                    found.append(await _apply(conn, job, requeue, expected_state=RUNNING))
+                    found.append(await apply_change(conn, job, requeue, expected_state=RUNNING))
+                    await self._notify_events(conn, job)
                 else:
                     found.append(ChangedJob(job=job, events=[], previous_state=job.state))
+            if found:
+                await notify(conn, QUEUE, "")
             return found
 
         return await self._db.commit(op)
@@ -104,11 +138,18 @@ class PostgresJobs:
         only while the stored state is that one (False, nothing written, otherwise)."""
         blob = job.SerializeToString()
         errors = [(job.job_id, seq, error.SerializeToString()) for seq, error in file_errors]
+        changed = any(event.WhichOneof("kind") == "state_change" for event in events)
+        notice = bool(events) and self._events_now(job.job_id, urgent=changed)
+        payload = f"{job.job_id}:{job.last_sequence}"
 
         async def op(conn: Connection) -> bool:
             if not await _save(conn, job, blob, expected_state):
                 return False
             await _insert_events(conn, events)
+            if notice:
+                await notify(conn, EVENTS, payload)
+            if changed and job.state == QUEUED:  # re-queued: any server may run it
+                await notify(conn, QUEUE, "")
             if clear_file_errors:
                 await conn.execute("DELETE FROM file_errors WHERE job_id = %s", (job.job_id,))
             if errors:
@@ -120,7 +161,15 @@ class PostgresJobs:
                     )
             return True
 
-        return await self._db.commit(op)
+        saved = await self._db.commit(op)
+        if saved and events and not notice:
+            self.notices.later(EVENTS, job.job_id, payload, interval=EVENTS_INTERVAL)
+        return saved
+
+    async def _notify_events(self, conn: Connection, job: scan_pb2.Job) -> None:
+        """The notification of a state change this transaction stores (never held back)."""
+        self._events_now(job.job_id, urgent=True)
+        await notify(conn, EVENTS, f"{job.job_id}:{job.last_sequence}")
 
     async def trim_events(self, job_id: str, keep: int) -> None:
         """Keep only the newest `keep` events of a job."""
@@ -261,7 +310,7 @@ class PostgresJobs:
         return await self._db.read(op)
 
 
-async def _apply(
+async def apply_change(
     conn: Connection, job: scan_pb2.Job, change: JobChange, *, expected_state: int
 ) -> ChangedJob:
     """Apply `change` to a job whose row this transaction holds locked, and store it."""

@@ -75,6 +75,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         " audio_streams integer NOT NULL, probe_ns bigint NOT NULL, job_id text NOT NULL,"
         " dev bigint NOT NULL)",
     ),
+    2: (
+        # CancelJob on any server marks a RUNNING job; the server running it stops it (told by
+        # a NOTIFY, or when it reads the mark again after its LISTEN connection came back).
+        "ALTER TABLE jobs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

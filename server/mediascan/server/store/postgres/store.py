@@ -1,20 +1,24 @@
 """`PostgresStore`: one PostgreSQL database behind both protocols, `JobStore` and
 `LibraryStore`, shared by any number of servers.
 
-It composes the connection pool (`PgDatabase`) with the job queries (`PostgresJobs`) and the
-library queries (`PostgresLibrary`), and adds the life cycle. Nothing here is SQLite's file
+It composes the connection pool (`PgDatabase`) with the job queries (`PostgresJobs`), the
+library queries (`PostgresLibrary`) and the notifications between servers (`feed`, a
+`PostgresFeed` with its LISTEN connection), and adds the life cycle. Nothing here is SQLite's file
 lock or loss check: an unreachable database is a `StorageError` (UNAVAILABLE) and a failed
 `check` (NOT_SERVING) until it answers again."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from ..protocol import JobStore, LibraryStore
+from ..protocol import JobFeed, JobStore, LibraryStore, StorageError
 from .database import PgDatabase
+from .feed import PostgresFeed
 from .jobs import PostgresJobs
 from .library import PostgresLibrary
+from .schema import QUEUED, Connection
 
 T = TypeVar("T")
 
@@ -28,7 +32,8 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
         self.database = PgDatabase(url, timeout=timeout, node=node)
         PostgresJobs.__init__(self, self.database, node=node, max_queued=max_queued)
         PostgresLibrary.__init__(self, self.database)
-        self._wakeup_listeners: list[Callable[[], None]] = []
+        self._feed = PostgresFeed(self.database, node=node)
+        self._queued: int | None = None
         #: Migrations this store applied when it opened (0: another server had, or none due).
         self.migrations_applied = 0
 
@@ -36,6 +41,12 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
     def where(self) -> str:
         """The database, as logs name it (no password)."""
         return self.database.where
+
+    @property
+    def feed(self) -> JobFeed:
+        """The notifications of the servers sharing the database (this one's LISTEN
+        connection), and the operations only a shared database has."""
+        return self._feed
 
     @property
     def lost(self) -> bool:
@@ -47,12 +58,34 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
         database cannot be reached)."""
         self.migrations_applied = await self.database.open()
 
+    def start_tasks(self) -> list[asyncio.Task[None]]:
+        """Start the LISTEN connection (`db-listener`, reconnecting until the store closes)."""
+        return self._feed.start_listening()
+
     async def close(self) -> None:
+        await self._feed.stop_listening()
+        self.notices.close()
         await self.database.close()
 
     async def check(self) -> bool:
-        """True if the database answers within the time limit."""
-        return await self.database.check()
+        """True if the database answers within the time limit. The question asked is the
+        number of QUEUED jobs (the partial index `jobs_queued`), kept as `queued`."""
+
+        async def op(conn: Connection) -> int:
+            cursor = await conn.execute(f"SELECT count(*) FROM jobs WHERE state = {QUEUED}")
+            row = await cursor.fetchone()
+            return 0 if row is None else int(row[0])
+
+        try:
+            self._queued = await self.database.read(op)
+        except StorageError:
+            return False
+        return True
+
+    @property
+    def queued(self) -> int | None:
+        """The jobs QUEUED in the database, every server's, at the last `check`."""
+        return self._queued
 
     def serving_on(self, address: str) -> None:
         """Nothing to record: no file lock names the holder on PostgreSQL."""
@@ -61,9 +94,9 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
         return await self.database.bounded(work)
 
     def add_wakeup_listener(self, listener: Callable[[], None]) -> None:
-        """Kept for the wake-ups of jobs that other servers queue (a `LISTEN` connection, not
-        built yet): until then this server claims when its own submits or re-checks wake it."""
-        self._wakeup_listeners.append(listener)
+        """Called when a job was queued or re-queued, by any server (a NOTIFY on the queue's
+        channel), and after the LISTEN connection came back."""
+        self._feed.add_wakeup_listener(listener)
 
 
 if TYPE_CHECKING:  # mypy checks here that PostgresStore is both protocols

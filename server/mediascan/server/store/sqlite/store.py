@@ -6,6 +6,7 @@ of its own but the life cycle."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -63,6 +64,20 @@ class SqliteStore(SqliteJobs, SqliteLibrary):
     @property
     def lost(self) -> bool:
         return self.database.lost
+
+    @property
+    def queued(self) -> None:
+        """None: the engine counts the queue it holds in memory."""
+        return None
+
+    @property
+    def feed(self) -> None:
+        """None: no other server writes this file, so none has anything to say."""
+        return None
+
+    def start_tasks(self) -> list[asyncio.Task[None]]:
+        """None: the writer thread is supervised through `supervise`."""
+        return []
 
     async def open(self) -> None:
         await self.database.open()
