@@ -22,7 +22,7 @@ import collections
 import contextlib
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from mediascan.v1 import scan_pb2
 
@@ -364,11 +364,7 @@ class EventHub:
             while True:
                 if channel.last_sequence <= cursor:
                     if channel.closed:
-                        await self._until_closed()
-                        raise Unavailable(
-                            "the server is shutting down: reconnect and resume with "
-                            f"after_sequence={cursor}"
-                        )
+                        await self._shut_down(cursor)
                     await channel.changed()
                     continue
                 batch = channel.events_after(cursor)
@@ -389,6 +385,13 @@ class EventHub:
             channel.unsubscribe()
             if followers is not None:
                 followers.detach(job_id, channel)
+
+    async def _shut_down(self, cursor: int) -> NoReturn:
+        """A stream whose channel a shutdown closed: UNAVAILABLE, with where to resume."""
+        await self._until_closed()
+        raise Unavailable(
+            f"the server is shutting down: reconnect and resume with after_sequence={cursor}"
+        )
 
     async def _channel(self, job_id: str) -> tuple[JobChannel | None, Followers | None]:
         """The channel of an active job run here; else on a shared store the channel of a job
