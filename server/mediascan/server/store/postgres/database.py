@@ -19,6 +19,7 @@ from psycopg import conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..protocol import DatabaseTimeout, StorageError
+from ..waits import retrieve, within
 from .schema import Connection, migrate
 
 log = logging.getLogger(__name__)
@@ -129,16 +130,11 @@ class PgDatabase:
     async def bounded(self, work: Awaitable[T]) -> T:
         """Wait for `work` at most `timeout` seconds, then raise DatabaseTimeout; the work
         itself is not cancelled (a write still commits)."""
-        future = asyncio.ensure_future(work)
-        future.add_done_callback(_retrieve)
-        try:
-            async with asyncio.timeout(self.timeout):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            raise DatabaseTimeout(
-                f"the database {self.where} did not answer within {self.timeout:g}s (it is "
-                "unreachable, overloaded, or a lock is held elsewhere); retry later"
-            ) from None
+        return await within(
+            work,
+            self.timeout,
+            f"{self.where}: it is unreachable, overloaded, or a lock is held elsewhere",
+        )
 
     async def _run(self, op: Op[T], *, transaction: bool) -> T:
         if self._pool is None:
@@ -151,7 +147,7 @@ class PgDatabase:
 
     def _written(self, task: asyncio.Task[Any]) -> None:
         self._writes.discard(task)
-        _retrieve(task)
+        retrieve(task)
 
 
 def _app_name(node: str) -> str:
@@ -180,8 +176,3 @@ async def _storage_errors(where: str) -> AsyncIterator[None]:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()

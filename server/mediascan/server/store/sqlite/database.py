@@ -11,11 +11,12 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from ...dblock import DatabaseLock
 from ...lane import settle
-from ..protocol import DatabaseLost, DatabaseTimeout, StorageError
+from ..protocol import DatabaseLost, StorageError
+from ..waits import within
 from .readers import Readers
 from .schema import identity, open_database
 from .writer import Supervise, Writer
@@ -117,18 +118,9 @@ class Database:
     async def bounded(self, work: Awaitable[T]) -> T:
         """Wait for `work` (a read, a queued write) at most `timeout` seconds, then raise
         DatabaseTimeout; the work itself is not cancelled (a queued write still happens)."""
-        future = asyncio.ensure_future(work)
-        future.add_done_callback(_retrieve)  # an outcome nobody waits for any more
-        try:
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that arrives
-            # as the work completes, and the cancelled job's scan would go on to its end.
-            async with asyncio.timeout(self.timeout):
-                return await asyncio.shield(future)
-        except TimeoutError:
-            raise DatabaseTimeout(
-                f"the database did not answer within {self.timeout:g}s (its disk or file system "
-                "hangs, or another process keeps it locked); retry later"
-            ) from None
+        return await within(
+            work, self.timeout, "its disk or file system hangs, or another process keeps it locked"
+        )
 
     @property
     def lost(self) -> bool:
@@ -179,8 +171,3 @@ class Database:
                 with contextlib.suppress(RuntimeError):
                     self._loop.call_soon_threadsafe(self._on_lost, str(self._lost))
         return self._lost
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
