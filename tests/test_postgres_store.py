@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from mediascan.server.engine.cluster import cancel_queued
-from mediascan.server.engine.recorder import new_event, start_change
+from mediascan.server.engine.recorder import new_event, reclaim_change, start_change
 from mediascan.server.jobs import JobState, ScanSpec
 from mediascan.server.store import (
     DatabaseTimeout,
@@ -462,3 +462,64 @@ async def test_the_check_counts_every_servers_queued_jobs(open_store: StoreFacto
     assert await there.claim_next(start_change) is not None
     assert await here.check()
     assert here.queued == 2
+
+
+async def _lease_left(store: PostgresStore, job_id: str) -> float:
+    async with await psycopg.AsyncConnection.connect(store.database.url) as conn:
+        cursor = await conn.execute(
+            "SELECT extract(epoch FROM lease_until - now()) FROM jobs WHERE job_id = %s",
+            (job_id,),
+        )
+        row = await cursor.fetchone()
+        assert row is not None and row[0] is not None
+        return float(row[0])
+
+
+async def test_a_claim_takes_a_lease_its_node_renews_and_another_node_reclaims_it(
+    open_store: StoreFactory,
+) -> None:
+    """The claim sets `lease_until`; the keeper's round renews this node's leases; once a lease
+    passed, another node's round re-queues the job (attempt + 1, a state event whose job says
+    why, in one transaction) and notifies the queue."""
+    a = await open_store(node="a", lease=1.0)
+    b = await open_store(node="b", lease=1.0)
+    job = await submit(a, spec("/leased"))
+    claimed = await a.claim_next(start_change)
+    assert claimed is not None
+    assert 0 < await _lease_left(a, job.job_id) <= 1.0
+    reclaimed: list[Any] = []
+    b.feed.set_reclaim(reclaim_change, reclaimed.append)
+    await asyncio.sleep(0.6)
+    await a._feed.leases.tick()  # renewed: 1 s again
+    assert await _lease_left(a, job.job_id) > 0.8
+    await b._feed.leases.tick()
+    assert reclaimed == []  # not expired yet
+    await asyncio.sleep(1.2)
+    await b._feed.leases.tick()
+    (changed,) = reclaimed
+    assert changed.previous_state == JobState.RUNNING
+    assert changed.job.state == JobState.QUEUED and changed.job.attempt == 2
+    assert "its node a stopped renewing its lease" in changed.job.error.message
+    stored, events = await b.feed.follow_job(job.job_id, claimed.job.last_sequence, 100)
+    assert stored is not None and stored.attempt == 2
+    assert [e.sequence for e in events] == [claimed.job.last_sequence + 1]
+    assert events[0].state_change.job.error.message == changed.job.error.message
+    again = await b.claim_next(start_change)
+    assert again is not None and again.job.node == "b" and again.job.attempt == 2
+    assert not again.job.HasField("error")
+
+
+async def test_a_node_that_cannot_renew_for_longer_than_its_lease_is_told(
+    open_store: StoreFactory,
+) -> None:
+    store = await open_store(node="a", lease=0.5)
+    lost: list[bool] = []
+    store.feed.add_lease_lost_listener(lambda: lost.append(True))
+    await store._feed.leases.tick()
+    await store.database.close()  # every renewal fails from now on
+    await store._feed.leases.tick()
+    assert lost == []  # not for longer than the lease yet
+    await asyncio.sleep(0.6)
+    await store._feed.leases.tick()
+    await store._feed.leases.tick()
+    assert lost == [True]  # once

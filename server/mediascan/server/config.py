@@ -49,6 +49,9 @@ class Config:
     #: How often a server with a free worker looks for queued jobs without being woken (a
     #: NOTIFY from the server that queued them, on PostgreSQL): the safety net (seconds).
     claim_recheck: float = 5.0
+    #: PostgreSQL: how long a running job's lease lasts unless its server renews it (every
+    #: third of it); a job whose lease passed is run again by another server (seconds).
+    lease: float = 15.0
     #: Queued (not yet running) jobs beyond which SubmitScan answers RESOURCE_EXHAUSTED.
     max_queued: int = 1000
     #: Time limit of a job whose request names none (seconds).
@@ -117,6 +120,7 @@ class Config:
                 "that do: --db postgresql://...; on SQLite --workers must be at least 1",
             ),
             (self.claim_recheck > 0, "--claim-recheck must be positive"),
+            (self.lease > 0, "--lease must be positive"),
             (self.max_queued >= 1, "--max-queued must be at least 1"),
             (self.default_timeout > 0, "--default-timeout must be positive"),
             (self.max_timeout > 0, "--max-timeout must be positive"),
@@ -232,6 +236,12 @@ _FLAGS = (
     _Flag(
         "claim_recheck",
         "how often a free worker looks for queued jobs without a wake-up, e.g. 5s",
+        "duration",
+    ),
+    _Flag(
+        "lease",
+        "PostgreSQL: a running job's lease, renewed every third of it; a job whose server "
+        "stops renewing runs again elsewhere after it, e.g. 15s",
         "duration",
     ),
     _Flag("max_queued", "queued jobs beyond which submits get RESOURCE_EXHAUSTED", "int"),

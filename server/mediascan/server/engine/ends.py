@@ -110,6 +110,18 @@ class JobEnds:
             running.channel.close()
             self.release(running)
 
+    def abandon(self, running: RunningJob) -> None:
+        """Let go of a job whose lease is lost, storing nothing: another server runs it (its
+        watchers here get UNAVAILABLE and resume, following it from the database)."""
+        log.warning(
+            "job %s abandoned here (attempt %d): its lease is lost",
+            running.job_id,
+            running.job.attempt,
+            extra=job_fields(running.job),
+        )
+        running.channel.close()
+        self.release(running)
+
     def release(self, running: RunningJob) -> None:
         self._jobs.release(running)
         self._hub.release(running.job_id)

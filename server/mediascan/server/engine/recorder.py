@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from mediascan.v1 import scan_pb2
 
-from ..errors import Unavailable
+from ..errors import Code, Unavailable, status_of
 from ..jobs import JobState, check_transition, now_timestamp
 from ..store import ChangedJob, FileErrorRows, JobChange, JobStore
 from .running import RunningJob
@@ -84,6 +84,7 @@ def _set_state(job: scan_pb2.Job, target: JobState) -> None:
 def started(job: scan_pb2.Job) -> None:
     """What a start sets besides the state: `start_time`, phase DISCOVERING."""
     job.start_time.CopyFrom(now_timestamp())
+    job.ClearField("error")  # why an earlier attempt ended (`reclaimed`)
     job.progress.CopyFrom(scan_pb2.Progress(phase=scan_pb2.SCAN_PHASE_DISCOVERING))
 
 
@@ -92,6 +93,14 @@ def requeued(job: scan_pb2.Job) -> None:
     job.attempt += 1
     job.ClearField("start_time")
     job.progress.CopyFrom(scan_pb2.Progress())
+
+
+def reclaimed(job: scan_pb2.Job) -> None:
+    """What the re-queue of a job whose lease expired sets: `requeued`, and in `error` why
+    its attempt ended (cleared when it starts again)."""
+    why = f"attempt {job.attempt} ended: its node {job.node} stopped renewing its lease"
+    requeued(job)
+    job.error.CopyFrom(status_of(Code.UNAVAILABLE, why))
 
 
 def change_to(target: JobState, mutate: Mutation) -> JobChange:
@@ -111,6 +120,8 @@ def change_to(target: JobState, mutate: Mutation) -> JobChange:
 start_change = change_to(JobState.RUNNING, started)
 #: RUNNING -> QUEUED with attempt + 1, as recovery applies it.
 requeue_change = change_to(JobState.QUEUED, requeued)
+#: RUNNING -> QUEUED with attempt + 1 and the reason, as a reclaim of an expired lease applies it.
+reclaim_change = change_to(JobState.QUEUED, reclaimed)
 
 
 def copy_job(job: scan_pb2.Job) -> scan_pb2.Job:

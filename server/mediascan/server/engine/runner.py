@@ -98,7 +98,11 @@ class JobRunner:
         error: status_pb2.Status | None,
         duration: float,
     ) -> None:
-        """The last progress, then the job's end (or its re-queue), stored once."""
+        """The last progress, then the job's end (or its re-queue), stored once; nothing for
+        a job whose lease is lost (another server runs it)."""
+        if running.stop_reason is StopReason.LEASE_LOST:
+            self._ends.abandon(running)
+            return
         await reporter.flush()
         if state is JobState.QUEUED:
             await self._ends.requeue(running, "the server shut down while the job ran")
@@ -110,7 +114,9 @@ class JobRunner:
 
     async def never_started(self, running: RunningJob) -> None:
         """Its task was cancelled before its first step: `run` never saw the cancel."""
-        if running.stop_reason is StopReason.USER_CANCEL:
+        if running.stop_reason is StopReason.LEASE_LOST:
+            self._ends.abandon(running)
+        elif running.stop_reason is StopReason.USER_CANCEL:
             await self._ends.finish(
                 running,
                 JobState.CANCELLED,

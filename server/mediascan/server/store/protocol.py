@@ -250,6 +250,16 @@ class JobFeed(Protocol):
         whatever they would have said is to be read again from the tables."""
         ...
 
+    def add_lease_lost_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` when this server could not renew the leases of its running jobs
+        for longer than the lease: other servers may run them now, so it must stop them."""
+        ...
+
+    def set_reclaim(self, change: JobChange, announce: Callable[[ChangedJob], None]) -> None:
+        """How to change a RUNNING job whose lease expired (its server stopped renewing it),
+        and what to call once that change is stored (on the server that made it)."""
+        ...
+
     async def follow_job(
         self, job_id: str, after_sequence: int, limit: int
     ) -> tuple[scan_pb2.Job | None, list[scan_pb2.JobEvent]]:

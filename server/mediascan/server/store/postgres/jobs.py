@@ -25,6 +25,8 @@ NEXT_QUEUED = (
     f"SELECT job, cancel_requested FROM jobs WHERE state = {QUEUED} "
     "ORDER BY priority DESC, created LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
+#: `lease_until` of a job claimed or renewed now, for a lease of %s seconds.
+LEASE_UNTIL = "now() + %s * interval '1 second'"
 _SAVE = (
     "UPDATE jobs SET state = %s, end_ns = %s, last_sequence = %s, attempt = %s, node = %s, "
     "job = %s WHERE job_id = %s"
@@ -38,9 +40,10 @@ class PostgresJobs:
     a queued or re-queued job on QUEUE, a job's committed events on EVENTS (`job_id:sequence`,
     at most EVENTS_INTERVAL apart per job unless the state changed)."""
 
-    def __init__(self, db: PgDatabase, *, node: str, max_queued: int) -> None:
+    def __init__(self, db: PgDatabase, *, node: str, max_queued: int, lease: float) -> None:
         self._db = db
         self._node = node
+        self._lease = lease
         self._max_queued = max_queued
         self.notices = NotifyLimiter(self._send_notify)
 
@@ -81,8 +84,9 @@ class PostgresJobs:
             self.notices.later(QUEUE, "", "", interval=QUEUE_INTERVAL)
 
     async def claim_next(self, start: JobChange) -> ChangedJob | None:
-        """Move the next QUEUED job to RUNNING on this node with `start`, its events stored
-        and the file errors of an earlier attempt dropped, in one transaction."""
+        """Move the next QUEUED job to RUNNING on this node with `start`, its events stored,
+        its lease taken (`leases.py`) and the file errors of an earlier attempt dropped, in one
+        transaction."""
 
         async def op(conn: Connection) -> ChangedJob | None:
             row = await (await conn.execute(NEXT_QUEUED)).fetchone()
@@ -91,6 +95,10 @@ class PostgresJobs:
             job = scan_pb2.Job.FromString(row[0])
             job.node = self._node
             claimed = await apply_change(conn, job, start, expected_state=QUEUED)
+            await conn.execute(
+                f"UPDATE jobs SET lease_until = {LEASE_UNTIL} WHERE job_id = %s".encode(),
+                (self._lease, job.job_id),
+            )
             await conn.execute("DELETE FROM file_errors WHERE job_id = %s", (job.job_id,))
             await self._notify_events(conn, claimed.job)
             if row[1]:
