@@ -11,6 +11,8 @@ Nothing here asserts speed: each wait is for a stream's event, with a generous b
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -405,3 +407,53 @@ async def test_a_scan_whose_node_is_killed_finishes_on_another_node(
         assert history == {"runs": 2, "requeues": 1, "final": SUCCEEDED}
         paths = await all_videos(on_c)
         assert len(paths) == MANY and len(set(paths)) == MANY
+
+
+async def logged(server: Any, text: str, timeout: float = WAIT) -> None:
+    """Until the server's log holds `text` (polled: a log line has no event to wait on)."""
+    async with asyncio.timeout(timeout):
+        while text not in server.stderr_path.read_text(errors="replace"):
+            await asyncio.sleep(0.1)
+
+
+async def test_a_paused_node_comes_back_to_find_its_writes_refused(
+    launch: Launcher, pg_url: str, tmp_path: Path
+) -> None:
+    """SIGSTOP the node running a scan past its lease: another node reclaims the job and
+    finishes it. SIGCONT: the first node's writes for its attempt are refused (fencing), it
+    drops the job without a word in its log, and the log stays one gapless story."""
+    folder = tmp_path / "many"
+    make_many(folder, MANY, **SLOW_PROBE)
+    workers = ("--workers", "1", "--probe-workers", "1", "--lease", LEASE)
+    a, b, c = await nodes(
+        launch,
+        pg_url,
+        ("--node-name", "A", *workers),
+        ("--node-name", "B", *workers),
+        ("--node-name", "C", "--workers", "0", "--lease", LEASE),
+    )
+    by_name = {"A": a, "B": b}
+    async with channel_to(c.address) as (_, on_c):
+        submitted = await on_c.SubmitScan(scan_pb2.SubmitScanRequest(path=str(folder)))
+        job_id = submitted.job_id
+        watch = Stream(on_c, job_id)
+        runner = await running_mid_scan(watch)
+        paused = by_name[runner.node]
+        os.kill(paused.pid, signal.SIGSTOP)
+        try:
+            events = await watch.finished(timeout=WAIT * 2)
+        finally:
+            os.kill(paused.pid, signal.SIGCONT)
+        assert_gapless(events)
+        final = event_job(events[-1])
+        assert final is not None and final.state == SUCCEEDED and final.attempt == 2
+        assert final.node != runner.node
+        await logged(paused, "attempt 1 is over (the job is at attempt 2")  # fenced
+        await logged(paused, "abandoned here (attempt 1)")
+        assert paused.alive()
+        history = await job_history(on_c, job_id)
+        assert check_history(job_id, history) == {"runs": 2, "requeues": 1, "final": SUCCEEDED}
+        assert history[-1].sequence == events[-1].sequence  # nothing written after the end
+        assert history[-1].state_change.to_state == SUCCEEDED
+        stored = await on_c.GetJob(scan_pb2.GetJobRequest(job_id=job_id))
+        assert stored == final

@@ -24,6 +24,7 @@ from mediascan.server.jobs import JobState, ScanSpec
 from mediascan.server.store import (
     DatabaseTimeout,
     JobStore,
+    LeaseLost,
     LibraryStore,
     QueueFull,
     RequestIdReused,
@@ -425,6 +426,7 @@ async def test_a_cancel_asked_while_a_job_ran_stops_its_next_run(open_store: Sto
     assert outcome is not None and outcome.requested
     running = claimed.job
     running.state = scan_pb2.JOB_STATE_QUEUED
+    running.attempt += 1  # a re-queue moves the job to its next attempt (`requeued`)
     running.last_sequence += 1
     event = new_event(running.job_id, running.last_sequence, scan_pb2.StateChange())
     assert await store.record(running, [event], expected_state=JobState.RUNNING)
@@ -523,3 +525,29 @@ async def test_a_node_that_cannot_renew_for_longer_than_its_lease_is_told(
     await store._feed.leases.tick()
     await store._feed.leases.tick()
     assert lost == [True]  # once
+
+
+async def test_the_writes_of_a_reclaimed_attempt_are_refused(open_store: StoreFactory) -> None:
+    """Fencing: once another node reclaimed a job (attempt + 1), a write the first node makes
+    for its attempt, progress or end, is refused (LeaseLost) and stores nothing."""
+    a = await open_store(node="a", lease=0.2)
+    b = await open_store(node="b", lease=0.2)
+    await submit(a, spec("/fenced"))
+    claimed = await a.claim_next(start_change)
+    assert claimed is not None
+    await asyncio.sleep(0.3)
+    reclaimed = await b._feed.leases.reclaim_expired(reclaim_change, lambda _: None)
+    assert [c.job.attempt for c in reclaimed] == [2]
+    late = scan_pb2.Job()
+    late.CopyFrom(claimed.job)
+    late.last_sequence += 1
+    event = new_event(late.job_id, late.last_sequence, scan_pb2.Progress(files_done=1))
+    with pytest.raises(LeaseLost):
+        await a.record(late, [event])
+    late.state = scan_pb2.JOB_STATE_SUCCEEDED
+    with pytest.raises(LeaseLost):
+        await a.record(late, [event], expected_state=JobState.RUNNING)
+    job, events = await a.feed.follow_job(late.job_id, 0, 100)
+    assert job is not None and job.state == JobState.QUEUED and job.attempt == 2
+    first = claimed.job.last_sequence  # RUNNING (attempt 1), then QUEUED (attempt 2): no more
+    assert [e.sequence for e in events] == [first, first + 1]

@@ -20,8 +20,8 @@ from mediascan.v1 import scan_pb2
 
 from ..errors import Code, Unavailable, status_of
 from ..jobs import JobState, check_transition, now_timestamp
-from ..store import ChangedJob, FileErrorRows, JobChange, JobStore
-from .running import RunningJob
+from ..store import ChangedJob, FileErrorRows, JobChange, JobStore, LeaseLost
+from .running import RunningJob, StopReason
 
 log = logging.getLogger(__package__)
 
@@ -195,13 +195,17 @@ class Recorder:
             events = sequence_events(job, before.state, payloads)
             if not events:
                 return
-            saved = await self._store.record(
-                job,
-                events,
-                expected_state=before.state if guard else None,
-                file_errors=file_errors if file_errors is not None else (),
-                clear_file_errors=file_errors is None,
-            )
+            try:
+                saved = await self._store.record(
+                    job,
+                    events,
+                    expected_state=before.state if guard else None,
+                    file_errors=file_errors if file_errors is not None else (),
+                    clear_file_errors=file_errors is None,
+                )
+            except LeaseLost:  # fenced: another server runs the job now
+                running.stop(StopReason.LEASE_LOST)
+                raise
             if not saved:
                 raise JobChanged(
                     f"job {job.job_id} changed in the database behind this server's back"

@@ -36,6 +36,12 @@ class DatabaseTimeout(StorageError):
     file system, or a lock held elsewhere. What was asked may still happen."""
 
 
+class LeaseLost(Exception):
+    """A shared store refused a write for a job because the attempt it was made for is no
+    longer the job's current one: the job's lease expired and another server reclaimed it
+    (fencing). Nothing was written; the engine stops the job on this server quietly."""
+
+
 class QueueFull(Exception):
     """A shared store counted `--max-queued` jobs QUEUED in the database: the insert was
     refused (the engine answers RESOURCE_EXHAUSTED with its retry delay)."""
@@ -185,7 +191,9 @@ class JobStore(Protocol):
     ) -> bool:
         """Save the job's row and append `events` (and file errors) in one transaction; with
         `expected_state`, only while the stored state is that one (False: another change won,
-        nothing was written)."""
+        nothing was written). A shared store also fences the write with the job's attempt
+        (its attempt before a re-queue to QUEUED): LeaseLost when the stored attempt is
+        another (a reclaim moved the job on)."""
         ...
 
     async def recover(self, requeue: JobChange) -> list[ChangedJob]:
