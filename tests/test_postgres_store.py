@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from mediascan.server.engine.attempts import reclaim_change_for
 from mediascan.server.engine.cluster import cancel_queued
 from mediascan.server.engine.recorder import new_event, reclaim_change, start_change
 from mediascan.server.jobs import JobState, ScanSpec
@@ -551,3 +552,23 @@ async def test_the_writes_of_a_reclaimed_attempt_are_refused(open_store: StoreFa
     assert job is not None and job.state == JobState.QUEUED and job.attempt == 2
     first = claimed.job.last_sequence  # RUNNING (attempt 1), then QUEUED (attempt 2): no more
     assert [e.sequence for e in events] == [first, first + 1]
+
+
+async def test_a_job_whose_leases_keep_expiring_fails_after_max_attempts(
+    open_store: StoreFactory,
+) -> None:
+    """`--max-attempts 2`: the first expired lease re-queues the job (attempt 2), the second
+    ends it FAILED with the reason, in the same transaction, and nobody claims it again."""
+    store = await open_store(node="a", lease=0.2)
+    change = reclaim_change_for(2)
+    job = await submit(store, spec("/dies"))
+    for attempt, state in ((1, JobState.QUEUED), (2, JobState.FAILED)):
+        claimed = await store.claim_next(start_change)
+        assert claimed is not None and claimed.job.attempt == attempt
+        await asyncio.sleep(0.3)
+        (changed,) = await store._feed.leases.reclaim_expired(change, lambda _: None)
+        assert changed.job.state == state
+    assert changed.job.error.message == "gave up after 2 attempts: its node died each time"
+    assert changed.job.HasField("end_time")
+    assert await store.claim_next(start_change) is None
+    assert await store.job_state(job.job_id) == (JobState.FAILED, changed.job.last_sequence)

@@ -20,8 +20,9 @@ from ..events import EventHub
 from ..jobs import JobState
 from ..logs import job_fields
 from ..store import ChangedJob, JobFeed, StorageError
+from .attempts import reclaim_change_for
 from .ends import ended
-from .recorder import Recorder, change_to, reclaim_change
+from .recorder import Recorder, change_to
 from .running import ActiveJobs, Phase, StopReason
 
 log = logging.getLogger(__package__)
@@ -39,7 +40,15 @@ RENOTIFY = 1.0
 class Cluster:
     """What one server's engine does for and with the other servers sharing its store."""
 
-    def __init__(self, feed: JobFeed, jobs: ActiveJobs, hub: EventHub, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        feed: JobFeed,
+        jobs: ActiveJobs,
+        hub: EventHub,
+        recorder: Recorder,
+        *,
+        max_attempts: int = 3,
+    ) -> None:
         self._feed = feed
         self._jobs = jobs
         self._hub = hub
@@ -48,7 +57,7 @@ class Cluster:
         feed.add_cancel_listener(self.cancel_asked)
         feed.add_resync_listener(self._resync)
         feed.add_lease_lost_listener(self.leases_lost)
-        feed.set_reclaim(reclaim_change, self._reclaimed)
+        feed.set_reclaim(reclaim_change_for(max_attempts), self._reclaimed)
 
     def leases_lost(self) -> None:
         """This server could not renew its leases in time: another server may run its jobs
