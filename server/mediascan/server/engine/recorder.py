@@ -68,6 +68,14 @@ def sequence_events(
     return events
 
 
+def event_started(event: scan_pb2.JobEvent) -> bool:
+    """True for the state change of a job's start (QUEUED -> RUNNING)."""
+    return (
+        event.WhichOneof("kind") == "state_change"
+        and event.state_change.to_state == scan_pb2.JOB_STATE_RUNNING
+    )
+
+
 def first_event(job: scan_pb2.Job) -> scan_pb2.JobEvent:
     """Event 1 of a new job (UNSPECIFIED -> QUEUED), with `last_sequence` set to 1. Published
     but not stored: a resume asks for the events after one it received, so it never needs it,
@@ -211,6 +219,19 @@ class Recorder:
                     f"job {job.job_id} changed in the database behind this server's back"
                 )
             self._publish(running, before.state, job, events)
+
+    async def first_start(self, job_id: str) -> float | None:
+        """When the job first started (seconds since the epoch), as stored: the time of its
+        event 2, which every job's first claim stores (QUEUED -> RUNNING). None if it is
+        not there (trimmed, or the database does not answer)."""
+        try:
+            events = await self._store.bounded(self._store.events_after(job_id, 1, 1))
+        except Unavailable as exc:
+            log.warning("job %s: its first start is not known (%s)", job_id, exc)
+            return None
+        if events and events[0].sequence == 2 and event_started(events[0]):
+            return events[0].event_time.ToNanoseconds() / 1e9
+        return None
 
     def publish_stored(self, running: RunningJob, changed: ChangedJob) -> None:
         """Publish a change the store made and stored itself (a claim, a recovery). The

@@ -131,8 +131,9 @@ class JobRunner:
         if self._watch_task is not None:
             self._watch_task(publisher)  # its exception is a death; its cancel is its end
         limit = running.spec.timeout
+        left = await self._time_left(running)
         try:
-            async with asyncio.timeout(limit) as deadline:
+            async with asyncio.timeout(left) as deadline:
                 await self._scanner.scan(running.spec, running.job_id, reporter)
             return JobState.SUCCEEDED, None
         except TimeoutError:
@@ -154,6 +155,17 @@ class JobRunner:
         finally:
             publisher.cancel()
             await asyncio.gather(publisher, return_exceptions=True)
+
+    async def _time_left(self, running: RunningJob) -> float:
+        """The job's time limit, less the time since its first start when an earlier attempt
+        ran (the deadline holds across restarts and moves to another server)."""
+        limit = running.spec.timeout
+        if running.job.attempt <= 1:
+            return limit
+        first = await self._recorder.first_start(running.job_id)
+        if first is None:
+            return limit
+        return max(0.0, limit - (time.time() - first))
 
     @staticmethod
     def _stopped_outcome(running: RunningJob) -> Outcome:
