@@ -17,6 +17,13 @@ from typing import Any
 
 import psycopg
 import pytest
+from _library_helpers import (
+    HANG_MARK,
+    LONG_PROBE_TIMEOUT,
+    QUICK_STOP,
+    set_fault,
+    start_hung_blocker,
+)
 
 from mediascan.server.engine.attempts import reclaim_change_for
 from mediascan.server.engine.cluster import cancel_queued
@@ -572,3 +579,28 @@ async def test_a_job_whose_leases_keep_expiring_fails_after_max_attempts(
     assert changed.job.HasField("end_time")
     assert await store.claim_next(start_change) is None
     assert await store.job_state(job.job_id) == (JobState.FAILED, changed.job.last_sequence)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_server_whose_leases_lapsed_stops_its_jobs_without_writing(
+    make_server: Any, connect: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Told that its renewals failed for longer than the lease (`leases_lost`, as its
+    `db-leases` task tells it), a server stops its running job at once, writes nothing for it
+    (stored RUNNING as it was, left to another server's reclaim), and goes on serving."""
+    set_fault(monkeypatch, "hang", HANG_MARK)
+    server = await make_server(probe_timeout=LONG_PROBE_TIMEOUT, node_name="n", **QUICK_STOP)
+    stub = await connect(server.address)
+    job_id = await start_hung_blocker(stub, tmp_path / "hung")
+    engine = server.queue
+    running = engine.jobs.get(job_id)
+    assert running is not None and engine.cluster is not None
+    engine.cluster.leases_lost()
+    async with asyncio.timeout(TIMEOUT):
+        await running.done.wait()
+    assert job_id not in engine.jobs
+    stored = await engine.store.get_job(job_id)
+    assert stored is not None and stored.state == JobState.RUNNING and stored.attempt == 1
+    assert stored.last_sequence == running.job.last_sequence  # nothing written since
+    job = await stub.GetJob(scan_pb2.GetJobRequest(job_id=job_id))
+    assert job.state == JobState.RUNNING and job.node == "n"
