@@ -63,10 +63,20 @@ def _ffmpeg(path: Path, *args: str) -> Path:
     return path
 
 
+def _song_with_cover_art(path: Path, cover: Path) -> Path:
+    """An audio-only file with an attached picture (cover art), under a video extension."""
+    picture = ("-f", "lavfi", "-i", "color=red:s=64x64:d=0.04", "-frames:v", "1", str(cover))
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *picture], check=True, timeout=60)
+    inputs = ("-f", "lavfi", "-i", "sine=d=1", "-i", str(cover), "-map", "0", "-map", "1")
+    codecs = ("-c:a", "aac", "-c:v", "png", "-disposition:v", "attached_pic", str(path))
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *inputs, *codecs], check=True, timeout=60)
+    return path
+
+
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     """Real videos under the new default extensions (and an upper-case one), one under `.vid`
-    (not a default)."""
+    (not a default), and a song with cover art named `.mp4`."""
     root = tmp_path / "camcorder"
     root.mkdir()
     make_video(root / "a.mts", container_format="mpegts", width=64, height=48, seconds=0.3)
@@ -76,6 +86,7 @@ def folder(tmp_path: Path) -> Path:
     make_video(root / "e.f4v", container_format="mp4", width=64, height=48, seconds=0.3)
     _ffmpeg(root / "f.asf", "-c:v", "msmpeg4v2", "-f", "asf")
     make_video(root / "g.vid", container_format="mp4", width=64, height=48, seconds=0.3)
+    _song_with_cover_art(root / "song.mp4", tmp_path / "cover.png")
     return root
 
 
@@ -94,7 +105,10 @@ async def test_a_scan_takes_the_new_default_extensions(
     assert found == {"a.mts", "B.M2T", "c.vob", "e.f4v", "f.asf"}, found
     # The raw MPEG-2 stream is taken by its name, then refused by the prober: it has no
     # container duration (measuring one from the packets is another item of the issue).
-    assert {Path(e.path).name for e in job.result.file_errors} == {"d.m2v"}, job.result
+    # An audio file with cover art stays out: a picture is not a video stream.
+    refused = {Path(e.path).name: e.status.message for e in job.result.file_errors}
+    assert set(refused) == {"d.m2v", "song.mp4"}, refused
+    assert "no video stream" in refused["song.mp4"], refused
 
 
 async def test_extensions_extend_or_replace_what_a_scan_takes(
