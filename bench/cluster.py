@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from pathlib import Path
 from typing import Any
 
@@ -182,20 +181,25 @@ async def _claims(
         if submitted["errors"] or submitted["completed"] != count:
             raise RuntimeError(f"submits failed: {submitted['errors']}")
         workers = await _nodes(ctx, f"cluster-{nodes}n", url, [[] for _ in range(nodes)])
-        deadline = time.monotonic() + 1800
-        while await asyncio.to_thread(_unfinished, url):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the jobs did not finish in 30 minutes")
-            await asyncio.sleep(0.1)
+        await _until_finished(url, 1800)
     finally:
         await _stop([api, *workers])
     return await asyncio.to_thread(_claim_span, url, count)
 
 
-def _unfinished(url: str) -> int:
-    with psycopg.connect(url) as conn:
-        row = conn.execute("SELECT count(*) FROM jobs WHERE end_ns IS NULL").fetchone()
-    return int(row[0]) if row else 0
+async def _until_finished(url: str, limit: float) -> None:
+    """Wait until every job has ended (one connection, asked every 0.1 s)."""
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    try:
+        async with asyncio.timeout(limit):
+            while True:
+                cursor = await conn.execute("SELECT count(*) FROM jobs WHERE end_ns IS NULL")
+                row = await cursor.fetchone()
+                if row is not None and row[0] == 0:
+                    return
+                await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
 
 
 def _claim_span(url: str, count: int) -> dict[str, Any]:
