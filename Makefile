@@ -46,12 +46,13 @@ ffprobe: ## install ffprobe (Debian's ffmpeg) when missing and root
 			echo "the tests need ffprobe: sudo apt-get install ffmpeg"; exit 1; \
 		fi; }
 
-# The tests start PostgreSQL clusters of their own (tests/_postgres.py): Debian's postgresql
+# The tests and the benchmarks start PostgreSQL clusters of their own
+# (mediascan.server.testing_postgres): Debian's postgresql
 # package gives initdb and pg_ctl; no cluster of the package's is used.
 postgresql: ## install PostgreSQL's server (Debian's postgresql) when missing and root
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing Debian's postgresql (for the tests' own clusters) ..."; \
+			echo "installing Debian's postgresql (for the throwaway clusters of tests and benchmarks) ..."; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null; \
 		else \
 			echo "the tests need PostgreSQL's server programs: sudo apt-get install postgresql"; exit 1; \
@@ -82,13 +83,13 @@ docs-examples: $(STAMP) ## run docs/api.md's examples and rewrite their transcri
 
 # Benchmarks against same-run baselines (docs/benchmarks.md): one table on stdout, JSON in
 # var/bench/. `bench` takes about 10 minutes; `bench-quick` runs everything small in under one.
-bench: $(STAMP) ffprobe ## benchmarks against same-run baselines (about 10 minutes)
+bench: $(STAMP) ffprobe postgresql ## benchmarks against same-run baselines (about 10 minutes)
 	$(BIN)/python -m bench $(ARGS)
 
-bench-quick: $(STAMP) ffprobe ## every benchmark, small (under a minute)
+bench-quick: $(STAMP) ffprobe postgresql ## every benchmark, small (under a minute)
 	$(BIN)/python -m bench --quick $(ARGS)
 
-bench-ab: $(STAMP) ffprobe ## BASE=commit: the submit bench on BASE and here, alternately (ARGS for more)
+bench-ab: $(STAMP) ffprobe postgresql ## BASE=commit: the submit bench on BASE and here, alternately (ARGS for more)
 	$(BIN)/python -m bench.ab $(BASE) $(ARGS)
 
 clean: ## remove .venv and the tool caches

@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from . import cli_table, fanout, first_scan, jobs, rescan, submit
+from . import cli_table, cluster, fanout, first_scan, jobs, rescan, submit
 from .common import (
     FULL,
     LOOPS,
@@ -44,6 +44,7 @@ BENCH_TITLES = {
     "rescan": rescan.BENCH,
     "jobs": jobs.BENCH,
     "cli_table": cli_table.BENCH,
+    "cluster": cluster.BENCH,
 }
 
 Bench = Callable[[Context], Coroutine[Any, Any, list[Row]]]
@@ -55,6 +56,7 @@ BENCHMARKS: dict[str, Bench] = {
     "rescan": rescan.run,
     "jobs": jobs.run,
     "cli_table": cli_table.run,
+    "cluster": cluster.run,
 }
 
 #: The figures each benchmark produces at a given size (what tests/test_bench.py checks).
@@ -65,6 +67,7 @@ FIGURES: dict[str, Callable[[Sizes], list[str]]] = {
     "rescan": rescan.figures,
     "jobs": jobs.figures,
     "cli_table": cli_table.figures,
+    "cluster": cluster.figures,
 }
 
 

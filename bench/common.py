@@ -85,6 +85,11 @@ class Sizes:
     jobs_runs: int
     # 6. the command line's videos table
     table_rows: int = 50_000
+    # 7. cluster: nodes on one PostgreSQL database
+    cluster_nodes: tuple[int, ...] = (1, 2, 4)
+    cluster_jobs: int = 2000
+    cluster_watch_files: int = 40_000
+    cluster_watchers: int = 20
 
 
 FULL = Sizes(
@@ -126,6 +131,9 @@ QUICK = Sizes(
     jobs=200,
     jobs_runs=1,
     table_rows=2000,
+    cluster_jobs=400,
+    cluster_watch_files=10_000,
+    cluster_watchers=5,
 )
 
 

@@ -150,7 +150,7 @@ async def run(ctx: Context) -> list[Row]:
     ]
 
 
-def _load_args(sizes: Sizes, address: str, method: str, root: Path) -> list[str]:
+def load_args(sizes: Sizes, address: str, method: str, root: Path) -> list[str]:
     return [
         "unary",
         "--target",
@@ -193,9 +193,9 @@ async def _mediascan(
                 parked = await client.submit(park)
                 await _until_running(client, parked.job_id)
         worker = await Worker.start(
-            ctx, "submit-loadgen", *_load_args(sizes, server.address, SUBMIT_METHOD, root)
+            ctx, "submit-loadgen", *load_args(sizes, server.address, SUBMIT_METHOD, root)
         )
-        result = await _measure(worker, server.pid, sizes)
+        result = await measure(worker, server.pid, sizes)
     finally:
         await asyncio.to_thread(server.stop)
     counts = job_counts(folder / "mediascan.db")
@@ -220,15 +220,15 @@ async def _echo(ctx: Context, root: Path, response: bytes) -> dict[str, Any]:
     server = bare_server(ctx, "echo", "echo", "--response-hex", response.hex())
     try:
         worker = await Worker.start(
-            ctx, "echo-loadgen", *_load_args(sizes, server.address, ECHO_METHOD, root)
+            ctx, "echo-loadgen", *load_args(sizes, server.address, ECHO_METHOD, root)
         )
-        result = await _measure(worker, server.pid, sizes)
+        result = await measure(worker, server.pid, sizes)
     finally:
         await asyncio.to_thread(server.stop)
     return result
 
 
-async def _measure(worker: Worker, pid: int, sizes: Sizes) -> dict[str, Any]:
+async def measure(worker: Worker, pid: int, sizes: Sizes) -> dict[str, Any]:
     """The load generator's result, plus the server's CPU time (all its threads) over the
     measured window: cores busy, and CPU time per request completed in the window."""
     limit = sizes.submit_warmup + sizes.submit_duration + 120

@@ -25,6 +25,7 @@ SCANNER = (
     "roots.py",
     "probe_pool.py",
     "probe.py",
+    "videonames.py",
 )
 #: Every module of the engine and the store, and the domain modules they stand on.
 CHECKED = sorted(

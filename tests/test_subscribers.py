@@ -213,27 +213,29 @@ def cpu_seconds(pid: int | None) -> float:
 
 
 def reading(server: ServerProcess) -> dict[str, float]:
-    """The server's memory, threads and descriptors. The videos a running scan holds open for
-    its probers (a bounded set: up to its probe slots + 64) are not counted: a reading taken
-    while the blocker scan runs would count them or not by chance."""
+    """The server's memory, threads and descriptors: the sockets, pipes and event descriptors
+    that watchers could leak. Files are not counted: the videos a running scan holds open for
+    its probers (up to its probe slots + 64) and the database files a reader thread opens the
+    first time it is used are bounded sets that a reading taken during a scan would count or
+    not by chance."""
     status = server.status()
     return {
         "rss_mib": round(status["VmRSS"] / 1024, 1),
         "peak_mib": round(status["VmHWM"] / 1024, 1),
         "threads": status["Threads"],
-        "fds": server.fds() - len(open_videos(server.pid)),
+        "fds": len(connection_fds(server.pid)),
     }
 
 
-def open_videos(pid: int) -> list[str]:
-    """The video files (`.mp4`) the process has open."""
+def connection_fds(pid: int) -> list[str]:
+    """The process's descriptors that are not files: sockets, pipes, epoll and event fds."""
     found = []
     for name in os.listdir(f"/proc/{pid}/fd"):
         try:
             target = os.readlink(f"/proc/{pid}/fd/{name}")
         except OSError:  # closed meanwhile
             continue
-        if target.endswith(".mp4"):
+        if target.startswith(("socket:", "pipe:", "anon_inode:")):
             found.append(target)
     return found
 

@@ -195,6 +195,13 @@ def terminal_job(event: scan_pb2.JobEvent) -> scan_pb2.Job | None:
     return None
 
 
+def _resumable(error: grpc.aio.AioRpcError) -> bool:
+    """A broken watch to resume elsewhere: UNAVAILABLE, or a CANCELLED this client did not
+    cause (its own cancel raises CancelledError instead): gRPC cancels a call that arrives just
+    as a server shuts down."""
+    return error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+
 def _is_resync(event: scan_pb2.JobEvent) -> bool:
     return event.WhichOneof("kind") == "snapshot" and event.snapshot.resync
 
@@ -526,13 +533,7 @@ class ScanClient:
                 return
             except grpc.aio.AioRpcError as rpc_error:
                 error = node.error(rpc_error)
-                # CANCELLED that this client did not cause (its own cancel raises
-                # CancelledError instead): gRPC cancels a call that arrives just as a server
-                # shuts down. Like UNAVAILABLE, it means: reconnect and resume.
-                if rpc_error.code() not in (
-                    grpc.StatusCode.UNAVAILABLE,
-                    grpc.StatusCode.CANCELLED,
-                ):
+                if not _resumable(rpc_error):
                     raise error from rpc_error
                 failures.pop(node.target, None)
                 now = loop.time()

@@ -202,6 +202,7 @@ class MediascanServer:
             self._walk_pool,
             probe_concurrency=config.probe_concurrency,
             roots=roots,
+            suffixes=config.video_suffixes,
         )
         supervisor = self.supervisor
         assert supervisor is not None

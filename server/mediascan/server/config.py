@@ -10,6 +10,8 @@ import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from .videonames import parse_extensions
+
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -63,6 +65,9 @@ class Config:
     max_timeout: float = 3600.0
     #: Folders under which scans are allowed (resolved at start); empty allows any folder.
     allow_roots: tuple[Path, ...] = ()
+    #: The file name extensions scans take for videos: "" the default set (videonames.py),
+    #: "mp4,mkv" only those, "+vid,+dv" the default set and those.
+    extensions: str = ""
     #: Longest wait for the database an RPC makes before it answers UNAVAILABLE (seconds).
     db_timeout: float = 5.0
     #: On SIGTERM/SIGINT, how long running jobs may go on before they are interrupted (seconds).
@@ -162,6 +167,15 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        try:
+            parse_extensions(self.extensions)  # a bad value fails at start
+        except ValueError as exc:
+            raise ValueError(f"--extensions {exc}") from None
+
+    @property
+    def video_suffixes(self) -> frozenset[str]:
+        """The suffixes (".mp4", ...) of the names scans take for videos (--extensions)."""
+        return parse_extensions(self.extensions)
 
     @property
     def postgres(self) -> bool:
@@ -261,6 +275,11 @@ _FLAGS = (
         "folder under which scans are allowed; repeat for more (default: any folder); "
         "the environment twin takes a list separated by ':'",
         "paths",
+    ),
+    _Flag(
+        "extensions",
+        "file name extensions scans take for videos, separated by commas: mp4,mkv replaces "
+        "the default set, +vid,+dv adds to it (case does not matter)",
     ),
     _Flag("db_timeout", "longest wait for the database before UNAVAILABLE, e.g. 5s", "duration"),
     _Flag("shutdown_grace", "how long running jobs may finish on SIGTERM, e.g. 10s", "duration"),

@@ -25,35 +25,10 @@ from typing import Protocol
 
 import av
 
-#: File name extensions (lower case, without the dot) that a scan considers videos.
-VIDEO_EXTENSIONS: frozenset[str] = frozenset(
-    {
-        "mp4",
-        "m4v",
-        "mkv",
-        "webm",
-        "mov",
-        "avi",
-        "mpg",
-        "mpeg",
-        "ts",
-        "m2ts",
-        "wmv",
-        "flv",
-        "3gp",
-        "ogv",
-    }
-)
-
 #: FFmpeg demuxers that open anything (text, images) and must not count as videos.
 _NOT_VIDEO_FORMATS = frozenset({"tty", "image2", "image2pipe", "lavfi", "bin", "txt"})
 
 av.logging.set_level(av.logging.PANIC)  # corrupt files are reported per file, not on stderr
-
-
-def is_video_name(name: str) -> bool:
-    _, dot, ext = name.rpartition(".")
-    return bool(dot) and ext.lower() in VIDEO_EXTENSIONS
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

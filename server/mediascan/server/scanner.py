@@ -34,6 +34,7 @@ from .open_files import OpenFiles, RootFolder
 from .probe import ProbeError, Prober, ProbeResult
 from .roots import AllowedRoots, open_root
 from .store import LibraryStore, VideoRow
+from .videonames import VIDEO_SUFFIXES
 from .walker import Batch, FoundFile, Item, Walker
 
 _WALK_QUEUE = 8  # batches in flight between the walker and the loop
@@ -79,6 +80,7 @@ class Scanner:
         *,
         probe_concurrency: int,
         roots: AllowedRoots | tuple[str, ...] = (),
+        suffixes: frozenset[str] = VIDEO_SUFFIXES,
     ) -> None:
         self._parts = _Parts(
             store=store,
@@ -87,6 +89,7 @@ class Scanner:
             probe_concurrency=probe_concurrency,
             #: resolved allowed roots; empty allows any folder
             roots=roots if isinstance(roots, AllowedRoots) else AllowedRoots(roots),
+            suffixes=suffixes,
         )
 
     async def scan(self, spec: ScanSpec, job_id: str, reporter: ScanReporter) -> None:
@@ -107,6 +110,7 @@ class _Parts:
     walk_executor: concurrent.futures.Executor
     probe_concurrency: int
     roots: AllowedRoots
+    suffixes: frozenset[str]
 
 
 class _ScanRun:
@@ -117,6 +121,7 @@ class _ScanRun:
         self._prober = parts.prober
         self._walk_executor = parts.walk_executor
         self._roots = parts.roots
+        self._suffixes = parts.suffixes
         self._spec = spec
         self._job_id = job_id
         self._reporter = reporter
@@ -145,6 +150,7 @@ class _ScanRun:
             index,
             root=root.take,
             files=self._open,
+            suffixes=self._suffixes,
         )
         walker = loop.run_in_executor(self._walk_executor, walk.run)
         try:

@@ -19,9 +19,9 @@ from .escaping import encodes
 from .jobs import ScanSpec
 from .mounts import Mounts
 from .open_files import OpenFiles
-from .probe import VIDEO_EXTENSIONS, is_video_name
 from .roots import DIR_FLAGS, AllowedRoots, nofollow, opened_path
 from .store import LibraryIndex, library_key_path
+from .videonames import VIDEO_SUFFIXES, is_video_name
 from .walk_errors import (
     WalkError,
     already_scanned,
@@ -44,10 +44,6 @@ HAND_OVER_INTERVAL = 0.05  # seconds: what the walker holds reaches the loop at 
 #: O_NONBLOCK: a FIFO swapped in after the listing does not block the open; O_NOCTTY: a terminal
 #: never becomes the server's.
 _FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
-
-#: ".mp4", ...: `name[name.rfind("."):].lower() in VIDEO_SUFFIXES` is `is_video_name(name)` in
-#: one slice (without a dot, the slice is the name's last character, never a suffix).
-VIDEO_SUFFIXES = frozenset("." + extension for extension in VIDEO_EXTENSIONS)
 
 
 class FoundFile(NamedTuple):
@@ -121,8 +117,10 @@ class Walker:
         root: Callable[[], int | None],
         files: OpenFiles,
         mounts: Mounts | None = None,
+        suffixes: frozenset[str] = VIDEO_SUFFIXES,
     ) -> None:
         self._spec = spec
+        self._suffixes = suffixes  # of the names that are videos (`videonames`)
         self._mounts = mounts or Mounts()
         self._roots = roots
         self._hand_over = hand_over
@@ -241,7 +239,7 @@ class Walker:
         inline, with locals only; everything else goes through `_visit`."""
         follow = self._spec.follow_symlinks
         quick = not (follow and self._roots)  # links need no check against the roots
-        suffixes = VIDEO_SUFFIXES
+        suffixes = self._suffixes
         found: list[_Stat] = []
         add = found.append
         complete = True
@@ -364,7 +362,7 @@ class Walker:
         try:
             if entry.is_dir(follow_symlinks=follow):
                 return self._enter(entry, folder)
-            if not is_video_name(entry.name):
+            if not is_video_name(entry.name, self._suffixes):
                 return None
             if entry.is_file(follow_symlinks=follow):
                 return entry.stat(follow_symlinks=follow)
@@ -373,7 +371,7 @@ class Walker:
             mode = entry.stat(follow_symlinks=follow).st_mode
             return WalkError(path, Code.FAILED_PRECONDITION, kind_of(mode), complete=True)
         except OSError as exc:
-            if not is_video_name(entry.name):
+            if not is_video_name(entry.name, self._suffixes):
                 return None
             if exc.errno == errno.ELOOP:
                 return WalkError(
