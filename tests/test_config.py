@@ -158,3 +158,23 @@ def test_workers_0_makes_an_api_only_server_on_postgresql_only(
         load_config(["--workers", "0", "--db", "/tmp/x.db"], env={})
     assert "needs a database shared" in capsys.readouterr().err
     assert load_config(["--claim-recheck", "1h"], env={}).claim_recheck == 3600.0
+
+
+def test_the_lease_is_a_positive_duration_with_an_environment_twin(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert load_config([], env={}).lease == 15.0
+    assert load_config(["--lease", "2s"], env={}).lease == 2.0
+    assert load_config([], env={"MEDIASCAN_LEASE": "1m"}).lease == 60.0
+    with pytest.raises(SystemExit):
+        load_config(["--lease", "0s"], env={})
+    assert "--lease must be positive" in capsys.readouterr().err
+
+
+def test_max_attempts_is_at_least_1(capsys: pytest.CaptureFixture[str]) -> None:
+    assert load_config([], env={}).max_attempts == 3
+    assert load_config(["--max-attempts", "5"], env={}).max_attempts == 5
+    assert load_config([], env={"MEDIASCAN_MAX_ATTEMPTS": "1"}).max_attempts == 1
+    with pytest.raises(SystemExit):
+        load_config(["--max-attempts", "0"], env={})
+    assert "--max-attempts must be at least 1" in capsys.readouterr().err

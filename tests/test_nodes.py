@@ -11,6 +11,8 @@ Nothing here asserts speed: each wait is for a stream's event, with a generous b
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,14 @@ from _robust import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mediascan.server.testing import TERMINAL_STATES, event_job, event_state, final_job
+from mediascan.server.testing import (
+    SLOW_PROBE,
+    TERMINAL_STATES,
+    event_job,
+    event_state,
+    final_job,
+    make_many,
+)
 from mediascan.v1 import scan_pb2
 
 pytestmark = pytest.mark.slow
@@ -332,3 +341,119 @@ async def test_a_node_whose_database_goes_away_is_not_serving_until_it_comes_bac
             ).job_id
             assert (await final_job(stub, job_id, timeout=WAIT)).state == SUCCEEDED
         assert server.alive()
+
+
+#: A short lease, so that a dead node's job moves within seconds.
+LEASE = "2s"
+#: Videos of the scan a node dies in the middle of (each probe made slow: SLOW_PROBE).
+MANY = 300
+
+
+async def all_videos(stub: Any) -> list[str]:
+    paths: list[str] = []
+    token = ""
+    while True:
+        page = await stub.ListVideos(scan_pb2.ListVideosRequest(page_size=500, page_token=token))
+        paths.extend(video.path for video in page.videos)
+        token = page.next_page_token
+        if not token:
+            return paths
+
+
+async def running_mid_scan(watch: Stream) -> scan_pb2.Job:
+    """The job as its first run reports files done (the scan is under way)."""
+    event = await watch.until(
+        lambda e: e.WhichOneof("kind") == "progress" and e.progress.files_done >= 20
+    )
+    started = await watch.until(lambda e: event_state(e) == RUNNING)
+    runner = event_job(started)
+    assert runner is not None and event.sequence > started.sequence
+    return runner
+
+
+async def test_a_scan_whose_node_is_killed_finishes_on_another_node(
+    launch: Launcher, pg_url: str, tmp_path: Path
+) -> None:
+    """kill -9 of the node running a scan: its lease expires, another node reclaims the job
+    (attempt 2, QUEUED with the reason, then RUNNING there) and finishes it; a watcher on a
+    third node sees one gapless log ending SUCCEEDED, and the library has each file once."""
+    folder = tmp_path / "many"
+    make_many(folder, MANY, **SLOW_PROBE)
+    workers = ("--workers", "1", "--probe-workers", "1", "--lease", LEASE)
+    a, b, c = await nodes(
+        launch,
+        pg_url,
+        ("--node-name", "A", *workers),
+        ("--node-name", "B", *workers),
+        ("--node-name", "C", "--workers", "0", "--lease", LEASE),
+    )
+    by_name = {"A": a, "B": b}
+    async with channel_to(c.address) as (_, on_c):
+        submitted = await on_c.SubmitScan(scan_pb2.SubmitScanRequest(path=str(folder)))
+        watch = Stream(on_c, submitted.job_id)
+        runner = await running_mid_scan(watch)
+        by_name[runner.node].kill()
+        events = await watch.finished(timeout=WAIT * 2)
+        assert_gapless(events)
+        final = event_job(events[-1])
+        assert final is not None and final.state == SUCCEEDED, watch.summary()
+        assert final.attempt == 2 and final.node != runner.node
+        requeue = next(e for e in events if event_state(e) == QUEUED and e.sequence > 2)
+        reason = event_job(requeue)
+        assert reason is not None and f"its node {runner.node} stopped renewing" in (
+            reason.error.message
+        )
+        history = check_history(submitted.job_id, await job_history(on_c, submitted.job_id))
+        assert history == {"runs": 2, "requeues": 1, "final": SUCCEEDED}
+        paths = await all_videos(on_c)
+        assert len(paths) == MANY and len(set(paths)) == MANY
+
+
+async def logged(server: Any, text: str, timeout: float = WAIT) -> None:
+    """Until the server's log holds `text` (polled: a log line has no event to wait on)."""
+    async with asyncio.timeout(timeout):
+        while text not in server.stderr_path.read_text(errors="replace"):
+            await asyncio.sleep(0.1)
+
+
+async def test_a_paused_node_comes_back_to_find_its_writes_refused(
+    launch: Launcher, pg_url: str, tmp_path: Path
+) -> None:
+    """SIGSTOP the node running a scan past its lease: another node reclaims the job and
+    finishes it. SIGCONT: the first node's writes for its attempt are refused (fencing), it
+    drops the job without a word in its log, and the log stays one gapless story."""
+    folder = tmp_path / "many"
+    make_many(folder, MANY, **SLOW_PROBE)
+    workers = ("--workers", "1", "--probe-workers", "1", "--lease", LEASE)
+    a, b, c = await nodes(
+        launch,
+        pg_url,
+        ("--node-name", "A", *workers),
+        ("--node-name", "B", *workers),
+        ("--node-name", "C", "--workers", "0", "--lease", LEASE),
+    )
+    by_name = {"A": a, "B": b}
+    async with channel_to(c.address) as (_, on_c):
+        submitted = await on_c.SubmitScan(scan_pb2.SubmitScanRequest(path=str(folder)))
+        job_id = submitted.job_id
+        watch = Stream(on_c, job_id)
+        runner = await running_mid_scan(watch)
+        paused = by_name[runner.node]
+        os.kill(paused.pid, signal.SIGSTOP)
+        try:
+            events = await watch.finished(timeout=WAIT * 2)
+        finally:
+            os.kill(paused.pid, signal.SIGCONT)
+        assert_gapless(events)
+        final = event_job(events[-1])
+        assert final is not None and final.state == SUCCEEDED and final.attempt == 2
+        assert final.node != runner.node
+        await logged(paused, "attempt 1 is over (the job is at attempt 2")  # fenced
+        await logged(paused, "abandoned here (attempt 1)")
+        assert paused.alive()
+        history = await job_history(on_c, job_id)
+        assert check_history(job_id, history) == {"runs": 2, "requeues": 1, "final": SUCCEEDED}
+        assert history[-1].sequence == events[-1].sequence  # nothing written after the end
+        assert history[-1].state_change.to_state == SUCCEEDED
+        stored = await on_c.GetJob(scan_pb2.GetJobRequest(job_id=job_id))
+        assert stored == final

@@ -17,13 +17,22 @@ from typing import Any
 
 import psycopg
 import pytest
+from _library_helpers import (
+    HANG_MARK,
+    LONG_PROBE_TIMEOUT,
+    QUICK_STOP,
+    set_fault,
+    start_hung_blocker,
+)
 
+from mediascan.server.engine.attempts import reclaim_change_for
 from mediascan.server.engine.cluster import cancel_queued
-from mediascan.server.engine.recorder import new_event, start_change
+from mediascan.server.engine.recorder import new_event, reclaim_change, start_change
 from mediascan.server.jobs import JobState, ScanSpec
 from mediascan.server.store import (
     DatabaseTimeout,
     JobStore,
+    LeaseLost,
     LibraryStore,
     QueueFull,
     RequestIdReused,
@@ -425,6 +434,7 @@ async def test_a_cancel_asked_while_a_job_ran_stops_its_next_run(open_store: Sto
     assert outcome is not None and outcome.requested
     running = claimed.job
     running.state = scan_pb2.JOB_STATE_QUEUED
+    running.attempt += 1  # a re-queue moves the job to its next attempt (`requeued`)
     running.last_sequence += 1
     event = new_event(running.job_id, running.last_sequence, scan_pb2.StateChange())
     assert await store.record(running, [event], expected_state=JobState.RUNNING)
@@ -462,3 +472,135 @@ async def test_the_check_counts_every_servers_queued_jobs(open_store: StoreFacto
     assert await there.claim_next(start_change) is not None
     assert await here.check()
     assert here.queued == 2
+
+
+async def _lease_left(store: PostgresStore, job_id: str) -> float:
+    async with await psycopg.AsyncConnection.connect(store.database.url) as conn:
+        cursor = await conn.execute(
+            "SELECT extract(epoch FROM lease_until - now()) FROM jobs WHERE job_id = %s",
+            (job_id,),
+        )
+        row = await cursor.fetchone()
+        assert row is not None and row[0] is not None
+        return float(row[0])
+
+
+async def test_a_claim_takes_a_lease_its_node_renews_and_another_node_reclaims_it(
+    open_store: StoreFactory,
+) -> None:
+    """The claim sets `lease_until`; the keeper's round renews this node's leases; once a lease
+    passed, another node's round re-queues the job (attempt + 1, a state event whose job says
+    why, in one transaction) and notifies the queue."""
+    a = await open_store(node="a", lease=1.0)
+    b = await open_store(node="b", lease=1.0)
+    job = await submit(a, spec("/leased"))
+    claimed = await a.claim_next(start_change)
+    assert claimed is not None
+    assert 0 < await _lease_left(a, job.job_id) <= 1.0
+    reclaimed: list[Any] = []
+    b.feed.set_reclaim(reclaim_change, reclaimed.append)
+    await asyncio.sleep(0.6)
+    await a._feed.leases.tick()  # renewed: 1 s again
+    assert await _lease_left(a, job.job_id) > 0.8
+    await b._feed.leases.tick()
+    assert reclaimed == []  # not expired yet
+    await asyncio.sleep(1.2)
+    await b._feed.leases.tick()
+    (changed,) = reclaimed
+    assert changed.previous_state == JobState.RUNNING
+    assert changed.job.state == JobState.QUEUED and changed.job.attempt == 2
+    assert "its node a stopped renewing its lease" in changed.job.error.message
+    stored, events = await b.feed.follow_job(job.job_id, claimed.job.last_sequence, 100)
+    assert stored is not None and stored.attempt == 2
+    assert [e.sequence for e in events] == [claimed.job.last_sequence + 1]
+    assert events[0].state_change.job.error.message == changed.job.error.message
+    again = await b.claim_next(start_change)
+    assert again is not None and again.job.node == "b" and again.job.attempt == 2
+    assert not again.job.HasField("error")
+
+
+async def test_a_node_that_cannot_renew_for_longer_than_its_lease_is_told(
+    open_store: StoreFactory,
+) -> None:
+    store = await open_store(node="a", lease=0.5)
+    lost: list[bool] = []
+    store.feed.add_lease_lost_listener(lambda: lost.append(True))
+    await store._feed.leases.tick()
+    await store.database.close()  # every renewal fails from now on
+    await store._feed.leases.tick()
+    assert lost == []  # not for longer than the lease yet
+    await asyncio.sleep(0.6)
+    await store._feed.leases.tick()
+    await store._feed.leases.tick()
+    assert lost == [True]  # once
+
+
+async def test_the_writes_of_a_reclaimed_attempt_are_refused(open_store: StoreFactory) -> None:
+    """Fencing: once another node reclaimed a job (attempt + 1), a write the first node makes
+    for its attempt, progress or end, is refused (LeaseLost) and stores nothing."""
+    a = await open_store(node="a", lease=0.2)
+    b = await open_store(node="b", lease=0.2)
+    await submit(a, spec("/fenced"))
+    claimed = await a.claim_next(start_change)
+    assert claimed is not None
+    await asyncio.sleep(0.3)
+    reclaimed = await b._feed.leases.reclaim_expired(reclaim_change, lambda _: None)
+    assert [c.job.attempt for c in reclaimed] == [2]
+    late = scan_pb2.Job()
+    late.CopyFrom(claimed.job)
+    late.last_sequence += 1
+    event = new_event(late.job_id, late.last_sequence, scan_pb2.Progress(files_done=1))
+    with pytest.raises(LeaseLost):
+        await a.record(late, [event])
+    late.state = scan_pb2.JOB_STATE_SUCCEEDED
+    with pytest.raises(LeaseLost):
+        await a.record(late, [event], expected_state=JobState.RUNNING)
+    job, events = await a.feed.follow_job(late.job_id, 0, 100)
+    assert job is not None and job.state == JobState.QUEUED and job.attempt == 2
+    first = claimed.job.last_sequence  # RUNNING (attempt 1), then QUEUED (attempt 2): no more
+    assert [e.sequence for e in events] == [first, first + 1]
+
+
+async def test_a_job_whose_leases_keep_expiring_fails_after_max_attempts(
+    open_store: StoreFactory,
+) -> None:
+    """`--max-attempts 2`: the first expired lease re-queues the job (attempt 2), the second
+    ends it FAILED with the reason, in the same transaction, and nobody claims it again."""
+    store = await open_store(node="a", lease=0.2)
+    change = reclaim_change_for(2)
+    job = await submit(store, spec("/dies"))
+    for attempt, state in ((1, JobState.QUEUED), (2, JobState.FAILED)):
+        claimed = await store.claim_next(start_change)
+        assert claimed is not None and claimed.job.attempt == attempt
+        await asyncio.sleep(0.3)
+        (changed,) = await store._feed.leases.reclaim_expired(change, lambda _: None)
+        assert changed.job.state == state
+    assert changed.job.error.message == "gave up after 2 attempts: its node died each time"
+    assert changed.job.HasField("end_time")
+    assert await store.claim_next(start_change) is None
+    assert await store.job_state(job.job_id) == (JobState.FAILED, changed.job.last_sequence)
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_server_whose_leases_lapsed_stops_its_jobs_without_writing(
+    make_server: Any, connect: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Told that its renewals failed for longer than the lease (`leases_lost`, as its
+    `db-leases` task tells it), a server stops its running job at once, writes nothing for it
+    (stored RUNNING as it was, left to another server's reclaim), and goes on serving."""
+    set_fault(monkeypatch, "hang", HANG_MARK)
+    server = await make_server(probe_timeout=LONG_PROBE_TIMEOUT, node_name="n", **QUICK_STOP)
+    stub = await connect(server.address)
+    job_id = await start_hung_blocker(stub, tmp_path / "hung")
+    engine = server.queue
+    running = engine.jobs.get(job_id)
+    assert running is not None and engine.cluster is not None
+    engine.cluster.leases_lost()
+    async with asyncio.timeout(TIMEOUT):
+        await running.done.wait()
+    assert job_id not in engine.jobs
+    stored = await engine.store.get_job(job_id)
+    assert stored is not None and stored.state == JobState.RUNNING and stored.attempt == 1
+    assert stored.last_sequence == running.job.last_sequence  # nothing written since
+    job = await stub.GetJob(scan_pb2.GetJobRequest(job_id=job_id))
+    assert job.state == JobState.RUNNING and job.node == "n"

@@ -10,13 +10,22 @@ from typing import Any
 
 import grpc
 import pytest
+from _robust import (
+    Launcher,
+    channel_to,
+    hang_env,
+    hung_folder,
+    launch_fixture,  # noqa: F401 - provides the `launch` fixture
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mediascan.server.app import SHUTDOWN_MARGIN
 from mediascan.server.testing import (
     TERMINAL_STATES,
+    event_job,
     final_job,
     make_many,
+    wait_for_event,
     wait_for_progress,
     wait_for_running,
 )
@@ -119,3 +128,60 @@ async def test_sigterm_drains_requeues_and_finishes_after_restart(
     assert job.result.failed == 0
     assert job.result.added + job.result.unchanged + job.result.updated == files
     assert job.result.unchanged > 0  # the first attempt's work was kept
+
+
+async def test_a_job_whose_runs_keep_dying_ends_failed_after_max_attempts(
+    launch: Launcher, tmp_path: Path
+) -> None:
+    """SQLite, `--max-attempts 2`: a scan hung on its file is killed with its server twice;
+    the third start finds it RUNNING at attempt 2 and ends it FAILED with the reason instead
+    of running it a third time."""
+    folder = hung_folder(tmp_path)
+    args = ("--workers", "1", "--max-attempts", "2")
+    job_id = ""
+    for attempt in (1, 2):
+        server = await launch(*args, env=hang_env())
+        async with channel_to(server.address) as (_, stub):
+            if not job_id:
+                request = scan_pb2.SubmitScanRequest(path=str(folder))
+                job_id = (await stub.SubmitScan(request)).job_id
+            await wait_for_event(
+                stub,
+                job_id,
+                lambda e, n=attempt: (
+                    (job := event_job(e)) is not None and job.state == RUNNING and job.attempt == n
+                ),
+            )
+        server.kill()
+        assert await server.wait(10) == -signal.SIGKILL
+    server = await launch(*args, env=hang_env())
+    async with channel_to(server.address) as (_, stub):
+        job = await final_job(stub, job_id, timeout=30)
+    assert job.state == scan_pb2.JOB_STATE_FAILED and job.attempt == 2
+    assert job.error.message == "gave up after 2 attempts: its node died each time"
+
+
+async def test_a_jobs_time_limit_counts_from_its_first_start_across_a_restart(
+    launch: Launcher, tmp_path: Path
+) -> None:
+    """A scan with a 3 s limit, hung, killed with its server after 2 s: after the restart,
+    its second attempt has what is left of the 3 s since its first start (nothing, once the
+    server is up again), not 3 s more."""
+    folder = hung_folder(tmp_path)
+    first = await launch("--workers", "1", env=hang_env())
+    async with channel_to(first.address) as (_, stub):
+        request = scan_pb2.SubmitScanRequest(path=str(folder))
+        request.timeout.FromSeconds(3)
+        job_id = (await stub.SubmitScan(request)).job_id
+        await wait_for_running(stub, job_id)
+        await asyncio.sleep(2.0)  # part of its limit: the time that must count
+    first.kill()
+    assert await first.wait(10) == -signal.SIGKILL
+    started = time.time()
+    second = await launch("--workers", "1", env=hang_env())
+    async with channel_to(second.address) as (_, stub):
+        job = await final_job(stub, job_id, timeout=30)
+    assert job.state == scan_pb2.JOB_STATE_TIMED_OUT and job.attempt == 2
+    ran = job.end_time.ToNanoseconds() / 1e9 - job.start_time.ToNanoseconds() / 1e9
+    first_start = started - 2.0  # at the latest
+    assert ran < 3.0 - (job.start_time.ToNanoseconds() / 1e9 - first_start) + 0.5, ran

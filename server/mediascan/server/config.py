@@ -51,6 +51,12 @@ class Config:
     #: How often a server with a free worker looks for queued jobs without being woken (a
     #: NOTIFY from the server that queued them, on PostgreSQL): the safety net (seconds).
     claim_recheck: float = 5.0
+    #: PostgreSQL: how long a running job's lease lasts unless its server renews it (every
+    #: third of it); a job whose lease passed is run again by another server (seconds).
+    lease: float = 15.0
+    #: Runs of a job that may die with their server (a crash, an expired lease) before the
+    #: job ends FAILED instead of running again.
+    max_attempts: int = 3
     #: Queued (not yet running) jobs beyond which SubmitScan answers RESOURCE_EXHAUSTED.
     max_queued: int = 1000
     #: Time limit of a job whose request names none (seconds).
@@ -122,6 +128,8 @@ class Config:
                 "that do: --db postgresql://...; on SQLite --workers must be at least 1",
             ),
             (self.claim_recheck > 0, "--claim-recheck must be positive"),
+            (self.lease > 0, "--lease must be positive"),
+            (self.max_attempts >= 1, "--max-attempts must be at least 1"),
             (self.max_queued >= 1, "--max-queued must be at least 1"),
             (self.default_timeout > 0, "--default-timeout must be positive"),
             (self.max_timeout > 0, "--max-timeout must be positive"),
@@ -247,6 +255,17 @@ _FLAGS = (
         "claim_recheck",
         "how often a free worker looks for queued jobs without a wake-up, e.g. 5s",
         "duration",
+    ),
+    _Flag(
+        "lease",
+        "PostgreSQL: a running job's lease, renewed every third of it; a job whose server "
+        "stops renewing runs again elsewhere after it, e.g. 15s",
+        "duration",
+    ),
+    _Flag(
+        "max_attempts",
+        "runs of a job that may die with their server before it ends FAILED",
+        "int",
     ),
     _Flag("max_queued", "queued jobs beyond which submits get RESOURCE_EXHAUSTED", "int"),
     _Flag("default_timeout", "time limit of a job that names none, e.g. 5m", "duration"),

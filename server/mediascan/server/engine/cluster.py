@@ -19,7 +19,8 @@ from ..errors import Code, Unavailable, status_of
 from ..events import EventHub
 from ..jobs import JobState
 from ..logs import job_fields
-from ..store import JobFeed, StorageError
+from ..store import ChangedJob, JobFeed, StorageError
+from .attempts import reclaim_change_for
 from .ends import ended
 from .recorder import Recorder, change_to
 from .running import ActiveJobs, Phase, StopReason
@@ -39,7 +40,15 @@ RENOTIFY = 1.0
 class Cluster:
     """What one server's engine does for and with the other servers sharing its store."""
 
-    def __init__(self, feed: JobFeed, jobs: ActiveJobs, hub: EventHub, recorder: Recorder) -> None:
+    def __init__(
+        self,
+        feed: JobFeed,
+        jobs: ActiveJobs,
+        hub: EventHub,
+        recorder: Recorder,
+        *,
+        max_attempts: int = 3,
+    ) -> None:
         self._feed = feed
         self._jobs = jobs
         self._hub = hub
@@ -47,6 +56,34 @@ class Cluster:
         self._side_tasks: set[asyncio.Task[None]] = set()
         feed.add_cancel_listener(self.cancel_asked)
         feed.add_resync_listener(self._resync)
+        feed.add_lease_lost_listener(self.leases_lost)
+        feed.set_reclaim(reclaim_change_for(max_attempts), self._reclaimed)
+
+    def leases_lost(self) -> None:
+        """This server could not renew its leases in time: another server may run its jobs
+        now. Stop every one of them at once, writing nothing for them."""
+        for running in self._jobs:
+            if running.phase is Phase.RUNNING and running.stop(StopReason.LEASE_LOST):
+                log.error(
+                    "job %s stopped: its lease expired", running.job_id,
+                    extra=job_fields(running.job),
+                )  # fmt: skip
+
+    def _reclaimed(self, changed: ChangedJob) -> None:
+        """This server re-queued a job whose lease expired (its node stopped renewing it)."""
+        job = changed.job
+        self._recorder.announce(changed.previous_state, job)
+        log.warning(
+            "job %s reclaimed: %s; now %s, attempt %d",
+            job.job_id,
+            job.error.message,
+            JobState(job.state).name,
+            job.attempt,
+            extra=job_fields(job),
+        )
+        running = self._jobs.get(job.job_id)  # this server's own lease, expired while it ran
+        if running is not None and running.stop(StopReason.LEASE_LOST):
+            log.error("job %s stopped here: its lease expired", job.job_id)
 
     def cancel_asked(self, job_id: str) -> None:
         """CancelJob, on some server, asked to stop `job_id`: stop it if it runs here."""

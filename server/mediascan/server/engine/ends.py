@@ -14,7 +14,7 @@ from ..errors import MediascanError
 from ..events import EventHub
 from ..jobs import JobState, now_timestamp
 from ..logs import job_fields
-from ..store import FileErrorRows, JobStore, StorageError
+from ..store import FileErrorRows, JobStore, LeaseLost, StorageError
 from .recorder import JobChanged, Mutation, Recorder, requeued
 from .running import ActiveJobs, RunningJob
 
@@ -70,6 +70,10 @@ class JobEnds:
             await self._commit_until_stored(running, state, mutate, file_errors, expect)
         except JobChanged:  # not from `expect`: another change won, and the job goes on
             raise
+        except LeaseLost as exc:  # fenced: another server runs the job now
+            log.warning("job %s: its end refused: %s", running.job_id, exc)
+            self.abandon(running)
+            return
         except BaseException:
             self.release(running)
             raise
@@ -98,7 +102,11 @@ class JobEnds:
             async with running.lock:  # let a commit in flight land first
                 if JobState(running.job.state) is not JobState.RUNNING:
                     return
-            await self._recorder.transition(running, JobState.QUEUED, mutate=requeued)
+            try:
+                await self._recorder.transition(running, JobState.QUEUED, mutate=requeued)
+            except LeaseLost as exc:  # fenced: another server runs the job now
+                log.warning("job %s not re-queued: %s", running.job_id, exc)
+                return
             log.info(
                 "job %s re-queued (%s); next attempt %d",
                 running.job_id,
@@ -109,6 +117,18 @@ class JobEnds:
         finally:
             running.channel.close()
             self.release(running)
+
+    def abandon(self, running: RunningJob) -> None:
+        """Let go of a job whose lease is lost, storing nothing: another server runs it (its
+        watchers here get UNAVAILABLE and resume, following it from the database)."""
+        log.warning(
+            "job %s abandoned here (attempt %d): its lease is lost",
+            running.job_id,
+            running.job.attempt,
+            extra=job_fields(running.job),
+        )
+        running.channel.close()
+        self.release(running)
 
     def release(self, running: RunningJob) -> None:
         self._jobs.release(running)

@@ -19,6 +19,7 @@ from ..logs import job_fields
 from ..store import JobFeed, JobStore
 from . import recovery, tokens
 from .admission import Admission, SubmitOutcome
+from .attempts import recovery_change_for
 from .cluster import Cluster
 from .ends import JobEnds
 from .recorder import JobChanged, Recorder, StateListener, copy_job
@@ -91,7 +92,11 @@ class JobEngine:
             recheck=config.claim_recheck,
             shared=feed is not None,
         )
-        self.cluster = None if feed is None else Cluster(feed, self.jobs, hub, self.recorder)
+        self.cluster = (
+            None
+            if feed is None
+            else Cluster(feed, self.jobs, hub, self.recorder, max_attempts=config.max_attempts)
+        )
         self.admission = Admission(
             store,
             self.jobs,
@@ -105,7 +110,12 @@ class JobEngine:
     async def start(self) -> None:
         """Re-queue the jobs a previous process left unfinished, then start dispatching."""
         await recovery.recover(
-            self.store, self.jobs, self.hub, self.recorder, shared=self.cluster is not None
+            self.store,
+            self.jobs,
+            self.hub,
+            self.recorder,
+            shared=self.cluster is not None,
+            requeue=recovery_change_for(self.config.max_attempts),
         )
         self._dispatcher.start()
 

@@ -18,10 +18,10 @@ from typing import Any, cast
 
 from mediascan.v1 import scan_pb2
 
-from ..errors import Unavailable
+from ..errors import Code, Unavailable, status_of
 from ..jobs import JobState, check_transition, now_timestamp
-from ..store import ChangedJob, FileErrorRows, JobChange, JobStore
-from .running import RunningJob
+from ..store import ChangedJob, FileErrorRows, JobChange, JobStore, LeaseLost
+from .running import RunningJob, StopReason
 
 log = logging.getLogger(__package__)
 
@@ -68,6 +68,14 @@ def sequence_events(
     return events
 
 
+def event_started(event: scan_pb2.JobEvent) -> bool:
+    """True for the state change of a job's start (QUEUED -> RUNNING)."""
+    return (
+        event.WhichOneof("kind") == "state_change"
+        and event.state_change.to_state == scan_pb2.JOB_STATE_RUNNING
+    )
+
+
 def first_event(job: scan_pb2.Job) -> scan_pb2.JobEvent:
     """Event 1 of a new job (UNSPECIFIED -> QUEUED), with `last_sequence` set to 1. Published
     but not stored: a resume asks for the events after one it received, so it never needs it,
@@ -84,6 +92,7 @@ def _set_state(job: scan_pb2.Job, target: JobState) -> None:
 def started(job: scan_pb2.Job) -> None:
     """What a start sets besides the state: `start_time`, phase DISCOVERING."""
     job.start_time.CopyFrom(now_timestamp())
+    job.ClearField("error")  # why an earlier attempt ended (`reclaimed`)
     job.progress.CopyFrom(scan_pb2.Progress(phase=scan_pb2.SCAN_PHASE_DISCOVERING))
 
 
@@ -92,6 +101,14 @@ def requeued(job: scan_pb2.Job) -> None:
     job.attempt += 1
     job.ClearField("start_time")
     job.progress.CopyFrom(scan_pb2.Progress())
+
+
+def reclaimed(job: scan_pb2.Job) -> None:
+    """What the re-queue of a job whose lease expired sets: `requeued`, and in `error` why
+    its attempt ended (cleared when it starts again)."""
+    why = f"attempt {job.attempt} ended: its node {job.node} stopped renewing its lease"
+    requeued(job)
+    job.error.CopyFrom(status_of(Code.UNAVAILABLE, why))
 
 
 def change_to(target: JobState, mutate: Mutation) -> JobChange:
@@ -111,6 +128,8 @@ def change_to(target: JobState, mutate: Mutation) -> JobChange:
 start_change = change_to(JobState.RUNNING, started)
 #: RUNNING -> QUEUED with attempt + 1, as recovery applies it.
 requeue_change = change_to(JobState.QUEUED, requeued)
+#: RUNNING -> QUEUED with attempt + 1 and the reason, as a reclaim of an expired lease applies it.
+reclaim_change = change_to(JobState.QUEUED, reclaimed)
 
 
 def copy_job(job: scan_pb2.Job) -> scan_pb2.Job:
@@ -184,18 +203,35 @@ class Recorder:
             events = sequence_events(job, before.state, payloads)
             if not events:
                 return
-            saved = await self._store.record(
-                job,
-                events,
-                expected_state=before.state if guard else None,
-                file_errors=file_errors if file_errors is not None else (),
-                clear_file_errors=file_errors is None,
-            )
+            try:
+                saved = await self._store.record(
+                    job,
+                    events,
+                    expected_state=before.state if guard else None,
+                    file_errors=file_errors if file_errors is not None else (),
+                    clear_file_errors=file_errors is None,
+                )
+            except LeaseLost:  # fenced: another server runs the job now
+                running.stop(StopReason.LEASE_LOST)
+                raise
             if not saved:
                 raise JobChanged(
                     f"job {job.job_id} changed in the database behind this server's back"
                 )
             self._publish(running, before.state, job, events)
+
+    async def first_start(self, job_id: str) -> float | None:
+        """When the job first started (seconds since the epoch), as stored: the time of its
+        event 2, which every job's first claim stores (QUEUED -> RUNNING). None if it is
+        not there (trimmed, or the database does not answer)."""
+        try:
+            events = await self._store.bounded(self._store.events_after(job_id, 1, 1))
+        except Unavailable as exc:
+            log.warning("job %s: its first start is not known (%s)", job_id, exc)
+            return None
+        if events and events[0].sequence == 2 and event_started(events[0]):
+            return events[0].event_time.ToNanoseconds() / 1e9
+        return None
 
     def publish_stored(self, running: RunningJob, changed: ChangedJob) -> None:
         """Publish a change the store made and stored itself (a claim, a recovery). The

@@ -14,9 +14,9 @@ from mediascan.v1 import scan_pb2
 
 from ..config import format_duration
 from ..events import EventHub
-from ..jobs import spec_of
+from ..jobs import TERMINAL, JobState, spec_of
 from ..logs import job_fields
-from ..store import JobStore
+from ..store import JobChange, JobStore
 from .recorder import Recorder, requeue_change
 from .running import ActiveJobs, RunningJob, StopReason
 from .worker import Dispatcher
@@ -25,13 +25,24 @@ log = logging.getLogger(__package__)
 
 
 async def recover(
-    store: JobStore, jobs: ActiveJobs, hub: EventHub, recorder: Recorder, *, shared: bool
+    store: JobStore,
+    jobs: ActiveJobs,
+    hub: EventHub,
+    recorder: Recorder,
+    *,
+    shared: bool,
+    requeue: JobChange = requeue_change,
 ) -> None:
-    """Make the unfinished jobs of a previous process active again, oldest first. On a shared
-    store (`shared`) they stay in the database, where any server may claim them: a server
-    holds in memory only the jobs it runs."""
-    for changed in await store.recover(requeue_change):
+    """Make the unfinished jobs of a previous process active again, oldest first, each one
+    cut off RUNNING changed by `requeue` (re-queued, or FAILED after `--max-attempts`). On a
+    shared store (`shared`) they stay in the database, where any server may claim them: a
+    server holds in memory only the jobs it runs."""
+    for changed in await store.recover(requeue):
         job = changed.job
+        if JobState(job.state) in TERMINAL:  # its runs kept dying: given up
+            recorder.announce(changed.previous_state, job)
+            log.warning("job %s FAILED: %s", job.job_id, job.error.message, extra=job_fields(job))
+            continue
         if shared:
             if changed.events:
                 recorder.announce(changed.previous_state, job)

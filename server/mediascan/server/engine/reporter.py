@@ -11,7 +11,7 @@ from mediascan.v1 import scan_pb2
 from ..config import Config
 from ..errors import CodeLike, status_of
 from ..jobs import SAMPLE_BYTES, SAMPLE_ERRORS, bounded_error_message, bounded_error_path
-from ..store import StorageError
+from ..store import LeaseLost, StorageError
 from .recorder import Payload, Recorder
 from .running import RunningJob
 
@@ -94,6 +94,8 @@ class Reporter:
             await self._flush()
         except StorageError as exc:
             log.warning("job %s: progress not stored: %s", self._running.job_id, exc)
+        except LeaseLost as exc:  # the job is being stopped here (`Recorder`)
+            log.warning("job %s: progress refused: %s", self._running.job_id, exc)
 
     async def _flush(self) -> None:
         if not self._dirty.is_set():

@@ -98,7 +98,11 @@ class JobRunner:
         error: status_pb2.Status | None,
         duration: float,
     ) -> None:
-        """The last progress, then the job's end (or its re-queue), stored once."""
+        """The last progress, then the job's end (or its re-queue), stored once; nothing for
+        a job whose lease is lost (another server runs it)."""
+        if running.stop_reason is StopReason.LEASE_LOST:
+            self._ends.abandon(running)
+            return
         await reporter.flush()
         if state is JobState.QUEUED:
             await self._ends.requeue(running, "the server shut down while the job ran")
@@ -110,7 +114,9 @@ class JobRunner:
 
     async def never_started(self, running: RunningJob) -> None:
         """Its task was cancelled before its first step: `run` never saw the cancel."""
-        if running.stop_reason is StopReason.USER_CANCEL:
+        if running.stop_reason is StopReason.LEASE_LOST:
+            self._ends.abandon(running)
+        elif running.stop_reason is StopReason.USER_CANCEL:
             await self._ends.finish(
                 running,
                 JobState.CANCELLED,
@@ -125,8 +131,9 @@ class JobRunner:
         if self._watch_task is not None:
             self._watch_task(publisher)  # its exception is a death; its cancel is its end
         limit = running.spec.timeout
+        left = await self._time_left(running)
         try:
-            async with asyncio.timeout(limit) as deadline:
+            async with asyncio.timeout(left) as deadline:
                 await self._scanner.scan(running.spec, running.job_id, reporter)
             return JobState.SUCCEEDED, None
         except TimeoutError:
@@ -148,6 +155,17 @@ class JobRunner:
         finally:
             publisher.cancel()
             await asyncio.gather(publisher, return_exceptions=True)
+
+    async def _time_left(self, running: RunningJob) -> float:
+        """The job's time limit, less the time since its first start when an earlier attempt
+        ran (the deadline holds across restarts and moves to another server)."""
+        limit = running.spec.timeout
+        if running.job.attempt <= 1:
+            return limit
+        first = await self._recorder.first_start(running.job_id)
+        if first is None:
+            return limit
+        return max(0.0, limit - (time.time() - first))
 
     @staticmethod
     def _stopped_outcome(running: RunningJob) -> Outcome:

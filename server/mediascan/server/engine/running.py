@@ -31,6 +31,9 @@ class StopReason(enum.Enum):
     USER_CANCEL = "user"
     #: The server is stopping: it goes back to QUEUED (attempt + 1) for the next start.
     SHUTDOWN = "shutdown"
+    #: Its lease is lost (not renewed in time, or another server reclaimed the job): it stops
+    #: here without writing anything for the job, which another server runs again.
+    LEASE_LOST = "lease"
 
 
 class RunningJob:
@@ -58,8 +61,12 @@ class RunningJob:
 
     def stop(self, reason: StopReason) -> bool:
         """Stop a claimed job's run for `reason` (its task is cancelled, and the run ends it
-        by its reason); False if it is already being stopped."""
-        if self.stop_reason is not None:
+        by its reason); False if it is already being stopped. A lost lease overrides any
+        other reason: nothing may be written for the job any more."""
+        already = self.stop_reason
+        if already is StopReason.LEASE_LOST or (
+            already is not None and reason is not StopReason.LEASE_LOST
+        ):
             return False
         self.stop_reason = reason
         if self.task is not None:

@@ -84,7 +84,11 @@ def build_store(
             node=node,
         )
     return PostgresStore(
-        config.db, node=node, timeout=config.db_timeout, max_queued=config.max_queued
+        config.db,
+        node=node,
+        timeout=config.db_timeout,
+        max_queued=config.max_queued,
+        lease=config.lease,
     )
 
 

@@ -36,6 +36,12 @@ class DatabaseTimeout(StorageError):
     file system, or a lock held elsewhere. What was asked may still happen."""
 
 
+class LeaseLost(Exception):
+    """A shared store refused a write for a job because the attempt it was made for is no
+    longer the job's current one: the job's lease expired and another server reclaimed it
+    (fencing). Nothing was written; the engine stops the job on this server quietly."""
+
+
 class QueueFull(Exception):
     """A shared store counted `--max-queued` jobs QUEUED in the database: the insert was
     refused (the engine answers RESOURCE_EXHAUSTED with its retry delay)."""
@@ -185,7 +191,9 @@ class JobStore(Protocol):
     ) -> bool:
         """Save the job's row and append `events` (and file errors) in one transaction; with
         `expected_state`, only while the stored state is that one (False: another change won,
-        nothing was written)."""
+        nothing was written). A shared store also fences the write with the job's attempt
+        (its attempt before a re-queue to QUEUED): LeaseLost when the stored attempt is
+        another (a reclaim moved the job on)."""
         ...
 
     async def recover(self, requeue: JobChange) -> list[ChangedJob]:
@@ -248,6 +256,16 @@ class JobFeed(Protocol):
     def add_resync_listener(self, listener: Callable[[], None]) -> None:
         """Call `listener()` after the notifications (re)start: some may have been missed, so
         whatever they would have said is to be read again from the tables."""
+        ...
+
+    def add_lease_lost_listener(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` when this server could not renew the leases of its running jobs
+        for longer than the lease: other servers may run them now, so it must stop them."""
+        ...
+
+    def set_reclaim(self, change: JobChange, announce: Callable[[ChangedJob], None]) -> None:
+        """How to change a RUNNING job whose lease expired (its server stopped renewing it),
+        and what to call once that change is stored (on the server that made it)."""
         ...
 
     async def follow_job(

@@ -30,13 +30,16 @@ Op = Callable[[Connection], Coroutine[Any, Any, T]]
 #: Connections per server at most: the dispatcher's claims, the job writes and the RPCs' reads.
 POOL_SIZE = 8
 #: libpq settings used unless the URL gives its own: TCP keepalives find a dead peer in about
-#: 25 s instead of the kernel's 2 hours, and a connect gives up after 10 s.
+#: 25 s instead of the kernel's 2 hours, a connect gives up after 10 s, and the database ends
+#: the session of a transaction left idle for 5 s (a server frozen in the middle of one, e.g.
+#: stopped with SIGSTOP, must not hold its job's row locked against the reclaim of its lease).
 DEFAULT_PARAMS = {
     "connect_timeout": "10",
     "keepalives": "1",
     "keepalives_idle": "10",
     "keepalives_interval": "5",
     "keepalives_count": "3",
+    "options": "-c idle_in_transaction_session_timeout=5s",
 }
 
 

@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 from mediascan.v1 import scan_pb2
 
-from ..protocol import CancelOutcome, JobChange
+from ..protocol import CancelOutcome, ChangedJob, JobChange
 from .database import PgDatabase
 from .jobs import apply_change
+from .leases import LeaseKeeper
 from .listener import PgListener
 from .notify import CANCEL, EVENTS, PROBE, QUEUE, notify
 from .schema import QUEUED, RUNNING, Connection
@@ -26,8 +27,9 @@ class PostgresFeed:
     """The notifications of one server, the listeners they go to, and the operations of
     `JobFeed`."""
 
-    def __init__(self, db: PgDatabase, *, node: str) -> None:
+    def __init__(self, db: PgDatabase, *, node: str, lease: float = 15.0) -> None:
         self._db = db
+        self.leases = LeaseKeeper(db, node=node, lease=lease)
         self._node = node
         self._wakeup_listeners: list[Callable[[], None]] = []
         self._event_listeners: list[Callable[[str, int], None]] = []
@@ -45,20 +47,25 @@ class PostgresFeed:
             send_probe=self._probe,
         )
         self._listening: asyncio.Task[None] | None = None
+        self._leasing: asyncio.Task[None] | None = None
 
     # -- the life cycle of the LISTEN connection ---------------------------------------------
 
     def start_listening(self) -> list[asyncio.Task[None]]:
-        """Start the LISTEN connection's task (`db-listener`, the server supervises it)."""
+        """Start the LISTEN connection's task (`db-listener`) and the leases' (`db-leases`);
+        the server supervises both."""
         if self._listening is None:
             self._listening = asyncio.create_task(self.listener.run(), name="db-listener")
-        return [self._listening]
+        if self._leasing is None:
+            self._leasing = asyncio.create_task(self.leases.run(), name="db-leases")
+        return [self._listening, self._leasing]
 
     async def stop_listening(self) -> None:
-        task, self._listening = self._listening, None
-        if task is not None:
+        tasks = [t for t in (self._listening, self._leasing) if t is not None]
+        self._listening = self._leasing = None
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- listeners ------------------------------------------------------------------------------
 
@@ -74,6 +81,12 @@ class PostgresFeed:
 
     def add_resync_listener(self, listener: Callable[[], None]) -> None:
         self._resync_listeners.append(listener)
+
+    def add_lease_lost_listener(self, listener: Callable[[], None]) -> None:
+        self.leases.add_lost_listener(listener)
+
+    def set_reclaim(self, change: JobChange, announce: Callable[[ChangedJob], None]) -> None:
+        self.leases.set_reclaim(change, announce)
 
     def _queued(self, payload: str) -> None:
         for listener in self._wakeup_listeners:

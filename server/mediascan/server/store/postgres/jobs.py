@@ -11,7 +11,7 @@ from typing import Any
 from mediascan.v1 import scan_pb2
 
 from ...jobs import ScanSpec
-from ..protocol import ChangedJob, FileErrorRows, InsertOutcome, JobChange
+from ..protocol import ChangedJob, FileErrorRows, InsertOutcome, JobChange, LeaseLost
 from . import submits
 from .database import PgDatabase
 from .notify import EVENTS, EVENTS_INTERVAL, QUEUE, QUEUE_INTERVAL, NotifyLimiter, notify
@@ -25,6 +25,8 @@ NEXT_QUEUED = (
     f"SELECT job, cancel_requested FROM jobs WHERE state = {QUEUED} "
     "ORDER BY priority DESC, created LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
+#: `lease_until` of a job claimed or renewed now, for a lease of %s seconds.
+LEASE_UNTIL = "now() + %s * interval '1 second'"
 _SAVE = (
     "UPDATE jobs SET state = %s, end_ns = %s, last_sequence = %s, attempt = %s, node = %s, "
     "job = %s WHERE job_id = %s"
@@ -38,9 +40,10 @@ class PostgresJobs:
     a queued or re-queued job on QUEUE, a job's committed events on EVENTS (`job_id:sequence`,
     at most EVENTS_INTERVAL apart per job unless the state changed)."""
 
-    def __init__(self, db: PgDatabase, *, node: str, max_queued: int) -> None:
+    def __init__(self, db: PgDatabase, *, node: str, max_queued: int, lease: float) -> None:
         self._db = db
         self._node = node
+        self._lease = lease
         self._max_queued = max_queued
         self.notices = NotifyLimiter(self._send_notify)
 
@@ -81,8 +84,9 @@ class PostgresJobs:
             self.notices.later(QUEUE, "", "", interval=QUEUE_INTERVAL)
 
     async def claim_next(self, start: JobChange) -> ChangedJob | None:
-        """Move the next QUEUED job to RUNNING on this node with `start`, its events stored
-        and the file errors of an earlier attempt dropped, in one transaction."""
+        """Move the next QUEUED job to RUNNING on this node with `start`, its events stored,
+        its lease taken (`leases.py`) and the file errors of an earlier attempt dropped, in one
+        transaction."""
 
         async def op(conn: Connection) -> ChangedJob | None:
             row = await (await conn.execute(NEXT_QUEUED)).fetchone()
@@ -91,6 +95,10 @@ class PostgresJobs:
             job = scan_pb2.Job.FromString(row[0])
             job.node = self._node
             claimed = await apply_change(conn, job, start, expected_state=QUEUED)
+            await conn.execute(
+                f"UPDATE jobs SET lease_until = {LEASE_UNTIL} WHERE job_id = %s".encode(),
+                (self._lease, job.job_id),
+            )
             await conn.execute("DELETE FROM file_errors WHERE job_id = %s", (job.job_id,))
             await self._notify_events(conn, claimed.job)
             if row[1]:
@@ -135,15 +143,20 @@ class PostgresJobs:
     ) -> bool:
         """Save `job`, append `events` and store `file_errors`, after dropping the job's
         earlier ones with `clear_file_errors`, in one transaction; with `expected_state`,
-        only while the stored state is that one (False, nothing written, otherwise)."""
+        only while the stored state is that one (False, nothing written, otherwise). Fenced:
+        only while the stored attempt is the one this write is for (LeaseLost otherwise)."""
         blob = job.SerializeToString()
         errors = [(job.job_id, seq, error.SerializeToString()) for seq, error in file_errors]
         changed = any(event.WhichOneof("kind") == "state_change" for event in events)
         notice = bool(events) and self._events_now(job.job_id, urgent=changed)
         payload = f"{job.job_id}:{job.last_sequence}"
 
+        # A re-queue (`requeued`) moved the job on: it is written for the attempt before.
+        attempt = job.attempt - 1 if job.state == QUEUED else job.attempt
+
         async def op(conn: Connection) -> bool:
-            if not await _save(conn, job, blob, expected_state):
+            if not await _save(conn, job, blob, expected_state, attempt=attempt):
+                await _check_fence(conn, job.job_id, attempt)
                 return False
             await _insert_events(conn, events)
             if notice:
@@ -322,8 +335,24 @@ async def apply_change(
     return ChangedJob(job=job, events=events, previous_state=previous)
 
 
+async def _check_fence(conn: Connection, job_id: str, attempt: int) -> None:
+    """LeaseLost if the job's stored attempt is no longer `attempt` (a reclaim moved it on)."""
+    cursor = await conn.execute("SELECT attempt FROM jobs WHERE job_id = %s", (job_id,))
+    row = await cursor.fetchone()
+    if row is not None and int(row[0]) != attempt:
+        raise LeaseLost(
+            f"job {job_id}: attempt {attempt} is over (the job is at attempt {row[0]}: its lease "
+            "expired and another server reclaimed it)"
+        )
+
+
 async def _save(
-    conn: Connection, job: scan_pb2.Job, blob: bytes, expected_state: int | None
+    conn: Connection,
+    job: scan_pb2.Job,
+    blob: bytes,
+    expected_state: int | None,
+    *,
+    attempt: int | None = None,
 ) -> bool:
     end_ns = job.end_time.ToNanoseconds() if job.HasField("end_time") else None
     sql = _SAVE
@@ -339,6 +368,9 @@ async def _save(
     if expected_state is not None:
         sql += " AND state = %s"
         params += (expected_state,)
+    if attempt is not None:  # fencing: only the attempt this write is for
+        sql += " AND attempt = %s"
+        params += (attempt,)
     cursor = await conn.execute(sql.encode(), params)
     return cursor.rowcount == 1
 

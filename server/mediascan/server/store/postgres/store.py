@@ -27,12 +27,18 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
     """The PostgreSQL database behind the job engine and the library."""
 
     def __init__(
-        self, url: str, *, node: str = "", timeout: float = 5.0, max_queued: int = 1000
+        self,
+        url: str,
+        *,
+        node: str = "",
+        timeout: float = 5.0,
+        max_queued: int = 1000,
+        lease: float = 15.0,
     ) -> None:
         self.database = PgDatabase(url, timeout=timeout, node=node)
-        PostgresJobs.__init__(self, self.database, node=node, max_queued=max_queued)
+        PostgresJobs.__init__(self, self.database, node=node, max_queued=max_queued, lease=lease)
         PostgresLibrary.__init__(self, self.database)
-        self._feed = PostgresFeed(self.database, node=node)
+        self._feed = PostgresFeed(self.database, node=node, lease=lease)
         self._queued: int | None = None
         #: Migrations this store applied when it opened (0: another server had, or none due).
         self.migrations_applied = 0
@@ -59,7 +65,8 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
         self.migrations_applied = await self.database.open()
 
     def start_tasks(self) -> list[asyncio.Task[None]]:
-        """Start the LISTEN connection (`db-listener`, reconnecting until the store closes)."""
+        """Start the LISTEN connection (`db-listener`, reconnecting until the store closes)
+        and the leases' renewal and reclaim (`db-leases`)."""
         return self._feed.start_listening()
 
     async def close(self) -> None:
