@@ -377,17 +377,7 @@ async def test_a_scan_whose_node_is_killed_finishes_on_another_node(
     """kill -9 of the node running a scan: its lease expires, another node reclaims the job
     (attempt 2, QUEUED with the reason, then RUNNING there) and finishes it; a watcher on a
     third node sees one gapless log ending SUCCEEDED, and the library has each file once."""
-    folder = tmp_path / "many"
-    make_many(folder, MANY, **SLOW_PROBE)
-    workers = ("--workers", "1", "--probe-workers", "1", "--lease", LEASE)
-    a, b, c = await nodes(
-        launch,
-        pg_url,
-        ("--node-name", "A", *workers),
-        ("--node-name", "B", *workers),
-        ("--node-name", "C", "--workers", "0", "--lease", LEASE),
-    )
-    by_name = {"A": a, "B": b}
+    folder, by_name, c = await lease_cluster(launch, pg_url, tmp_path)
     async with channel_to(c.address) as (_, on_c):
         submitted = await on_c.SubmitScan(scan_pb2.SubmitScanRequest(path=str(folder)))
         watch = Stream(on_c, submitted.job_id)
@@ -409,6 +399,24 @@ async def test_a_scan_whose_node_is_killed_finishes_on_another_node(
         assert len(paths) == MANY and len(set(paths)) == MANY
 
 
+async def lease_cluster(
+    launch: Launcher, pg_url: str, tmp_path: Path
+) -> tuple[Path, dict[str, Any], Any]:
+    """A folder of MANY slow-probing videos, and three nodes with a short lease: workers A and
+    B (by name) and the API-only node C."""
+    folder = tmp_path / "many"
+    make_many(folder, MANY, **SLOW_PROBE)
+    workers = ("--workers", "1", "--probe-workers", "1", "--lease", LEASE)
+    a, b, c = await nodes(
+        launch,
+        pg_url,
+        ("--node-name", "A", *workers),
+        ("--node-name", "B", *workers),
+        ("--node-name", "C", "--workers", "0", "--lease", LEASE),
+    )
+    return folder, {"A": a, "B": b}, c
+
+
 async def logged(server: Any, text: str, timeout: float = WAIT) -> None:
     """Until the server's log holds `text` (polled: a log line has no event to wait on)."""
     async with asyncio.timeout(timeout):
@@ -422,17 +430,7 @@ async def test_a_paused_node_comes_back_to_find_its_writes_refused(
     """SIGSTOP the node running a scan past its lease: another node reclaims the job and
     finishes it. SIGCONT: the first node's writes for its attempt are refused (fencing), it
     drops the job without a word in its log, and the log stays one gapless story."""
-    folder = tmp_path / "many"
-    make_many(folder, MANY, **SLOW_PROBE)
-    workers = ("--workers", "1", "--probe-workers", "1", "--lease", LEASE)
-    a, b, c = await nodes(
-        launch,
-        pg_url,
-        ("--node-name", "A", *workers),
-        ("--node-name", "B", *workers),
-        ("--node-name", "C", "--workers", "0", "--lease", LEASE),
-    )
-    by_name = {"A": a, "B": b}
+    folder, by_name, c = await lease_cluster(launch, pg_url, tmp_path)
     async with channel_to(c.address) as (_, on_c):
         submitted = await on_c.SubmitScan(scan_pb2.SubmitScanRequest(path=str(folder)))
         job_id = submitted.job_id

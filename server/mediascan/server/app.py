@@ -436,7 +436,10 @@ def _watch_jobs(metrics: Metrics, queue: JobEngine, store: ServerStore) -> None:
     """The job metrics: state changes as they are committed, and the queue's depth (a shared
     database's is every server's, as counted by its last check)."""
     queue.state_listeners.append(metrics.job_changed)
-    metrics.watch_queue(lambda: queue.queued_count if store.queued is None else store.queued)
+    metrics.watch_queue(
+        lambda: queue.queued_count if store.queued is None else store.queued,
+        lambda: queue.running_count,
+    )
 
 
 def _start_metrics(address: str, supervisor: Supervisor) -> tuple[Metrics, int]:

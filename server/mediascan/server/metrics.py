@@ -86,8 +86,6 @@ class Metrics:
     """The metrics of one server process, in a registry of their own."""
 
     def __init__(self) -> None:
-        #: The jobs running on this server, by id (see `job_changed`).
-        self._running: set[str] = set()
         # No `_created` series: they would double the output and tell nothing useful here.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry = CollectorRegistry(auto_describe=True)
@@ -179,9 +177,10 @@ class Metrics:
 
     # -- sources --------------------------------------------------------------------------------
 
-    def watch_queue(self, queued: Callable[[], int]) -> None:
-        """Read the queue depth from this when scraped."""
+    def watch_queue(self, queued: Callable[[], int], running: Callable[[], int]) -> None:
+        """Read the queue depth and the jobs running here from these when scraped."""
         self.jobs_queued.set_function(lambda: float(queued()))
+        self.jobs_running.set_function(lambda: float(running()))
 
     def watch_probers(self, live: Callable[[], int]) -> None:
         """Read the number of running prober processes from this when scraped."""
@@ -192,15 +191,8 @@ class Metrics:
         self.prober_spawn_failures.inc()
 
     def job_changed(self, previous: int, job: scan_pb2.Job) -> None:
-        """The queue's state-change listener: count submits, requeues and final states, and
-        the jobs running here (changed with the state, before its event reaches a watcher, so
-        that a scrape after a job's terminal event never counts it as running)."""
+        """The queue's state-change listener: count submits, requeues and final states."""
         state = JobState(job.state)
-        if state is JobState.RUNNING:
-            self._running.add(job.job_id)
-        else:
-            self._running.discard(job.job_id)
-        self.jobs_running.set(len(self._running))
         if state is JobState.QUEUED and previous == 0:
             self.jobs_submitted.inc()
         elif state is JobState.QUEUED:

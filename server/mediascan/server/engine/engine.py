@@ -133,6 +133,13 @@ class JobEngine:
     def queued_count(self) -> int:
         return self.jobs.count(Phase.QUEUED)
 
+    @property
+    def running_count(self) -> int:
+        """Jobs running here: their phase leaves RUNNING when they are released, in the same
+        step as their terminal event is published (so a scrape after that event never counts
+        them), and also when a job whose lease is lost is abandoned."""
+        return self.jobs.count(Phase.RUNNING)
+
     def stop_accepting(self) -> None:
         self.jobs.draining = True
 
