@@ -38,6 +38,7 @@ from .config import split_host_port
 from .grpc_types import Context, Continuation, Handler, Interceptor
 from .jobs import TERMINAL, JobState
 from .probe import ProbeError, Prober, ProbeResult
+from .supervisor import Supervise
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,6 @@ METRICS_THREAD = "metrics-http"
 HTTP_POLL_INTERVAL = 0.05
 
 #: `Supervisor.supervised`: wraps a thread's target so that its end is reported.
-Supervised = Callable[[str, Callable[[], object]], Callable[[], None]]
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -211,7 +211,7 @@ class Metrics:
 
     # -- the HTTP endpoint ------------------------------------------------------------------------
 
-    def serve(self, address: str, supervised: Supervised | None = None) -> tuple[str, int]:
+    def serve(self, address: str, supervised: Supervise | None = None) -> tuple[str, int]:
         """Start the /metrics HTTP endpoint in a thread (run under `supervised(name, target)`
         when given: its end while serving is a death); returns the host and bound port.
         Raises OSError when the address cannot be bound."""

@@ -22,6 +22,10 @@ from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
 
+#: `Supervisor.supervised`'s shape: wraps a thread's target so that its end is reported. Parts
+#: that start threads (the metrics endpoint, the SQLite writer) take one, not the supervisor.
+Supervise = Callable[[str, Callable[[], object]], Callable[[], None]]
+
 
 class Health(Protocol):
     def set_problem(self, name: str, present: bool) -> None: ...

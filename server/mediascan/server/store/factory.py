@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Protocol
 
 from ..config import Config
+from ..supervisor import Supervise
 from .postgres.store import PostgresStore
 from .protocol import JobFeed, JobStore, LibraryStore
 from .sqlite.store import SqliteStore
-from .sqlite.writer import Supervise
 
 
 class ServerStore(JobStore, LibraryStore, Protocol):

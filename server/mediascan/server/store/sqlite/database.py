@@ -15,11 +15,12 @@ from typing import TypeVar
 
 from ...dblock import DatabaseLock
 from ...lane import settle
+from ...supervisor import Supervise
 from ..protocol import DatabaseLost, StorageError
 from ..waits import within
 from .readers import Readers
 from .schema import identity, open_database
-from .writer import Supervise, Writer
+from .writer import Writer
 
 log = logging.getLogger(__name__)
 

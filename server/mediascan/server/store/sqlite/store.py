@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from ...dblock import DatabaseLock
+from ...supervisor import Supervise
 from ..protocol import JobStore, LibraryStore
 from .database import Database
 from .jobs import SqliteJobs
 from .library import SqliteLibrary
-from .writer import Supervise
 
 T = TypeVar("T")
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ...lane import settle
+from ...supervisor import Supervise
 from ..protocol import StorageError
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,6 @@ T = TypeVar("T")
 
 #: The name of the writer thread (and of its supervision).
 WRITER_THREAD = "sqlite-writer"
-#: Wraps a thread's target so that its end is reported (`Supervisor.supervised`): the writer's
-#: death is then fatal to the server instead of leaving every write waiting.
-Supervise = Callable[[str, Callable[[], object]], Callable[[], None]]
 Op = Callable[[sqlite3.Connection], Any]
 Outcomes = list[tuple["_WriteRequest", Any, BaseException | None]]
 
