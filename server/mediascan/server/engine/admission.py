@@ -14,7 +14,8 @@ from mediascan.v1 import scan_pb2
 from ..errors import InvalidArgument, ResourceExhausted, Unavailable
 from ..jobs import ScanSpec
 from ..store import DatabaseTimeout, InsertOutcome, JobStore, QueueFull, RequestIdReused
-from .recorder import copy_job, first_event, seen
+from ..store.waits import seen
+from .recorder import copy_job, first_event
 from .running import ActiveJobs, Phase, RunningJob
 
 #: Called on the loop once a new job is committed: (job, spec, its event 1).

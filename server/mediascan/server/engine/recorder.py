@@ -14,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import cast
 
 from mediascan.v1 import scan_pb2
 
 from ..errors import Code, Unavailable, status_of
 from ..jobs import JobState, check_transition, now_timestamp
 from ..store import ChangedJob, FileErrorRows, JobChange, JobStore, LeaseLost
+from ..store.waits import seen
 from .running import RunningJob, StopReason
 
 log = logging.getLogger(__package__)
@@ -267,9 +268,3 @@ class Recorder:
                 listener(previous, job)
             except Exception:
                 log.exception("a state listener failed on job %s", job.job_id)
-
-
-def seen(future: asyncio.Future[Any]) -> None:
-    """Mark a future's exception as retrieved (its caller raised it, or is gone)."""
-    if not future.cancelled():
-        future.exception()

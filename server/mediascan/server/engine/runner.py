@@ -17,8 +17,9 @@ from ..config import Config, format_duration
 from ..errors import Code, MediascanError, status_of, to_rpc_status
 from ..jobs import JobState, ScanSpec
 from ..logs import job_fields
+from ..store.waits import seen
 from .ends import JobEnds
-from .recorder import Recorder, seen
+from .recorder import Recorder
 from .reporter import Reporter
 from .running import RunningJob, StopReason
 

@@ -21,7 +21,8 @@ from ..errors import MediascanError
 from ..events import EventHub
 from ..jobs import spec_of
 from ..store import ChangedJob, DatabaseLost, JobStore
-from .recorder import Recorder, seen, start_change
+from ..store.waits import seen
+from .recorder import Recorder, start_change
 from .runner import JobRunner
 from .running import ActiveJobs, Phase, RunningJob, StopReason
 

@@ -1,5 +1,6 @@
 """The one way a store limits a wait: `within` waits for work at most a time limit, then
-raises DatabaseTimeout, and lets the work go on (a queued write still commits)."""
+raises DatabaseTimeout, and lets the work go on (a queued write still commits); `seen`, for a
+future whose outcome nobody may wait for any more."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ async def within(work: Awaitable[T], timeout: float, why: str) -> T:
     "the database ... did not answer within T s (`why`); retry later". The work is shielded:
     a caller that gives up (a timeout, a cancel) does not stop it."""
     future = asyncio.ensure_future(work)
-    future.add_done_callback(retrieve)  # an outcome nobody waits for any more
+    future.add_done_callback(seen)  # an outcome nobody waits for any more
     try:
         # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that arrives as
         # the work completes (a cancelled job's scan would then go on to its end).
@@ -29,7 +30,8 @@ async def within(work: Awaitable[T], timeout: float, why: str) -> T:
         ) from None
 
 
-def retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a future's exception as seen (nobody may wait for it any more)."""
+def seen(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as retrieved (its caller raised it, or is gone): a done
+    callback, so that asyncio never logs "exception was never retrieved" for it."""
     if not future.cancelled():
         future.exception()

@@ -19,7 +19,7 @@ from psycopg import conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from ..protocol import DatabaseTimeout, StorageError
-from ..waits import retrieve, within
+from ..waits import seen, within
 from .schema import Connection, migrate
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ class PgDatabase:
 
     def _written(self, task: asyncio.Task[Any]) -> None:
         self._writes.discard(task)
-        retrieve(task)
+        seen(task)
 
 
 def _app_name(node: str) -> str:
