@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2_grpc
 
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
+from .batch_worker import BatchWorker
 from .config import Config
 from .dblock import DatabaseLocked
 from .decoding import RequestDecodingInterceptor
@@ -26,6 +27,7 @@ from .health import HealthState
 from .logs import flush_limited
 from .maintenance import start_maintenance
 from .metrics import Metrics
+from .probe import Prober
 from .probe_pool import ProbePool
 from .reflection import enable_reflection
 from .roots import AllowedRoots, RootError, resolve_roots
@@ -49,6 +51,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = scan_pb2.DESCRIPTOR.services_by_name["ScanService"].full_name
 #: Events per job kept in memory for live watchers (older ones are read from the store).
 RING_SIZE = 1024
+#: The supervised task of this server's share of every scan's probing (a shared store).
+BATCH_WORKER = "batch-worker"
 #: Largest request message accepted (bytes); a bigger one gets RESOURCE_EXHAUSTED.
 MAX_REQUEST_BYTES = 1024 * 1024
 #: Clients may send keepalive pings this often (ms), with or without calls in flight; more
@@ -173,6 +177,7 @@ class MediascanServer:
                 config,
                 on_lost=self._lost,
                 supervise=self.supervisor.supervised,  # type: ignore[union-attr]
+                roots=roots.paths,
             )
         except DatabaseLocked as exc:
             raise ConfigError(str(exc)) from None
@@ -196,16 +201,19 @@ class MediascanServer:
         self.health.set_problem("no-prober", not pool.healthy)
         # One walker thread per running job, apart from the loop's default executor.
         self._walk_pool = ThreadPoolExecutor(max(1, config.workers), thread_name_prefix="walk")
+        prober = self.metrics.prober(pool) if self.metrics is not None else pool
         scanner = Scanner(
             self._store,
-            self.metrics.prober(pool) if self.metrics is not None else pool,
+            prober,
             self._walk_pool,
             probe_concurrency=config.probe_concurrency,
             roots=roots,
             suffixes=config.video_suffixes,
+            queue=self._store.probe_queue,
         )
         supervisor = self.supervisor
         assert supervisor is not None
+        _start_batch_worker(self._store, prober, roots, config, supervisor)
         self._queue = JobEngine(
             self._store,
             self._hub,
@@ -364,6 +372,8 @@ class MediascanServer:
             await steps.run(
                 "re-queueing the interrupted jobs", drain, grace + REQUEUE_TIMEOUT, reserve=reserve
             )
+        if (batches := tasks.get(BATCH_WORKER)) is not None:
+            batches.cancel()  # after the drain: it probes for this server's jobs too
         rpcs: asyncio.Task[None] | None = None
         if self._server is not None:
             # gRPC first refuses new calls and tells the clients (GOAWAY), then lets the calls in
@@ -430,6 +440,18 @@ class MediascanServer:
             self._queue.stop_accepting()
         log.critical("stopping: %s", why)
         self._failed.set()
+
+
+def _start_batch_worker(
+    store: ServerStore, prober: Prober, roots: AllowedRoots, config: Config, supervisor: Supervisor
+) -> None:
+    """On a shared store, this server's share of every scan's probing (`BATCH_WORKER`), unless
+    it runs no jobs (`--workers 0`: an API-only server probes nothing either)."""
+    queue = store.probe_queue
+    if queue is None or config.workers == 0:
+        return
+    worker = BatchWorker(queue, prober, roots, slots=config.probe_concurrency)
+    supervisor.watch_task(asyncio.create_task(worker.run(), name=BATCH_WORKER))
 
 
 def _watch_jobs(metrics: Metrics, queue: JobEngine, store: ServerStore) -> None:

@@ -33,7 +33,9 @@ from .jobs import ScanSpec
 from .open_files import OpenFiles, RootFolder
 from .probe import ProbeError, Prober, ProbeResult
 from .roots import AllowedRoots, open_root
-from .store import LibraryStore, VideoRow
+from .shared_scan import SharedProbes
+from .store import Fence, LibraryStore, VideoRow
+from .store.probe_queue import BatchOutcome, ProbeQueue
 from .videonames import VIDEO_SUFFIXES
 from .walker import Batch, FoundFile, Item, Walker
 
@@ -44,7 +46,8 @@ _WRITE_INTERVAL = 0.5  # seconds: a partial batch is written at least this often
 #: probe (each file is opened once, by the walker, and its descriptor is what the prober reads).
 _OPEN_AHEAD = 64
 
-_REASON_CODES = {
+#: The status code of each reason a probe fails for (`ProbeError.reason`).
+REASON_CODES = {
     "not_video": Code.INVALID_ARGUMENT,
     "corrupt": Code.DATA_LOSS,
     "unreadable": Code.PERMISSION_DENIED,
@@ -81,7 +84,10 @@ class Scanner:
         probe_concurrency: int,
         roots: AllowedRoots | tuple[str, ...] = (),
         suffixes: frozenset[str] = VIDEO_SUFFIXES,
+        queue: ProbeQueue | None = None,
     ) -> None:
+        """`queue`: a shared store's batches, through which every server probes each scan
+        (None: this server probes its scans itself)."""
         self._parts = _Parts(
             store=store,
             prober=prober,
@@ -90,12 +96,17 @@ class Scanner:
             #: resolved allowed roots; empty allows any folder
             roots=roots if isinstance(roots, AllowedRoots) else AllowedRoots(roots),
             suffixes=suffixes,
+            queue=queue,
         )
 
-    async def scan(self, spec: ScanSpec, job_id: str, reporter: ScanReporter) -> None:
+    async def scan(
+        self, spec: ScanSpec, job_id: str, reporter: ScanReporter, *, attempt: int = 1
+    ) -> None:
+        """Scan `spec` for this attempt of the job (a shared store refuses the library writes
+        of an attempt that is over: LeaseLost)."""
         root = RootFolder(await asyncio.to_thread(open_root, spec.path))
         try:
-            run = _ScanRun(self._parts, spec, job_id, reporter)
+            run = _ScanRun(self._parts, spec, Fence(job_id, attempt), reporter)
             await run.execute(root)
         finally:
             root.abandon()  # closed here unless the walker took it
@@ -111,19 +122,21 @@ class _Parts:
     probe_concurrency: int
     roots: AllowedRoots
     suffixes: frozenset[str]
+    queue: ProbeQueue | None
 
 
 class _ScanRun:
     """One scan: the walk in its thread, the probes and the library writes on the loop."""
 
-    def __init__(self, parts: _Parts, spec: ScanSpec, job_id: str, reporter: ScanReporter) -> None:
+    def __init__(self, parts: _Parts, spec: ScanSpec, fence: Fence, reporter: ScanReporter) -> None:
         self._store = parts.store
         self._prober = parts.prober
         self._walk_executor = parts.walk_executor
         self._roots = parts.roots
         self._suffixes = parts.suffixes
         self._spec = spec
-        self._job_id = job_id
+        self._fence = fence
+        self._job_id = fence.job_id
         self._reporter = reporter
         self._progress = reporter.progress
         self._pending: list[VideoRow] = []
@@ -135,6 +148,18 @@ class _ScanRun:
         self._stop = threading.Event()
         self._started_ns = time.time_ns()
         self._open = OpenFiles(parts.probe_concurrency + _OPEN_AHEAD)
+        #: Probing by every server (a shared store), or None: probed here.
+        self._shared = (
+            None
+            if parts.queue is None
+            else SharedProbes(
+                parts.queue,
+                fence,
+                root=spec.path,
+                follow_symlinks=spec.follow_symlinks,
+                apply=self._add_outcome,
+            )
+        )
 
     async def execute(self, root: RootFolder) -> None:
         loop = asyncio.get_running_loop()
@@ -142,6 +167,8 @@ class _ScanRun:
         self._progress.phase = scan_pb2.SCAN_PHASE_DISCOVERING
         self._reporter.changed()
         index = await self._store.library_index(self._spec.path, recursive=self._spec.recursive)
+        if self._shared is not None:
+            await self._shared.start()
         walk = Walker(
             self._spec,
             self._roots,
@@ -161,6 +188,8 @@ class _ScanRun:
             self._progress.phase = scan_pb2.SCAN_PHASE_PROBING
             self._update_fraction()
             self._reporter.changed()
+            if self._shared is not None:
+                await self._shared.finish()
             if self._probes:
                 await asyncio.gather(*self._probes)
             if self._failure is not None:  # e.g. a library write failed: the scan fails with it
@@ -179,6 +208,8 @@ class _ScanRun:
             # a write a cancelled probe left in flight is counted before the scan returns.
             try:
                 await asyncio.shield(self._write_pending())
+                if self._shared is not None:
+                    await asyncio.shield(self._shared.close())
                 with contextlib.suppress(Exception):  # a walker crash was raised above already
                     await asyncio.shield(walker)
             finally:
@@ -220,7 +251,14 @@ class _ScanRun:
             self._update_fraction()
         progress.files_found += len(batch.files)
         if batch.undated:
-            await self._store.set_devices(batch.undated)
+            undated = [(self._device_key(dev, path), path) for dev, path in batch.undated]
+            await self._store.set_devices(undated, fence=self._fence)
+        if self._shared is not None:
+            for found in batch.files:
+                self._open.close(found.fd)  # probed by whichever server claims it
+                await self._shared.add(found)
+            self._reporter.changed()
+            return
         for found in batch.files:
             if self._failure is not None:
                 raise self._failure
@@ -243,14 +281,16 @@ class _ScanRun:
         except ProbeError as exc:
             self._progress.failed += 1
             self._reporter.file_error(
-                found.path, _REASON_CODES.get(exc.reason, Code.UNKNOWN), exc.message
+                found.path, REASON_CODES.get(exc.reason, Code.UNKNOWN), exc.message
             )
             self._done(found)
             return
         finally:
             self._open.close(found.fd)
             self._slots.release()
-        self._pending.append(_row(found, result, self._job_id))
+        self._pending.append(
+            video_row(found.path, found.size, found.mtime_ns, found.dev, result, self._job_id)
+        )
         self._done(found)
         await self._write(force=False)
 
@@ -258,9 +298,31 @@ class _ScanRun:
         """Forget the library's videos under the scanned folder that the walk did not meet
         (`Walker.missing`): only after a complete walk, never on cancel or timeout."""
         if walk.missing:
-            removed = await self._store.remove_videos(walk.missing, before_ns=self._started_ns)
+            gone = [(path, self._device_key(dev, path)) for path, dev in walk.missing]
+            removed = await self._store.remove_videos(
+                gone, before_ns=self._started_ns, fence=self._fence
+            )
             self._progress.removed += removed
             self._reporter.changed()
+
+    def _device_key(self, dev: int, path: str) -> int:
+        """How the library names the file system (`st_dev`, or a shared store's key)."""
+        return dev if self._shared is None else self._shared.device_key(dev, path)
+
+    def _add_outcome(self, outcome: BatchOutcome) -> None:
+        """A batch some server probed for this scan (`SharedProbes`)."""
+        progress = self._progress
+        for path, code, message in outcome.errors:
+            self._reporter.file_error(path, Code(code), message)
+        progress.files_done += outcome.done
+        progress.bytes_done += outcome.bytes_done
+        progress.added += outcome.added
+        progress.updated += outcome.updated
+        progress.failed += outcome.failed
+        if outcome.last_path:
+            progress.current_path = outcome.last_path
+        self._update_fraction()
+        self._reporter.changed()
 
     def _done(self, found: FoundFile) -> None:
         self._progress.files_done += 1
@@ -292,19 +354,22 @@ class _ScanRun:
             if not rows:
                 return
             self._last_write = time.monotonic()
-            added, updated = await self._store.upsert_videos(rows)
+            added, updated = await self._store.upsert_videos(rows, fence=self._fence)
             self._progress.added += added
             self._progress.updated += updated
             self._reporter.changed()
 
 
-def _row(found: FoundFile, result: ProbeResult, job_id: str) -> VideoRow:
+def video_row(
+    path: str, size: int, mtime_ns: int, dev: int, result: ProbeResult, job_id: str
+) -> VideoRow:
+    """The library's row of a file probed for a job; `dev` names its file system."""
     return VideoRow(
-        path=found.path,
-        size_bytes=found.size,
-        mtime_ns=found.mtime_ns,
+        path=path,
+        size_bytes=size,
+        mtime_ns=mtime_ns,
         **dataclasses.asdict(result),  # the probed metadata, field for field
         probe_ns=time.time_ns(),
         job_id=job_id,
-        dev=found.dev,
+        dev=dev,
     )

@@ -17,6 +17,7 @@ from ..config import Config, format_duration
 from ..errors import Code, MediascanError, status_of, to_rpc_status
 from ..jobs import JobState, ScanSpec
 from ..logs import job_fields
+from ..store import LeaseLost
 from ..store.waits import seen
 from .ends import JobEnds
 from .recorder import Recorder
@@ -35,7 +36,12 @@ Outcome = tuple[JobState, status_pb2.Status | None]
 class ScanRunner(Protocol):
     """What runs a job's scan (`scanner.Scanner`)."""
 
-    async def scan(self, spec: ScanSpec, job_id: str, reporter: Reporter) -> None: ...
+    async def scan(
+        self, spec: ScanSpec, job_id: str, reporter: Reporter, *, attempt: int = 1
+    ) -> None:
+        """Run the scan of `spec` for this attempt of the job (a shared store refuses its
+        library writes once the attempt is over: LeaseLost)."""
+        ...
 
 
 #: Jobs whose durations make the RetryInfo delay of a full queue.
@@ -135,7 +141,9 @@ class JobRunner:
         left = await self._time_left(running)
         try:
             async with asyncio.timeout(left) as deadline:
-                await self._scanner.scan(running.spec, running.job_id, reporter)
+                await self._scanner.scan(
+                    running.spec, running.job_id, reporter, attempt=running.job.attempt
+                )
             return JobState.SUCCEEDED, None
         except TimeoutError:
             if not deadline.expired():
@@ -146,6 +154,10 @@ class JobRunner:
                 f"(server maximum {format_duration(self._config.max_timeout)}); the counts so "
                 "far are kept: submit it again with a longer timeout to finish it",
             )
+        except LeaseLost as exc:  # a library write was fenced: another server runs the job now
+            log.warning("job %s: its scan's writes refused: %s", running.job_id, exc)
+            running.lease_lost()
+            return JobState.FAILED, None  # not stored: the run ends by its stop reason
         except MediascanError as exc:
             return JobState.FAILED, to_rpc_status(exc)
         except Exception:

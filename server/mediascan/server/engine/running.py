@@ -73,6 +73,11 @@ class RunningJob:
             self.task.cancel()
         return True
 
+    def lease_lost(self) -> None:
+        """The run itself found its writes refused (fencing): it ends as a lost lease, with
+        nothing written, without cancelling its own task."""
+        self.stop_reason = StopReason.LEASE_LOST
+
 
 class ActiveJobs:
     """The jobs active on this server, by id and by dedup key, counted by phase."""

@@ -112,6 +112,8 @@ async def copy_database(
             ) as conn,
             conn.transaction(),
         ):
+            # A library of millions of rows takes longer than the servers' statement limit.
+            await conn.execute("SET LOCAL statement_timeout = 0")
             await _prepare_target(conn, redacted(url))
             jobs, queued, requeued, extra = await _copy_jobs(sqlite, conn, requeue)
             done("jobs", jobs)
@@ -247,7 +249,10 @@ async def _copy_rows(conn: pg_schema.Connection, copy_sql: str, rows: Iterable[R
 
 
 async def _advance_video_ids(conn: pg_schema.Connection) -> None:
-    """Make the ids of videos added later follow the copied ones."""
+    """Make the ids of videos added later follow the copied ones, and mark their devices
+    "not known": SQLite stores one machine's st_dev, PostgreSQL a key of the file system that
+    is the same on every server (`fskeys.py`); the next scan that meets a video records it."""
+    await conn.execute("UPDATE videos SET dev = 0")
     await conn.execute(
         "SELECT setval(pg_get_serial_sequence('videos', 'id'), max(id)) FROM videos "
         "HAVING count(*) > 0"

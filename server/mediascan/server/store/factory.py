@@ -5,13 +5,14 @@ cycle needs of either, besides the two protocols."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from ..config import Config
 from ..supervisor import Supervise
 from .postgres.store import PostgresStore
+from .probe_queue import ProbeQueue
 from .protocol import JobFeed, JobStore, LibraryStore
 from .sqlite.store import SqliteStore
 
@@ -45,6 +46,12 @@ class ServerStore(JobStore, LibraryStore, Protocol):
         """What the other servers sharing the database say (None: no other server can)."""
         ...
 
+    @property
+    def probe_queue(self) -> ProbeQueue | None:
+        """The batches of files to probe that the servers share (None: each scan is probed
+        by the server that runs it)."""
+        ...
+
     async def open(self) -> None: ...
 
     def start_tasks(self) -> list[asyncio.Task[None]]:
@@ -70,9 +77,11 @@ def build_store(
     *,
     on_lost: Callable[[str], None] | None = None,
     supervise: Supervise | None = None,
+    roots: Sequence[str] = (),
 ) -> ServerStore:
     """The store `config.db` names, not opened yet. `on_lost` and `supervise` concern SQLite
-    only (the file removed or replaced; the writer thread's death)."""
+    only (the file removed or replaced; the writer thread's death), `roots` (the resolved
+    allowed roots) PostgreSQL only: a server claims the jobs below them alone."""
     node = config.effective_node_name
     if isinstance(config.db, Path):
         return SqliteStore(
@@ -89,6 +98,7 @@ def build_store(
         timeout=config.db_timeout,
         max_queued=config.max_queued,
         lease=config.lease,
+        roots=roots,
     )
 
 
@@ -97,8 +107,9 @@ async def open_store(
     *,
     on_lost: Callable[[str], None] | None = None,
     supervise: Supervise | None = None,
+    roots: Sequence[str] = (),
 ) -> ServerStore:
     """`build_store`, opened: created or migrated (SchemaTooNew for a newer schema)."""
-    store = build_store(config, on_lost=on_lost, supervise=supervise)
+    store = build_store(config, on_lost=on_lost, supervise=supervise, roots=roots)
     await store.open()
     return store

@@ -108,6 +108,16 @@ class CancelOutcome:
     requested: bool = False
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Fence:
+    """The attempt of a job that a library write is made for. A shared store writes only while
+    it is the job's current attempt and the job is RUNNING (LeaseLost otherwise: a reclaim
+    moved the job on, or it ended); a store only this server writes has nothing to fence."""
+
+    job_id: str
+    attempt: int
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class VideoRow:
     """One probed video, as written to the library."""
@@ -293,11 +303,17 @@ class LibraryStore(Protocol):
 
     async def library_index(self, folder: str, *, recursive: bool) -> LibraryIndex: ...
 
-    async def set_devices(self, devices: Sequence[tuple[int, str]]) -> None: ...
+    async def set_devices(
+        self, devices: Sequence[tuple[int, str]], *, fence: Fence | None = None
+    ) -> None: ...
 
-    async def upsert_videos(self, rows: Iterable[VideoRow]) -> tuple[int, int]: ...
+    async def upsert_videos(
+        self, rows: Iterable[VideoRow], *, fence: Fence | None = None
+    ) -> tuple[int, int]: ...
 
-    async def remove_videos(self, gone: Sequence[tuple[str, int]], *, before_ns: int) -> int: ...
+    async def remove_videos(
+        self, gone: Sequence[tuple[str, int]], *, before_ns: int, fence: Fence | None = None
+    ) -> int: ...
 
     async def list_videos(
         self,

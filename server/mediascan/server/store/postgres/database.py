@@ -29,17 +29,22 @@ Op = Callable[[Connection], Coroutine[Any, Any, T]]
 
 #: Connections per server at most: the dispatcher's claims, the job writes and the RPCs' reads.
 POOL_SIZE = 8
-#: libpq settings used unless the URL gives its own: TCP keepalives find a dead peer in about
-#: 25 s instead of the kernel's 2 hours, a connect gives up after 10 s, and the database ends
-#: the session of a transaction left idle for 5 s (a server frozen in the middle of one, e.g.
-#: stopped with SIGSTOP, must not hold its job's row locked against the reclaim of its lease).
+#: libpq settings used unless the URL gives its own. TCP keepalives find a dead peer of an
+#: idle connection in about 25 s instead of the kernel's 2 hours, and `tcp_user_timeout` one
+#: that does not acknowledge what was sent within 10 s (a statement sent into a cut link)
+#: instead of the kernel's 15 minutes of retransmissions; a connect gives up after 10 s. The
+#: database ends the session of a transaction left idle for 5 s (a server frozen in the middle
+#: of one, e.g. stopped with SIGSTOP, must not hold its job's row locked against the reclaim
+#: of its lease) and cancels a statement that runs for more than 60 s (nothing of ours takes
+#: that long; a runaway one must not hold its locks for ever).
 DEFAULT_PARAMS = {
     "connect_timeout": "10",
     "keepalives": "1",
     "keepalives_idle": "10",
     "keepalives_interval": "5",
     "keepalives_count": "3",
-    "options": "-c idle_in_transaction_session_timeout=5s",
+    "tcp_user_timeout": "10000",
+    "options": "-c idle_in_transaction_session_timeout=5s -c statement_timeout=60s",
 }
 
 

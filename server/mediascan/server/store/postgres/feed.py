@@ -13,11 +13,12 @@ from collections.abc import Callable
 from mediascan.v1 import scan_pb2
 
 from ..protocol import CancelOutcome, ChangedJob, JobChange
+from .batches import PostgresProbeQueue
 from .database import PgDatabase
 from .jobs import apply_change
 from .leases import LeaseKeeper
 from .listener import PgListener
-from .notify import CANCEL, EVENTS, PROBE, QUEUE, notify
+from .notify import BATCHES, CANCEL, EVENTS, PROBE, QUEUE, notify
 from .schema import QUEUED, RUNNING, Connection
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,9 @@ class PostgresFeed:
     def __init__(self, db: PgDatabase, *, node: str, lease: float = 15.0) -> None:
         self._db = db
         self.leases = LeaseKeeper(db, node=node, lease=lease)
+        #: The batches of files to probe that the servers share.
+        self.batches = PostgresProbeQueue(db, node=node, lease=lease)
+        self.leases.add_lost_listener(self.batches.claims_lost)
         self._node = node
         self._wakeup_listeners: list[Callable[[], None]] = []
         self._event_listeners: list[Callable[[str, int], None]] = []
@@ -42,6 +46,7 @@ class PostgresFeed:
                 QUEUE: self._queued,
                 EVENTS: self._events,
                 CANCEL: self._cancel,
+                BATCHES: self.batches.notified,
             },
             on_connected=self._resync,
             send_probe=self._probe,
@@ -105,6 +110,7 @@ class PostgresFeed:
     def _resync(self) -> None:
         for listener in (*self._wakeup_listeners, *self._resync_listeners):
             listener()
+        self.batches.resync()
 
     async def _probe(self, token: str) -> None:
         async def op(conn: Connection) -> None:

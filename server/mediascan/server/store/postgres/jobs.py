@@ -21,8 +21,12 @@ from .schema import QUEUED, RUNNING, TERMINAL_SQL, Connection
 #: partial index `jobs_queued`), skipping the rows other servers' claims hold locked. The
 #: claim changes the job's message in Python (`JobChange`), so it is this SELECT, the change
 #: and an UPDATE in one transaction rather than one UPDATE ... RETURNING.
+#: The next job this server may claim: the oldest of the highest priority among the QUEUED
+#: jobs whose folder is under its allowed roots (%s: their paths; none allows any folder).
 NEXT_QUEUED = (
-    f"SELECT job, cancel_requested FROM jobs WHERE state = {QUEUED} "
+    f"SELECT job, cancel_requested FROM jobs WHERE state = {QUEUED} AND ("
+    " cardinality(%s::text[]) = 0 OR EXISTS (SELECT 1 FROM unnest(%s::text[]) AS r(root)"
+    "  WHERE path = r.root OR starts_with(path, rtrim(r.root, '/') || '/'))) "
     "ORDER BY priority DESC, created LIMIT 1 FOR UPDATE SKIP LOCKED"
 )
 #: `lease_until` of a job claimed or renewed now, for a lease of %s seconds.
@@ -40,8 +44,18 @@ class PostgresJobs:
     a queued or re-queued job on QUEUE, a job's committed events on EVENTS (`job_id:sequence`,
     at most EVENTS_INTERVAL apart per job unless the state changed)."""
 
-    def __init__(self, db: PgDatabase, *, node: str, max_queued: int, lease: float) -> None:
+    def __init__(
+        self,
+        db: PgDatabase,
+        *,
+        node: str,
+        max_queued: int,
+        lease: float,
+        roots: Sequence[str] = (),
+    ) -> None:
         self._db = db
+        #: The allowed roots (`--allow-root`): this server claims only the jobs below them.
+        self._roots = list(roots)
         self._node = node
         self._lease = lease
         self._max_queued = max_queued
@@ -89,7 +103,8 @@ class PostgresJobs:
         transaction."""
 
         async def op(conn: Connection) -> ChangedJob | None:
-            row = await (await conn.execute(NEXT_QUEUED)).fetchone()
+            cursor = await conn.execute(NEXT_QUEUED.encode(), (self._roots, self._roots))
+            row = await cursor.fetchone()
             if row is None:
                 return None
             job = scan_pb2.Job.FromString(row[0])

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from mediascan.v1 import scan_pb2
 
 from ..protocol import ChangedJob, JobChange, StorageError
+from .batches import RENEW_CLAIMS
 from .database import PgDatabase
 from .jobs import LEASE_UNTIL, apply_change
 from .notify import EVENTS, QUEUE, notify
@@ -92,7 +93,9 @@ class LeaseKeeper:
                 listener()
 
     async def _renew(self, conn: Connection) -> None:
+        """This server's jobs' leases, and its claims of batches to probe."""
         await conn.execute(_RENEW.encode(), (self.lease, self._node))
+        await conn.execute(RENEW_CLAIMS.encode(), (self.lease, self._node))
 
     async def reclaim_expired(
         self, change: JobChange, announce: Callable[[ChangedJob], None]

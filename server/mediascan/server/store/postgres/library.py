@@ -9,9 +9,10 @@ from typing import Any
 
 from mediascan.v1 import scan_pb2
 
-from ..protocol import LibraryIndex, VideoRow
+from ..protocol import Fence, LibraryIndex, VideoRow
 from ..videos import VIDEO_COLUMNS, VIDEO_FIELDS, below, video_of
 from .database import PgDatabase
+from .fencing import check_fence
 from .schema import Connection
 
 _UPSERT = (
@@ -51,12 +52,15 @@ class PostgresLibrary:
 
         return await self._db.read(op)
 
-    async def set_devices(self, devices: Sequence[tuple[int, str]]) -> None:
-        """Record the device of videos that have none yet."""
+    async def set_devices(
+        self, devices: Sequence[tuple[int, str]], *, fence: Fence | None = None
+    ) -> None:
+        """Record the device of videos that have none yet (fenced: LeaseLost)."""
         if not devices:
             return
 
         async def op(conn: Connection) -> None:
+            await check_fence(conn, fence)
             await conn.execute(
                 "UPDATE videos SET dev = g.dev "
                 "FROM unnest(%s::bigint[], %s::text[]) AS g(dev, path) "
@@ -66,32 +70,32 @@ class PostgresLibrary:
 
         await self._db.commit(op)
 
-    async def upsert_videos(self, rows: Iterable[VideoRow]) -> tuple[int, int]:
-        """Insert or update videos by path in one transaction; returns (added, updated)."""
+    async def upsert_videos(
+        self, rows: Iterable[VideoRow], *, fence: Fence | None = None
+    ) -> tuple[int, int]:
+        """Insert or update videos by path in one transaction; returns (added, updated).
+        With `fence`, only while that attempt of the job runs (LeaseLost, nothing written)."""
         values = [dataclasses.astuple(row) for row in rows]
         if not values:
             return 0, 0
 
         async def op(conn: Connection) -> tuple[int, int]:
-            added = 0
-            async with conn.cursor() as cursor:
-                await cursor.executemany(_UPSERT.encode(), values, returning=True)
-                while True:
-                    row = await cursor.fetchone()
-                    added += bool(row and row[0])
-                    if not cursor.nextset():
-                        break
-            return added, len(values) - added
+            await check_fence(conn, fence)
+            return await upsert(conn, values)
 
         return await self._db.commit(op)
 
-    async def remove_videos(self, gone: Sequence[tuple[str, int]], *, before_ns: int) -> int:
+    async def remove_videos(
+        self, gone: Sequence[tuple[str, int]], *, before_ns: int, fence: Fence | None = None
+    ) -> int:
         """Delete these videos, given as (path, device of its folder now), unless rewritten
-        since `before_ns` or recorded on another device (0: not known, no objection)."""
+        since `before_ns` or recorded on another device (0: not known, no objection); with
+        `fence`, only while that attempt of the job runs."""
         if not gone:
             return 0
 
         async def op(conn: Connection) -> int:
+            await check_fence(conn, fence)
             cursor = await conn.execute(
                 "DELETE FROM videos USING unnest(%s::text[], %s::bigint[]) AS g(path, dev) "
                 "WHERE videos.path = g.path AND videos.probe_ns < %s AND videos.dev IN (0, g.dev)",
@@ -149,3 +153,16 @@ class PostgresLibrary:
             return None if row is None else video_of(row)
 
         return await self._db.read(op)
+
+
+async def upsert(conn: Connection, values: Sequence[tuple[Any, ...]]) -> tuple[int, int]:
+    """Insert or update the rows `values` (VideoRow tuples) by path: (added, updated)."""
+    added = 0
+    async with conn.cursor() as cursor:
+        await cursor.executemany(_UPSERT.encode(), values, returning=True)
+        while True:
+            row = await cursor.fetchone()
+            added += bool(row and row[0])
+            if not cursor.nextset():
+                break
+    return added, len(values) - added

@@ -25,7 +25,9 @@ QUEUE = "mediascan_queue"  #: a job was queued (or re-queued): claim
 EVENTS = "mediascan_events"  #: `job_id:sequence`: events of a job were committed
 CANCEL = "mediascan_cancel"  #: `job_id`: CancelJob asked to stop this RUNNING job
 PROBE = "mediascan_probe"  #: a LISTEN connection checking that notifications reach it
-CHANNELS = (QUEUE, EVENTS, CANCEL, PROBE)
+#: "": batches of files to probe were queued (claim); a job id: batches of it were finished
+BATCHES = "mediascan_batches"
+CHANNELS = (QUEUE, EVENTS, CANCEL, PROBE, BATCHES)
 
 #: Most notifications of one job's events a second (state changes are never held back).
 EVENTS_INTERVAL = 0.25

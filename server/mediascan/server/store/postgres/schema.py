@@ -80,6 +80,31 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # a NOTIFY, or when it reads the mark again after its LISTEN connection came back).
         "ALTER TABLE jobs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false",
     ),
+    3: (
+        # The files a running job's walk found to probe, in batches any server may claim
+        # (`batches.py`): `root` is the job's folder (a server that cannot see it never
+        # claims), `files` holds [path, size, mtime_ns, device key] of each, `claim` counts
+        # the claims (a finish is fenced by it) and `outcome` is set once probed.
+        "CREATE TABLE probe_batches ("
+        " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        " job_id text NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,"
+        " attempt integer NOT NULL,"
+        " root text NOT NULL,"
+        " follow_symlinks boolean NOT NULL,"
+        " files jsonb NOT NULL,"
+        " node text,"
+        " claim integer NOT NULL DEFAULT 0,"
+        " lease_until timestamptz,"
+        " outcome jsonb,"
+        " done_seq bigint)",
+        "CREATE INDEX probe_batches_waiting ON probe_batches (id) WHERE outcome IS NULL",
+        "CREATE INDEX probe_batches_by_job ON probe_batches (job_id, done_seq)",
+        "CREATE SEQUENCE probe_batches_done",
+        # A video's `dev` names its file system the same way on every server (a key made from
+        # the mount: `fskeys.py`), no longer by the st_dev of one machine: the rows stored
+        # before are marked "not known" (0), and the next scan that meets them records it.
+        "UPDATE videos SET dev = 0",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

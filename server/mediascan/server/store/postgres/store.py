@@ -10,10 +10,11 @@ lock or loss check: an unreachable database is a `StorageError` (UNAVAILABLE) an
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from ..protocol import JobFeed, JobStore, LibraryStore, StorageError
+from .batches import PostgresProbeQueue
 from .database import PgDatabase
 from .feed import PostgresFeed
 from .jobs import PostgresJobs
@@ -34,9 +35,13 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
         timeout: float = 5.0,
         max_queued: int = 1000,
         lease: float = 15.0,
+        roots: Sequence[str] = (),
     ) -> None:
+        """`roots`: the allowed roots; this server claims only the jobs below them."""
         self.database = PgDatabase(url, timeout=timeout, node=node)
-        PostgresJobs.__init__(self, self.database, node=node, max_queued=max_queued, lease=lease)
+        PostgresJobs.__init__(
+            self, self.database, node=node, max_queued=max_queued, lease=lease, roots=roots
+        )
         PostgresLibrary.__init__(self, self.database)
         self._feed = PostgresFeed(self.database, node=node, lease=lease)
         self._queued: int | None = None
@@ -53,6 +58,11 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
         """The notifications of the servers sharing the database (this one's LISTEN
         connection), and the operations only a shared database has."""
         return self._feed
+
+    @property
+    def probe_queue(self) -> PostgresProbeQueue:
+        """The batches of files to probe, shared by the servers (every scan's probing)."""
+        return self._feed.batches
 
     @property
     def lost(self) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from mediascan.v1 import scan_pb2
 
-from ..protocol import LibraryIndex, VideoRow
+from ..protocol import Fence, LibraryIndex, VideoRow
 from ..videos import VIDEO_COLUMNS, VIDEO_FIELDS, below, video_of
 from .database import Database
 
@@ -117,7 +117,9 @@ class SqliteLibrary:
         cache.put((folder, recursive), index, generation)
         return index
 
-    async def set_devices(self, devices: Sequence[tuple[int, str]]) -> None:
+    async def set_devices(
+        self, devices: Sequence[tuple[int, str]], *, fence: Fence | None = None
+    ) -> None:
         """Record the device of videos that have none yet (rows written by schema 1)."""
 
         def op(conn: sqlite3.Connection) -> None:
@@ -125,8 +127,11 @@ class SqliteLibrary:
 
         await self._write_library(op)
 
-    async def upsert_videos(self, rows: Iterable[VideoRow]) -> tuple[int, int]:
-        """Insert or update videos by path in one transaction; returns (added, updated)."""
+    async def upsert_videos(
+        self, rows: Iterable[VideoRow], *, fence: Fence | None = None
+    ) -> tuple[int, int]:
+        """Insert or update videos by path in one transaction; returns (added, updated).
+        `fence` is not checked: only this server writes the file, and it never reclaims."""
         rows = list(rows)
 
         def op(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -147,7 +152,9 @@ class SqliteLibrary:
 
         return await self._write_library(op)
 
-    async def remove_videos(self, gone: Sequence[tuple[str, int]], *, before_ns: int) -> int:
+    async def remove_videos(
+        self, gone: Sequence[tuple[str, int]], *, before_ns: int, fence: Fence | None = None
+    ) -> int:
         """Delete these videos, given as (path, device of its folder now), unless rewritten
         since `before_ns` (a row an overlapping scan has just written stays) or recorded on
         another device (0: not known, no objection); returns how many went."""

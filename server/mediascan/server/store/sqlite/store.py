@@ -75,6 +75,11 @@ class SqliteStore(SqliteJobs, SqliteLibrary):
         """None: no other server writes this file, so none has anything to say."""
         return None
 
+    @property
+    def probe_queue(self) -> None:
+        """None: this server probes its scans itself."""
+        return None
+
     def start_tasks(self) -> list[asyncio.Task[None]]:
         """None: the writer thread is supervised through `supervise`."""
         return []
