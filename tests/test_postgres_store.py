@@ -604,3 +604,45 @@ async def test_a_server_whose_leases_lapsed_stops_its_jobs_without_writing(
     assert stored.last_sequence == running.job.last_sequence  # nothing written since
     job = await stub.GetJob(scan_pb2.GetJobRequest(job_id=job_id))
     assert job.state == JobState.RUNNING and job.node == "n"
+
+
+async def test_a_listen_connection_whose_test_notification_never_comes_is_reported(
+    pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a pooler in transaction mode does to LISTEN (the notifications never reach the
+    connection), made here by a test notification that is never sent: the listener says so
+    once, in an error naming the pooler, and reads everything again (its `on_connected`) at
+    each idle check; other channels' notifications are still handed over meanwhile."""
+    from mediascan.server.store.postgres.database import connection_info
+    from mediascan.server.store.postgres.listener import PgListener
+
+    connected: list[float] = []
+    queued: list[str] = []
+
+    async def never_sent(token: str) -> None:
+        return None
+
+    listener = PgListener(
+        connection_info(pg_url, "deaf"),
+        "the test database",
+        handlers={notify.QUEUE: queued.append},
+        on_connected=lambda: connected.append(time.monotonic()),
+        send_probe=never_sent,
+    )
+    task = asyncio.create_task(listener.run())
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            while not listener.connected:
+                await asyncio.sleep(0.05)
+            async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+                await conn.execute("SELECT pg_notify(%s, 'wake')", (notify.QUEUE,))
+            await listener.checked.wait()
+            while len(connected) < 2:  # the read-again after the first idle check
+                await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert not listener.delivering
+    assert queued == ["wake"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "pool_mode = transaction" in errors[0]

@@ -249,10 +249,9 @@ async def _copy_rows(conn: pg_schema.Connection, copy_sql: str, rows: Iterable[R
 
 
 async def _advance_video_ids(conn: pg_schema.Connection) -> None:
-    """Make the ids of videos added later follow the copied ones, and mark their devices
-    "not known": SQLite stores one machine's st_dev, PostgreSQL a key of the file system that
-    is the same on every server (`fskeys.py`); the next scan that meets a video records it."""
-    await conn.execute("UPDATE videos SET dev = 0")
+    """Make the ids of videos added later follow the copied ones. (Their `fs_key`, the file
+    system's key that PostgreSQL's removals compare, is 0, "not known": the next scan that
+    meets a video records it.)"""
     await conn.execute(
         "SELECT setval(pg_get_serial_sequence('videos', 'id'), max(id)) FROM videos "
         "HAVING count(*) > 0"

@@ -15,10 +15,16 @@ from .database import PgDatabase
 from .fencing import check_fence
 from .schema import Connection
 
+#: The columns a VideoRow is written to: its `dev` is the key of the file system's mount
+#: (`fskeys.py`), stored in `fs_key`; the `dev` column (the st_dev of schema version 2) gets
+#: -1, which no st_dev equals, so that a node of that version never removes such a row.
+_COLUMNS = tuple("fs_key" if name == "dev" else name for name in VIDEO_FIELDS)
 _UPSERT = (
-    f"INSERT INTO videos ({VIDEO_COLUMNS}) VALUES ({', '.join(['%s'] * len(VIDEO_FIELDS))}) "
+    f"INSERT INTO videos ({', '.join(_COLUMNS)}, dev) "
+    f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}, -1) "
     "ON CONFLICT (path) DO UPDATE SET "
-    + ", ".join(f"{name} = EXCLUDED.{name}" for name in VIDEO_FIELDS[1:])
+    + ", ".join(f"{name} = EXCLUDED.{name}" for name in _COLUMNS[1:])
+    + ", dev = -1"
     # xmax is 0 in a row version that an INSERT made, not an UPDATE.
     + " RETURNING xmax = 0"
 )
@@ -36,7 +42,7 @@ class PostgresLibrary:
         low, high = below(folder)
         direct = "" if recursive else f" AND strpos(substr(path, {len(low) + 1}), '/') = 0"
         sql = (
-            "SELECT path || '/' || size_bytes || '/' || mtime_ns, dev = 0, path FROM videos "
+            "SELECT path || '/' || size_bytes || '/' || mtime_ns, fs_key = 0, path FROM videos "
             "WHERE path > %s AND path < %s" + direct
         )
 
@@ -55,16 +61,16 @@ class PostgresLibrary:
     async def set_devices(
         self, devices: Sequence[tuple[int, str]], *, fence: Fence | None = None
     ) -> None:
-        """Record the device of videos that have none yet (fenced: LeaseLost)."""
+        """Record the file system key of videos that have none yet (fenced: LeaseLost)."""
         if not devices:
             return
 
         async def op(conn: Connection) -> None:
             await check_fence(conn, fence)
             await conn.execute(
-                "UPDATE videos SET dev = g.dev "
-                "FROM unnest(%s::bigint[], %s::text[]) AS g(dev, path) "
-                "WHERE videos.path = g.path AND videos.dev = 0",
+                "UPDATE videos SET fs_key = g.key "
+                "FROM unnest(%s::bigint[], %s::text[]) AS g(key, path) "
+                "WHERE videos.path = g.path AND videos.fs_key = 0",
                 ([dev for dev, _ in devices], [path for _, path in devices]),
             )
 
@@ -88,17 +94,18 @@ class PostgresLibrary:
     async def remove_videos(
         self, gone: Sequence[tuple[str, int]], *, before_ns: int, fence: Fence | None = None
     ) -> int:
-        """Delete these videos, given as (path, device of its folder now), unless rewritten
-        since `before_ns` or recorded on another device (0: not known, no objection); with
-        `fence`, only while that attempt of the job runs."""
+        """Delete these videos, given as (path, key of its folder's file system now), unless
+        rewritten since `before_ns` or recorded on another file system (0: not known, no
+        objection); with `fence`, only while that attempt of the job runs."""
         if not gone:
             return 0
 
         async def op(conn: Connection) -> int:
             await check_fence(conn, fence)
             cursor = await conn.execute(
-                "DELETE FROM videos USING unnest(%s::text[], %s::bigint[]) AS g(path, dev) "
-                "WHERE videos.path = g.path AND videos.probe_ns < %s AND videos.dev IN (0, g.dev)",
+                "DELETE FROM videos USING unnest(%s::text[], %s::bigint[]) AS g(path, key) "
+                "WHERE videos.path = g.path AND videos.probe_ns < %s "
+                "AND videos.fs_key IN (0, g.key)",
                 ([path for path, _ in gone], [dev for _, dev in gone], before_ns),
             )
             return cursor.rowcount

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import psycopg
@@ -101,29 +103,35 @@ class PgListener:
         if self.connections > 1:
             log.info("the LISTEN connection to %s is back; reading what it missed", self._where)
         self._on_connected()
-        await self._check_delivery(conn)
-        self.checked.set()
+        # A notification sent from the pool must come back here: one that never comes means
+        # LISTEN does not work on this path to the database (a pooler in transaction mode).
+        probe = _Probe(secrets.token_hex(8))
+        await self._send_probe(probe.token)
         while True:
+            # The generator is never left in the middle of what one read brought (psycopg would
+            # drop the rest of it): it ends by itself at its timeout.
             async with contextlib.aclosing(conn.notifies(timeout=IDLE_CHECK)) as notifies:
                 async for notify in notifies:
-                    self._dispatch(notify.channel, notify.payload)
+                    if notify.channel == PROBE:
+                        self._probe_came(probe, notify.payload)
+                    else:
+                        self._dispatch(notify.channel, notify.payload)
+            if probe.overdue():
+                self._probe_lost(probe)
             await conn.execute("SELECT 1")  # a connection cut without a word fails here
             if not self.delivering:  # nothing would tell the server: it reads everything again
                 self._on_connected()
 
-    async def _check_delivery(self, conn: Connection) -> None:
-        """Send a notification from the pool and wait for it here: one that never comes means
-        LISTEN does not work on this path to the database (a pooler in transaction mode)."""
-        token = secrets.token_hex(8)
-        await self._send_probe(token)
-        # Closed on the way out: the generator holds the connection's lock while it is open.
-        async with contextlib.aclosing(conn.notifies(timeout=PROBE_TIMEOUT)) as notifies:
-            async for notify in notifies:
-                if notify.channel == PROBE and notify.payload == token:
-                    self.delivering = True
-                    return
-                self._dispatch(notify.channel, notify.payload)
+    def _probe_came(self, probe: _Probe, payload: str) -> None:
+        if payload == probe.token and not probe.answered:
+            probe.answered = True
+            self.delivering = True
+            self.checked.set()
+
+    def _probe_lost(self, probe: _Probe) -> None:
+        probe.answered = True  # said once
         self.delivering = False
+        self.checked.set()
         log.error(
             "notifications do not reach this server's LISTEN connection to %s: is it a "
             "connection pooler in transaction mode (PgBouncer's pool_mode = transaction)? "
@@ -142,6 +150,18 @@ class PgListener:
             handler(payload)
         except Exception:  # one bad notification must not stop the others
             log.exception("handling the notification %s %r failed", channel, payload)
+
+
+@dataclasses.dataclass
+class _Probe:
+    """The test notification of one connection."""
+
+    token: str
+    sent: float = dataclasses.field(default_factory=time.monotonic)
+    answered: bool = False
+
+    def overdue(self) -> bool:
+        return not self.answered and time.monotonic() - self.sent > PROBE_TIMEOUT
 
 
 async def _close(conn: Connection) -> None:

@@ -100,10 +100,11 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX probe_batches_waiting ON probe_batches (id) WHERE outcome IS NULL",
         "CREATE INDEX probe_batches_by_job ON probe_batches (job_id, done_seq)",
         "CREATE SEQUENCE probe_batches_done",
-        # A video's `dev` names its file system the same way on every server (a key made from
-        # the mount: `fskeys.py`), no longer by the st_dev of one machine: the rows stored
-        # before are marked "not known" (0), and the next scan that meets them records it.
-        "UPDATE videos SET dev = 0",
+        # A video's file system named the same way on every server (a key made from the mount:
+        # `fskeys.py`), not by one machine's st_dev (`dev`, which nodes of version 2 still read
+        # and write during a rolling upgrade; new rows get -1 there). 0: not known yet, recorded
+        # by the next scan that meets the video.
+        "ALTER TABLE videos ADD COLUMN fs_key bigint NOT NULL DEFAULT 0",
     ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
