@@ -12,15 +12,18 @@ fsync), each figure against a baseline measured in the same run.
   (set by A when it made the event) to its receipt. Baseline: the subscribers on A.
 - Submit requests/s on PostgreSQL against the same load on SQLite: the submit benchmark's load
   (bench.loadgen, 64 in flight over 4 connections, distinct empty folders) on one server each.
-
-Not measured: the time from `kill -9` of a node to its job running again elsewhere, which needs
-job leases.
+- The time from `kill -9` of the node running a scan to the scan running again on another node
+  (`--lease 5s`: the lease must pass, then a reclaim round and a claim), against the same with
+  SIGTERM (`--shutdown-grace 0.2s`: the node hands the job back at once). Measured from the
+  signal to the `event_time` of the RUNNING event of attempt 2, which the other node stamps.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +65,7 @@ def figures(sizes: Sizes) -> list[str]:
         "cross-node WatchJob lag p99 (ms)",
         "submit requests/s, PostgreSQL",
         "submit server CPU per request, PostgreSQL (µs)",
+        "kill -9 to running again, lease 5 s (ms)",
     ]
 
 
@@ -79,6 +83,7 @@ async def run(ctx: Context) -> list[Row]:
         rows = await _claim_rows(ctx, cluster, empty)
         rows += await _lag_rows(ctx, cluster, slow)
         rows += await _submit_rows(ctx, cluster, empty)
+        rows += await _recovery_rows(ctx, cluster, slow)
     return rows
 
 
@@ -366,3 +371,65 @@ async def _submits(ctx: Context, empty: Path, db: list[str]) -> dict[str, Any]:
         return await submit.measure(worker, server.pid, sizes)
     finally:
         await asyncio.to_thread(server.stop)
+
+
+# -- kill -9 to running again ---------------------------------------------------------------------
+
+RECOVERY_LEASE = "5s"
+
+
+async def _recovery_rows(ctx: Context, cluster: PostgresCluster, slow: Path) -> list[Row]:
+    runs = []
+    for number in range(1, ctx.sizes.runs + 1):
+        killed = await _recovery(ctx, cluster, slow, signal.SIGKILL)
+        stopped = await _recovery(ctx, cluster, slow, signal.SIGTERM)
+        ctx.log(
+            f"{BENCH}: run {number}/{ctx.sizes.runs}: running again {killed:.0f} ms after "
+            f"kill -9, {stopped:.0f} ms after SIGTERM"
+        )
+        runs.append((killed, stopped))
+    return [
+        paired(
+            BENCH,
+            "kill -9 to running again, lease 5 s (ms)",
+            runs,
+            baseline_name="SIGTERM",
+            note="bounded by the lease plus a renewal round (a third of it) plus the claim",
+        )
+    ]
+
+
+async def _recovery(
+    ctx: Context, cluster: PostgresCluster, slow: Path, how: signal.Signals
+) -> float:
+    """Milliseconds from `how` sent to the node running a scan to the scan's RUNNING event of
+    attempt 2 on the other node."""
+    url = await asyncio.to_thread(cluster.fresh)
+    flags = ["--workers", "1", "--probe-workers", "1", "--lease", RECOVERY_LEASE]
+    (first,) = await _nodes(ctx, "cluster-kill-a", url, [[*flags, "--shutdown-grace", "0.2s"]])
+    servers = [first]
+    try:
+        async with Client(first.address) as on_first:
+            job = await on_first.submit(slow, timeout={"seconds": 3600})
+            await on_first.until_progress(job.job_id, 1, 60)
+        servers += await _nodes(ctx, "cluster-kill-b", url, [flags])
+        async with Client(servers[1].address) as on_second:
+            sent = time.time()
+            first.popen.send_signal(how)
+            # Every stored event (not a snapshot): attempt 2 may be running before it attaches.
+            request = scan_pb2.WatchJobRequest(job_id=job.job_id, after_sequence=1)
+            call = on_second.stub.WatchJob(request)
+            async with asyncio.timeout(120):
+                async for event in call:
+                    change = event.state_change
+                    if (
+                        event.HasField("state_change")
+                        and change.to_state == scan_pb2.JOB_STATE_RUNNING
+                        and change.job.attempt == 2
+                    ):
+                        started = event.event_time.ToNanoseconds() / 1e9
+                        call.cancel()
+                        return (started - sent) * 1000
+        raise RuntimeError("the scan did not run again")
+    finally:
+        await _stop(servers)
