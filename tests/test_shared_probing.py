@@ -27,7 +27,7 @@ from mediascan.v1 import scan_pb2
 pytestmark = pytest.mark.slow
 
 WAIT = 120.0
-FILES = 1200
+FILES = 2000
 LEASE = "2s"
 WORKER = ("--workers", "1", "--probe-workers", "1", "--metrics-listen", "127.0.0.1:0")
 _CLONE_NEWNS = 0x00020000
