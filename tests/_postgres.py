@@ -4,13 +4,25 @@ fresh empty database (`pg_url`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
+from mediascan.server.store.postgres.store import PostgresStore
 from mediascan.server.testing_postgres import PostgresCluster, postgres_cluster
 
-__all__ = ["PostgresCluster", "pg_url", "postgres", "postgres_cluster"]
+__all__ = [
+    "PostgresCluster",
+    "StoreFactory",
+    "open_store",
+    "pg_url",
+    "postgres",
+    "postgres_cluster",
+]
+
+#: `await open_store(node=..., url=..., **PostgresStore options)`.
+StoreFactory = Callable[..., Awaitable[PostgresStore]]
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +36,21 @@ def postgres() -> Iterator[PostgresCluster]:
 def pg_url(postgres: PostgresCluster) -> str:
     """A fresh empty database of the session's cluster, for one test."""
     return postgres.fresh()
+
+
+@pytest.fixture
+async def open_store(pg_url: str) -> AsyncIterator[StoreFactory]:
+    """`await open_store(node=..., url=...)`: an opened `PostgresStore` on the test's database
+    (or `url`), closed at teardown; several side by side play several servers."""
+    stores: list[PostgresStore] = []
+
+    async def factory(*, url: str = pg_url, **options: object) -> PostgresStore:
+        store = PostgresStore(url, **options)  # type: ignore[arg-type]
+        stores.append(store)
+        async with asyncio.timeout(30):
+            await store.open()
+        return store
+
+    yield factory
+    for store in stores:
+        await store.close()

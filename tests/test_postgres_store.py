@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from _library_helpers import (
     set_fault,
     start_hung_blocker,
 )
+from _postgres import StoreFactory
 
 from mediascan.server.engine.attempts import reclaim_change_for
 from mediascan.server.engine.cluster import cancel_queued
@@ -46,28 +47,9 @@ from mediascan.server.store.postgres.store import PostgresStore
 from mediascan.server.testing import final_job
 from mediascan.v1 import scan_pb2
 
-StoreFactory = Callable[..., Awaitable[PostgresStore]]
 TIMEOUT = 30.0
 STOP_WAIT = 60.0
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture
-async def open_store(pg_url: str) -> AsyncIterator[StoreFactory]:
-    """`await open_store(node=..., url=...)`: an opened store on the test's database (or
-    `url`), closed at teardown."""
-    stores: list[PostgresStore] = []
-
-    async def factory(*, url: str = pg_url, **options: object) -> PostgresStore:
-        store = PostgresStore(url, **options)  # type: ignore[arg-type]
-        stores.append(store)
-        async with asyncio.timeout(TIMEOUT):
-            await store.open()
-        return store
-
-    yield factory
-    for store in stores:
-        await store.close()
 
 
 def spec(

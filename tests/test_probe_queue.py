@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import psycopg
 import pytest
+from _postgres import StoreFactory
 
 from mediascan.server.engine.recorder import reclaim_change, start_change
 from mediascan.server.fskeys import DeviceKeys
@@ -27,25 +27,8 @@ from mediascan.server.store.probe_queue import BatchOutcome, WalkedFile
 
 pytestmark = pytest.mark.slow
 
-StoreFactory = Callable[..., Awaitable[PostgresStore]]
 TIMEOUT = 30.0
 ROOT = "/shared/videos"
-
-
-@pytest.fixture
-async def open_store(pg_url: str) -> AsyncIterator[StoreFactory]:
-    stores: list[PostgresStore] = []
-
-    async def factory(**options: object) -> PostgresStore:
-        store = PostgresStore(pg_url, **options)  # type: ignore[arg-type]
-        stores.append(store)
-        async with asyncio.timeout(TIMEOUT):
-            await store.open()
-        return store
-
-    yield factory
-    for store in stores:
-        await store.close()
 
 
 def spec(path: str = ROOT) -> ScanSpec:
