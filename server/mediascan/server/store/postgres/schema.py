@@ -80,6 +80,19 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # a NOTIFY, or when it reads the mark again after its LISTEN connection came back).
         "ALTER TABLE jobs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false",
     ),
+    3: (
+        # What the richer prober reads (`probed.ProbeResult`): the fields a query filters on
+        # as columns, the rest as `details` (a serialized Video). Rows kept from before say
+        # which prober read them (1), so that a plain rescan probes them again.
+        "ALTER TABLE videos"
+        " ADD COLUMN duration_source smallint NOT NULL DEFAULT 0,"
+        " ADD COLUMN truncated boolean NOT NULL DEFAULT false,"
+        " ADD COLUMN variable_frame_rate boolean NOT NULL DEFAULT false,"
+        " ADD COLUMN rotation smallint NOT NULL DEFAULT 0,"
+        " ADD COLUMN hdr smallint NOT NULL DEFAULT 0,"
+        " ADD COLUMN prober_version integer NOT NULL DEFAULT 1,"
+        " ADD COLUMN details bytea NOT NULL DEFAULT ''::bytea",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
