@@ -52,14 +52,21 @@ def is_picture(stream: Any) -> bool:
 
 
 def main_video(container: Any) -> Any | None:
-    """The video stream that is the video: not a cover picture nor a thumbnail track; among
-    those with the default disposition (all of them when none has it), the one with the most
-    frames, then the largest area, then the first."""
+    """The video stream that is the video. Not a cover picture nor a thumbnail track, nor a
+    preview: a stream another outdoes in both frame count (where the file says) and area (a
+    camera's one-frame thumbnail track comes first and is often the one marked default). Of
+    the rest, those with the default disposition (all when none has it); of those, the one with
+    the most frames, then the largest area, then the first."""
     videos = [s for s in container.streams.video if not is_picture(s)]
+    videos = [s for s in videos if not any(_outdoes(other, s) for other in videos)]
     pool = [s for s in videos if _disposition(s) & _DEFAULT] or videos
     if not pool:
         return None
     return max(pool, key=lambda s: (int(s.frames or 0), _area(s), -s.index))
+
+
+def _outdoes(one: Any, other: Any) -> bool:
+    return int(one.frames or 0) > int(other.frames or 0) > 0 and _area(one) > _area(other)
 
 
 def main_audio(container: Any) -> Any | None:
