@@ -27,6 +27,7 @@ from _library_helpers import SUCCEEDED, real, scan
 from _media_cases import Made, make_cases
 
 from mediascan.server import probe_picture, probe_streams
+from mediascan.server.probed import ProbeResult, result_to_json
 from mediascan.server.testing import library_rows, store_videos
 from mediascan.v1 import scan_pb2
 
@@ -374,7 +375,8 @@ async def test_a_file_past_every_cap_stays_bounded(library: dict[str, scan_pb2.V
 
 def test_the_largest_video_the_caps_allow_fits_its_bound() -> None:
     """Every list at its cap, every text at its bound, every number at its widest: under
-    24 KiB beside the path, so a 2 MiB page holds at least 80 of the largest."""
+    32 KiB beside the path, so a 2 MiB page holds at least 60 of the largest, and a prober's
+    answer (the details in base64) stays under the 64 KiB line it may write."""
     wide = "\U0001f600" * 64  # 256 bytes of four-byte characters
     video = scan_pb2.Video(
         video_id="v_9223372036854775807",
@@ -392,14 +394,14 @@ def test_the_largest_video_the_caps_allow_fits_its_bound() -> None:
         video.streams.add(
             index=index,
             kind=scan_pb2.STREAM_KIND_AUDIO,
-            codec="pcm_s24le" * 2,
+            codec="c" * probe_streams.MAX_NAME_BYTES,
             profile="x" * probe_streams.MAX_TITLE_BYTES,
-            language="x" * 16,
+            language="x" * probe_streams.MAX_NAME_BYTES,
             title="x" * probe_streams.MAX_TITLE_BYTES,
             default=True,
             forced=True,
             channels=64,
-            channel_layout="22.2" * 8,
+            channel_layout="l" * probe_streams.MAX_NAME_BYTES,
             sample_rate=2**31 - 1,
             width=2**31 - 1,
             height=2**31 - 1,
@@ -410,7 +412,25 @@ def test_the_largest_video_the_caps_allow_fits_its_bound() -> None:
         chapter = video.chapters.add(title="x" * probe_streams.MAX_TITLE_BYTES)
         chapter.start.FromNanoseconds(2**62)
         chapter.end.FromNanoseconds(2**62)
-    assert video.ByteSize() < 24 * 1024, video.ByteSize()
+    assert video.ByteSize() < 32 * 1024, video.ByteSize()
+    answer = {"ok": result_to_json(ProbeResult(**FIELDS, details=video.SerializeToString()))}
+    assert len(json.dumps(answer)) < 64 * 1024  # asyncio's default line limit
+
+
+#: A ProbeResult's plain fields, at their widest.
+FIELDS: dict[str, Any] = {
+    "container": "x" * 64,
+    "duration_ns": 2**63 - 1,
+    "bit_rate": 2**63 - 1,
+    "video_codec": "x" * 64,
+    "width": 2**31 - 1,
+    "height": 2**31 - 1,
+    "frame_rate": 1e9,
+    "audio_codec": "x" * 64,
+    "audio_channels": 64,
+    "audio_sample_rate": 2**31 - 1,
+    "audio_streams": 2**31 - 1,
+}
 
 
 def test_dolby_vision_and_hdr10_plus_detection_on_side_data_bytes() -> None:
@@ -468,13 +488,13 @@ async def test_a_page_of_the_largest_videos_stops_at_2_mib(
     await store_videos(db, rows)
     stub = await connect((await make_server(db=db)).address)
     first = await stub.ListVideos(scan_pb2.ListVideosRequest(page_size=1000))
-    assert first.ByteSize() <= 2 * 1024 * 1024 + 64 * 1024
+    assert first.ByteSize() <= 2 * 1032 * 1024 + 64 * 1024
     assert 50 < len(first.videos) < 300 and first.next_page_token
     seen = [v.path for v in first.videos]
     token = first.next_page_token
     while token:
         page = await stub.ListVideos(scan_pb2.ListVideosRequest(page_size=1000, page_token=token))
-        assert page.ByteSize() <= 2 * 1024 * 1024 + 64 * 1024
+        assert page.ByteSize() <= 2 * 1032 * 1024 + 64 * 1024
         seen += [v.path for v in page.videos]
         token = page.next_page_token
     assert seen == sorted(row.path for row in rows)

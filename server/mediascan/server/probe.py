@@ -9,7 +9,8 @@ file on stdout.
 
 A probe stays cheap: it reads the container header and the stream parameters (what ffprobe
 -show_format -show_streams reports), the main video's first packets (at most 16), decodes one
-keyframe for the side data only frames carry (`probe_picture.py`), and reads at most a few MiB
+keyframe for the side data only frames carry where the header cannot tell (`probe_picture.py`;
+an MP4's movie header says it all, unless it signals HDR: `mp4_header.py`), and reads a few MiB
 near the end of the file when the header cannot be trusted with the duration
 (`probe_duration.py`). Which streams are the video and the audio, and the streams, chapters and
 tags, are `probe_streams.py`; what a probe returns is `probed.py`.
@@ -32,7 +33,7 @@ import av
 
 from mediascan.v1 import scan_pb2
 
-from . import probe_duration, probe_picture, probe_streams
+from . import mp4_header, probe_duration, probe_picture, probe_streams
 from .probed import PROBER_VERSION, ProbeResult, result_to_json
 
 #: FFmpeg demuxers that open anything (text, images) and must not count as videos.
@@ -112,14 +113,21 @@ def _probe(container: av.container.InputContainer, fd: int) -> ProbeResult:
     height = int(video.codec_context.height or 0)
     if width <= 0 or height <= 0:
         raise ProbeError("corrupt", "the video stream has no frame size")
-    packets, head = _read_head(container, video)
-    timing = probe_duration.measure(container, video, fd, os.fstat(fd).st_size, head)
+    size = os.fstat(fd).st_size
+    mp4 = format_name == probe_duration.MOV
+    movie = mp4_header.movie_header(fd, size) if mp4 else None
+    packets, head = _read_head(container, video, few=mp4 or format_name == "matroska,webm")
+    timing = probe_duration.measure(container, video, fd, size, head, movie)
     if timing.duration_ns <= 0:
         raise ProbeError("corrupt", _NO_DURATION)
     details = scan_pb2.Video(video_stream_index=video.index)
-    rotation, hdr = probe_picture.describe(
-        video, probe_picture.first_frame(video, packets), details
-    )
+    # An MP4's rotation is in its track header; a frame is decoded when it may hold more.
+    frame = None
+    if movie is None or probe_picture.needs_frame(video):
+        frame = probe_picture.first_frame(video, packets)
+    tracks = movie.rotations if movie is not None else ()
+    rotation = tracks[video.index] if frame is None and video.index < len(tracks) else None
+    rotation, hdr = probe_picture.describe(video, frame, details, rotation=rotation)
     probe_streams.describe(container, details)
     if timing.truncated:
         details.header_duration.FromNanoseconds(timing.header_ns)
@@ -155,12 +163,16 @@ _HEAD_PACKETS = (16, 8)
 
 
 def _read_head(
-    container: av.container.InputContainer, video: av.stream.Stream
+    container: av.container.InputContainer, video: av.stream.Stream, *, few: bool
 ) -> tuple[list[av.Packet[Any]], probe_duration.Head]:
-    """The main video's first packets (at most 16; 8 once one is a keyframe). A header alone
-    is not a video: a file cut short often keeps a valid header and loses the media."""
+    """The main video's first packets: up to the first keyframe when `few` (an MP4 or
+    Matroska file, whose frame timing comes from its index or its end), else at most 16 (8 once
+    one is a keyframe). A header alone is not a video: a file cut short often keeps a valid
+    header and loses the media."""
     packets: list[av.Packet[Any]] = []
     most, enough = _HEAD_PACKETS
+    if few:
+        enough = 1
     try:
         for packet in container.demux(video):
             if packet.size:

@@ -24,14 +24,15 @@ import av
 
 from mediascan.v1 import scan_pb2
 
-from .mp4_header import movie_duration_ns
+from .mp4_header import MovieHeader
 from .tail_view import HeadAndTail, matroska_head
 
 HEADER = scan_pb2.DURATION_SOURCE_HEADER
 PACKETS = scan_pb2.DURATION_SOURCE_PACKETS
 ESTIMATE = scan_pb2.DURATION_SOURCE_ESTIMATE
 
-_MOV = frozenset({"mov,mp4,m4a,3gp,3g2,mj2"})
+#: The MP4 and QuickTime demuxer.
+MOV = "mov,mp4,m4a,3gp,3g2,mj2"
 _MATROSKA = frozenset({"matroska,webm"})
 #: Formats whose duration FFmpeg itself measures from the last packets' timestamps.
 _MEASURED_BY_FFMPEG = frozenset({"mpegts", "mpeg"})
@@ -40,15 +41,17 @@ _NO_TIMESTAMPS = 0x0080
 #: The frame count FFmpeg's AVI muxer leaves in the header when it cannot go back to fill it in.
 _AVI_UNKNOWN_FRAMES = 1 << 30
 
-#: The first read of a file's end, and the most it reads there (doubling in between).
+#: The first read of a Matroska file's end, and the second when the first held no packet.
 FIRST_TAIL = 256 * 1024
 MAX_TAIL = 4 * 1024 * 1024
+#: A Matroska header (up to the first cluster) larger than this is not read again for the end.
+MAX_HEAD = 16 * 1024 * 1024
 #: Bytes of a file without timestamps read from the start to count its frames per byte.
 ESTIMATE_BYTES = 1024 * 1024
 #: Packets of the end read, at most.
 _MAX_TAIL_PACKETS = 4096
 #: Entries of an MP4 sample index looked at for the frame rate, from each end.
-_INDEX_SAMPLE = 64
+_INDEX_SAMPLE = 32
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -69,14 +72,17 @@ class Timing:
     variable_frame_rate: bool
 
 
-def measure(container: Any, video: Any, fd: int, size: int, head: Head) -> Timing:
-    """The duration of the open `container` (file `fd` of `size` bytes)."""
+def measure(
+    container: Any, video: Any, fd: int, size: int, head: Head, movie: MovieHeader | None
+) -> Timing:
+    """The duration of the open `container` (file `fd` of `size` bytes; `movie`: its MP4 movie
+    header, when it is one)."""
     name = container.format.name
     start_ns = int(container.start_time or 0) * 1000
-    header_ns = _header_ns(container, video, fd, size)
+    header_ns = _header_ns(container, video, movie)
     tail_pts: list[int] = []
     end_ns: int | None = None
-    if name in _MOV:
+    if name == MOV:
         end_ns = _mov_playable_ns(container, size, start_ns)
         tail_pts = _index_timestamps(video)
     elif name in _MATROSKA:
@@ -112,12 +118,10 @@ def measure(container: Any, video: Any, fd: int, size: int, head: Head) -> Timin
     )
 
 
-def _header_ns(container: Any, video: Any, fd: int, size: int) -> int:
+def _header_ns(container: Any, video: Any, movie: MovieHeader | None) -> int:
     """The duration the container's header states (0: none)."""
-    if container.format.name in _MOV:
-        movie = movie_duration_ns(fd, size)
-        if movie > 0:
-            return movie
+    if movie is not None and movie.duration_ns > 0:
+        return movie.duration_ns
     if container.format.name == "avi" and video.frames == _AVI_UNKNOWN_FRAMES:
         return 0
     if container.duration is not None and container.duration > 0:
@@ -176,18 +180,21 @@ def _index_timestamps(video: Any) -> list[int]:
 def _matroska_end(
     fd: int, size: int, head: Head, video_index: int, start_ns: int
 ) -> tuple[int | None, list[int]]:
-    """(end of the last packets in ns, the video's timestamps there) from the file's last bytes:
-    FIRST_TAIL of them, doubled while no packet is found, at most MAX_TAIL."""
+    """(end of the last packets in ns, the video's timestamps there) from the file's last
+    FIRST_TAIL bytes, or its last MAX_TAIL when those held no packet (a cluster larger than the
+    first read). None when the header is larger than MAX_HEAD (attachments: read it again
+    to reach the end would cost more than the duration is worth)."""
     if head.first_pos <= 0:
         return None, []
     start = matroska_head(fd, head.first_pos)
-    tail = FIRST_TAIL
-    while True:
+    if start > MAX_HEAD:
+        return None, []
+    found = None
+    for tail in (FIRST_TAIL, MAX_TAIL):
         view = HeadAndTail(fd, head=start, tail_start=max(start, size - tail), size=size)
         found = _last_packets(view, video_index)
-        if found is not None or tail >= MAX_TAIL or size - tail <= start:
+        if found is not None or size - tail <= start:
             break
-        tail *= 2
     if found is None:
         return None, []
     end_ns, pts = found

@@ -6,8 +6,9 @@ side data, which PyAV (18) does not expose on a stream: FFmpeg attaches them to 
 both the container's (an MP4 `tkhd` matrix, Matroska mastering metadata) and the bitstream's
 (HEVC and AV1 SEI/OBU: mastering display, content light level, HDR10+, Dolby Vision RPU). So a
 probe decodes one frame, the first keyframe, alone (`first_frame`: other frames skipped, the
-decoder drained at once, one thread): about 0.1 to 0.5 ms for small videos, 6 ms for 1080p H.264,
-70 ms for a 4K 10-bit HEVC keyframe on this machine."""
+decoder drained at once, one thread), unless the header tells all (an MP4 that signals no HDR:
+its rotation is in the track header, `mp4_header.py`): about 0.1 to 0.5 ms for small videos,
+6 ms for 1080p H.264, 70 ms for a 4K 10-bit HEVC keyframe on this machine."""
 
 from __future__ import annotations
 
@@ -76,9 +77,21 @@ def first_frame(video: Any, packets: Iterable[Any]) -> Any | None:
     return None
 
 
-def describe(video: Any, frame: Any | None, out: scan_pb2.Video) -> tuple[int, int]:
-    """Fill the picture fields of `out` from the stream and its decoded first frame; returns
-    (rotation, hdr kind), the two that are library columns."""
+def needs_frame(video: Any) -> bool:
+    """Whether an MP4's video needs its first frame decoded: its rotation is in the track
+    header, and its HDR metadata in frames only when the stream signals HDR (a PQ or HLG
+    transfer, a Dolby Vision sample entry)."""
+    context = video.codec_context
+    tag = str(getattr(context, "codec_tag", "") or "")
+    return int(context.color_trc or 2) in (_PQ, _HLG) or tag in _DOLBY_VISION_TAGS
+
+
+def describe(
+    video: Any, frame: Any | None, out: scan_pb2.Video, *, rotation: int | None = None
+) -> tuple[int, int]:
+    """Fill the picture fields of `out` from the stream and its decoded first frame (`rotation`
+    from elsewhere when no frame was decoded); returns (rotation, hdr kind), the two that are
+    library columns."""
     context = video.codec_context
     width, height = int(context.width or 0), int(context.height or 0)
     _pixels(context.pix_fmt or (frame.format.name if frame is not None else ""), out)
@@ -93,7 +106,7 @@ def describe(video: Any, frame: Any | None, out: scan_pb2.Video) -> tuple[int, i
         int(context.colorspace if context.colorspace is not None else 2), ""
     )
     out.color_range = _RANGE.get(int(context.color_range or 0), "")
-    rotation = _rotation(frame)
+    rotation = _rotation(frame) if frame is not None or rotation is None else rotation
     sar = video.sample_aspect_ratio or context.sample_aspect_ratio
     if sar:
         out.sample_aspect_ratio = f"{sar.numerator}:{sar.denominator}"

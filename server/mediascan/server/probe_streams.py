@@ -19,8 +19,11 @@ MAX_STREAMS = 32
 MAX_CHAPTERS = 64
 #: Bytes of a container's title, encoder or timecode tag, at most.
 MAX_TAG_BYTES = 256
-#: Bytes of a stream's or a chapter's title, at most.
+#: Bytes of a stream's or a chapter's title (and a stream's profile), at most.
 MAX_TITLE_BYTES = 128
+#: Bytes of a stream's codec, language and channel layout names, at most (FFmpeg's own names
+#: are shorter; a custom channel layout lists its channels).
+MAX_NAME_BYTES = 64
 
 _KINDS = {
     "video": scan_pb2.STREAM_KIND_VIDEO,
@@ -111,10 +114,10 @@ def _add_stream(stream: Any, out: scan_pb2.Stream) -> bool:
     disposition = _disposition(stream)
     out.index = int(stream.index)
     out.kind = _KINDS.get(str(stream.type), scan_pb2.STREAM_KIND_UNSPECIFIED)
-    out.codec = codec_name(stream)
+    out.codec, _ = bounded(codec_name(stream), MAX_NAME_BYTES)
     out.profile, _ = bounded(str(getattr(stream, "profile", None) or ""), MAX_TITLE_BYTES)
     language = str(getattr(stream, "language", None) or tags.get("language", "") or "")
-    out.language, _ = bounded("" if language == "und" else language, 16)
+    out.language, _ = bounded("" if language == "und" else language, MAX_NAME_BYTES)
     out.title, cut = bounded(tags.get("title", ""), MAX_TITLE_BYTES)
     out.default = bool(disposition & _DEFAULT)
     out.forced = bool(disposition & _FORCED)
@@ -125,7 +128,7 @@ def _add_stream(stream: Any, out: scan_pb2.Stream) -> bool:
     if stream.type == "audio":
         out.channels = channels(stream)
         layout = getattr(context, "layout", None)
-        out.channel_layout = str(getattr(layout, "name", "") or "")
+        out.channel_layout, _ = bounded(str(getattr(layout, "name", "") or ""), MAX_NAME_BYTES)
         out.sample_rate = int(context.sample_rate or 0)
     elif stream.type == "video":
         out.width = int(context.width or 0)
