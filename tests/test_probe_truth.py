@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -26,7 +27,7 @@ import pytest
 from _library_helpers import SUCCEEDED, real, scan
 from _media_cases import Made, make_cases
 
-from mediascan.server import probe_picture, probe_streams
+from mediascan.server import mp4_header, probe_picture, probe_streams
 from mediascan.server.probed import ProbeResult, result_to_json
 from mediascan.server.testing import library_rows, store_videos
 from mediascan.v1 import scan_pb2
@@ -499,3 +500,37 @@ async def test_a_page_of_the_largest_videos_stops_at_2_mib(
         token = page.next_page_token
     assert seen == sorted(row.path for row in rows)
     assert len(first.videos[0].streams) == probe_streams.MAX_STREAMS
+
+
+def box(name: bytes, body: bytes) -> bytes:
+    return struct.pack(">I4s", 8 + len(body), name) + body
+
+
+def test_the_movie_header_reader_on_version_1_boxes_and_on_garbage(tmp_path: Path) -> None:
+    """64-bit (version 1) movie and track headers, as long recordings have, are read like
+    FFmpeg reads them (no encoder here writes them for short clips); malformed boxes give no
+    header, never an error."""
+    mvhd = box(b"mvhd", b"\x01\0\0\0" + bytes(16) + struct.pack(">IQ", 1000, 7_200_123))
+    matrix = struct.pack(">9i", 0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30)  # -90 degrees
+    tkhd = box(b"tkhd", b"\x01\0\0\x03" + bytes(48) + matrix + bytes(8))
+    moov = box(b"moov", mvhd + box(b"trak", tkhd) + box(b"trak", box(b"tkhd", bytes(84))))
+    path = tmp_path / "v1.mp4"
+    path.write_bytes(box(b"ftyp", b"isom" + bytes(4)) + box(b"mdat", bytes(100)) + moov)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        header = mp4_header.movie_header(fd, path.stat().st_size)
+    finally:
+        os.close(fd)
+    assert header == mp4_header.MovieHeader(7_200_123_000_000, (-90, 0))
+    for garbage in (
+        b"",
+        b"\xff" * 64,
+        box(b"moov", b"\0\0\0\x01mvhd"),
+        struct.pack(">I4s", 3, b"moov"),
+    ):
+        path.write_bytes(garbage)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert mp4_header.movie_header(fd, len(garbage)) == mp4_header.MovieHeader(0, ())
+        finally:
+            os.close(fd)

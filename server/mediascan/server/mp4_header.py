@@ -23,6 +23,8 @@ _MAX_BOXES = 64
 _MAX_CHILDREN = 64
 #: Bytes of a box header read (its size, its name, its 64-bit size if any).
 _HEADER_READ = 16
+#: Bytes of a track header up to the end of its matrix (version 1: 52 + 36).
+_TKHD_BYTES = 88
 #: A `moov` this small is read whole, in one read.
 _WHOLE_MOOV = 256 * 1024
 
@@ -37,8 +39,16 @@ class MovieHeader:
 
 def movie_header(fd: int, size: int) -> MovieHeader:
     """The movie header of the MP4 file `fd`; empty when there is none (a fragmented file, no
-    `moov` among the first boxes, an unreadable header). A `moov` of up to _WHOLE_MOOV bytes (a
-    clip's) is read at once; a larger one (a film's sample index) box header by box header."""
+    `moov` among the first boxes, an unreadable or malformed header: what FFmpeg opened is
+    still a video). A `moov` of up to _WHOLE_MOOV bytes (a clip's) is read at once; a larger
+    one (a film's sample index) box header by box header."""
+    try:
+        return _movie_header(fd, size)
+    except (OSError, struct.error, ValueError):
+        return MovieHeader(0, ())
+
+
+def _movie_header(fd: int, size: int) -> MovieHeader:
     moov = _find_box(_FileBytes(fd), 0, size, b"moov", _MAX_BOXES)
     if moov is None:
         return MovieHeader(0, ())
@@ -53,7 +63,7 @@ def movie_header(fd: int, size: int) -> MovieHeader:
             duration_ns = _mvhd_duration_ns(data.read(body, 32))
         elif name == b"trak":
             tkhd = _find_box(data, body, box_end, b"tkhd", _MAX_CHILDREN)
-            rotations.append(_tkhd_rotation(data.read(tkhd[0], 84)) if tkhd else 0)
+            rotations.append(_tkhd_rotation(data.read(tkhd[0], _TKHD_BYTES)) if tkhd else 0)
     return MovieHeader(duration_ns, tuple(rotations))
 
 

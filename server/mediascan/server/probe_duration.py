@@ -140,22 +140,18 @@ def _tolerance_ns(header_ns: int) -> int:
 def _mov_playable_ns(container: Any, size: int, start_ns: int) -> int | None:
     """Where an MP4's playable media ends when samples its index lists lie beyond the end of
     the file (None: every sample is there). No I/O: the index came with the header."""
+    indexed = [
+        (stream, entries, len(entries))
+        for stream in container.streams
+        if (entries := stream.index_entries) is not None and len(entries) and stream.time_base
+    ]
+    if all(
+        entries[count - 1].pos + entries[count - 1].size <= size for _, entries, count in indexed
+    ):
+        return None
     ends: list[int] = []
-    cut = False
-    for stream in container.streams:
-        entries = stream.index_entries
-        count = len(entries) if entries is not None else 0
-        if count == 0 or stream.time_base is None:
-            continue
-        last = entries[count - 1]
-        if last.pos + last.size <= size:
-            stream_end = last.timestamp + max(
-                0, last.timestamp - entries[max(0, count - 2)].timestamp
-            )
-            ends.append(_ns(stream_end, stream.time_base) - start_ns)
-            continue
-        cut = True
-        low, high = 0, count - 1  # the first entry that is not whole in the file
+    for stream, entries, count in indexed:
+        low, high = 0, count  # the first entry that is not whole in the file (count: none)
         while low < high:
             middle = (low + high) // 2
             entry = entries[middle]
@@ -163,8 +159,9 @@ def _mov_playable_ns(container: Any, size: int, start_ns: int) -> int | None:
                 low = middle + 1
             else:
                 high = middle
-        ends.append(_ns(entries[low].timestamp, stream.time_base) - start_ns)
-    return max(ends) if cut and ends else None
+        end = entries[min(low, count - 1)].timestamp
+        ends.append(_ns(end, stream.time_base) - start_ns)
+    return max(ends) if ends else None
 
 
 def _index_timestamps(video: Any) -> list[int]:
