@@ -4,9 +4,10 @@ HDR10 and HLG, variable frame rate, a thumbnail or preview track first, the defa
 chapters and tags, a timecode, interlaced, recordings without a duration, truncated halves and a
 file past every cap.
 
-What cannot be made here: Dolby Vision (no encoder writes its RPU) and HDR10+ (Debian's x265 is
-built without HDR10+ support, and no other encoder here writes SMPTE 2094-40 metadata); their
-detection is tested on the side data bytes FFmpeg would give (test_probe_truth.py)."""
+What cannot be made here: Dolby Vision (no encoder here writes its RPU) and HDR10+ (Debian's
+x265 and PyAV's are both built without it: "--dhdr10-info disabled. Enable HDR10_PLUS in
+cmake."; no other encoder here writes SMPTE 2094-40 metadata). Their detection is tested on the
+side data bytes FFmpeg gives for them (test_probe_truth.py)."""
 
 from __future__ import annotations
 
