@@ -133,7 +133,7 @@ def _probe(container: av.container.InputContainer, fd: int) -> ProbeResult:
         details.header_duration.FromNanoseconds(timing.header_ns)
     audio = probe_streams.main_audio(container)
     details.audio_stream_index = audio.index if audio is not None else -1
-    rate = video.average_rate
+    rate = probe_streams.frame_rate(video)
     return ProbeResult(
         container=format_name,
         duration_ns=timing.duration_ns,

@@ -24,6 +24,7 @@ import av
 
 from mediascan.v1 import scan_pb2
 
+from . import probe_streams
 from .mp4_header import MovieHeader
 from .tail_view import HeadAndTail, matroska_head
 
@@ -36,8 +37,6 @@ MOV = "mov,mp4,m4a,3gp,3g2,mj2"
 _MATROSKA = frozenset({"matroska,webm"})
 #: Formats whose duration FFmpeg itself measures from the last packets' timestamps.
 _MEASURED_BY_FFMPEG = frozenset({"mpegts", "mpeg"})
-#: AVFMT_NOTIMESTAMPS: the format carries no timestamps (raw elementary streams).
-_NO_TIMESTAMPS = 0x0080
 #: The frame count FFmpeg's AVI muxer leaves in the header when it cannot go back to fill it in.
 _AVI_UNKNOWN_FRAMES = 1 << 30
 
@@ -222,7 +221,7 @@ def _last_packets(view: HeadAndTail, video_index: int) -> tuple[int, list[int]] 
 def _untimed(container: Any, video: Any, head: Head) -> bool:
     """The stream has no timestamps to measure: a raw elementary stream, or an AVI file without
     an index (its timestamps count frames from wherever reading starts)."""
-    if int(container.format.flags or 0) & _NO_TIMESTAMPS:
+    if int(container.format.flags or 0) & probe_streams.NO_TIMESTAMPS:
         return True
     if container.format.name == "avi":
         entries = video.index_entries
@@ -236,7 +235,7 @@ def _estimate_ns(container: Any, video: Any, size: int, head: Head) -> int | Non
     other streams' packets interleaved with them count in the bytes per frame), a better sample
     than the first frames alone (an encoder's first keyframe is large); a file that small is
     counted whole."""
-    rate = video.average_rate or video.guessed_rate or video.base_rate
+    rate = probe_streams.frame_rate(video) or video.base_rate
     if not rate or not head.positions:
         return None
     first = head.positions[0]

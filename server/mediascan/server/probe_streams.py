@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 import av
@@ -32,6 +33,8 @@ _KINDS = {
     "data": scan_pb2.STREAM_KIND_DATA,
     "attachment": scan_pb2.STREAM_KIND_ATTACHMENT,
 }
+#: AVFMT_NOTIMESTAMPS: the format carries no timestamps (raw elementary streams).
+NO_TIMESTAMPS = 0x0080
 _DEFAULT = int(av.stream.Disposition.default)
 _FORCED = int(av.stream.Disposition.forced)
 #: Cover art, a thumbnail track, a still image: pictures, not the video.
@@ -77,6 +80,17 @@ def main_audio(container: Any) -> Any | None:
     audios = list(container.streams.audio)
     defaults = [s for s in audios if _disposition(s) & _DEFAULT]
     return (defaults or audios or [None])[0]
+
+
+def frame_rate(stream: Any) -> Fraction | None:
+    """A video stream's average frame rate (ffprobe's avg_frame_rate). A raw elementary stream
+    has no timestamps to average: FFmpeg 8's raw demuxers report their 25 fps default there,
+    while the stream's own header (an MPEG-2 sequence header, an H.264 VUI) states the rate,
+    which ffprobe 5.1 reports and the decoder reads."""
+    rate: Fraction | None = stream.average_rate
+    if int(stream.container.format.flags or 0) & NO_TIMESTAMPS:
+        rate = stream.codec_context.framerate or stream.guessed_rate or rate
+    return rate
 
 
 def channels(stream: Any) -> int:
@@ -133,7 +147,7 @@ def _add_stream(stream: Any, out: scan_pb2.Stream) -> bool:
     elif stream.type == "video":
         out.width = int(context.width or 0)
         out.height = int(context.height or 0)
-        rate = stream.average_rate
+        rate = frame_rate(stream)
         out.frame_rate = float(rate) if rate else 0.0
     return cut
 
