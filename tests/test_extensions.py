@@ -102,12 +102,14 @@ async def test_a_scan_takes_the_new_default_extensions(
     job = await scan(stub, folder)
     assert job.state == scan_pb2.JOB_STATE_SUCCEEDED, job
     found = _names(await library(stub, real(folder)))
-    assert found == {"a.mts", "B.M2T", "c.vob", "e.f4v", "f.asf"}, found
-    # The raw MPEG-2 stream is taken by its name, then refused by the prober: it has no
-    # container duration (measuring one from the packets is another item of the issue).
+    assert found == {"a.mts", "B.M2T", "c.vob", "d.m2v", "e.f4v", "f.asf"}, found
+    # The raw MPEG-2 stream has no container duration: its 3 frames at 10 fps are counted.
+    raw = await stub.GetVideo(scan_pb2.GetVideoRequest(path=real(folder / "d.m2v")))
+    assert raw.duration_source == scan_pb2.DURATION_SOURCE_ESTIMATE
+    assert (raw.duration.ToNanoseconds(), raw.frame_rate) == (300_000_000, 10.0)
     # An audio file with cover art stays out: a picture is not a video stream.
     refused = {Path(e.path).name: e.status.message for e in job.result.file_errors}
-    assert set(refused) == {"d.m2v", "song.mp4"}, refused
+    assert set(refused) == {"song.mp4"}, refused
     assert "no video stream" in refused["song.mp4"], refused
 
 
@@ -118,7 +120,7 @@ async def test_extensions_extend_or_replace_what_a_scan_takes(
     stub = await connect(extended.address)
     await scan(stub, folder)
     assert "g.vid" in _names(await library(stub, real(folder)))
-    assert len(await library(stub, real(folder))) == 6
+    assert len(await library(stub, real(folder))) == 7
 
     only = await make_server(extensions="vid,vob", db=tmp_path / "only.db")
     stub = await connect(only.address)

@@ -29,6 +29,31 @@ class ScanPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCAN_PHASE_DISCOVERING: _ClassVar[ScanPhase]
     SCAN_PHASE_PROBING: _ClassVar[ScanPhase]
     SCAN_PHASE_FINALIZING: _ClassVar[ScanPhase]
+
+class DurationSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DURATION_SOURCE_UNSPECIFIED: _ClassVar[DurationSource]
+    DURATION_SOURCE_HEADER: _ClassVar[DurationSource]
+    DURATION_SOURCE_PACKETS: _ClassVar[DurationSource]
+    DURATION_SOURCE_ESTIMATE: _ClassVar[DurationSource]
+
+class HdrKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HDR_KIND_UNSPECIFIED: _ClassVar[HdrKind]
+    HDR_KIND_NONE: _ClassVar[HdrKind]
+    HDR_KIND_HDR10: _ClassVar[HdrKind]
+    HDR_KIND_HDR10_PLUS: _ClassVar[HdrKind]
+    HDR_KIND_HLG: _ClassVar[HdrKind]
+    HDR_KIND_DOLBY_VISION: _ClassVar[HdrKind]
+
+class StreamKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STREAM_KIND_UNSPECIFIED: _ClassVar[StreamKind]
+    STREAM_KIND_VIDEO: _ClassVar[StreamKind]
+    STREAM_KIND_AUDIO: _ClassVar[StreamKind]
+    STREAM_KIND_SUBTITLE: _ClassVar[StreamKind]
+    STREAM_KIND_DATA: _ClassVar[StreamKind]
+    STREAM_KIND_ATTACHMENT: _ClassVar[StreamKind]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -40,6 +65,22 @@ SCAN_PHASE_UNSPECIFIED: ScanPhase
 SCAN_PHASE_DISCOVERING: ScanPhase
 SCAN_PHASE_PROBING: ScanPhase
 SCAN_PHASE_FINALIZING: ScanPhase
+DURATION_SOURCE_UNSPECIFIED: DurationSource
+DURATION_SOURCE_HEADER: DurationSource
+DURATION_SOURCE_PACKETS: DurationSource
+DURATION_SOURCE_ESTIMATE: DurationSource
+HDR_KIND_UNSPECIFIED: HdrKind
+HDR_KIND_NONE: HdrKind
+HDR_KIND_HDR10: HdrKind
+HDR_KIND_HDR10_PLUS: HdrKind
+HDR_KIND_HLG: HdrKind
+HDR_KIND_DOLBY_VISION: HdrKind
+STREAM_KIND_UNSPECIFIED: StreamKind
+STREAM_KIND_VIDEO: StreamKind
+STREAM_KIND_AUDIO: StreamKind
+STREAM_KIND_SUBTITLE: StreamKind
+STREAM_KIND_DATA: StreamKind
+STREAM_KIND_ATTACHMENT: StreamKind
 
 class SubmitScanRequest(_message.Message):
     __slots__ = ("path", "recursive", "follow_symlinks", "timeout", "request_id", "priority", "full")
@@ -274,7 +315,7 @@ class DeleteJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Video(_message.Message):
-    __slots__ = ("video_id", "path", "size_bytes", "modify_time", "container", "duration", "bit_rate", "video_codec", "width", "height", "frame_rate", "audio_codec", "audio_channels", "audio_sample_rate", "audio_streams", "probe_time", "job_id")
+    __slots__ = ("video_id", "path", "size_bytes", "modify_time", "container", "duration", "bit_rate", "video_codec", "width", "height", "frame_rate", "audio_codec", "audio_channels", "audio_sample_rate", "audio_streams", "probe_time", "job_id", "duration_source", "variable_frame_rate", "truncated", "header_duration", "rotation", "display_width", "display_height", "sample_aspect_ratio", "display_aspect_ratio", "pixel_format", "bit_depth", "chroma_subsampling", "alpha", "field_order", "interlaced", "color_primaries", "color_transfer", "color_space", "color_range", "hdr", "dolby_vision_profile", "max_content_light_level", "max_frame_average_light_level", "mastering_max_luminance", "mastering_min_luminance", "streams", "stream_count", "chapters", "chapter_count", "title", "creation_time", "encoder", "timecode", "metadata_cut", "video_stream_index", "audio_stream_index", "prober_version")
     VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -292,6 +333,43 @@ class Video(_message.Message):
     AUDIO_STREAMS_FIELD_NUMBER: _ClassVar[int]
     PROBE_TIME_FIELD_NUMBER: _ClassVar[int]
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    DURATION_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_FRAME_RATE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    HEADER_DURATION_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_ASPECT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_ASPECT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    BIT_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    CHROMA_SUBSAMPLING_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    FIELD_ORDER_FIELD_NUMBER: _ClassVar[int]
+    INTERLACED_FIELD_NUMBER: _ClassVar[int]
+    COLOR_PRIMARIES_FIELD_NUMBER: _ClassVar[int]
+    COLOR_TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    COLOR_SPACE_FIELD_NUMBER: _ClassVar[int]
+    COLOR_RANGE_FIELD_NUMBER: _ClassVar[int]
+    HDR_FIELD_NUMBER: _ClassVar[int]
+    DOLBY_VISION_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONTENT_LIGHT_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAME_AVERAGE_LIGHT_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    MASTERING_MAX_LUMINANCE_FIELD_NUMBER: _ClassVar[int]
+    MASTERING_MIN_LUMINANCE_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    STREAM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHAPTERS_FIELD_NUMBER: _ClassVar[int]
+    CHAPTER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CREATION_TIME_FIELD_NUMBER: _ClassVar[int]
+    ENCODER_FIELD_NUMBER: _ClassVar[int]
+    TIMECODE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_CUT_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_STREAM_INDEX_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_STREAM_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PROBER_VERSION_FIELD_NUMBER: _ClassVar[int]
     video_id: str
     path: str
     size_bytes: int
@@ -309,7 +387,90 @@ class Video(_message.Message):
     audio_streams: int
     probe_time: _timestamp_pb2.Timestamp
     job_id: str
-    def __init__(self, video_id: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., modify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., container: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., bit_rate: _Optional[int] = ..., video_codec: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frame_rate: _Optional[float] = ..., audio_codec: _Optional[str] = ..., audio_channels: _Optional[int] = ..., audio_sample_rate: _Optional[int] = ..., audio_streams: _Optional[int] = ..., probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_id: _Optional[str] = ...) -> None: ...
+    duration_source: DurationSource
+    variable_frame_rate: bool
+    truncated: bool
+    header_duration: _duration_pb2.Duration
+    rotation: int
+    display_width: int
+    display_height: int
+    sample_aspect_ratio: str
+    display_aspect_ratio: str
+    pixel_format: str
+    bit_depth: int
+    chroma_subsampling: str
+    alpha: bool
+    field_order: str
+    interlaced: bool
+    color_primaries: str
+    color_transfer: str
+    color_space: str
+    color_range: str
+    hdr: HdrKind
+    dolby_vision_profile: int
+    max_content_light_level: int
+    max_frame_average_light_level: int
+    mastering_max_luminance: float
+    mastering_min_luminance: float
+    streams: _containers.RepeatedCompositeFieldContainer[Stream]
+    stream_count: int
+    chapters: _containers.RepeatedCompositeFieldContainer[Chapter]
+    chapter_count: int
+    title: str
+    creation_time: _timestamp_pb2.Timestamp
+    encoder: str
+    timecode: str
+    metadata_cut: bool
+    video_stream_index: int
+    audio_stream_index: int
+    prober_version: int
+    def __init__(self, video_id: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., modify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., container: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., bit_rate: _Optional[int] = ..., video_codec: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frame_rate: _Optional[float] = ..., audio_codec: _Optional[str] = ..., audio_channels: _Optional[int] = ..., audio_sample_rate: _Optional[int] = ..., audio_streams: _Optional[int] = ..., probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_id: _Optional[str] = ..., duration_source: _Optional[_Union[DurationSource, str]] = ..., variable_frame_rate: _Optional[bool] = ..., truncated: _Optional[bool] = ..., header_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., rotation: _Optional[int] = ..., display_width: _Optional[int] = ..., display_height: _Optional[int] = ..., sample_aspect_ratio: _Optional[str] = ..., display_aspect_ratio: _Optional[str] = ..., pixel_format: _Optional[str] = ..., bit_depth: _Optional[int] = ..., chroma_subsampling: _Optional[str] = ..., alpha: _Optional[bool] = ..., field_order: _Optional[str] = ..., interlaced: _Optional[bool] = ..., color_primaries: _Optional[str] = ..., color_transfer: _Optional[str] = ..., color_space: _Optional[str] = ..., color_range: _Optional[str] = ..., hdr: _Optional[_Union[HdrKind, str]] = ..., dolby_vision_profile: _Optional[int] = ..., max_content_light_level: _Optional[int] = ..., max_frame_average_light_level: _Optional[int] = ..., mastering_max_luminance: _Optional[float] = ..., mastering_min_luminance: _Optional[float] = ..., streams: _Optional[_Iterable[_Union[Stream, _Mapping]]] = ..., stream_count: _Optional[int] = ..., chapters: _Optional[_Iterable[_Union[Chapter, _Mapping]]] = ..., chapter_count: _Optional[int] = ..., title: _Optional[str] = ..., creation_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., encoder: _Optional[str] = ..., timecode: _Optional[str] = ..., metadata_cut: _Optional[bool] = ..., video_stream_index: _Optional[int] = ..., audio_stream_index: _Optional[int] = ..., prober_version: _Optional[int] = ...) -> None: ...
+
+class Stream(_message.Message):
+    __slots__ = ("index", "kind", "codec", "profile", "language", "title", "default", "forced", "attached_picture", "channels", "channel_layout", "sample_rate", "width", "height", "frame_rate", "bit_rate")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CODEC_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    FORCED_FIELD_NUMBER: _ClassVar[int]
+    ATTACHED_PICTURE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FRAME_RATE_FIELD_NUMBER: _ClassVar[int]
+    BIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    kind: StreamKind
+    codec: str
+    profile: str
+    language: str
+    title: str
+    default: bool
+    forced: bool
+    attached_picture: bool
+    channels: int
+    channel_layout: str
+    sample_rate: int
+    width: int
+    height: int
+    frame_rate: float
+    bit_rate: int
+    def __init__(self, index: _Optional[int] = ..., kind: _Optional[_Union[StreamKind, str]] = ..., codec: _Optional[str] = ..., profile: _Optional[str] = ..., language: _Optional[str] = ..., title: _Optional[str] = ..., default: _Optional[bool] = ..., forced: _Optional[bool] = ..., attached_picture: _Optional[bool] = ..., channels: _Optional[int] = ..., channel_layout: _Optional[str] = ..., sample_rate: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frame_rate: _Optional[float] = ..., bit_rate: _Optional[int] = ...) -> None: ...
+
+class Chapter(_message.Message):
+    __slots__ = ("start", "end", "title")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    start: _duration_pb2.Duration
+    end: _duration_pb2.Duration
+    title: str
+    def __init__(self, start: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., title: _Optional[str] = ...) -> None: ...
 
 class ListVideosRequest(_message.Message):
     __slots__ = ("path_prefix", "page_size", "page_token", "video_codec", "min_duration", "max_duration")

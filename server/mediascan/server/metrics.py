@@ -37,7 +37,8 @@ from mediascan.v1 import scan_pb2
 from .config import split_host_port
 from .grpc_types import Context, Continuation, Handler, Interceptor
 from .jobs import TERMINAL, JobState
-from .probe import ProbeError, Prober, ProbeResult
+from .probe import ProbeError, Prober
+from .probed import ProbeResult
 from .supervisor import Supervise
 
 log = logging.getLogger(__name__)

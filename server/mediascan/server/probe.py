@@ -5,15 +5,21 @@ as `python -m mediascan.server.probe` (`serve`). A prober never opens a file by 
 stdin is a Unix socket on which the server sends batches of files as open descriptors
 (`SCM_RIGHTS`) with their paths (for messages), and it reads each descriptor through
 `/proc/self/fd/N` (the file the server opened, with no path lookup), answering one JSON line per
-file on stdout. A probe reads the container header, the stream parameters (what ffprobe
--show_format -show_streams reports) and the first video packet; it never decodes frames.
+file on stdout.
+
+A probe stays cheap: it reads the container header and the stream parameters (what ffprobe
+-show_format -show_streams reports), the main video's first packets (at most 16), decodes one
+keyframe for the side data only frames carry where the header cannot tell (`probe_picture.py`;
+an MP4's movie header says it all, unless it signals HDR: `mp4_header.py`), and reads a few MiB
+near the end of the file when the header cannot be trusted with the duration
+(`probe_duration.py`). Which streams are the video and the audio, and the streams, chapters and
+tags, are `probe_streams.py`; what a probe returns is `probed.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
-import dataclasses
 import errno
 import json
 import os
@@ -21,31 +27,19 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 import av
+
+from mediascan.v1 import scan_pb2
+
+from . import mp4_header, probe_duration, probe_picture, probe_streams
+from .probed import PROBER_VERSION, ProbeResult, result_to_json
 
 #: FFmpeg demuxers that open anything (text, images) and must not count as videos.
 _NOT_VIDEO_FORMATS = frozenset({"tty", "image2", "image2pipe", "lavfi", "bin", "txt"})
 
 av.logging.set_level(av.logging.PANIC)  # corrupt files are reported per file, not on stderr
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ProbeResult:
-    """What a probe found in one file."""
-
-    container: str
-    duration_ns: int
-    bit_rate: int
-    video_codec: str
-    width: int
-    height: int
-    frame_rate: float
-    audio_codec: str
-    audio_channels: int
-    audio_sample_rate: int
-    audio_streams: int
 
 
 class Prober(Protocol):
@@ -68,11 +62,6 @@ class ProbeError(Exception):
         self.message = message
 
 
-def _codec_name(stream: av.stream.Stream) -> str:
-    codec = stream.codec_context.codec
-    return str(getattr(codec, "canonical_name", None) or stream.codec_context.name or "")
-
-
 #: Files sent to a prober in one message at most (the pool's batch).
 MAX_BATCH = 16
 #: Largest message of paths a prober reads (16 paths of at most 4,096 bytes each, in JSON).
@@ -84,13 +73,24 @@ def probe_descriptor(fd: int) -> ProbeResult:
     that was opened). Raises ProbeError when it is not a usable video."""
     if os.fstat(fd).st_nlink == 0:
         raise ProbeError("vanished", "the file vanished before it could be probed")
-    return probe_file(f"/proc/self/fd/{fd}")
+    return probe_file(f"/proc/self/fd/{fd}", fd=fd)
 
 
-def probe_file(path: str) -> ProbeResult:
-    """Read a file's format and streams. Raises ProbeError when it is not a usable video."""
+def probe_file(path: str, *, fd: int | None = None) -> ProbeResult:
+    """Read a file's format and streams (the open descriptor `fd` of `path` serves the bounded
+    reads near the end; without it the file is opened again). Raises ProbeError when it is not a
+    usable video."""
+    container = _open(path)
+    with container, contextlib.ExitStack() as stack:
+        if fd is None:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            stack.callback(os.close, fd)
+        return _probe(container, fd)
+
+
+def _open(path: str) -> av.container.InputContainer:
     try:
-        container = av.open(path, mode="r", metadata_errors="ignore")
+        return av.open(path, mode="r", metadata_errors="ignore")
     except FileNotFoundError as exc:
         raise ProbeError("vanished", "the file vanished before it could be probed") from exc
     except PermissionError as exc:
@@ -100,72 +100,101 @@ def probe_file(path: str) -> ProbeResult:
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno else str(exc)
         raise ProbeError("unreadable", f"cannot read the file: {reason}") from exc
-    with container:
-        format_name = container.format.name
-        if format_name in _NOT_VIDEO_FORMATS:
-            raise ProbeError("not_video", f"not a video: FFmpeg reads it as {format_name!r}")
-        videos = [s for s in container.streams.video if not _is_cover_art(s)]
-        if not videos:
-            raise ProbeError("not_video", "not a video: the file has no video stream")
-        video = videos[0]
-        duration_ns = _duration_ns(container, video)
-        if duration_ns <= 0:
-            raise ProbeError("corrupt", "the video stream has no duration (truncated or broken)")
-        width = int(video.codec_context.width or 0)
-        height = int(video.codec_context.height or 0)
-        if width <= 0 or height <= 0:
-            raise ProbeError("corrupt", "the video stream has no frame size")
-        _require_a_packet(container, video)
-        rate = video.average_rate
-        audios = list(container.streams.audio)
-        audio = audios[0] if audios else None
-        return ProbeResult(
-            container=format_name,
-            duration_ns=duration_ns,
-            bit_rate=int(container.bit_rate or 0),
-            video_codec=_codec_name(video),
-            width=width,
-            height=height,
-            frame_rate=float(rate) if rate else 0.0,
-            audio_codec=_codec_name(audio) if audio is not None else "",
-            audio_channels=_channels(audio) if audio is not None else 0,
-            audio_sample_rate=int(audio.codec_context.sample_rate or 0) if audio else 0,
-            audio_streams=len(audios),
-        )
 
 
-def _require_a_packet(container: av.container.InputContainer, video: av.stream.Stream) -> None:
-    """A header alone is not a video: a truncated file often keeps a valid header and loses
-    the media. Reading the first packet of the video stream costs one small read."""
+def _probe(container: av.container.InputContainer, fd: int) -> ProbeResult:
+    format_name = container.format.name
+    if format_name in _NOT_VIDEO_FORMATS:
+        raise ProbeError("not_video", f"not a video: FFmpeg reads it as {format_name!r}")
+    video = probe_streams.main_video(container)
+    if video is None:
+        raise ProbeError("not_video", "not a video: the file has no video stream")
+    width = int(video.codec_context.width or 0)
+    height = int(video.codec_context.height or 0)
+    if width <= 0 or height <= 0:
+        raise ProbeError("corrupt", "the video stream has no frame size")
+    size = os.fstat(fd).st_size
+    mp4 = format_name == probe_duration.MOV
+    movie = mp4_header.movie_header(fd, size) if mp4 else None
+    packets, head = _read_head(container, video, few=mp4 or format_name == "matroska,webm")
+    timing = probe_duration.measure(container, video, fd, size, head, movie)
+    if timing.duration_ns <= 0:
+        raise ProbeError("corrupt", _NO_DURATION)
+    details = scan_pb2.Video(video_stream_index=video.index)
+    # An MP4's rotation is in its track header; a frame is decoded when it may hold more.
+    frame = None
+    if movie is None or probe_picture.needs_frame(video):
+        frame = probe_picture.first_frame(video, packets)
+    tracks = movie.rotations if movie is not None else ()
+    rotation = tracks[video.index] if frame is None and video.index < len(tracks) else None
+    rotation, hdr = probe_picture.describe(video, frame, details, rotation=rotation)
+    probe_streams.describe(container, details)
+    if timing.truncated:
+        details.header_duration.FromNanoseconds(timing.header_ns)
+    audio = probe_streams.main_audio(container)
+    details.audio_stream_index = audio.index if audio is not None else -1
+    rate = probe_streams.frame_rate(video)
+    return ProbeResult(
+        container=format_name,
+        duration_ns=timing.duration_ns,
+        bit_rate=int(container.bit_rate or 0),
+        video_codec=probe_streams.codec_name(video),
+        width=width,
+        height=height,
+        frame_rate=float(rate) if rate else 0.0,
+        audio_codec=probe_streams.codec_name(audio) if audio is not None else "",
+        audio_channels=probe_streams.channels(audio) if audio is not None else 0,
+        audio_sample_rate=int(audio.codec_context.sample_rate or 0) if audio else 0,
+        audio_streams=len(container.streams.audio),
+        duration_source=timing.source,
+        truncated=timing.truncated,
+        variable_frame_rate=timing.variable_frame_rate,
+        rotation=rotation,
+        hdr=hdr,
+        prober_version=PROBER_VERSION,
+        details=details.SerializeToString(),
+    )
+
+
+#: The error of a video whose length cannot be told from its header, its packets or its size.
+_NO_DURATION = "the video stream has no duration (truncated or broken)"
+#: Video packets read from the start, at most, and at least when there are more.
+_HEAD_PACKETS = (16, 8)
+
+
+def _read_head(
+    container: av.container.InputContainer, video: av.stream.Stream, *, few: bool
+) -> tuple[list[av.Packet[Any]], probe_duration.Head]:
+    """The main video's first packets: up to the first keyframe when `few` (an MP4 or
+    Matroska file, whose frame timing comes from its index or its end), else at most 16 (8 once
+    one is a keyframe). A header alone is not a video: a file cut short often keeps a valid
+    header and loses the media."""
+    packets: list[av.Packet[Any]] = []
+    most, enough = _HEAD_PACKETS
+    if few:
+        enough = 1
     try:
         for packet in container.demux(video):
             if packet.size:
-                return
+                packets.append(packet)
+            if len(packets) >= most or (
+                len(packets) >= enough and any(p.is_keyframe for p in packets)
+            ):
+                break
     except av.error.FFmpegError as exc:
-        raise ProbeError("corrupt", f"the video data is unreadable: {_ffmpeg_reason(exc)}") from exc
-    raise ProbeError("corrupt", "the file holds no video data (truncated or broken)")
-
-
-def _is_cover_art(stream: av.stream.Stream) -> bool:
-    disposition = getattr(stream, "disposition", None)
-    attached = getattr(av.stream.Disposition, "attached_pic", None) if disposition else None
-    return bool(attached is not None and disposition & attached)
-
-
-def _duration_ns(container: av.container.InputContainer, video: av.stream.Stream) -> int:
-    if container.duration is not None and container.duration > 0:
-        return int(container.duration) * 1000  # AV_TIME_BASE is microseconds
-    if video.duration is not None and video.time_base is not None:
-        return int(video.duration * video.time_base * 1_000_000_000)
-    return 0
-
-
-def _channels(stream: av.stream.Stream) -> int:
-    context = stream.codec_context
-    layout = getattr(context, "layout", None)
-    if layout is not None and getattr(layout, "nb_channels", None):
-        return int(layout.nb_channels)
-    return int(getattr(context, "channels", 0) or 0)
+        if not packets:
+            raise ProbeError(
+                "corrupt", f"the video data is unreadable: {_ffmpeg_reason(exc)}"
+            ) from exc
+    if not packets:
+        raise ProbeError("corrupt", "the file holds no video data (truncated or broken)")
+    positions = [int(p.pos) for p in packets if p.pos is not None and p.pos >= 0]
+    head = probe_duration.Head(
+        first_pos=positions[0] if positions else -1,
+        positions=positions,
+        pts=[int(p.pts) for p in packets if p.pts is not None],
+    )
+    return packets, head
 
 
 def _ffmpeg_reason(exc: av.error.FFmpegError) -> str:
@@ -220,7 +249,7 @@ def _answer(fd: int) -> dict[str, object]:
     if fd < 0:
         return {"error": ["crashed", "the prober received no descriptor for this file"]}
     try:
-        return {"ok": dataclasses.asdict(probe_descriptor(fd))}
+        return {"ok": result_to_json(probe_descriptor(fd))}
     except ProbeError as exc:
         return {"error": [exc.reason, exc.message]}
     except Exception as exc:  # a PyAV surprise costs this file, not the worker

@@ -31,7 +31,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from .probe import MAX_BATCH, ProbeError, ProbeResult
+from .probe import MAX_BATCH, ProbeError
+from .probed import ProbeResult, result_from_json
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +338,7 @@ def _answer(future: asyncio.Future[ProbeResult], line: bytes) -> None:
     try:
         answer = json.loads(line)
         if "ok" in answer:
-            future.set_result(ProbeResult(**answer["ok"]))
+            future.set_result(result_from_json(answer["ok"]))
         else:
             reason, message = answer["error"]
             future.set_exception(ProbeError(reason, message))

@@ -31,7 +31,8 @@ from .errors import Code
 from .escaping import escaped
 from .jobs import ScanSpec
 from .open_files import OpenFiles, RootFolder
-from .probe import ProbeError, Prober, ProbeResult
+from .probe import ProbeError, Prober
+from .probed import ProbeResult
 from .roots import AllowedRoots, open_root
 from .shared_scan import SharedProbes
 from .store import Fence, LibraryStore, VideoRow

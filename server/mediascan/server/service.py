@@ -17,7 +17,7 @@ from google.protobuf import duration_pb2, empty_pb2
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 from .config import Config
-from .engine import AsyncJobQueue
+from .engine import MAX_PAGE_BYTES, AsyncJobQueue
 from .engine.tokens import decode_videos_token, encode_videos_token
 from .errors import (
     InvalidArgument,
@@ -186,11 +186,19 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
             after_path=after,
             limit=page_size + 1,
         )
-        token = ""
-        if len(videos) > page_size:
-            videos = videos[:page_size]
-            token = encode_videos_token(videos[-1].path, filters)
-        return scan_pb2.ListVideosResponse(videos=videos, next_page_token=token)
+        more = len(videos) > page_size
+        page: list[scan_pb2.Video] = []
+        size = 0
+        for video in videos[:page_size]:
+            # A Video is bounded (its lists and texts are capped), but a page of the most
+            # detailed ones would not fit a default client: cut it at MAX_PAGE_BYTES.
+            size += video.ByteSize() + 8
+            if page and size > MAX_PAGE_BYTES:
+                more = True
+                break
+            page.append(video)
+        token = encode_videos_token(page[-1].path, filters) if more and page else ""
+        return scan_pb2.ListVideosResponse(videos=page, next_page_token=token)
 
     @_unary
     async def GetVideo(self, request: scan_pb2.GetVideoRequest, context: Context) -> scan_pb2.Video:

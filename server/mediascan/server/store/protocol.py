@@ -18,6 +18,7 @@ from mediascan.v1 import scan_pb2
 
 from ..errors import Unavailable
 from ..jobs import ScanSpec
+from ..probed import ProbeResult
 
 T = TypeVar("T")
 
@@ -119,23 +120,12 @@ class Fence:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class VideoRow:
-    """One probed video, as written to the library."""
+class VideoRow(ProbeResult):
+    """One probed video, as written to the library: the file, and what its probe found."""
 
     path: str
     size_bytes: int
     mtime_ns: int
-    container: str
-    duration_ns: int
-    bit_rate: int
-    video_codec: str
-    width: int
-    height: int
-    frame_rate: float
-    audio_codec: str
-    audio_channels: int
-    audio_sample_rate: int
-    audio_streams: int
     probe_ns: int
     job_id: str
     dev: int  #: st_dev of the file system the file lives on
@@ -146,8 +136,10 @@ class LibraryIndex:
     """What the library holds below a scan's folder, as a scan compares its walk against it.
 
     `keys` has one key per video, `library_key(path, size_bytes, mtime_ns)`: a file whose key
-    is there is unchanged since its last probe. A scan takes out (of its copy) the keys it
-    meets; what is left is the rows of files it did not meet, or met with another size or time.
+    is there is unchanged since its last probe. A video an older prober read has the key
+    `stale_key(path)` instead, which no file matches: a rescan probes it again. A scan takes
+    out (of its copy) the keys it meets; what is left is the rows of files it did not meet, or
+    met with another size or time.
     In memory, a video costs about 90 bytes plus its key's length (150 with 36-character paths),
     and 40 more in each copy."""
 
@@ -163,6 +155,12 @@ def library_key(path: str, size_bytes: int, mtime_ns: int) -> str:
     """`path/size/mtime`: the digits at the end never contain a '/', so this names one
     (path, size, mtime) only. The scanner builds the same string inline."""
     return f"{path}/{size_bytes}/{mtime_ns}"
+
+
+def stale_key(path: str) -> str:
+    """The key of a video read by an older prober (`probed.PROBER_VERSION`): no file has the
+    size -1, so the walk sees the file as changed and probes it again."""
+    return f"{path}/-1/-1"
 
 
 def library_key_path(key: str) -> str:

@@ -11,9 +11,14 @@ from mediascan.v1 import scan_pb2
 
 from .protocol import VideoRow
 
-#: The columns of `videos` besides `id`, in VideoRow's order (path first).
-VIDEO_FIELDS = tuple(f.name for f in dataclasses.fields(VideoRow))
+#: The columns of `videos` besides `id`: the path first, then the rest of VideoRow's fields.
+VIDEO_FIELDS = ("path", *(f.name for f in dataclasses.fields(VideoRow) if f.name != "path"))
 VIDEO_COLUMNS = ", ".join(VIDEO_FIELDS)
+
+
+def video_values(row: VideoRow) -> tuple[Any, ...]:
+    """`row`'s values in VIDEO_FIELDS' order."""
+    return tuple(getattr(row, name) for name in VIDEO_FIELDS)
 
 
 def below(folder: str) -> tuple[str, str]:
@@ -24,25 +29,35 @@ def below(folder: str) -> tuple[str, str]:
 
 
 def video_of(row: Sequence[Any]) -> scan_pb2.Video:
-    """A stored row, (id, *VIDEO_COLUMNS), as a `Video`."""
-    data = VideoRow(**dict(zip(VIDEO_FIELDS, row[1:], strict=True)))
-    video = scan_pb2.Video(
-        video_id=f"v_{row[0]}",
-        path=data.path,
-        size_bytes=data.size_bytes,
-        container=data.container,
-        bit_rate=data.bit_rate,
-        video_codec=data.video_codec,
-        width=data.width,
-        height=data.height,
-        frame_rate=data.frame_rate,
-        audio_codec=data.audio_codec,
-        audio_channels=data.audio_channels,
-        audio_sample_rate=data.audio_sample_rate,
-        audio_streams=data.audio_streams,
-        job_id=data.job_id,
+    """A stored row, (id, *VIDEO_COLUMNS), as a `Video`: its `details` (a serialized `Video`
+    of the fields that are not columns), then the columns."""
+    data = dict(zip(VIDEO_FIELDS, row[1:], strict=True))
+    video = scan_pb2.Video.FromString(bytes(data["details"] or b""))
+    video.MergeFrom(
+        scan_pb2.Video(
+            video_id=f"v_{row[0]}",
+            path=data["path"],
+            size_bytes=data["size_bytes"],
+            container=data["container"],
+            bit_rate=data["bit_rate"],
+            video_codec=data["video_codec"],
+            width=data["width"],
+            height=data["height"],
+            frame_rate=data["frame_rate"],
+            audio_codec=data["audio_codec"],
+            audio_channels=data["audio_channels"],
+            audio_sample_rate=data["audio_sample_rate"],
+            audio_streams=data["audio_streams"],
+            job_id=data["job_id"],
+            duration_source=data["duration_source"],
+            truncated=bool(data["truncated"]),
+            variable_frame_rate=bool(data["variable_frame_rate"]),
+            rotation=data["rotation"],
+            hdr=data["hdr"],
+            prober_version=data["prober_version"],
+        )
     )
-    video.modify_time.FromNanoseconds(data.mtime_ns)
-    video.duration.FromNanoseconds(data.duration_ns)
-    video.probe_time.FromNanoseconds(data.probe_ns)
+    video.modify_time.FromNanoseconds(data["mtime_ns"])
+    video.duration.FromNanoseconds(data["duration_ns"])
+    video.probe_time.FromNanoseconds(data["probe_ns"])
     return video

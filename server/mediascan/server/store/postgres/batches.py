@@ -12,7 +12,6 @@ server is notified."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +20,7 @@ from psycopg.types.json import Jsonb
 
 from ..probe_queue import BatchOutcome, ClaimedBatch, WalkedFile
 from ..protocol import Fence, LeaseLost, VideoRow
+from ..videos import video_values
 from .database import PgDatabase
 from .fencing import check_fence
 from .jobs import LEASE_UNTIL
@@ -186,7 +186,7 @@ class PostgresProbeQueue:
     async def finish(
         self, batch: ClaimedBatch, rows: Sequence[VideoRow], outcome: BatchOutcome
     ) -> None:
-        values = [row_values(row) for row in rows]
+        values = [video_values(row) for row in rows]
 
         async def op(conn: Connection) -> None:
             await check_fence(conn, batch.fence)
@@ -221,10 +221,6 @@ class PostgresProbeQueue:
             await notify(conn, BATCHES, "")
 
         await self._db.commit(op)
-
-
-def row_values(row: VideoRow) -> tuple[Any, ...]:
-    return dataclasses.astuple(row)
 
 
 def _json(value: Any) -> dict[str, Any]:

@@ -3,14 +3,14 @@ the same library, so every scan reads the index of its folder from the database.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mediascan.v1 import scan_pb2
 
+from ...probed import PROBER_VERSION
 from ..protocol import Fence, LibraryIndex, VideoRow
-from ..videos import VIDEO_COLUMNS, VIDEO_FIELDS, below, video_of
+from ..videos import VIDEO_COLUMNS, VIDEO_FIELDS, below, video_of, video_values
 from .database import PgDatabase
 from .fencing import check_fence
 from .schema import Connection
@@ -42,7 +42,9 @@ class PostgresLibrary:
         low, high = below(folder)
         direct = "" if recursive else f" AND strpos(substr(path, {len(low) + 1}), '/') = 0"
         sql = (
-            "SELECT path || '/' || size_bytes || '/' || mtime_ns, fs_key = 0, path FROM videos "
+            "SELECT path || '/' || CASE WHEN prober_version < "
+            f"{PROBER_VERSION} THEN '-1/-1' ELSE size_bytes || '/' || mtime_ns END, "
+            "fs_key = 0, path FROM videos "
             "WHERE path > %s AND path < %s" + direct
         )
 
@@ -81,7 +83,7 @@ class PostgresLibrary:
     ) -> tuple[int, int]:
         """Insert or update videos by path in one transaction; returns (added, updated).
         With `fence`, only while that attempt of the job runs (LeaseLost, nothing written)."""
-        values = [dataclasses.astuple(row) for row in rows]
+        values = [video_values(row) for row in rows]
         if not values:
             return 0, 0
 

@@ -106,6 +106,19 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # by the next scan that meets the video.
         "ALTER TABLE videos ADD COLUMN fs_key bigint NOT NULL DEFAULT 0",
     ),
+    4: (
+        # What the richer prober reads (`probed.ProbeResult`): the fields a query filters on
+        # as columns, the rest as `details` (a serialized Video). Rows kept from before say
+        # which prober read them (1), so that a plain rescan probes them again.
+        "ALTER TABLE videos"
+        " ADD COLUMN duration_source smallint NOT NULL DEFAULT 0,"
+        " ADD COLUMN truncated boolean NOT NULL DEFAULT false,"
+        " ADD COLUMN variable_frame_rate boolean NOT NULL DEFAULT false,"
+        " ADD COLUMN rotation smallint NOT NULL DEFAULT 0,"
+        " ADD COLUMN hdr smallint NOT NULL DEFAULT 0,"
+        " ADD COLUMN prober_version integer NOT NULL DEFAULT 1,"
+        " ADD COLUMN details bytea NOT NULL DEFAULT ''::bytea",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from mediascan.v1 import scan_pb2
 
+from ...probed import PROBER_VERSION
 from ..protocol import Fence, LibraryIndex, VideoRow
-from ..videos import VIDEO_COLUMNS, VIDEO_FIELDS, below, video_of
+from ..videos import VIDEO_COLUMNS, VIDEO_FIELDS, below, video_of, video_values
 from .database import Database
 
 T = TypeVar("T")
@@ -86,7 +86,8 @@ class SqliteLibrary:
             f"ORDER BY path LIMIT 1 OFFSET {_INDEX_CHUNK - 1}"
         )
         chunk = (
-            "SELECT group_concat(path || '/' || size_bytes || '/' || mtime_ns, char(0)), "
+            "SELECT group_concat(path || '/' || CASE WHEN prober_version < "
+            f"{PROBER_VERSION} THEN '-1/-1' ELSE size_bytes || '/' || mtime_ns END, char(0)), "
             "group_concat(CASE WHEN dev = 0 THEN path END, char(0)) "
             "FROM videos WHERE path > ? AND path {} ?" + direct
         )
@@ -137,7 +138,7 @@ class SqliteLibrary:
         def op(conn: sqlite3.Connection) -> tuple[int, int]:
             added = updated = 0
             for row in rows:
-                values = dataclasses.astuple(row)
+                values = video_values(row)
                 cursor = conn.execute(_UPDATE_VIDEO, (*values[1:], row.path))
                 if cursor.rowcount:
                     updated += 1

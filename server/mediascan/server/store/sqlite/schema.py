@@ -16,7 +16,7 @@ from ..protocol import SchemaTooNew
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -97,6 +97,18 @@ _MIGRATIONS: dict[int, tuple[Step, ...]] = {
         lambda conn: _fill_priorities(conn),
         f"CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (priority DESC, create_ns, job_id) "
         f"WHERE state = {QUEUED}",
+    ),
+    # What the richer prober reads (`probed.ProbeResult`): the fields a query filters on as
+    # columns, the rest as `details` (a serialized Video). Rows kept from before say which
+    # prober read them (1), so that a plain rescan probes them again.
+    5: (
+        "ALTER TABLE videos ADD COLUMN duration_source INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE videos ADD COLUMN truncated INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE videos ADD COLUMN variable_frame_rate INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE videos ADD COLUMN rotation INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE videos ADD COLUMN hdr INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE videos ADD COLUMN prober_version INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE videos ADD COLUMN details BLOB NOT NULL DEFAULT x''",
     ),
 }
 
