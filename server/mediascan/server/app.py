@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -43,6 +44,7 @@ from .store import StorageError
 from .store.factory import ServerStore, open_store
 from .streams import StreamBudget
 from .supervisor import Supervisor
+from .verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,9 @@ class MediascanServer:
         self.health = HealthState(self._health, ("", SERVICE_NAME))
         self._database_lost = False
         self._probe_pool: ProbePool | None = None
+        #: The probers of DECODE verifications and whole-file hashes (`verify.py`).
+        self._verify_pool: ProbePool | None = None
+        self._verifier: Verifier | None = None
         self._walk_pool: ThreadPoolExecutor | None = None
         #: Watches the background tasks and threads (made by start(), on the loop).
         self.supervisor: Supervisor | None = None
@@ -194,6 +199,19 @@ class MediascanServer:
         for task in pool.tasks:
             self.supervisor.watch_task(task)  # type: ignore[union-attr]
         self.health.set_problem("no-prober", not pool.healthy)
+        self._verify_pool = verify_pool = ProbePool(
+            config.verify_workers,
+            config.probe_timeout,
+            command=self._prober_command,
+            batch=1,
+            kill_on_cancel=True,
+        )
+        await verify_pool.start()
+        for task in verify_pool.tasks:
+            self.supervisor.watch_task(task)  # type: ignore[union-attr]
+        self._verifier = Verifier(
+            verify_pool, base=config.probe_timeout, ratio=config.verify_time_ratio
+        )
         # One walker thread per running job, apart from the loop's default executor.
         self._walk_pool = ThreadPoolExecutor(max(1, config.workers), thread_name_prefix="walk")
         scanner = Scanner(
@@ -203,6 +221,8 @@ class MediascanServer:
             probe_concurrency=config.probe_concurrency,
             roots=roots,
             suffixes=config.video_suffixes,
+            verifier=self._verifier,
+            fingerprinter=functools.partial(pool.run, op="fingerprint", parse=str),
         )
         supervisor = self.supervisor
         assert supervisor is not None
@@ -229,7 +249,9 @@ class MediascanServer:
         the jobs, then serve."""
         assert self._queue is not None and self._store is not None
         server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
-        self._service = ScanService(self._queue, self._store, config, roots.paths)
+        self._service = ScanService(
+            self._queue, self._store, config, roots.paths, verifier=self._verifier
+        )
         _add_scan_service(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
@@ -260,8 +282,9 @@ class MediascanServer:
         steps = ShutdownSteps(SHUTDOWN_MARGIN)
         if self._queue is not None and self._queue.dispatcher is not None:
             await steps.run("draining the queue", self._queue.drain(0), REQUEUE_TIMEOUT)
-        if self._probe_pool is not None:
-            await steps.run("closing the probers", self._probe_pool.close(), STEP_TIMEOUT)
+        for pool in (self._probe_pool, self._verify_pool):
+            if pool is not None:
+                await steps.run("closing the probers", pool.close(), STEP_TIMEOUT)
         if self._service is not None:
             self._service.close()
         if self._walk_pool is not None:
@@ -393,12 +416,11 @@ class MediascanServer:
                     "stopping the gRPC server", rpcs, RPC_GRACE + STEP_TIMEOUT, reserve=reserve
                 )
             )
-        if self._probe_pool is not None:
-            closing.append(
-                steps.run(
-                    "closing the probers", self._probe_pool.close(), STEP_TIMEOUT, reserve=reserve
+        for pool in (self._probe_pool, self._verify_pool):
+            if pool is not None:
+                closing.append(
+                    steps.run("closing the probers", pool.close(), STEP_TIMEOUT, reserve=reserve)
                 )
-            )
         await asyncio.gather(*closing)
         if self._service is not None:
             self._service.close()  # its path lane's thread ends once its calls are done
@@ -409,7 +431,8 @@ class MediascanServer:
         """The background tasks to wait for at shutdown (the probers close on their own)."""
         if self.supervisor is None or self._probe_pool is None:
             return []
-        own = {*self._probe_pool.tasks, *self._store_tasks}
+        verifying = self._verify_pool.tasks if self._verify_pool is not None else ()
+        own = {*self._probe_pool.tasks, *verifying, *self._store_tasks}
         return [task for task in self.supervisor.tasks.values() if task not in own]
 
     def _fatal(self, why: str) -> None:

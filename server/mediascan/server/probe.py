@@ -25,6 +25,9 @@ from typing import Protocol
 
 import av
 
+from .fingerprint import fingerprint
+from .prober_ops import OPERATIONS
+
 #: FFmpeg demuxers that open anything (text, images) and must not count as videos.
 _NOT_VIDEO_FORMATS = frozenset({"tty", "image2", "image2pipe", "lavfi", "bin", "txt"})
 
@@ -46,6 +49,8 @@ class ProbeResult:
     audio_channels: int
     audio_sample_rate: int
     audio_streams: int
+    #: The content fingerprint (`fingerprint.py`), read from the same descriptor.
+    fingerprint: str = ""
 
 
 class Prober(Protocol):
@@ -200,15 +205,17 @@ def serve(before: Callable[[str], None] | None = None) -> None:
         data, fds, _, _ = socket.recv_fds(requests, _MAX_MESSAGE, MAX_BATCH)
         if not data:
             return  # the server closed its end
-        paths: list[str] = json.loads(data)
-        for fd in fds[len(paths) :]:
+        # Each item is a path (a probe) or [path, operation] (`prober_ops.py`).
+        items: list[str | list[str]] = json.loads(data)
+        for fd in fds[len(items) :]:
             os.close(fd)
-        for index, path in enumerate(paths):
+        for index, item in enumerate(items):
+            path, op = (item, "probe") if isinstance(item, str) else item
             fd = fds[index] if index < len(fds) else -1
             if before is not None:
                 before(path)
             try:
-                answer = _answer(fd)
+                answer = _answer(fd, op)
             finally:
                 if fd >= 0:
                     os.close(fd)
@@ -216,13 +223,18 @@ def serve(before: Callable[[str], None] | None = None) -> None:
             out.flush()
 
 
-def _answer(fd: int) -> dict[str, object]:
+def _answer(fd: int, op: str = "probe") -> dict[str, object]:
     if fd < 0:
         return {"error": ["crashed", "the prober received no descriptor for this file"]}
     try:
-        return {"ok": dataclasses.asdict(probe_descriptor(fd))}
+        if op != "probe":
+            return {"ok": OPERATIONS[op](fd)}
+        found = dataclasses.replace(probe_descriptor(fd), fingerprint=fingerprint(fd))
+        return {"ok": dataclasses.asdict(found)}
     except ProbeError as exc:
         return {"error": [exc.reason, exc.message]}
+    except OSError as exc:
+        return {"error": ["unreadable", f"cannot read the file: {exc.strerror or exc}"]}
     except Exception as exc:  # a PyAV surprise costs this file, not the worker
         return {"error": ["corrupt", f"the probe failed: {type(exc).__name__}: {exc}"]}
 

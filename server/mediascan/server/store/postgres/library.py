@@ -9,15 +9,27 @@ from typing import Any
 
 from mediascan.v1 import scan_pb2
 
-from ..protocol import LibraryIndex, VideoRow
-from ..videos import VIDEO_COLUMNS, VIDEO_FIELDS, below, video_of
+from ..protocol import HEALTH_FIELDS, HealthUpdate, LibraryIndex, MovedVideo, VideoRow
+from ..videos import (
+    PLAIN_FIELDS,
+    VIDEO_COLUMNS,
+    VIDEO_FIELDS,
+    below,
+    group_of,
+    keep_health,
+    row_of,
+    video_of,
+)
 from .database import PgDatabase
 from .schema import Connection
 
 _UPSERT = (
     f"INSERT INTO videos ({VIDEO_COLUMNS}) VALUES ({', '.join(['%s'] * len(VIDEO_FIELDS))}) "
     "ON CONFLICT (path) DO UPDATE SET "
-    + ", ".join(f"{name} = EXCLUDED.{name}" for name in VIDEO_FIELDS[1:])
+    + ", ".join(
+        [f"{name} = EXCLUDED.{name}" for name in PLAIN_FIELDS[1:]]
+        + [keep_health(name, "EXCLUDED.{}", "videos.{}") for name in HEALTH_FIELDS]
+    )
     # xmax is 0 in a row version that an INSERT made, not an UPDATE.
     + " RETURNING xmax = 0"
 )
@@ -35,7 +47,8 @@ class PostgresLibrary:
         low, high = below(folder)
         direct = "" if recursive else f" AND strpos(substr(path, {len(low) + 1}), '/') = 0"
         sql = (
-            "SELECT path || '/' || size_bytes || '/' || mtime_ns, dev = 0, path FROM videos "
+            "SELECT path || '/' || size_bytes || '/' || mtime_ns, dev = 0, path, health <> 0 "
+            "FROM videos "
             "WHERE path > %s AND path < %s" + direct
         )
 
@@ -43,8 +56,8 @@ class PostgresLibrary:
             cursor = await conn.execute(sql.encode(), (low, high))
             keys: dict[str, bool] = {}
             undated: set[str] = set()
-            for key, no_dev, path in await cursor.fetchall():
-                keys[key] = True
+            for key, no_dev, path, verified in await cursor.fetchall():
+                keys[key] = verified
                 if no_dev:
                     undated.add(path)
             return LibraryIndex(keys, undated)
@@ -101,6 +114,94 @@ class PostgresLibrary:
 
         return await self._db.commit(op)
 
+    async def video_rows(self, paths: Sequence[str]) -> dict[str, VideoRow]:
+        if not paths:
+            return {}
+        sql = f"SELECT {VIDEO_COLUMNS} FROM videos WHERE path = ANY(%s)"
+
+        async def op(conn: Connection) -> dict[str, VideoRow]:
+            cursor = await conn.execute(sql.encode(), (list(paths),))
+            return {row[0]: row_of(row) for row in await cursor.fetchall()}
+
+        return await self._db.read(op)
+
+    async def move_videos(self, moves: Sequence[MovedVideo], *, before_ns: int) -> list[bool]:
+        if not moves:
+            return []
+
+        async def op(conn: Connection) -> list[bool]:
+            done = []
+            for move in moves:
+                cursor = await conn.execute(
+                    "UPDATE videos SET path = %s, dev = %s WHERE path = %s AND size_bytes = %s "
+                    "AND mtime_ns = %s AND fingerprint = %s AND probe_ns < %s AND dev IN (0, %s) "
+                    "AND NOT EXISTS (SELECT 1 FROM videos WHERE path = %s)",
+                    (
+                        move.new_path,
+                        move.dev,
+                        move.old_path,
+                        move.size_bytes,
+                        move.mtime_ns,
+                        move.fingerprint,
+                        before_ns,
+                        move.folder_dev,
+                        move.new_path,
+                    ),
+                )
+                done.append(cursor.rowcount > 0)
+            return done
+
+        return await self._db.commit(op)
+
+    async def set_health(self, updates: Sequence[HealthUpdate]) -> int:
+        if not updates:
+            return 0
+        sql = (
+            "UPDATE videos SET "
+            + ", ".join(f"{name} = %({name})s" for name in HEALTH_FIELDS)
+            + " WHERE path = %(path)s AND size_bytes = %(size_bytes)s AND mtime_ns = %(mtime_ns)s"
+        )
+
+        async def op(conn: Connection) -> int:
+            changed = 0
+            for update in updates:
+                cursor = await conn.execute(sql.encode(), dataclasses.asdict(update))
+                changed += cursor.rowcount
+            return changed
+
+        return await self._db.commit(op)
+
+    async def list_duplicates(
+        self, *, prefix: str, after: str | None, limit: int, files_per_group: int
+    ) -> list[scan_pb2.DuplicateGroup]:
+        scope, scoped = "", []
+        if prefix:
+            folder = prefix.rstrip("/")
+            scope, scoped = (
+                " AND (path = %s OR (path > %s AND path < %s))",
+                [folder, *below(folder)],
+            )
+        later = "" if after is None else " AND fingerprint > %s"
+        groups = (
+            f"SELECT fingerprint, count(*) FROM videos WHERE fingerprint <> ''{scope}{later} "
+            "GROUP BY fingerprint HAVING count(*) > 1 ORDER BY fingerprint LIMIT %s"
+        )
+        members = (
+            f"SELECT id, path, size_bytes FROM videos WHERE fingerprint = %s{scope} "
+            "ORDER BY path LIMIT %s"
+        )
+        params = [*scoped, *([] if after is None else [after]), limit]
+
+        async def op(conn: Connection) -> list[scan_pb2.DuplicateGroup]:
+            found = await (await conn.execute(groups.encode(), params)).fetchall()
+            result = []
+            for fp, count in found:
+                cursor = await conn.execute(members.encode(), (fp, *scoped, files_per_group))
+                result.append(group_of(fp, count, await cursor.fetchall()))
+            return result
+
+        return await self._db.read(op)
+
     async def list_videos(
         self,
         *,
@@ -110,6 +211,8 @@ class PostgresLibrary:
         max_duration_ns: int | None,
         after_path: str | None,
         limit: int,
+        health: int = 0,
+        fingerprint: str = "",
     ) -> list[scan_pb2.Video]:
         where: list[str] = []
         params: list[Any] = []
@@ -119,6 +222,8 @@ class PostgresLibrary:
             params.extend([folder, *below(folder)])
         for clause, value in (
             ("video_codec = %s", video_codec or None),
+            ("health = %s", health or None),
+            ("fingerprint = %s", fingerprint or None),
             ("duration_ns >= %s", min_duration_ns),
             ("duration_ns <= %s", max_duration_ns),
             ("path > %s", after_path),

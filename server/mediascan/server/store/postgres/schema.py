@@ -80,6 +80,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # a NOTIFY, or when it reads the mark again after its LISTEN connection came back).
         "ALTER TABLE jobs ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false",
     ),
+    3: (
+        # Content fingerprints (moves, duplicates) and DECODE verification (`health`).
+        "ALTER TABLE videos ADD COLUMN fingerprint text COLLATE \"C\" NOT NULL DEFAULT '',"
+        " ADD COLUMN health smallint NOT NULL DEFAULT 0,"
+        " ADD COLUMN health_errors integer NOT NULL DEFAULT 0,"
+        " ADD COLUMN health_messages text NOT NULL DEFAULT '',"
+        " ADD COLUMN health_first_error_ns bigint NOT NULL DEFAULT -1,"
+        " ADD COLUMN verify_ns bigint NOT NULL DEFAULT 0",
+        "CREATE INDEX videos_by_fingerprint ON videos (fingerprint, path) WHERE fingerprint <> ''",
+        "CREATE INDEX videos_by_health ON videos (health, path) WHERE health <> 0",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
