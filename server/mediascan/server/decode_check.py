@@ -2,9 +2,12 @@
 video and audio streams and count the decoding errors, as `ffmpeg -v error -i FILE -f null -`
 reports them (one per error message the decoders log, one per packet they refuse).
 
-A file that decodes to its end is OK without errors and WARNINGS with some; one whose demuxing
-stops on an error before the end, or whose main video stream yields no frame, is CORRUPT. The
-position of the first error is the media time of the packet being decoded when it was met.
+A file that decodes to its end is OK without errors and WARNINGS with some. It is CORRUPT when
+its demuxing stops on an error, when its main video stream yields no frame, or when its packets
+end well before the duration its header claims (less than `COMPLETE` of it, and more than
+`SLACK_NS` short: a truncated copy). The position of the first error is the media time of the
+packet being decoded when it was met. FFmpeg folds a message repeated at once into one ending
+in "(repeated N more times)": it counts N + 1.
 Memory stays bounded whatever the file holds: the captured log is emptied after each packet,
 and only the count and the first messages are kept. The time limit (scaled with the video's
 duration) and cancellation are the pool's: it kills the prober.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import av
 
@@ -21,9 +25,16 @@ import av
 OK = 1
 WARNINGS = 2
 CORRUPT = 3
+#: The share of the header's duration the packets must reach, and the shortfall that is
+#: always tolerated (timestamps of the last packets, audio ending before the video).
+COMPLETE = 0.9
+SLACK_NS = 500_000_000
 #: Error messages kept per file, and their length at most.
 MAX_MESSAGES = 5
 MAX_MESSAGE = 200
+
+
+_REPEATED = re.compile(r"\(repeated (\d+) more times?\)\s*$")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -46,7 +57,8 @@ class _Tally:
         self.first_ns = -1
 
     def add(self, message: str, at_ns: int) -> None:
-        self.count += 1
+        match = _REPEATED.search(message)
+        self.count += 1 + (int(match.group(1)) if match else 0)
         if self.first_ns < 0:
             self.first_ns = max(0, at_ns)
         if len(self.messages) < MAX_MESSAGES:
@@ -69,11 +81,12 @@ def decode_file(path: str) -> DecodeReport:
     av.logging.set_level(av.logging.ERROR)
     try:
         with av.logging.Capture(local=False) as logs:
-            complete, frames, reached = _decode(path, tally, logs)
+            complete, frames, reached, claimed = _decode(path, tally, logs)
     finally:
         av.logging.set_level(previous)
     health = OK if not tally.count else WARNINGS
-    if not complete or frames == 0:
+    short = claimed - reached > SLACK_NS and reached < COMPLETE * claimed
+    if not complete or frames == 0 or short:
         health = CORRUPT
     return DecodeReport(
         health=health,
@@ -84,19 +97,23 @@ def decode_file(path: str) -> DecodeReport:
     )
 
 
-def _decode(path: str, tally: _Tally, logs: list[tuple[int, str, str]]) -> tuple[bool, int, int]:
-    """Decode the main streams; (reached the end, video frames decoded, media time reached)."""
+def _decode(
+    path: str, tally: _Tally, logs: list[tuple[int, str, str]]
+) -> tuple[bool, int, int, int]:
+    """Decode the main streams: (reached the end of the file, video frames decoded, media time
+    reached, duration the header claims (0: none))."""
     frames = reached = 0
     try:
         container = av.open(path, mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
         tally.add(f"cannot open: {exc}", 0)
-        return False, 0, 0
+        return False, 0, 0, 0
     with container:
+        claimed = max(0, int(container.duration or 0) * 1000)  # microseconds
         video = _main(list(container.streams.video))
         if video is None:
             tally.add("no video stream", 0)
-            return False, 0, 0
+            return False, 0, 0, claimed
         video.codec_context.thread_type = "AUTO"
         audio = _main(list(container.streams.audio))
         streams = [video] if audio is None else [video, audio]
@@ -105,10 +122,10 @@ def _decode(path: str, tally: _Tally, logs: list[tuple[int, str, str]]) -> tuple
             try:
                 packet = next(packets)
             except StopIteration:
-                return True, frames, reached
+                return True, frames, reached, claimed
             except av.error.FFmpegError as exc:
                 tally.add(f"demuxing stopped: {exc}", reached)
-                return False, frames, reached
+                return False, frames, reached, claimed
             if packet.pts is not None and packet.time_base is not None:
                 reached = max(reached, int(packet.pts * packet.time_base * 1_000_000_000))
             try:

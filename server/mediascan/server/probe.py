@@ -193,9 +193,9 @@ def _die_with_parent() -> None:
 _PR_SET_PDEATHSIG = 1
 
 
-def serve(before: Callable[[str], None] | None = None) -> None:
+def serve(before: Callable[[str, str], None] | None = None) -> None:
     """The prober process: batches of (paths, descriptors) in on the socket that is its stdin,
-    one JSON answer per file out on stdout, in order. `before(path)` runs before each probe
+    one JSON answer per file out on stdout, in order. `before(path, op)` runs before each file
     (tests: `testing_prober.py` hangs or aborts there on marked files)."""
     if sys.platform == "linux":
         _die_with_parent()
@@ -213,7 +213,7 @@ def serve(before: Callable[[str], None] | None = None) -> None:
             path, op = (item, "probe") if isinstance(item, str) else item
             fd = fds[index] if index < len(fds) else -1
             if before is not None:
-                before(path)
+                before(path, op)
             try:
                 answer = _answer(fd, op)
             finally:
