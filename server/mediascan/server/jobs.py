@@ -165,7 +165,8 @@ class ScanSpec:
                 timeout=seconds_to_duration(self.timeout),
                 priority=self.priority,
                 full=self.full,
-                verify=self.verify,  # type: ignore[arg-type]
+                # Set for DECODE only: the options of other scans read as they always did.
+                verify=self.verify if self.decode else 0,  # type: ignore[arg-type]
             ),
             progress=scan_pb2.Progress(),
             create_time=now_timestamp(),

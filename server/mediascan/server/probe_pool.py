@@ -201,9 +201,9 @@ class ProbePool:
                 carried = await self._feed(worker, carried)
             finally:
                 _kill(worker.process)
+                worker.requests.close()  # first: a cancel of the wait below must not leak it
                 with contextlib.suppress(Exception):
                     await worker.process.wait()
-                worker.requests.close()
                 self._processes.discard(worker.process)
                 self._update_health()
 
