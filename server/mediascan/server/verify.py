@@ -92,7 +92,7 @@ def warning(report: DecodeReport) -> tuple[Code, str] | None:
     )
     first = f": {report.messages[0]}" if report.messages else ""
     if report.health == scan_pb2.HEALTH_CORRUPT:
-        what = f"corrupt: decoding stopped at {report.decoded_ns / 1e9:.3f}s"
+        what = f"corrupt: decoded up to {report.decoded_ns / 1e9:.3f}s"
         return Code.DATA_LOSS, f"{what} ({report.error_count} decoding errors{where}){first}"
     return Code.DATA_LOSS, f"decoded with {report.error_count} errors{where}{first}"
 
