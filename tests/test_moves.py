@@ -63,9 +63,11 @@ def test_the_move_index_finds_unmet_videos_by_size_and_time() -> None:
     keys = {library_key("/m/a.mp4", 10, 5): True, library_key("/m/b.mp4", 10, 5): False}
     keys[library_key("/m/c.mp4", 11, 5)] = True
     moves = MoveIndex()
-    assert moves.candidate(10, 5, keys) == "/m/a.mp4"
-    del keys[library_key("/m/a.mp4", 10, 5)]  # met by the walk: not a candidate any more
     assert moves.candidate(10, 5, keys) == "/m/b.mp4"
+    del keys[library_key("/m/b.mp4", 10, 5)]  # met by the walk: not a candidate any more
+    assert moves.candidate(10, 5, keys) == "/m/a.mp4"
+    del keys[library_key("/m/a.mp4", 10, 5)]
+    assert moves.candidate(10, 5, keys) == ""
     assert moves.candidate(10, 6, keys) == ""
     assert moves.candidate(12, 5, keys) == ""
 
