@@ -101,6 +101,21 @@ async def test_moved_and_renamed_files_keep_their_video_and_are_not_probed(
         assert now.probe_time == was.probe_time and now.fingerprint == was.fingerprint
 
 
+async def test_a_renamed_twin_moves_its_own_video(stub: Any, tmp_path: Path) -> None:
+    folder = tmp_path / "lib"
+    first = tiny_video(folder / "a.mp4")
+    twin = folder / "b.mp4"
+    shutil.copy2(first, twin)  # the same size, time and content
+    await scan(stub, folder)
+    before = await by_path(stub, folder)
+    os.rename(twin, folder / "c.mp4")
+    job = await scan(stub, folder)
+    assert (job.result.moved, job.result.added, job.result.removed) == (1, 0, 0)
+    after = await by_path(stub, folder)
+    assert after[real(folder / "c.mp4")].video_id == before[real(twin)].video_id
+    assert after[real(first)].video_id == before[real(first)].video_id
+
+
 async def test_copies_and_look_alikes_are_not_moves(stub: Any, tmp_path: Path) -> None:
     folder = tmp_path / "lib"
     original = tiny_video(folder / "original.mp4")

@@ -6,11 +6,13 @@ video's. The walker finds the candidate (`MoveIndex`: a map from size and time t
 keys, built on the first new file of a scan, never for an unchanged tree) and hands the file
 over with the old path. The scan asks a prober for the new file's fingerprint (two reads of
 64 KiB), compares it with the stored row (`Moves.match`), and when they agree the file is not
-probed: its row is known. At the end of a complete walk (`Moves.finish`), a held file whose old
-path the walk did not meet is a move: the row takes the new path and keeps its `video_id`
-(counted `moved`, not removed nor added). One whose old path is still there is a copy: it gets a
-row of its own with the old one's metadata (counted `added`). Held files are at most
-`MAX_PENDING` per scan (about 300 bytes each); past it, candidates are probed as new files.
+probed: its row is known. At the end of a complete walk (`Moves.finish`), each held file takes a
+row of that content whose path the walk did not meet (one of the same file name first, so that
+identical files are told apart by name where they can be): the row takes the new path and keeps
+its `video_id` (counted `moved`, not removed nor added). A held file left without such a row is
+a copy: it gets a row of its own with the metadata of its content (counted `added`). Held files
+are at most `MAX_PENDING` per scan (about 300 bytes each); past it, candidates are probed as new
+files.
 """
 
 from __future__ import annotations
@@ -48,13 +50,15 @@ class MoveIndex:
         if self._by_stat is None:
             self._by_stat = _by_stat(keys) if len(keys) <= MAX_INDEXED else {}
         stat = f"/{size}/{mtime_ns}"
-        found = self._by_stat.get(hash(stat[1:]))
-        if found is None:
+        code = hash(stat[1:])
+        found = self._by_stat.get(code)
+        if isinstance(found, list):  # several videos alike: drop those met since, from the end
+            while found and found[-1] not in keys:
+                found.pop()
+            found = found[-1] if found else None
+        if found is None or not found.endswith(stat) or found not in keys:
             return ""
-        for key in [found] if isinstance(found, str) else found:
-            if key.endswith(stat) and key in keys:
-                return library_key_path(key)
-        return ""
+        return library_key_path(found)
 
 
 def _by_stat(keys: dict[str, bool]) -> dict[int, str | list[str]]:
@@ -72,11 +76,31 @@ def _by_stat(keys: dict[str, bool]) -> dict[int, str | list[str]]:
     return by_stat
 
 
+#: Paths of `missing` whose rows `Moves.finish` reads at once.
+_CHUNK = 1000
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Held:
     path: str
     dev: int
-    row: VideoRow  #: the stored row of the old path
+    row: VideoRow  #: a stored row with the file's content (size, time and fingerprint)
+
+
+def _content(row: VideoRow) -> tuple[int, int, str]:
+    return row.size_bytes, row.mtime_ns, row.fingerprint
+
+
+def _take(candidates: list[tuple[str, int]] | None, path: str) -> tuple[str, int] | None:
+    """Take from `candidates` (gone paths with their folder's device) one with the file name
+    of `path`, else the first; None if there is none."""
+    if not candidates:
+        return None
+    name = path.rsplit("/", 1)[-1]
+    for index, candidate in enumerate(candidates):
+        if candidate[0].rsplit("/", 1)[-1] == name:
+            return candidates.pop(index)
+    return candidates.pop(0)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -118,39 +142,55 @@ class Moves:
         return True
 
     async def finish(self, missing: Sequence[tuple[str, int]], *, before_ns: int) -> MoveOutcome:
-        """Move the rows of held files whose old path is among `missing` (path, device of its
-        folder), the first held file of each; the others become copies."""
-        gone = dict(missing)
+        """Move held files onto the rows of `missing` (path, device of its folder) that have
+        their size, time and fingerprint: the old path is chosen here, once the walk knows
+        which are gone (among files alike, one of the same name first); the other held files
+        become copies."""
+        held, self._held = self._held, []
+        gone = await self._alike(held, missing)
         moving: list[_Held] = []
         moves: list[MovedVideo] = []
         copies: list[_Held] = []
-        for held in self._held:
-            folder_dev = gone.pop(held.row.path, None)
-            if folder_dev is None:
-                copies.append(held)
+        for one in held:
+            old = _take(gone.get(_content(one.row)), one.path)
+            if old is None:
+                copies.append(one)
                 continue
-            moving.append(held)
+            moving.append(one)
             moves.append(
                 MovedVideo(
-                    old_path=held.row.path,
-                    new_path=held.path,
-                    size_bytes=held.row.size_bytes,
-                    mtime_ns=held.row.mtime_ns,
-                    fingerprint=held.row.fingerprint,
-                    dev=held.dev,
-                    folder_dev=folder_dev,
+                    old_path=old[0],
+                    new_path=one.path,
+                    size_bytes=one.row.size_bytes,
+                    mtime_ns=one.row.mtime_ns,
+                    fingerprint=one.row.fingerprint,
+                    dev=one.dev,
+                    folder_dev=old[1],
                 )
             )
-        self._held = []
         done = await self._store.move_videos(moves, before_ns=before_ns) if moves else []
         moved = {move.old_path for move, ok in zip(moves, done, strict=True) if ok}
         # A row that changed meanwhile stays; its new file gets a row of its own.
-        copies.extend(held for held, ok in zip(moving, done, strict=True) if not ok)
+        copies.extend(one for one, ok in zip(moving, done, strict=True) if not ok)
         return MoveOutcome(
             moved=len(moved),
-            copies=[self._copy(held) for held in copies],
+            copies=[self._copy(one) for one in copies],
             missing=[(path, dev) for path, dev in missing if path not in moved],
         )
+
+    async def _alike(
+        self, held: list[_Held], missing: Sequence[tuple[str, int]]
+    ) -> dict[tuple[int, int, str], list[tuple[str, int]]]:
+        """The rows of `missing` with the content of a held file, by content: read from the
+        store a chunk at a time, only when files are held."""
+        wanted = {_content(one.row) for one in held}
+        alike: dict[tuple[int, int, str], list[tuple[str, int]]] = {}
+        for start in range(0, len(missing) if wanted else 0, _CHUNK):
+            chunk = dict(missing[start : start + _CHUNK])
+            for path, row in (await self._store.video_rows(list(chunk))).items():
+                if (content := _content(row)) in wanted:
+                    alike.setdefault(content, []).append((path, chunk[path]))
+        return alike
 
     def _copy(self, held: _Held) -> VideoRow:
         return dataclasses.replace(

@@ -309,7 +309,7 @@ class Walker:
             # unchanged (True if its health is known)
             verified = take(f"{prefix}{name}/{size}/{mtime_ns}", None)
             if verified is not None:
-                if compare and not (verify and not verified):
+                if compare and (verified or not verify):  # else: verify it
                     unchanged += 1
                     unchanged_bytes += size
                     last = name
