@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from . import cli_table, cluster, fanout, first_scan, jobs, rescan, submit
+from . import cli_table, cluster, fanout, first_scan, jobs, rescan, submit, verify
 from .common import (
     FULL,
     LOOPS,
@@ -45,6 +45,7 @@ BENCH_TITLES = {
     "jobs": jobs.BENCH,
     "cli_table": cli_table.BENCH,
     "cluster": cluster.BENCH,
+    "verify": verify.BENCH,
 }
 
 Bench = Callable[[Context], Coroutine[Any, Any, list[Row]]]
@@ -57,6 +58,7 @@ BENCHMARKS: dict[str, Bench] = {
     "jobs": jobs.run,
     "cli_table": cli_table.run,
     "cluster": cluster.run,
+    "verify": verify.run,
 }
 
 #: The figures each benchmark produces at a given size (what tests/test_bench.py checks).
@@ -68,6 +70,7 @@ FIGURES: dict[str, Callable[[Sizes], list[str]]] = {
     "jobs": jobs.figures,
     "cli_table": cli_table.figures,
     "cluster": cluster.figures,
+    "verify": verify.figures,
 }
 
 

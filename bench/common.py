@@ -90,6 +90,10 @@ class Sizes:
     cluster_jobs: int = 2000
     cluster_watch_files: int = 40_000
     cluster_watchers: int = 20
+    # 8. DECODE verification: files (hard links of one clip) and the clip's seconds
+    verify_files: int = 20
+    verify_seconds: float = 10.0
+    verify_size: str = "1280x720"
 
 
 FULL = Sizes(
@@ -134,6 +138,9 @@ QUICK = Sizes(
     cluster_jobs=400,
     cluster_watch_files=10_000,
     cluster_watchers=5,
+    verify_files=4,
+    verify_seconds=2.0,
+    verify_size="640x360",
 )
 
 

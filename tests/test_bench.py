@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = {"submit", "fanout", "first_scan", "rescan", "jobs", "cli_table", "cluster"}
+BENCHMARKS = {
+    "submit",
+    "fanout",
+    "first_scan",
+    "rescan",
+    "jobs",
+    "cli_table",
+    "cluster",
+    "verify",
+}
 #: bench-quick's own budget is under a minute; this leaves room for a loaded CI machine.
 LIMIT = 180
 

@@ -185,7 +185,8 @@ async def test_the_copy_answers_as_the_sqlite_server_did_and_runs_its_queue(
     stub = await connect(sqlite_server.address)
     finished = [
         (await scan(stub, corpus.root, request_id="copy-corpus")).job_id,
-        (await scan(stub, small_folders[0])).job_id,
+        # Verified by decoding: the copy keeps each video's health and fingerprint.
+        (await scan(stub, small_folders[0], verify=scan_pb2.VERIFY_DECODE)).job_id,
     ]
     # One worker, held by a probe that hangs: the next jobs stay queued.
     blocker = await start_hung_blocker(stub, tmp_path / "hang")
@@ -198,6 +199,8 @@ async def test_the_copy_answers_as_the_sqlite_server_did_and_runs_its_queue(
     assert before["file_errors"][finished[0]][0][0], "the corpus scan stored no file errors"
     assert all(events for replays in before["replays"].values() for events in replays)
     assert len(before["videos"]) == len(corpus.valid) + 3 and len(before["video_pages"]) > 2
+    assert all(v.fingerprint for v in before["videos"])
+    assert sum(v.health == scan_pb2.HEALTH_OK for v in before["videos"]) == 3
     await sqlite_server.stop()  # the blocker is saved QUEUED, attempt 2
 
     run = await copy_db(db, pg_url)

@@ -108,7 +108,7 @@ def _help_texts() -> str:
         ["mediascan", "--help"],
         *(
             ["mediascan", sub, "--help"]
-            for sub in ("scan", "job", "watch", "cancel", "delete", "jobs", "videos")
+            for sub in ("scan", "job", "watch", "cancel", "delete", "jobs", "videos", "duplicates")
         ),
     ]
     bin_dir = Path(sys.executable).parent
@@ -186,6 +186,8 @@ PARTIAL_VALUES = ("attempt-1", "attempt-2", "mp4-bytes", "mkv-bytes", "big-bytes
 #: Byte counts: the encoder that makes the sample videos gives a file a byte or two more or less
 #: from one run to the next, and every size and byte total follows.
 BYTES = re.compile(r'("(?:bytesDone|bytesTotal|sizeBytes)": )"\d+"')
+#: Content fingerprints follow those bytes.
+FINGERPRINT = re.compile(r'("fingerprint": )"\d+-[0-9a-f]{32}"')
 EXAMPLE_BLOCK = re.compile(r"(<!-- example: ([\w-]+) -->\n```[^\n]*\n)(.*?)(^```$)", re.S | re.M)
 EXAMPLE_VALUE = re.compile(r"(<!-- value: ([\w-]+) -->)(.*?)(<!-- /value -->)", re.S)
 
@@ -215,6 +217,7 @@ def masked_page(page: str) -> str:
     page = EXAMPLE_VALUE.sub(value, EXAMPLE_BLOCK.sub(block, page))
     page = TIMESTAMP.sub("<time>", TOKEN.sub(_decoded_token, page))
     page = BYTES.sub(r'\1"<n>"', page)
+    page = FINGERPRINT.sub(r'\1"<fingerprint>"', page)
     page = CURRENT_PATH.sub(r"\1<path>", page)
     jobs: dict[str, str] = {}
     return JOB_ID.sub(lambda m: jobs.setdefault(m[0], f"<job {len(jobs) + 1}>"), page)

@@ -55,6 +55,12 @@ _EXIT_BY_STATE = {
     scan_pb2.JOB_STATE_CANCELLED: EXIT_CANCELLED,
 }
 
+_VERIFY = {"none": scan_pb2.VERIFY_UNSPECIFIED, "decode": scan_pb2.VERIFY_DECODE}
+_HEALTH = {
+    "ok": scan_pb2.HEALTH_OK,
+    "warnings": scan_pb2.HEALTH_WARNINGS,
+    "corrupt": scan_pb2.HEALTH_CORRUPT,
+}
 _STATES = {
     "queued": scan_pb2.JOB_STATE_QUEUED,
     "running": scan_pb2.JOB_STATE_RUNNING,
@@ -181,6 +187,13 @@ _SCAN_ARGS = (
     ),
     _arg("--follow-symlinks", action="store_true", help="follow symbolic links"),
     _arg("--full", action="store_true", help="probe every file again, even unchanged ones"),
+    _arg(
+        "--verify",
+        choices=list(_VERIFY),
+        default="none",
+        help="decode: also decode every new or changed file, and every video never verified, "
+        "and record its health (slow: about the videos' running time per core)",
+    ),
     _arg("--priority", type=int, default=0, metavar="N", help="-100..100, higher runs first"),
     _arg(
         "--request-id",
@@ -210,7 +223,30 @@ _VIDEOS_ARGS = (
         metavar="DURATION",
         help="only videos at most this long, e.g. 90s, 5m",
     ),
+    _arg("--health", choices=list(_HEALTH), help="only videos a DECODE scan found so"),
+    _arg(
+        "--fingerprint",
+        metavar="FP",
+        default="",
+        help="only videos with this content fingerprint (the copies of one file)",
+    ),
     _limit_arg("videos", 100),
+    _json_arg(),
+)
+
+_DUPLICATES_ARGS = (
+    _arg(
+        "--prefix",
+        metavar="DIR",
+        default="",
+        help="only videos under this folder (relative to here, or absolute)",
+    ),
+    _arg(
+        "--confirm",
+        action="store_true",
+        help="have the server read each file whole and compare content hashes (slow)",
+    ),
+    _limit_arg("groups", 50),
     _json_arg(),
 )
 
@@ -353,6 +389,7 @@ async def _scan(client: ScanClient, args: argparse.Namespace, out: _Output) -> i
         request_id=args.request_id,
         priority=args.priority,
         full=args.full,
+        verify=_VERIFY[args.verify],
     )
     if out.json and not args.watch:
         out.message(response)
@@ -418,10 +455,21 @@ async def _videos(client: ScanClient, args: argparse.Namespace, out: _Output) ->
         video_codec=args.codec,
         min_duration=args.min_duration,
         max_duration=args.max_duration,
+        health=_HEALTH[args.health] if args.health else scan_pb2.HEALTH_UNSPECIFIED,
+        fingerprint=args.fingerprint,
     )
     taken = await _take(listed, args.limit)
     nothing = "no videos" + _filters_text(prefix, args)
     return _show_list(out, "videos", taken, display.videos_table, nothing)
+
+
+async def _duplicates(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+    prefix = os.path.abspath(args.prefix) if args.prefix else ""
+    page = min(_page_size(args.limit), 50 if args.confirm else 500)
+    listed = client.list_duplicates(prefix, page, confirm=args.confirm)
+    taken = await _take(listed, args.limit)
+    nothing = "no duplicates" + (f" under {prefix}" if prefix else "")
+    return _show_list(out, "groups", taken, display.duplicate_lines, nothing)
 
 
 def _show_list(
@@ -456,6 +504,10 @@ def _filters_text(prefix: str, args: argparse.Namespace) -> str:
         words.append(f" of at least {display.format_seconds(args.min_duration)}")
     if args.max_duration is not None:
         words.append(f" of at most {display.format_seconds(args.max_duration)}")
+    if args.health:
+        words.append(f" with health {args.health}")
+    if args.fingerprint:
+        words.append(f" with fingerprint {args.fingerprint}")
     return "".join(words)
 
 
@@ -521,6 +573,12 @@ _COMMAND_TABLE = (
     ),
     _Command("videos", "list the videos of the library, by path", _videos, _VIDEOS_ARGS),
     _Command("video", "show one video of the library, by id or by path", _video, _VIDEO_ARGS),
+    _Command(
+        "duplicates",
+        "list groups of identical videos (same content fingerprint)",
+        _duplicates,
+        _DUPLICATES_ARGS,
+    ),
 )
 
 

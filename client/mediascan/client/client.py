@@ -142,6 +142,9 @@ class _Stub:
         self.GetVideo: grpc.aio.UnaryUnaryMultiCallable[
             scan_pb2.GetVideoRequest, scan_pb2.Video
         ] = stub.GetVideo
+        self.ListDuplicates: grpc.aio.UnaryUnaryMultiCallable[
+            scan_pb2.ListDuplicatesRequest, scan_pb2.ListDuplicatesResponse
+        ] = stub.ListDuplicates
 
 
 def _duration(value: float | datetime.timedelta) -> duration_pb2.Duration:
@@ -403,8 +406,11 @@ class ScanClient:
         request_id: str | None = None,
         priority: int = 0,
         full: bool = False,
+        verify: scan_pb2.Verify = scan_pb2.VERIFY_UNSPECIFIED,
     ) -> scan_pb2.SubmitScanResponse:
         """Submit a scan of the folder `path` (absolute, on the server's file system).
+
+        `verify=scan_pb2.VERIFY_DECODE` also decodes the files to check their health.
 
         `timeout` (seconds or a timedelta) limits the whole scan; None takes the server's default.
         `request_id` is the idempotency key: a submit repeating an earlier one's id returns the
@@ -417,6 +423,7 @@ class ScanClient:
             request_id=request_id if request_id is not None else str(uuid.uuid4()),
             priority=priority,
             full=full,
+            verify=verify,
         )
         if timeout is not None:
             request.timeout.CopyFrom(_duration(timeout))
@@ -478,12 +485,19 @@ class ScanClient:
         video_codec: str = "",
         min_duration: float | datetime.timedelta | None = None,
         max_duration: float | datetime.timedelta | None = None,
+        health: scan_pb2.Health = scan_pb2.HEALTH_UNSPECIFIED,
+        fingerprint: str = "",
     ) -> AsyncGenerator[scan_pb2.Video, None]:
         """The videos of the library, ordered by path, optionally only those under the folder
-        `path_prefix`, with `video_codec` or with a duration in [min_duration, max_duration].
-        The keyword arguments are the `ListVideosRequest` fields of the same names."""
+        `path_prefix`, with `video_codec`, with a duration in [min_duration, max_duration], with
+        a `health` or a content `fingerprint`. The keyword arguments are the
+        `ListVideosRequest` fields of the same names."""
         request = scan_pb2.ListVideosRequest(
-            path_prefix=path_prefix, page_size=page_size, video_codec=video_codec
+            path_prefix=path_prefix,
+            page_size=page_size,
+            video_codec=video_codec,
+            health=health,
+            fingerprint=fingerprint,
         )
         if min_duration is not None:
             request.min_duration.CopyFrom(_duration(min_duration))
@@ -492,6 +506,19 @@ class ScanClient:
         async for page in self._pages(lambda stub: stub.ListVideos, request):
             for video in page.videos:
                 yield video
+
+    async def list_duplicates(
+        self, path_prefix: str = "", page_size: int = 0, *, confirm: bool = False
+    ) -> AsyncGenerator[scan_pb2.DuplicateGroup, None]:
+        """Groups of videos with the same content fingerprint, by fingerprint, optionally only
+        under the folder `path_prefix`; with `confirm`, each file's whole-content hash too (the
+        server reads the files: slow)."""
+        request = scan_pb2.ListDuplicatesRequest(
+            path_prefix=path_prefix, page_size=page_size, confirm=confirm
+        )
+        async for page in self._pages(lambda stub: stub.ListDuplicates, request):
+            for group in page.groups:
+                yield group
 
     async def watch_job(
         self, job_id: str, *, after_sequence: int = 0, reconnect_timeout: float = 60.0

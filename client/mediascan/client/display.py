@@ -115,7 +115,11 @@ def counts_line(job: scan_pb2.Job) -> str:
         )
     names = ("added", "updated", "unchanged", "removed", "failed")
     files = f"{total} files" if total is not None else f"{job.progress.files_done} files so far"
-    return files + ": " + ", ".join(f"{n} {name}" for n, name in zip(counts, names, strict=True))
+    words = [f"{n} {name}" for n, name in zip(counts, names, strict=True)]
+    moved = job.result.moved if job.HasField("result") else job.progress.moved
+    if moved:
+        words.insert(4, f"{moved} moved")
+    return files + ": " + ", ".join(words)
 
 
 def summary_lines(job: scan_pb2.Job) -> list[str]:
@@ -349,9 +353,54 @@ def video_details(video: scan_pb2.Video) -> list[str]:
         ("audio", audio),
         ("probed", _local(_stamp(video.probe_time))),
         ("by job", video.job_id or "-"),
+        ("fingerprint", video.fingerprint or "-"),
+        ("health", _health(video)),
     ]
     width = max(len(key) for key, _ in rows)
     return [f"{key:<{width}}  {value}" for key, value in rows]
+
+
+_HEALTH_NAMES = {
+    scan_pb2.HEALTH_OK: "ok",
+    scan_pb2.HEALTH_WARNINGS: "warnings",
+    scan_pb2.HEALTH_CORRUPT: "corrupt",
+}
+
+
+def _health(video: scan_pb2.Video) -> str:
+    """`not verified`, `ok (verified 2026-...)`, `warnings: 3 decoding errors, the first at
+    1.5s: [aac] ...`."""
+    name = _HEALTH_NAMES.get(video.health)
+    if name is None:
+        return "not verified (scan with --verify decode)"
+    report = video.health_report
+    when = f" (verified {_local(_stamp(report.verify_time))})"
+    if not report.error_count:
+        return name + when
+    where = ""
+    if report.HasField("first_error_at"):
+        where = (
+            f", the first at {format_seconds(report.first_error_at.ToTimedelta().total_seconds())}"
+        )
+    first = f": {report.messages[0]}" if report.messages else ""
+    return f"{name}: {report.error_count} decoding errors{where}{first}{when}"
+
+
+def duplicate_lines(groups: list[scan_pb2.DuplicateGroup], width: int | None = None) -> list[str]:
+    """Each group: a line with its fingerprint, size and count, then its files indented."""
+    lines: list[str] = []
+    for group in groups:
+        confirmed = " (confirmed identical)" if group.confirmed else ""
+        lines.append(
+            f"{group.fingerprint}  {group.file_count} files of "
+            f"{format_bytes(group.size_bytes)}{confirmed}"
+        )
+        for file in group.files:
+            note = f"  ({file.error})" if file.error else ""
+            lines.append(f"  {file.path}{note}")
+        if group.file_count > len(group.files):
+            lines.append(f"  ... and {group.file_count - len(group.files)} more")
+    return lines
 
 
 def _stamp(stamp: timestamp_pb2.Timestamp) -> datetime.datetime | None:

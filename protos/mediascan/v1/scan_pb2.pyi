@@ -23,6 +23,19 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_TIMED_OUT: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
 
+class Verify(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERIFY_UNSPECIFIED: _ClassVar[Verify]
+    VERIFY_NONE: _ClassVar[Verify]
+    VERIFY_DECODE: _ClassVar[Verify]
+
+class Health(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HEALTH_UNSPECIFIED: _ClassVar[Health]
+    HEALTH_OK: _ClassVar[Health]
+    HEALTH_WARNINGS: _ClassVar[Health]
+    HEALTH_CORRUPT: _ClassVar[Health]
+
 class ScanPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SCAN_PHASE_UNSPECIFIED: _ClassVar[ScanPhase]
@@ -61,6 +74,13 @@ JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_TIMED_OUT: JobState
 JOB_STATE_CANCELLED: JobState
+VERIFY_UNSPECIFIED: Verify
+VERIFY_NONE: Verify
+VERIFY_DECODE: Verify
+HEALTH_UNSPECIFIED: Health
+HEALTH_OK: Health
+HEALTH_WARNINGS: Health
+HEALTH_CORRUPT: Health
 SCAN_PHASE_UNSPECIFIED: ScanPhase
 SCAN_PHASE_DISCOVERING: ScanPhase
 SCAN_PHASE_PROBING: ScanPhase
@@ -83,7 +103,7 @@ STREAM_KIND_DATA: StreamKind
 STREAM_KIND_ATTACHMENT: StreamKind
 
 class SubmitScanRequest(_message.Message):
-    __slots__ = ("path", "recursive", "follow_symlinks", "timeout", "request_id", "priority", "full")
+    __slots__ = ("path", "recursive", "follow_symlinks", "timeout", "request_id", "priority", "full", "verify")
     PATH_FIELD_NUMBER: _ClassVar[int]
     RECURSIVE_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +111,7 @@ class SubmitScanRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
     path: str
     recursive: bool
     follow_symlinks: bool
@@ -98,7 +119,8 @@ class SubmitScanRequest(_message.Message):
     request_id: str
     priority: int
     full: bool
-    def __init__(self, path: _Optional[str] = ..., recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ...) -> None: ...
+    verify: Verify
+    def __init__(self, path: _Optional[str] = ..., recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ..., verify: _Optional[_Union[Verify, str]] = ...) -> None: ...
 
 class SubmitScanResponse(_message.Message):
     __slots__ = ("job_id", "job", "deduplicated")
@@ -111,18 +133,20 @@ class SubmitScanResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
 
 class ScanOptions(_message.Message):
-    __slots__ = ("recursive", "follow_symlinks", "timeout", "priority", "full")
+    __slots__ = ("recursive", "follow_symlinks", "timeout", "priority", "full", "verify")
     RECURSIVE_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_FIELD_NUMBER: _ClassVar[int]
     recursive: bool
     follow_symlinks: bool
     timeout: _duration_pb2.Duration
     priority: int
     full: bool
-    def __init__(self, recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ...) -> None: ...
+    verify: Verify
+    def __init__(self, recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ..., verify: _Optional[_Union[Verify, str]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "state", "path", "options", "progress", "result", "error", "create_time", "start_time", "end_time", "attempt", "last_sequence", "request_id", "node")
@@ -157,7 +181,7 @@ class Job(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., path: _Optional[str] = ..., options: _Optional[_Union[ScanOptions, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[ScanResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., last_sequence: _Optional[int] = ..., request_id: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("phase", "files_found", "files_done", "files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_done", "current_path", "fraction")
+    __slots__ = ("phase", "files_found", "files_done", "files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_done", "current_path", "fraction", "moved")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     FILES_FOUND_FIELD_NUMBER: _ClassVar[int]
     FILES_DONE_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +194,7 @@ class Progress(_message.Message):
     BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
     CURRENT_PATH_FIELD_NUMBER: _ClassVar[int]
     FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
     phase: ScanPhase
     files_found: int
     files_done: int
@@ -182,7 +207,8 @@ class Progress(_message.Message):
     bytes_done: int
     current_path: str
     fraction: float
-    def __init__(self, phase: _Optional[_Union[ScanPhase, str]] = ..., files_found: _Optional[int] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_done: _Optional[int] = ..., current_path: _Optional[str] = ..., fraction: _Optional[float] = ...) -> None: ...
+    moved: int
+    def __init__(self, phase: _Optional[_Union[ScanPhase, str]] = ..., files_found: _Optional[int] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_done: _Optional[int] = ..., current_path: _Optional[str] = ..., fraction: _Optional[float] = ..., moved: _Optional[int] = ...) -> None: ...
 
 class FileError(_message.Message):
     __slots__ = ("path", "status")
@@ -193,7 +219,7 @@ class FileError(_message.Message):
     def __init__(self, path: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class ScanResult(_message.Message):
-    __slots__ = ("files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_total", "file_errors", "file_errors_truncated", "file_error_count")
+    __slots__ = ("files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_total", "file_errors", "file_errors_truncated", "file_error_count", "moved")
     FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +230,7 @@ class ScanResult(_message.Message):
     FILE_ERRORS_FIELD_NUMBER: _ClassVar[int]
     FILE_ERRORS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     FILE_ERROR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MOVED_FIELD_NUMBER: _ClassVar[int]
     files_total: int
     added: int
     updated: int
@@ -214,7 +241,8 @@ class ScanResult(_message.Message):
     file_errors: _containers.RepeatedCompositeFieldContainer[FileError]
     file_errors_truncated: bool
     file_error_count: int
-    def __init__(self, files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_total: _Optional[int] = ..., file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., file_errors_truncated: _Optional[bool] = ..., file_error_count: _Optional[int] = ...) -> None: ...
+    moved: int
+    def __init__(self, files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_total: _Optional[int] = ..., file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., file_errors_truncated: _Optional[bool] = ..., file_error_count: _Optional[int] = ..., moved: _Optional[int] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -315,7 +343,7 @@ class DeleteJobRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class Video(_message.Message):
-    __slots__ = ("video_id", "path", "size_bytes", "modify_time", "container", "duration", "bit_rate", "video_codec", "width", "height", "frame_rate", "audio_codec", "audio_channels", "audio_sample_rate", "audio_streams", "probe_time", "job_id", "duration_source", "variable_frame_rate", "truncated", "header_duration", "rotation", "display_width", "display_height", "sample_aspect_ratio", "display_aspect_ratio", "pixel_format", "bit_depth", "chroma_subsampling", "alpha", "field_order", "interlaced", "color_primaries", "color_transfer", "color_space", "color_range", "hdr", "dolby_vision_profile", "max_content_light_level", "max_frame_average_light_level", "mastering_max_luminance", "mastering_min_luminance", "streams", "stream_count", "chapters", "chapter_count", "title", "creation_time", "encoder", "timecode", "metadata_cut", "video_stream_index", "audio_stream_index", "prober_version")
+    __slots__ = ("video_id", "path", "size_bytes", "modify_time", "container", "duration", "bit_rate", "video_codec", "width", "height", "frame_rate", "audio_codec", "audio_channels", "audio_sample_rate", "audio_streams", "probe_time", "job_id", "duration_source", "variable_frame_rate", "truncated", "header_duration", "rotation", "display_width", "display_height", "sample_aspect_ratio", "display_aspect_ratio", "pixel_format", "bit_depth", "chroma_subsampling", "alpha", "field_order", "interlaced", "color_primaries", "color_transfer", "color_space", "color_range", "hdr", "dolby_vision_profile", "max_content_light_level", "max_frame_average_light_level", "mastering_max_luminance", "mastering_min_luminance", "streams", "stream_count", "chapters", "chapter_count", "title", "creation_time", "encoder", "timecode", "metadata_cut", "video_stream_index", "audio_stream_index", "prober_version", "health", "health_report", "fingerprint")
     VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
@@ -370,6 +398,9 @@ class Video(_message.Message):
     VIDEO_STREAM_INDEX_FIELD_NUMBER: _ClassVar[int]
     AUDIO_STREAM_INDEX_FIELD_NUMBER: _ClassVar[int]
     PROBER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_REPORT_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     video_id: str
     path: str
     size_bytes: int
@@ -424,7 +455,10 @@ class Video(_message.Message):
     video_stream_index: int
     audio_stream_index: int
     prober_version: int
-    def __init__(self, video_id: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., modify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., container: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., bit_rate: _Optional[int] = ..., video_codec: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frame_rate: _Optional[float] = ..., audio_codec: _Optional[str] = ..., audio_channels: _Optional[int] = ..., audio_sample_rate: _Optional[int] = ..., audio_streams: _Optional[int] = ..., probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_id: _Optional[str] = ..., duration_source: _Optional[_Union[DurationSource, str]] = ..., variable_frame_rate: _Optional[bool] = ..., truncated: _Optional[bool] = ..., header_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., rotation: _Optional[int] = ..., display_width: _Optional[int] = ..., display_height: _Optional[int] = ..., sample_aspect_ratio: _Optional[str] = ..., display_aspect_ratio: _Optional[str] = ..., pixel_format: _Optional[str] = ..., bit_depth: _Optional[int] = ..., chroma_subsampling: _Optional[str] = ..., alpha: _Optional[bool] = ..., field_order: _Optional[str] = ..., interlaced: _Optional[bool] = ..., color_primaries: _Optional[str] = ..., color_transfer: _Optional[str] = ..., color_space: _Optional[str] = ..., color_range: _Optional[str] = ..., hdr: _Optional[_Union[HdrKind, str]] = ..., dolby_vision_profile: _Optional[int] = ..., max_content_light_level: _Optional[int] = ..., max_frame_average_light_level: _Optional[int] = ..., mastering_max_luminance: _Optional[float] = ..., mastering_min_luminance: _Optional[float] = ..., streams: _Optional[_Iterable[_Union[Stream, _Mapping]]] = ..., stream_count: _Optional[int] = ..., chapters: _Optional[_Iterable[_Union[Chapter, _Mapping]]] = ..., chapter_count: _Optional[int] = ..., title: _Optional[str] = ..., creation_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., encoder: _Optional[str] = ..., timecode: _Optional[str] = ..., metadata_cut: _Optional[bool] = ..., video_stream_index: _Optional[int] = ..., audio_stream_index: _Optional[int] = ..., prober_version: _Optional[int] = ...) -> None: ...
+    health: Health
+    health_report: HealthReport
+    fingerprint: str
+    def __init__(self, video_id: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., modify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., container: _Optional[str] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., bit_rate: _Optional[int] = ..., video_codec: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., frame_rate: _Optional[float] = ..., audio_codec: _Optional[str] = ..., audio_channels: _Optional[int] = ..., audio_sample_rate: _Optional[int] = ..., audio_streams: _Optional[int] = ..., probe_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., job_id: _Optional[str] = ..., duration_source: _Optional[_Union[DurationSource, str]] = ..., variable_frame_rate: _Optional[bool] = ..., truncated: _Optional[bool] = ..., header_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., rotation: _Optional[int] = ..., display_width: _Optional[int] = ..., display_height: _Optional[int] = ..., sample_aspect_ratio: _Optional[str] = ..., display_aspect_ratio: _Optional[str] = ..., pixel_format: _Optional[str] = ..., bit_depth: _Optional[int] = ..., chroma_subsampling: _Optional[str] = ..., alpha: _Optional[bool] = ..., field_order: _Optional[str] = ..., interlaced: _Optional[bool] = ..., color_primaries: _Optional[str] = ..., color_transfer: _Optional[str] = ..., color_space: _Optional[str] = ..., color_range: _Optional[str] = ..., hdr: _Optional[_Union[HdrKind, str]] = ..., dolby_vision_profile: _Optional[int] = ..., max_content_light_level: _Optional[int] = ..., max_frame_average_light_level: _Optional[int] = ..., mastering_max_luminance: _Optional[float] = ..., mastering_min_luminance: _Optional[float] = ..., streams: _Optional[_Iterable[_Union[Stream, _Mapping]]] = ..., stream_count: _Optional[int] = ..., chapters: _Optional[_Iterable[_Union[Chapter, _Mapping]]] = ..., chapter_count: _Optional[int] = ..., title: _Optional[str] = ..., creation_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., encoder: _Optional[str] = ..., timecode: _Optional[str] = ..., metadata_cut: _Optional[bool] = ..., video_stream_index: _Optional[int] = ..., audio_stream_index: _Optional[int] = ..., prober_version: _Optional[int] = ..., health: _Optional[_Union[Health, str]] = ..., health_report: _Optional[_Union[HealthReport, _Mapping]] = ..., fingerprint: _Optional[str] = ...) -> None: ...
 
 class Stream(_message.Message):
     __slots__ = ("index", "kind", "codec", "profile", "language", "title", "default", "forced", "attached_picture", "channels", "channel_layout", "sample_rate", "width", "height", "frame_rate", "bit_rate")
@@ -472,21 +506,37 @@ class Chapter(_message.Message):
     title: str
     def __init__(self, start: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., end: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., title: _Optional[str] = ...) -> None: ...
 
+class HealthReport(_message.Message):
+    __slots__ = ("error_count", "messages", "first_error_at", "verify_time")
+    ERROR_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ERROR_AT_FIELD_NUMBER: _ClassVar[int]
+    VERIFY_TIME_FIELD_NUMBER: _ClassVar[int]
+    error_count: int
+    messages: _containers.RepeatedScalarFieldContainer[str]
+    first_error_at: _duration_pb2.Duration
+    verify_time: _timestamp_pb2.Timestamp
+    def __init__(self, error_count: _Optional[int] = ..., messages: _Optional[_Iterable[str]] = ..., first_error_at: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., verify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class ListVideosRequest(_message.Message):
-    __slots__ = ("path_prefix", "page_size", "page_token", "video_codec", "min_duration", "max_duration")
+    __slots__ = ("path_prefix", "page_size", "page_token", "video_codec", "min_duration", "max_duration", "health", "fingerprint")
     PATH_PREFIX_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     VIDEO_CODEC_FIELD_NUMBER: _ClassVar[int]
     MIN_DURATION_FIELD_NUMBER: _ClassVar[int]
     MAX_DURATION_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     path_prefix: str
     page_size: int
     page_token: str
     video_codec: str
     min_duration: _duration_pb2.Duration
     max_duration: _duration_pb2.Duration
-    def __init__(self, path_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., video_codec: _Optional[str] = ..., min_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    health: Health
+    fingerprint: str
+    def __init__(self, path_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., video_codec: _Optional[str] = ..., min_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., health: _Optional[_Union[Health, str]] = ..., fingerprint: _Optional[str] = ...) -> None: ...
 
 class ListVideosResponse(_message.Message):
     __slots__ = ("videos", "next_page_token")
@@ -503,3 +553,51 @@ class GetVideoRequest(_message.Message):
     video_id: str
     path: str
     def __init__(self, video_id: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class ListDuplicatesRequest(_message.Message):
+    __slots__ = ("path_prefix", "page_size", "page_token", "confirm")
+    PATH_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_FIELD_NUMBER: _ClassVar[int]
+    path_prefix: str
+    page_size: int
+    page_token: str
+    confirm: bool
+    def __init__(self, path_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., confirm: _Optional[bool] = ...) -> None: ...
+
+class DuplicateFile(_message.Message):
+    __slots__ = ("video_id", "path", "size_bytes", "content_hash", "error")
+    VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    video_id: str
+    path: str
+    size_bytes: int
+    content_hash: str
+    error: str
+    def __init__(self, video_id: _Optional[str] = ..., path: _Optional[str] = ..., size_bytes: _Optional[int] = ..., content_hash: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class DuplicateGroup(_message.Message):
+    __slots__ = ("fingerprint", "size_bytes", "files", "file_count", "confirmed")
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    FILE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
+    fingerprint: str
+    size_bytes: int
+    files: _containers.RepeatedCompositeFieldContainer[DuplicateFile]
+    file_count: int
+    confirmed: bool
+    def __init__(self, fingerprint: _Optional[str] = ..., size_bytes: _Optional[int] = ..., files: _Optional[_Iterable[_Union[DuplicateFile, _Mapping]]] = ..., file_count: _Optional[int] = ..., confirmed: _Optional[bool] = ...) -> None: ...
+
+class ListDuplicatesResponse(_message.Message):
+    __slots__ = ("groups", "next_page_token")
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[DuplicateGroup]
+    next_page_token: str
+    def __init__(self, groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -81,6 +81,11 @@ class ScanServiceStub:
                 request_serializer=mediascan_dot_v1_dot_scan__pb2.GetVideoRequest.SerializeToString,
                 response_deserializer=mediascan_dot_v1_dot_scan__pb2.Video.FromString,
                 _registered_method=True)
+        self.ListDuplicates = channel.unary_unary(
+                '/mediascan.v1.ScanService/ListDuplicates',
+                request_serializer=mediascan_dot_v1_dot_scan__pb2.ListDuplicatesRequest.SerializeToString,
+                response_deserializer=mediascan_dot_v1_dot_scan__pb2.ListDuplicatesResponse.FromString,
+                _registered_method=True)
 
 
 class ScanServiceServicer:
@@ -178,6 +183,17 @@ class ScanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDuplicates(self, request, context):
+        """Lists groups of videos with the same content fingerprint (size plus a
+        hash of 64 KiB from each end of the file), ordered by fingerprint, one
+        page at a time. With `confirm`, the server reads every file of the page's
+        groups whole and reports its content hash, so that a group can be told
+        truly identical.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScanServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +241,11 @@ def add_ScanServiceServicer_to_server(servicer, server):
                     servicer.GetVideo,
                     request_deserializer=mediascan_dot_v1_dot_scan__pb2.GetVideoRequest.FromString,
                     response_serializer=mediascan_dot_v1_dot_scan__pb2.Video.SerializeToString,
+            ),
+            'ListDuplicates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDuplicates,
+                    request_deserializer=mediascan_dot_v1_dot_scan__pb2.ListDuplicatesRequest.FromString,
+                    response_serializer=mediascan_dot_v1_dot_scan__pb2.ListDuplicatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -471,6 +492,33 @@ class ScanService:
             '/mediascan.v1.ScanService/GetVideo',
             mediascan_dot_v1_dot_scan__pb2.GetVideoRequest.SerializeToString,
             mediascan_dot_v1_dot_scan__pb2.Video.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDuplicates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediascan.v1.ScanService/ListDuplicates',
+            mediascan_dot_v1_dot_scan__pb2.ListDuplicatesRequest.SerializeToString,
+            mediascan_dot_v1_dot_scan__pb2.ListDuplicatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -45,6 +46,7 @@ from .store import StorageError
 from .store.factory import ServerStore, open_store
 from .streams import StreamBudget
 from .supervisor import Supervisor
+from .verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +105,8 @@ class MediascanServer:
         self.health = HealthState(self._health, ("", SERVICE_NAME))
         self._database_lost = False
         self._probe_pool: ProbePool | None = None
+        #: DECODE verifications and whole-file hashes, in probers of their own (`verify.py`).
+        self._verifier: Verifier | None = None
         self._walk_pool: ThreadPoolExecutor | None = None
         #: Watches the background tasks and threads (made by start(), on the loop).
         self.supervisor: Supervisor | None = None
@@ -199,6 +203,7 @@ class MediascanServer:
         for task in pool.tasks:
             self.supervisor.watch_task(task)  # type: ignore[union-attr]
         self.health.set_problem("no-prober", not pool.healthy)
+        self._verifier = await _start_verifier(config, self._prober_command, self.supervisor)
         # One walker thread per running job, apart from the loop's default executor.
         self._walk_pool = ThreadPoolExecutor(max(1, config.workers), thread_name_prefix="walk")
         prober = self.metrics.prober(pool) if self.metrics is not None else pool
@@ -210,6 +215,8 @@ class MediascanServer:
             roots=roots,
             suffixes=config.video_suffixes,
             queue=self._store.probe_queue,
+            verifier=self._verifier,
+            fingerprinter=functools.partial(pool.run, op="fingerprint", parse=str),
         )
         supervisor = self.supervisor
         assert supervisor is not None
@@ -237,7 +244,9 @@ class MediascanServer:
         the jobs, then serve."""
         assert self._queue is not None and self._store is not None
         server = grpc.aio.server(interceptors=interceptors, options=server_options(config))
-        self._service = ScanService(self._queue, self._store, config, roots.paths)
+        self._service = ScanService(
+            self._queue, self._store, config, roots.paths, verifier=self._verifier
+        )
         _add_scan_service(self._service, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         enable_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
@@ -268,8 +277,8 @@ class MediascanServer:
         steps = ShutdownSteps(SHUTDOWN_MARGIN)
         if self._queue is not None and self._queue.dispatcher is not None:
             await steps.run("draining the queue", self._queue.drain(0), REQUEUE_TIMEOUT)
-        if self._probe_pool is not None:
-            await steps.run("closing the probers", self._probe_pool.close(), STEP_TIMEOUT)
+        for pool in self._pools():
+            await steps.run("closing the probers", pool.close(), STEP_TIMEOUT)
         if self._service is not None:
             self._service.close()
         if self._walk_pool is not None:
@@ -403,23 +412,26 @@ class MediascanServer:
                     "stopping the gRPC server", rpcs, RPC_GRACE + STEP_TIMEOUT, reserve=reserve
                 )
             )
-        if self._probe_pool is not None:
-            closing.append(
-                steps.run(
-                    "closing the probers", self._probe_pool.close(), STEP_TIMEOUT, reserve=reserve
-                )
-            )
+        closing.extend(
+            steps.run("closing the probers", pool.close(), STEP_TIMEOUT, reserve=reserve)
+            for pool in self._pools()
+        )
         await asyncio.gather(*closing)
         if self._service is not None:
             self._service.close()  # its path lane's thread ends once its calls are done
         if self._walk_pool is not None:
             self._walk_pool.shutdown(wait=False, cancel_futures=True)
 
+    def _pools(self) -> list[ProbePool]:
+        """The prober pools started: the probes', then the verifications'."""
+        pools = [self._probe_pool, self._verifier.pool if self._verifier is not None else None]
+        return [pool for pool in pools if pool is not None]
+
     def _side_tasks(self) -> list[asyncio.Task[Any]]:
         """The background tasks to wait for at shutdown (the probers close on their own)."""
         if self.supervisor is None or self._probe_pool is None:
             return []
-        own = {*self._probe_pool.tasks, *self._store_tasks}
+        own = {task for pool in self._pools() for task in pool.tasks} | {*self._store_tasks}
         return [task for task in self.supervisor.tasks.values() if task not in own]
 
     def _fatal(self, why: str) -> None:
@@ -496,6 +508,21 @@ def _bind(server: grpc.aio.Server, listen: str, security: Security) -> int:
         return server.add_insecure_port(listen)
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen on {listen}: {exc}") from None
+
+
+async def _start_verifier(
+    config: Config, command: Sequence[str] | None, supervisor: Supervisor | None
+) -> Verifier:
+    """The verification probers (`verify.py`): a pool of their own, one file at a time per
+    worker, and a worker killed when the scan that asked gives up on its file."""
+    pool = ProbePool(
+        config.verify_workers, config.probe_timeout, command=command, batch=1, kill_on_cancel=True
+    )
+    await pool.start()
+    assert supervisor is not None
+    for task in pool.tasks:
+        supervisor.watch_task(task)
+    return Verifier(pool, base=config.probe_timeout, ratio=config.verify_time_ratio)
 
 
 def _probe_pool(

@@ -80,6 +80,12 @@ class Config:
     probe_concurrency: int = 16
     #: A probe taking longer than this is abandoned and the file reported (seconds).
     probe_timeout: float = 30.0
+    #: Prober processes of their own for DECODE verifications (and whole-file hashes), so
+    #: that they never take the probers ordinary probes need.
+    verify_workers: int = 1
+    #: A DECODE verification of a file may take this many times the video's duration, plus
+    #: probe_timeout, before it is stopped.
+    verify_time_ratio: float = 3.0
     #: Per-file errors kept in a job's result; past it the list is marked truncated.
     max_file_errors: int = 1000
     #: Events of a job kept for WatchJob resumes (per job, in memory and in the database).
@@ -139,6 +145,8 @@ class Config:
             (self.probe_workers >= 1, "--probe-workers must be at least 1"),
             (self.probe_concurrency >= 1, "--probe-concurrency must be at least 1"),
             (self.probe_timeout > 0, "--probe-timeout must be positive"),
+            (self.verify_workers >= 1, "--verify-workers must be at least 1"),
+            (self.verify_time_ratio > 0, "--verify-time-ratio must be positive"),
             (self.max_file_errors >= 0, "--max-file-errors must not be negative"),
             (self.event_log_size >= 16, "--event-log-size must be at least 16"),
             (self.progress_rate > 0, "--progress-rate must be positive"),
@@ -287,6 +295,16 @@ _FLAGS = (
     _Flag("probe_workers", "prober processes shared by all jobs", "int"),
     _Flag("probe_concurrency", "files of one job handed to the probers at once", "int"),
     _Flag("probe_timeout", "per-file probe time limit, e.g. 30s", "duration"),
+    _Flag(
+        "verify_workers",
+        "prober processes for DECODE verifications, apart from --probe-workers",
+        "int",
+    ),
+    _Flag(
+        "verify_time_ratio",
+        "a DECODE verification may take this many times the video's duration, plus --probe-timeout",
+        "float",
+    ),
     _Flag("max_file_errors", "per-file errors kept in a job's result", "int"),
     _Flag("event_log_size", "events per job kept for WatchJob resumes", "int"),
     _Flag("progress_rate", "most progress events per second and job", "float"),

@@ -133,15 +133,24 @@ class ScanSpec:
     timeout: float  #: seconds, already capped
     priority: int
     full: bool
+    #: VERIFY_NONE or VERIFY_DECODE (the contract's `Verify`; never UNSPECIFIED)
+    verify: int = scan_pb2.VERIFY_NONE
     request_id: str = ""
     #: Hash of what the client asked for (before defaults), to tell a retried request_id
     #: from a reused one (AIP-155).
     fingerprint: str = ""
 
+    @property
+    def decode(self) -> bool:
+        """True for a DECODE scan: files are verified by decoding them."""
+        return self.verify == scan_pb2.VERIFY_DECODE
+
     @functools.cached_property
     def dedup_key(self) -> str:
         """Jobs with the same key are the same request: a submit joins an active one."""
         flags = f"{int(self.recursive)}{int(self.follow_symlinks)}{int(self.full)}"
+        if self.verify == scan_pb2.VERIFY_DECODE:
+            flags += "d"
         return f"{flags}:{self.timeout!r}:{self.priority}:{self.path}"
 
     def new_job(self) -> scan_pb2.Job:
@@ -156,6 +165,8 @@ class ScanSpec:
                 timeout=seconds_to_duration(self.timeout),
                 priority=self.priority,
                 full=self.full,
+                # Set for DECODE only: the options of other scans read as they always did.
+                verify=self.verify if self.decode else 0,  # type: ignore[arg-type]
             ),
             progress=scan_pb2.Progress(),
             create_time=now_timestamp(),
@@ -181,6 +192,7 @@ def spec_of(job: scan_pb2.Job) -> ScanSpec:
         timeout=job.options.timeout.ToNanoseconds() / 1e9,
         priority=job.options.priority,
         full=job.options.full,
+        verify=job.options.verify or scan_pb2.VERIFY_NONE,
         request_id=job.request_id,
     )
 

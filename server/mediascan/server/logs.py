@@ -243,6 +243,7 @@ def job_fields(job: scan_pb2.Job) -> dict[str, object]:
         "added": counts.added,
         "updated": counts.updated,
         "unchanged": counts.unchanged,
+        "moved": counts.moved,
         "removed": counts.removed,
         "failed": counts.failed,
     }

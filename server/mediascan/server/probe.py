@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import errno
 import json
 import os
@@ -34,7 +35,9 @@ import av
 from mediascan.v1 import scan_pb2
 
 from . import mp4_header, probe_duration, probe_picture, probe_streams
+from .fingerprint import fingerprint
 from .probed import PROBER_VERSION, ProbeResult, result_to_json
+from .prober_ops import OPERATIONS
 
 #: FFmpeg demuxers that open anything (text, images) and must not count as videos.
 _NOT_VIDEO_FORMATS = frozenset({"tty", "image2", "image2pipe", "lavfi", "bin", "txt"})
@@ -217,9 +220,9 @@ def _die_with_parent() -> None:
 _PR_SET_PDEATHSIG = 1
 
 
-def serve(before: Callable[[str], None] | None = None) -> None:
+def serve(before: Callable[[str, str], None] | None = None) -> None:
     """The prober process: batches of (paths, descriptors) in on the socket that is its stdin,
-    one JSON answer per file out on stdout, in order. `before(path)` runs before each probe
+    one JSON answer per file out on stdout, in order. `before(path, op)` runs before each file
     (tests: `testing_prober.py` hangs or aborts there on marked files)."""
     if sys.platform == "linux":
         _die_with_parent()
@@ -229,15 +232,17 @@ def serve(before: Callable[[str], None] | None = None) -> None:
         data, fds, _, _ = socket.recv_fds(requests, _MAX_MESSAGE, MAX_BATCH)
         if not data:
             return  # the server closed its end
-        paths: list[str] = json.loads(data)
-        for fd in fds[len(paths) :]:
+        # Each item is a path (a probe) or [path, operation] (`prober_ops.py`).
+        items: list[str | list[str]] = json.loads(data)
+        for fd in fds[len(items) :]:
             os.close(fd)
-        for index, path in enumerate(paths):
+        for index, item in enumerate(items):
+            path, op = (item, "probe") if isinstance(item, str) else item
             fd = fds[index] if index < len(fds) else -1
             if before is not None:
-                before(path)
+                before(path, op)
             try:
-                answer = _answer(fd)
+                answer = _answer(fd, op)
             finally:
                 if fd >= 0:
                     os.close(fd)
@@ -245,13 +250,18 @@ def serve(before: Callable[[str], None] | None = None) -> None:
             out.flush()
 
 
-def _answer(fd: int) -> dict[str, object]:
+def _answer(fd: int, op: str = "probe") -> dict[str, object]:
     if fd < 0:
         return {"error": ["crashed", "the prober received no descriptor for this file"]}
     try:
-        return {"ok": result_to_json(probe_descriptor(fd))}
+        if op != "probe":
+            return {"ok": OPERATIONS[op](fd)}
+        found = dataclasses.replace(probe_descriptor(fd), fingerprint=fingerprint(fd))
+        return {"ok": result_to_json(found)}
     except ProbeError as exc:
         return {"error": [exc.reason, exc.message]}
+    except OSError as exc:
+        return {"error": ["unreadable", f"cannot read the file: {exc.strerror or exc}"]}
     except Exception as exc:  # a PyAV surprise costs this file, not the worker
         return {"error": ["corrupt", f"the probe failed: {type(exc).__name__}: {exc}"]}
 

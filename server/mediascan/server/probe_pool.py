@@ -29,7 +29,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .probe import MAX_BATCH, ProbeError
 from .probed import ProbeResult, result_from_json
@@ -47,11 +47,18 @@ SPAWN_RETRY_FIRST = 0.1
 SPAWN_RETRY_MAX = 5.0
 
 
+def _probe_result(answer: Any) -> ProbeResult:
+    return result_from_json(answer)
+
+
 class _Request(NamedTuple):
     fd: int  #: open by the caller until the future is done
     path: str
-    future: asyncio.Future[ProbeResult]
+    future: asyncio.Future[Any]
     retried: bool = False  #: its prober was killed from outside once already
+    op: str = "probe"  #: what the prober does with the file (`probe.py`, `prober_ops.py`)
+    parse: Callable[[Any], Any] = _probe_result  #: the answer's value from its JSON
+    timeout: float | None = None  #: the pool's own time limit unless set
 
 
 #: Signals that end a prober from outside (an operator, the OOM killer): not the file's fault,
@@ -66,11 +73,26 @@ class _Worker(NamedTuple):
 
 
 class ProbePool:
-    """Probes files in `size` worker processes, each probe limited to `timeout` seconds."""
+    """Probes files in `size` worker processes, each probe limited to `timeout` seconds.
 
-    def __init__(self, size: int, timeout: float, *, command: Sequence[str] | None = None) -> None:
+    `batch` files go to a worker at once. With `kill_on_cancel` (long operations: DECODE
+    verification, whole-file hashes), a request whose caller gives up while its worker is on
+    it kills that worker, so that a cancelled job stops its decode at once."""
+
+    def __init__(
+        self,
+        size: int,
+        timeout: float,
+        *,
+        command: Sequence[str] | None = None,
+        batch: int = BATCH,
+        kill_on_cancel: bool = False,
+    ) -> None:
         self.size = size
         self.timeout = timeout
+        self._batch = batch
+        self._kill_on_cancel = kill_on_cancel
+        self.abandoned = 0  #: workers killed because their request's caller gave up
         self._command = list(command or PROBER_COMMAND)
         self._requests: collections.deque[_Request] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -126,8 +148,22 @@ class ProbePool:
     async def probe(self, fd: int, path: str) -> ProbeResult:
         """Probe the open file `fd` (found at `path`), which the caller keeps open until this
         returns or is cancelled; raises ProbeError when it is not a usable video."""
-        future: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
-        self._requests.append(_Request(fd, path, future))
+        result: ProbeResult = await self.run(fd, path)
+        return result
+
+    async def run(
+        self,
+        fd: int,
+        path: str,
+        op: str = "probe",
+        parse: Callable[[Any], Any] = _probe_result,
+        timeout: float | None = None,
+    ) -> Any:
+        """Have a worker run `op` on the open file `fd` (kept open by the caller until this
+        returns), within `timeout` seconds (the pool's by default); its answer through `parse`.
+        ProbeError when the file could not be handled."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._requests.append(_Request(fd, path, future, op=op, parse=parse, timeout=timeout))
         self._wakeup.set()
         return await future
 
@@ -139,7 +175,7 @@ class ProbePool:
         while not batch and not self._requests:
             self._wakeup.clear()
             await self._wakeup.wait()
-        while self._requests and len(batch) < BATCH:
+        while self._requests and len(batch) < self._batch:
             request = self._requests.popleft()
             if not request.future.done():  # its scan was cancelled meanwhile
                 batch.append(request)
@@ -166,9 +202,9 @@ class ProbePool:
                 carried = await self._feed(worker, carried)
             finally:
                 _kill(worker.process)
+                worker.requests.close()  # first: a cancel of the wait below must not leak it
                 with contextlib.suppress(Exception):
                     await worker.process.wait()
-                worker.requests.close()
                 self._processes.discard(worker.process)
                 self._update_health()
 
@@ -258,21 +294,38 @@ class ProbePool:
         stdout = worker.process.stdout
         assert stdout is not None
         for index, request in enumerate(batch):
+            limit = request.timeout or self.timeout
             try:
-                async with asyncio.timeout(self.timeout):
-                    line = await stdout.readline()
+                async with asyncio.timeout(limit):
+                    line = await self._read(stdout, request)
             except TimeoutError:
                 self.killed += 1
                 log.warning(
-                    "probe of %s hung for %gs: killing its worker", request.path, self.timeout
+                    "%s of %s hung for %gs: killing its worker", request.op, request.path, limit
                 )
-                _fail(request.future, "timeout", f"the probe took longer than {self.timeout:g}s")
+                _fail(request.future, "timeout", f"the {request.op} took longer than {limit:g}s")
+                return batch[index + 1 :]
+            if line is None:  # the caller gave up: the worker goes with its work
+                self.abandoned += 1
                 return batch[index + 1 :]
             if not line:  # the worker died on this file
                 code = await worker.process.wait()
                 return self._died(request, code, batch[index + 1 :])
-            _answer(request.future, line)
+            _answer(request, line)
         return None
+
+    async def _read(self, stdout: asyncio.StreamReader, request: _Request) -> bytes | None:
+        """The worker's answer about `request`; None if, with `kill_on_cancel`, the request's
+        caller gave up first."""
+        if not self._kill_on_cancel:
+            return await stdout.readline()
+        read = asyncio.ensure_future(stdout.readline())
+        try:
+            await asyncio.wait((read, request.future), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not read.done():
+                read.cancel()
+        return read.result() if read.done() and not read.cancelled() else None
 
     def _died(self, request: _Request, code: int, rest: list[_Request]) -> list[_Request]:
         """The worker died on `request`: a crash costs the file; a kill from outside is not the
@@ -310,7 +363,8 @@ async def _send(requests: socket.socket, batch: list[_Request]) -> list[_Request
         batch = [r for r in batch if not r.future.done()]
         if not batch:
             return batch
-        message = json.dumps([r.path for r in batch]).encode()
+        items = [r.path if r.op == "probe" else [r.path, r.op] for r in batch]
+        message = json.dumps(items).encode()
         try:
             socket.send_fds(requests, [message], [r.fd for r in batch])
             return batch
@@ -332,13 +386,14 @@ async def _writable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> Non
         loop.remove_writer(sock)
 
 
-def _answer(future: asyncio.Future[ProbeResult], line: bytes) -> None:
+def _answer(request: _Request, line: bytes) -> None:
+    future = request.future
     if future.done():
         return
     try:
         answer = json.loads(line)
         if "ok" in answer:
-            future.set_result(result_from_json(answer["ok"]))
+            future.set_result(request.parse(answer["ok"]))
         else:
             reason, message = answer["error"]
             future.set_exception(ProbeError(reason, message))
@@ -346,7 +401,7 @@ def _answer(future: asyncio.Future[ProbeResult], line: bytes) -> None:
         future.set_exception(ProbeError("crashed", f"the prober answered garbage: {exc}"))
 
 
-def _fail(future: asyncio.Future[ProbeResult], reason: str, message: str) -> None:
+def _fail(future: asyncio.Future[Any], reason: str, message: str) -> None:
     if not future.done():
         future.set_exception(ProbeError(reason, message))
 

@@ -45,6 +45,9 @@ class ProbeResult:
     prober_version: int = PROBER_VERSION
     #: A serialized `Video` holding the fields that are not columns (empty: none).
     details: bytes = b""
+    #: The content fingerprint, "SIZE-HASH" (`fingerprint.py`), read from the same descriptor;
+    #: "" for a row stored before fingerprints.
+    fingerprint: str = ""
 
 
 def result_to_json(result: ProbeResult) -> dict[str, Any]:

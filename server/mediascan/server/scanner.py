@@ -11,6 +11,10 @@ each with a time limit. Results are written to the library in batches (one trans
 The videos of the index the walk did not meet are the candidates for removal. Whatever is committed
 stays committed when a scan is cancelled or times out.
 
+A file that moved inside the folder is matched by its fingerprint instead of probed
+(`moves.py`). A DECODE scan also decodes each file it probes, and each unchanged video never
+verified, in the verification probers (`verify.py`), after the file's probe slot is given back.
+
 The walk is `walker.py`, the descriptors it opens are `open_files.py`, what it may open is
 `roots.py` (the path policy) and `mounts.py` (pseudo file systems it does not enter).
 """
@@ -27,16 +31,19 @@ from typing import Protocol
 
 from mediascan.v1 import scan_pb2
 
+from .decode_check import DecodeReport
 from .errors import Code
 from .escaping import escaped
 from .jobs import ScanSpec
+from .moves import Fingerprinter, Moves
 from .open_files import OpenFiles, RootFolder
 from .probe import ProbeError, Prober
 from .probed import ProbeResult
 from .roots import AllowedRoots, open_root
 from .shared_scan import SharedProbes
-from .store import Fence, LibraryStore, VideoRow
+from .store import Fence, HealthUpdate, LibraryStore, VideoRow
 from .store.probe_queue import BatchOutcome, ProbeQueue
+from .verify import Verifier, health_update, verify_file, with_health
 from .videonames import VIDEO_SUFFIXES
 from .walker import Batch, FoundFile, Item, Walker
 
@@ -86,6 +93,8 @@ class Scanner:
         roots: AllowedRoots | tuple[str, ...] = (),
         suffixes: frozenset[str] = VIDEO_SUFFIXES,
         queue: ProbeQueue | None = None,
+        verifier: Verifier | None = None,
+        fingerprinter: Fingerprinter | None = None,
     ) -> None:
         """`queue`: a shared store's batches, through which every server probes each scan
         (None: this server probes its scans itself)."""
@@ -98,6 +107,8 @@ class Scanner:
             roots=roots if isinstance(roots, AllowedRoots) else AllowedRoots(roots),
             suffixes=suffixes,
             queue=queue,
+            verifier=verifier,
+            fingerprinter=fingerprinter,
         )
 
     async def scan(
@@ -124,6 +135,8 @@ class _Parts:
     roots: AllowedRoots
     suffixes: frozenset[str]
     queue: ProbeQueue | None
+    verifier: Verifier | None  #: DECODE verification; None: DECODE scans verify nothing
+    fingerprinter: Fingerprinter | None  #: a prober's fingerprint of a file; None: no moves
 
 
 class _ScanRun:
@@ -141,6 +154,10 @@ class _ScanRun:
         self._reporter = reporter
         self._progress = reporter.progress
         self._pending: list[VideoRow] = []
+        self._health: list[HealthUpdate] = []  # verifications of unchanged videos, to write
+        self._verifier = parts.verifier if spec.decode else None
+        fingerprinter = parts.fingerprinter
+        self._moves = None if fingerprinter is None else Moves(parts.store, fingerprinter, fence)
         self._last_write = time.monotonic()
         self._write_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(parts.probe_concurrency)
@@ -149,10 +166,11 @@ class _ScanRun:
         self._stop = threading.Event()
         self._started_ns = time.time_ns()
         self._open = OpenFiles(parts.probe_concurrency + _OPEN_AHEAD)
-        #: Probing by every server (a shared store), or None: probed here.
+        #: Probing by every server (a shared store), or None: probed here (also a DECODE scan:
+        #: only this server verifies).
         self._shared = (
             None
-            if parts.queue is None
+            if parts.queue is None or self._verifier is not None
             else SharedProbes(
                 parts.queue,
                 fence,
@@ -254,13 +272,13 @@ class _ScanRun:
         if batch.undated:
             undated = [(self._device_key(dev, path), path) for dev, path in batch.undated]
             await self._store.set_devices(undated, fence=self._fence)
-        if self._shared is not None:
-            for found in batch.files:
+        for found in batch.files:
+            if self._shared is not None and not found.moved_from:
                 self._open.close(found.fd)  # probed by whichever server claims it
                 await self._shared.add(found)
-            self._reporter.changed()
-            return
-        for found in batch.files:
+                continue
+            if self._shared is not None:  # a move candidate: fingerprinted here
+                found = found._replace(dev=self._device_key(found.dev, found.path))
             if self._failure is not None:
                 raise self._failure
             await self._slots.acquire()
@@ -275,10 +293,19 @@ class _ScanRun:
             self._failure = task.exception()
 
     async def _probe_one(self, found: FoundFile) -> None:
+        slot = True  # the probe slot, given back before a long decode
+        result: ProbeResult | None = None
         try:
             if found.size == 0:
                 raise ProbeError("corrupt", "the file is empty (0 bytes)")
-            result = await self._prober.probe(found.fd, found.path)
+            if self._moves is not None and await self._moves.match(found):
+                self._done(found)  # moved (or copied): settled at the end of the walk
+                return
+            if not found.verify_only:
+                result = await self._prober.probe(found.fd, found.path)
+            self._slots.release()
+            slot = False
+            report = await self._verify(found, result)
         except ProbeError as exc:
             self._progress.failed += 1
             self._reporter.file_error(
@@ -288,20 +315,44 @@ class _ScanRun:
             return
         finally:
             self._open.close(found.fd)
-            self._slots.release()
-        self._pending.append(
-            video_row(found.path, found.size, found.mtime_ns, found.dev, result, self._job_id)
-        )
+            if slot:
+                self._slots.release()
+        if result is None:  # an unchanged video, verified
+            if report is not None:
+                self._health.append(health_update(found.path, found.size, found.mtime_ns, report))
+            self._progress.unchanged += 1
+        else:
+            row = video_row(found.path, found.size, found.mtime_ns, found.dev, result, self._job_id)
+            self._pending.append(row if report is None else with_health(row, report))
         self._done(found)
         await self._write(force=False)
 
+    async def _verify(self, found: FoundFile, result: ProbeResult | None) -> DecodeReport | None:
+        if self._verifier is None:
+            return None
+        if result is None:
+            stored = (await self._store.video_rows([found.path])).get(found.path)
+            duration_ns = stored.duration_ns if stored is not None else 0
+        else:
+            duration_ns = result.duration_ns
+        return await verify_file(self._verifier, found, duration_ns, self._reporter)
+
     async def _remove_missing(self, walk: Walker) -> None:
-        """Forget the library's videos under the scanned folder that the walk did not meet
-        (`Walker.missing`): only after a complete walk, never on cancel or timeout."""
-        if walk.missing:
-            gone = [(path, self._device_key(dev, path)) for path, dev in walk.missing]
+        """Settle the files held as moved (`moves.py`), then forget the library's videos under
+        the scanned folder that the walk did not meet and that did not move (`Walker.missing`):
+        only after a complete walk, never on cancel or timeout."""
+        missing = [(path, self._device_key(dev, path)) for path, dev in walk.missing]
+        if self._moves is not None:
+            outcome = await self._moves.finish(missing, before_ns=self._started_ns)
+            missing = outcome.missing
+            self._progress.moved += outcome.moved
+            if outcome.copies:
+                self._pending.extend(outcome.copies)
+                await self._write(force=True)
+            self._reporter.changed()
+        if missing:
             removed = await self._store.remove_videos(
-                gone, before_ns=self._started_ns, fence=self._fence
+                missing, before_ns=self._started_ns, fence=self._fence
             )
             self._progress.removed += removed
             self._reporter.changed()
@@ -341,10 +392,9 @@ class _ScanRun:
             self._progress.fraction = 1.0
 
     async def _write(self, *, force: bool) -> None:
-        due = len(self._pending) >= _WRITE_BATCH or (
-            time.monotonic() - self._last_write >= _WRITE_INTERVAL
-        )
-        if not self._pending or not (force or due):
+        held = len(self._pending) + len(self._health)
+        due = held >= _WRITE_BATCH or (time.monotonic() - self._last_write >= _WRITE_INTERVAL)
+        if not held or not (force or due):
             return
         # Shielded: a cancel must not separate a committed batch from its counts.
         await asyncio.shield(self._write_pending())
@@ -352,6 +402,10 @@ class _ScanRun:
     async def _write_pending(self) -> None:
         async with self._write_lock:
             rows, self._pending = self._pending, []
+            health, self._health = self._health, []
+            if health:
+                self._last_write = time.monotonic()
+                await self._store.set_health(health, fence=self._fence)
             if not rows:
                 return
             self._last_write = time.monotonic()

@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from google.protobuf import duration_pb2, empty_pb2
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 from .config import Config
+from .duplicates import Duplicates
 from .engine import MAX_PAGE_BYTES, AsyncJobQueue
 from .engine.tokens import decode_videos_token, encode_videos_token
 from .errors import (
@@ -28,9 +30,10 @@ from .grpc_types import Context
 from .jobs import JobState, ScanSpec, request_fingerprint
 from .lane import BlockingLane
 from .logs import limited
-from .roots import resolve_folder, shown
+from .roots import AllowedRoots, resolve_folder, shown
 from .status import abort, abort_internal
 from .store import LibraryStore
+from .verify import Verifier
 
 log = logging.getLogger(__name__)
 #: Calls that fail with INTERNAL are logged (with the traceback) at most LOG_BURST a window.
@@ -47,6 +50,8 @@ FILE_ERRORS_PAGE = (100, 1000)
 VIDEOS_PAGE = (100, 1000)
 _MAX_DURATION_SECONDS = 315_576_000_000  # the protobuf Duration range
 _MAX_INT64 = 2**63 - 1
+#: What a fingerprint looks like (`fingerprint.py`): SIZE-HASH.
+_FINGERPRINT = re.compile(r"[0-9]{1,20}-[0-9a-f]{32}")
 #: Seconds a submit waits for the file system to resolve its folder before UNAVAILABLE.
 PATH_TIMEOUT = 10.0
 
@@ -74,10 +79,17 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
     """mediascan.v1.ScanService over a job queue and the library store."""
 
     def __init__(
-        self, queue: AsyncJobQueue, store: LibraryStore, config: Config, roots: Sequence[str]
+        self,
+        queue: AsyncJobQueue,
+        store: LibraryStore,
+        config: Config,
+        roots: Sequence[str],
+        *,
+        verifier: Verifier | None = None,
     ) -> None:
         self._queue = queue
         self._store = store
+        self._duplicates = Duplicates(store, verifier, AllowedRoots(roots))
         self._config = config
         self._roots = tuple(roots)
         #: Resolving a submitted folder touches the disk: never on the loop.
@@ -175,8 +187,12 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
             prefix = os.path.normpath(prefix)
         min_ns = _optional_duration(request, "min_duration")
         max_ns = _optional_duration(request, "max_duration")
+        _check_health(request.health)
+        _check_fingerprint(request.fingerprint)
         page_size = _page_size(request.page_size, VIDEOS_PAGE)
-        filters = _filter_key(prefix, request.video_codec, min_ns, max_ns)
+        filters = _filter_key(
+            prefix, request.video_codec, min_ns, max_ns, request.health, request.fingerprint
+        )
         after = decode_videos_token(request.page_token, filters)
         videos = await self._store.list_videos(
             prefix=prefix,
@@ -185,6 +201,8 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
             max_duration_ns=max_ns,
             after_path=after,
             limit=page_size + 1,
+            health=request.health,
+            fingerprint=request.fingerprint,
         )
         more = len(videos) > page_size
         page: list[scan_pb2.Video] = []
@@ -199,6 +217,16 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
             page.append(video)
         token = encode_videos_token(page[-1].path, filters) if more and page else ""
         return scan_pb2.ListVideosResponse(videos=page, next_page_token=token)
+
+    @_unary
+    async def ListDuplicates(
+        self, request: scan_pb2.ListDuplicatesRequest, context: Context
+    ) -> scan_pb2.ListDuplicatesResponse:
+        prefix = request.path_prefix
+        if prefix:
+            _check_path_text("path_prefix", prefix)
+            prefix = os.path.normpath(prefix)
+        return await self._duplicates.list(request, prefix)
 
     @_unary
     async def GetVideo(self, request: scan_pb2.GetVideoRequest, context: Context) -> scan_pb2.Video:
@@ -233,6 +261,11 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
                 "priority", f"{request.priority} is out of range: use {low} to {high}"
             )
         timeout = self._timeout(request)
+        if request.verify not in scan_pb2.Verify.values():
+            raise InvalidArgument(
+                "verify",
+                f"unknown value {request.verify}: use VERIFY_NONE (the default) or VERIFY_DECODE",
+            )
         path = await self._lane.call(resolve_folder, request.path, self._roots)
         return ScanSpec(
             path=path,
@@ -241,6 +274,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
             timeout=timeout,
             priority=request.priority,
             full=request.full,
+            verify=request.verify or scan_pb2.VERIFY_NONE,
             request_id=request.request_id,
             fingerprint=request_fingerprint(request) if request.request_id else "",
         )
@@ -314,6 +348,29 @@ def _page_size(requested: int, limits: tuple[int, int]) -> int:
     return min(requested or default, maximum)
 
 
-def _filter_key(prefix: str, codec: str, min_ns: int | None, max_ns: int | None) -> str:
-    raw = json.dumps([prefix, codec, min_ns, max_ns]).encode()
+def _check_health(health: int) -> None:
+    if health not in scan_pb2.Health.values():
+        raise InvalidArgument(
+            "health",
+            f"unknown value {health}: use HEALTH_OK, HEALTH_WARNINGS or HEALTH_CORRUPT, or "
+            "leave it unset for any",
+        )
+
+
+def _check_fingerprint(fingerprint: str) -> None:
+    if fingerprint and not _FINGERPRINT.fullmatch(fingerprint):
+        raise InvalidArgument(
+            "fingerprint",
+            f"{shown(fingerprint)[:80]!r} is not a fingerprint: use a video's `fingerprint`, "
+            "SIZE-HASH with 32 hexadecimal digits (e.g. 7381-0f3c...), or leave it empty",
+        )
+
+
+def _filter_key(
+    prefix: str, codec: str, min_ns: int | None, max_ns: int | None, health: int, fingerprint: str
+) -> str:
+    filters: list[object] = [prefix, codec, min_ns, max_ns]
+    if health or fingerprint:  # the tokens of the listings without them stay as they were
+        filters += [health, fingerprint]
+    raw = json.dumps(filters).encode()
     return hashlib.sha256(raw).hexdigest()[:12]

@@ -8,7 +8,10 @@ process runs `python -m mediascan.server.testing_prober server FAULT -- SERVER-A
 server's own `main()` with this prober injected.
 
 FAULT is `KIND:MARK`: `hang` (sleep until killed) or `crash` (abort, SIGABRT) on any file whose
-path contains MARK; every other file is probed by the real prober.
+path contains MARK, or `hang-decode` (hang only when asked to DECODE-verify such a file); every
+other file is handled by the real prober. A prober about to hang writes its pid, a space, the
+file's path and a newline to the FIFO that `MEDIASCAN_TEST_HANG_SIGNAL` names, if set (a test
+waits on it).
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-KINDS = ("hang", "crash")
+KINDS = ("hang", "crash", "hang-decode")
+#: The environment variable naming the FIFO a hanging test prober writes the path to.
+HANG_SIGNAL = "MEDIASCAN_TEST_HANG_SIGNAL"
 MODULE = "mediascan.server.testing_prober"
 
 
 def prober_command(kind: str, mark: str) -> list[str]:
     """The command of a prober process that hangs or aborts (`kind`) on paths holding `mark`."""
     if kind not in KINDS or not mark:
-        raise ValueError(f"a test prober fault is hang:MARK or crash:MARK, not {kind}:{mark}")
+        raise ValueError(
+            f"a test prober fault is hang:MARK, crash:MARK or hang-decode:MARK, not {kind}:{mark}"
+        )
     return [sys.executable, "-m", MODULE, "probe", f"{kind}:{mark}"]
 
 
@@ -35,15 +42,19 @@ def parse_fault(fault: str) -> list[str]:
     return prober_command(kind, mark)
 
 
-def _fault(fault: str) -> Callable[[str], None]:
+def _fault(fault: str) -> Callable[[str, str], None]:
     kind, _, mark = fault.partition(":")
 
-    def before(path: str) -> None:
-        if mark in path:
-            if kind == "hang":
-                time.sleep(1e6)
-            else:
-                os.abort()
+    def before(path: str, op: str) -> None:
+        if mark not in path or (kind == "hang-decode" and op != "decode"):
+            return
+        if kind == "crash":
+            os.abort()
+        signal = os.environ.get(HANG_SIGNAL)
+        if signal:
+            with open(signal, "w") as fifo:  # blocks until the test reads
+                fifo.write(f"{os.getpid()} {path}\n")
+        time.sleep(1e6)
 
     return before
 

@@ -18,6 +18,7 @@ from .errors import Code
 from .escaping import encodes
 from .jobs import ScanSpec
 from .mounts import Mounts
+from .moves import MoveIndex
 from .open_files import OpenFiles
 from .roots import DIR_FLAGS, AllowedRoots, nofollow, opened_path
 from .store import LibraryIndex, library_key_path
@@ -55,6 +56,10 @@ class FoundFile(NamedTuple):
     mtime_ns: int
     dev: int
     fd: int
+    #: The library's path of an unmet video with the same size and time: it may have moved here.
+    moved_from: str = ""
+    #: Unchanged, handed over only to be verified (a DECODE scan, a video never verified).
+    verify_only: bool = False
 
 
 @dataclasses.dataclass(slots=True)
@@ -132,6 +137,7 @@ class Walker:
         self.listed: dict[str, int] = {}  # folders listed completely: their device
         #: Once the walk is over: (path, device of its folder) of the videos to remove.
         self.missing: list[tuple[str, int]] = []
+        self._moves = MoveIndex()  # which unmet video a new file may be
         self._seen: set[tuple[int, int]] = set()  # folders entered, when following links
         self._stack: list[tuple[_Folder, str]] = []  # (parent, name) of folders to open
         # What the next hand-over carries.
@@ -291,15 +297,19 @@ class Walker:
         prefix = folder.prefix
         take = self.index.keys.pop
         compare = not self._spec.full
+        verify = compare and self._spec.decode
         undated = self.index.undated
         # Paths met need keeping only if the library has videos here that could be removed.
         met = self.met if self.index.keys else None
         unchanged = unchanged_bytes = 0
         last = ""
         for name, size, mtime_ns, dev in found:
-            # library_key(path, size, mtime), inline: the index holds it if the file is unchanged
-            if take(f"{prefix}{name}/{size}/{mtime_ns}", False):
-                if compare:
+            moved_from = ""
+            # library_key(path, size, mtime), inline: the index holds it if the file is
+            # unchanged (True if its health is known)
+            verified = take(f"{prefix}{name}/{size}/{mtime_ns}", None)
+            if verified is not None:
+                if compare and (verified or not verify):  # else: verify it
                     unchanged += 1
                     unchanged_bytes += size
                     last = name
@@ -312,7 +322,9 @@ class Walker:
                 continue
             elif met is not None:
                 met.add(prefix + name)
-            if not self._open_file(folder, name):
+                if compare:
+                    moved_from = self._moves.candidate(size, mtime_ns, self.index.keys)
+            if not self._open_file(folder, name, moved_from, verify_only=verified is not None):
                 return False
         if unchanged:
             self._unchanged += unchanged
@@ -320,7 +332,9 @@ class Walker:
             self._last_unchanged = prefix + last
         return self._send_if_due()
 
-    def _open_file(self, folder: _Folder, name: str) -> bool:
+    def _open_file(
+        self, folder: _Folder, name: str, moved_from: str = "", *, verify_only: bool = False
+    ) -> bool:
         """Open a file to probe relative to its folder and keep it for the next hand-over, or
         report why it cannot be probed; False when the scan is over."""
         if not self._open.reserve(self._stop, wait=False):
@@ -350,7 +364,12 @@ class Walker:
             return self._error(problem)
         if not self._open.add(fd):
             return False
-        self._files.append(FoundFile(path, info.st_size, info.st_mtime_ns, info.st_dev, fd))
+        verify_only = verify_only and not self._spec.full
+        self._files.append(
+            FoundFile(
+                path, info.st_size, info.st_mtime_ns, info.st_dev, fd, moved_from, verify_only
+            )
+        )
         return len(self._files) < WALK_BATCH or self._send()
 
     def _visit(self, entry: os.DirEntry[str], folder: _Folder) -> os.stat_result | WalkError | None:

@@ -80,12 +80,13 @@ class JobEnds:
         self.release(running)
         job = running.job
         log.info(
-            "job %s %s: %d added, %d updated, %d unchanged, %d removed, %d failed",
+            "job %s %s: %d added, %d updated, %d unchanged, %d moved, %d removed, %d failed",
             job.job_id,
             state.name,
             result.added,
             result.updated,
             result.unchanged,
+            result.moved,
             result.removed,
             result.failed,
             extra=job_fields(job),

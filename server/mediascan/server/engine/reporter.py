@@ -124,6 +124,7 @@ class Reporter:
             updated=p.updated,
             unchanged=p.unchanged,
             removed=p.removed,
+            moved=p.moved,
             failed=p.failed,
             bytes_total=p.bytes_done,
             file_errors=self.sample,

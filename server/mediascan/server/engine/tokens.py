@@ -92,3 +92,24 @@ def decode_videos_token(token: str, filters: str) -> str | None:
             "page_token", "the token belongs to a listing with other filters: keep them the same"
         )
     return path
+
+
+def encode_duplicates_token(last_fingerprint: str, prefix: str) -> str:
+    return _encode({"d": last_fingerprint, "p": prefix})
+
+
+def decode_duplicates_token(token: str, prefix: str) -> str | None:
+    """The fingerprint after which the page starts, or None for the first page."""
+    if not token:
+        return None
+    try:
+        data = _decode(token)
+        fingerprint, token_prefix = str(data["d"]), str(data["p"])
+        fingerprint.encode("ascii")
+    except (ValueError, TypeError, KeyError):
+        raise _not_ours("ListDuplicates") from None
+    if token_prefix != prefix:
+        raise InvalidArgument(
+            "page_token", "the token belongs to a listing of another path_prefix: keep it the same"
+        )
+    return fingerprint

@@ -128,7 +128,48 @@ class VideoRow(ProbeResult):
     mtime_ns: int
     probe_ns: int
     job_id: str
-    dev: int  #: st_dev of the file system the file lives on
+    #: st_dev of the file system the file lives on (PostgreSQL: a key of its mount, `fskeys.py`)
+    dev: int
+    #: the `Health` of the last DECODE verification (0: never verified, or changed since)
+    health: int = 0
+    health_errors: int = 0  #: decoding errors counted
+    health_messages: str = ""  #: the first error messages, a JSON list of strings
+    health_first_error_ns: int = -1  #: media time of the first error (-1: none)
+    verify_ns: int = 0  #: when the verification ran (0: never)
+
+
+#: The columns of a row's verification, which a rewrite of the row keeps while the file's
+#: content is the one verified (same size, time and fingerprint) and the new row has none.
+HEALTH_FIELDS = ("health", "health_errors", "health_messages", "health_first_error_ns", "verify_ns")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HealthUpdate:
+    """The verification of an unchanged video (the file at `path` with this size and time)."""
+
+    path: str
+    size_bytes: int
+    mtime_ns: int
+    health: int
+    health_errors: int
+    health_messages: str
+    health_first_error_ns: int
+    verify_ns: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MovedVideo:
+    """A video whose file is now at `new_path` (`moves.py`): its row, found at `old_path`
+    with this size, time and fingerprint, takes the new path and device. `folder_dev` is the
+    device of the old path's folder now, checked like a removal's (`remove_videos`)."""
+
+    old_path: str
+    new_path: str
+    size_bytes: int
+    mtime_ns: int
+    fingerprint: str
+    dev: int
+    folder_dev: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,6 +184,8 @@ class LibraryIndex:
     In memory, a video costs about 90 bytes plus its key's length (150 with 36-character paths),
     and 40 more in each copy."""
 
+    #: The value is True when the row's health is known (a DECODE verification of this very
+    #: content); a DECODE scan verifies the unchanged files whose value is False.
     keys: dict[str, bool]
     #: Paths of the videos stored without their device (dev 0, written by schema version 1).
     undated: set[str]
@@ -313,6 +356,25 @@ class LibraryStore(Protocol):
         self, gone: Sequence[tuple[str, int]], *, before_ns: int, fence: Fence | None = None
     ) -> int: ...
 
+    async def video_rows(self, paths: Sequence[str]) -> dict[str, VideoRow]:
+        """The stored rows of these paths (those the library holds)."""
+        ...
+
+    async def move_videos(
+        self, moves: Sequence[MovedVideo], *, before_ns: int, fence: Fence | None = None
+    ) -> list[bool]:
+        """Give each row its new path, in one transaction, unless the row changed (another
+        size, time or fingerprint, rewritten since `before_ns`, on another device than its
+        folder) or the new path is taken; True for each row moved."""
+        ...
+
+    async def set_health(
+        self, updates: Sequence[HealthUpdate], *, fence: Fence | None = None
+    ) -> int:
+        """Record the verification of unchanged videos (a row whose file changed meanwhile
+        is left alone); returns how many rows took it."""
+        ...
+
     async def list_videos(
         self,
         *,
@@ -322,7 +384,17 @@ class LibraryStore(Protocol):
         max_duration_ns: int | None,
         after_path: str | None,
         limit: int,
+        health: int = 0,
+        fingerprint: str = "",
     ) -> list[scan_pb2.Video]: ...
+
+    async def list_duplicates(
+        self, *, prefix: str, after: str | None, limit: int, files_per_group: int
+    ) -> list[scan_pb2.DuplicateGroup]:
+        """Groups of at least two videos below `prefix` (all if empty) that share a non-empty
+        fingerprint, by fingerprint after `after`: at most `limit` groups, each listing its
+        first `files_per_group` files by path and counting all of them."""
+        ...
 
     async def get_video(
         self, *, video_id: int | None, path: str | None

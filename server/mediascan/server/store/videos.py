@@ -4,12 +4,13 @@ the contract's `Video`, and the bounds of the paths below a folder."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mediascan.v1 import scan_pb2
 
-from .protocol import VideoRow
+from .protocol import HEALTH_FIELDS, VideoRow
 
 #: The columns of `videos` besides `id`: the path first, then the rest of VideoRow's fields.
 VIDEO_FIELDS = ("path", *(f.name for f in dataclasses.fields(VideoRow) if f.name != "path"))
@@ -60,4 +61,55 @@ def video_of(row: Sequence[Any]) -> scan_pb2.Video:
     video.modify_time.FromNanoseconds(data["mtime_ns"])
     video.duration.FromNanoseconds(data["duration_ns"])
     video.probe_time.FromNanoseconds(data["probe_ns"])
+    video.fingerprint = data["fingerprint"]
+    if data["health"]:
+        video.health = data["health"]  # type: ignore[assignment]
+        report = video.health_report
+        report.error_count = data["health_errors"]
+        report.messages.extend(_messages(data["health_messages"]))
+        if data["health_first_error_ns"] >= 0:
+            report.first_error_at.FromNanoseconds(data["health_first_error_ns"])
+        report.verify_time.FromNanoseconds(data["verify_ns"])
     return video
+
+
+def row_of(row: Sequence[Any]) -> VideoRow:
+    """A stored row, (*VIDEO_COLUMNS), as a VideoRow."""
+    return VideoRow(**dict(zip(VIDEO_FIELDS, row, strict=True)))
+
+
+def _messages(text: str) -> list[str]:
+    try:
+        messages = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [str(m) for m in messages] if isinstance(messages, list) else []
+
+
+def group_of(
+    fingerprint: str, count: int, rows: Iterable[Sequence[Any]]
+) -> scan_pb2.DuplicateGroup:
+    """A duplicate group from its fingerprint, its size and its rows (id, path, size_bytes)."""
+    group = scan_pb2.DuplicateGroup(fingerprint=fingerprint, file_count=count)
+    for video_id, path, size in rows:
+        group.size_bytes = size
+        group.files.add(video_id=f"v_{video_id}", path=path, size_bytes=size)
+    return group
+
+
+#: The columns of a row but its verification, and those of the verification.
+PLAIN_FIELDS = tuple(name for name in VIDEO_FIELDS if name not in HEALTH_FIELDS)
+
+
+def keep_health(name: str, new: str, old: str) -> str:
+    """The SQL that sets verification column `name` on a rewrite of a row: the new value,
+    unless the new row has no verification and the file is the one verified (same size, time
+    and fingerprint). `new(col)`/`old(col)` are format strings naming the incoming and stored
+    values (SQLite: ':{}' and '{}'; PostgreSQL: 'EXCLUDED.{}' and 'videos.{}')."""
+    same = " AND ".join(
+        f"{old.format(c)} = {new.format(c)}" for c in ("size_bytes", "mtime_ns", "fingerprint")
+    )
+    return (
+        f"{name} = CASE WHEN {new.format('health')} = 0 AND {same} "
+        f"THEN {old.format(name)} ELSE {new.format(name)} END"
+    )

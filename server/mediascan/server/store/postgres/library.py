@@ -3,14 +3,24 @@ the same library, so every scan reads the index of its folder from the database.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mediascan.v1 import scan_pb2
 
 from ...probed import PROBER_VERSION
-from ..protocol import Fence, LibraryIndex, VideoRow
-from ..videos import VIDEO_COLUMNS, VIDEO_FIELDS, below, video_of, video_values
+from ..protocol import HEALTH_FIELDS, Fence, HealthUpdate, LibraryIndex, MovedVideo, VideoRow
+from ..videos import (
+    PLAIN_FIELDS,
+    VIDEO_FIELDS,
+    below,
+    group_of,
+    keep_health,
+    row_of,
+    video_of,
+    video_values,
+)
 from .database import PgDatabase
 from .fencing import check_fence
 from .schema import Connection
@@ -19,11 +29,23 @@ from .schema import Connection
 #: (`fskeys.py`), stored in `fs_key`; the `dev` column (the st_dev of schema version 2) gets
 #: -1, which no st_dev equals, so that a node of that version never removes such a row.
 _COLUMNS = tuple("fs_key" if name == "dev" else name for name in VIDEO_FIELDS)
+#: What a read selects, as VIDEO_COLUMNS names them (`dev` is the key of the mount).
+_SELECTED = ", ".join("fs_key AS dev" if name == "dev" else name for name in VIDEO_FIELDS)
+
+
+def _column(name: str) -> str:
+    """The column a VideoRow field is stored in."""
+    return "fs_key" if name == "dev" else name
+
+
 _UPSERT = (
     f"INSERT INTO videos ({', '.join(_COLUMNS)}, dev) "
     f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}, -1) "
     "ON CONFLICT (path) DO UPDATE SET "
-    + ", ".join(f"{name} = EXCLUDED.{name}" for name in _COLUMNS[1:])
+    + ", ".join(
+        [f"{_column(name)} = EXCLUDED.{_column(name)}" for name in PLAIN_FIELDS[1:]]
+        + [keep_health(name, "EXCLUDED.{}", "videos.{}") for name in HEALTH_FIELDS]
+    )
     + ", dev = -1"
     # xmax is 0 in a row version that an INSERT made, not an UPDATE.
     + " RETURNING xmax = 0"
@@ -44,7 +66,7 @@ class PostgresLibrary:
         sql = (
             "SELECT path || '/' || CASE WHEN prober_version < "
             f"{PROBER_VERSION} THEN '-1/-1' ELSE size_bytes || '/' || mtime_ns END, "
-            "fs_key = 0, path FROM videos "
+            "fs_key = 0, path, health <> 0 FROM videos "
             "WHERE path > %s AND path < %s" + direct
         )
 
@@ -52,8 +74,8 @@ class PostgresLibrary:
             cursor = await conn.execute(sql.encode(), (low, high))
             keys: dict[str, bool] = {}
             undated: set[str] = set()
-            for key, no_dev, path in await cursor.fetchall():
-                keys[key] = True
+            for key, no_dev, path, verified in await cursor.fetchall():
+                keys[key] = verified
                 if no_dev:
                     undated.add(path)
             return LibraryIndex(keys, undated)
@@ -114,6 +136,101 @@ class PostgresLibrary:
 
         return await self._db.commit(op)
 
+    async def video_rows(self, paths: Sequence[str]) -> dict[str, VideoRow]:
+        if not paths:
+            return {}
+        sql = f"SELECT {_SELECTED} FROM videos WHERE path = ANY(%s)"
+
+        async def op(conn: Connection) -> dict[str, VideoRow]:
+            cursor = await conn.execute(sql.encode(), (list(paths),))
+            return {row[0]: row_of(row) for row in await cursor.fetchall()}
+
+        return await self._db.read(op)
+
+    async def move_videos(
+        self, moves: Sequence[MovedVideo], *, before_ns: int, fence: Fence | None = None
+    ) -> list[bool]:
+        if not moves:
+            return []
+
+        async def op(conn: Connection) -> list[bool]:
+            await check_fence(conn, fence)
+            done = []
+            for move in moves:
+                cursor = await conn.execute(
+                    "UPDATE videos SET path = %s, fs_key = %s, dev = -1 WHERE path = %s "
+                    "AND size_bytes = %s AND mtime_ns = %s AND fingerprint = %s AND probe_ns < %s "
+                    "AND fs_key IN (0, %s) "
+                    "AND NOT EXISTS (SELECT 1 FROM videos WHERE path = %s)",
+                    (
+                        move.new_path,
+                        move.dev,
+                        move.old_path,
+                        move.size_bytes,
+                        move.mtime_ns,
+                        move.fingerprint,
+                        before_ns,
+                        move.folder_dev,
+                        move.new_path,
+                    ),
+                )
+                done.append(cursor.rowcount > 0)
+            return done
+
+        return await self._db.commit(op)
+
+    async def set_health(
+        self, updates: Sequence[HealthUpdate], *, fence: Fence | None = None
+    ) -> int:
+        if not updates:
+            return 0
+        sql = (
+            "UPDATE videos SET "
+            + ", ".join(f"{name} = %({name})s" for name in HEALTH_FIELDS)
+            + " WHERE path = %(path)s AND size_bytes = %(size_bytes)s AND mtime_ns = %(mtime_ns)s"
+        )
+
+        async def op(conn: Connection) -> int:
+            await check_fence(conn, fence)
+            changed = 0
+            for update in updates:
+                cursor = await conn.execute(sql.encode(), dataclasses.asdict(update))
+                changed += cursor.rowcount
+            return changed
+
+        return await self._db.commit(op)
+
+    async def list_duplicates(
+        self, *, prefix: str, after: str | None, limit: int, files_per_group: int
+    ) -> list[scan_pb2.DuplicateGroup]:
+        scope, scoped = "", []
+        if prefix:
+            folder = prefix.rstrip("/")
+            scope, scoped = (
+                " AND (path = %s OR (path > %s AND path < %s))",
+                [folder, *below(folder)],
+            )
+        later = "" if after is None else " AND fingerprint > %s"
+        groups = (
+            f"SELECT fingerprint, count(*) FROM videos WHERE fingerprint <> ''{scope}{later} "
+            "GROUP BY fingerprint HAVING count(*) > 1 ORDER BY fingerprint LIMIT %s"
+        )
+        members = (
+            f"SELECT id, path, size_bytes FROM videos WHERE fingerprint = %s{scope} "
+            "ORDER BY path LIMIT %s"
+        )
+        params = [*scoped, *([] if after is None else [after]), limit]
+
+        async def op(conn: Connection) -> list[scan_pb2.DuplicateGroup]:
+            found = await (await conn.execute(groups.encode(), params)).fetchall()
+            result = []
+            for fp, count in found:
+                cursor = await conn.execute(members.encode(), (fp, *scoped, files_per_group))
+                result.append(group_of(fp, count, await cursor.fetchall()))
+            return result
+
+        return await self._db.read(op)
+
     async def list_videos(
         self,
         *,
@@ -123,6 +240,8 @@ class PostgresLibrary:
         max_duration_ns: int | None,
         after_path: str | None,
         limit: int,
+        health: int = 0,
+        fingerprint: str = "",
     ) -> list[scan_pb2.Video]:
         where: list[str] = []
         params: list[Any] = []
@@ -132,6 +251,8 @@ class PostgresLibrary:
             params.extend([folder, *below(folder)])
         for clause, value in (
             ("video_codec = %s", video_codec or None),
+            ("health = %s", health or None),
+            ("fingerprint = %s", fingerprint or None),
             ("duration_ns >= %s", min_duration_ns),
             ("duration_ns <= %s", max_duration_ns),
             ("path > %s", after_path),
@@ -139,7 +260,7 @@ class PostgresLibrary:
             if value is not None:
                 where.append(clause)
                 params.append(value)
-        sql = f"SELECT id, {VIDEO_COLUMNS} FROM videos"
+        sql = f"SELECT id, {_SELECTED} FROM videos"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY path LIMIT %s"
@@ -155,7 +276,7 @@ class PostgresLibrary:
         if video_id is not None and not 0 < video_id < 2**63:
             return None  # no row has it: ids are positive bigints
         column, value = ("id", video_id) if video_id is not None else ("path", path)
-        sql = f"SELECT id, {VIDEO_COLUMNS} FROM videos WHERE {column} = %s"
+        sql = f"SELECT id, {_SELECTED} FROM videos WHERE {column} = %s"
 
         async def op(conn: Connection) -> scan_pb2.Video | None:
             row = await (await conn.execute(sql.encode(), (value,))).fetchone()

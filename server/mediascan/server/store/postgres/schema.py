@@ -119,6 +119,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         " ADD COLUMN prober_version integer NOT NULL DEFAULT 1,"
         " ADD COLUMN details bytea NOT NULL DEFAULT ''::bytea",
     ),
+    5: (
+        # Content fingerprints (moves, duplicates) and DECODE verification (`health`).
+        "ALTER TABLE videos ADD COLUMN fingerprint text COLLATE \"C\" NOT NULL DEFAULT '',"
+        " ADD COLUMN health smallint NOT NULL DEFAULT 0,"
+        " ADD COLUMN health_errors integer NOT NULL DEFAULT 0,"
+        " ADD COLUMN health_messages text NOT NULL DEFAULT '',"
+        " ADD COLUMN health_first_error_ns bigint NOT NULL DEFAULT -1,"
+        " ADD COLUMN verify_ns bigint NOT NULL DEFAULT 0",
+        "CREATE INDEX videos_by_fingerprint ON videos (fingerprint, path) WHERE fingerprint <> ''",
+        "CREATE INDEX videos_by_health ON videos (health, path) WHERE health <> 0",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

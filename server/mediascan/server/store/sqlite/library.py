@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -10,8 +11,17 @@ from typing import Any, TypeVar
 from mediascan.v1 import scan_pb2
 
 from ...probed import PROBER_VERSION
-from ..protocol import Fence, LibraryIndex, VideoRow
-from ..videos import VIDEO_COLUMNS, VIDEO_FIELDS, below, video_of, video_values
+from ..protocol import HEALTH_FIELDS, Fence, HealthUpdate, LibraryIndex, MovedVideo, VideoRow
+from ..videos import (
+    PLAIN_FIELDS,
+    VIDEO_COLUMNS,
+    VIDEO_FIELDS,
+    below,
+    group_of,
+    keep_health,
+    row_of,
+    video_of,
+)
 from .database import Database
 
 T = TypeVar("T")
@@ -85,9 +95,14 @@ class SqliteLibrary:
             f"SELECT path FROM videos WHERE path > ? AND path < ?{direct} "
             f"ORDER BY path LIMIT 1 OFFSET {_INDEX_CHUNK - 1}"
         )
+        # A video an older prober read gets a key no file has (`stale_key`): probed again.
+        key = (
+            f"path || '/' || CASE WHEN prober_version < {PROBER_VERSION} THEN '-1/-1' "
+            "ELSE size_bytes || '/' || mtime_ns END"
+        )
         chunk = (
-            "SELECT group_concat(path || '/' || CASE WHEN prober_version < "
-            f"{PROBER_VERSION} THEN '-1/-1' ELSE size_bytes || '/' || mtime_ns END, char(0)), "
+            f"SELECT group_concat(CASE WHEN health = 0 THEN {key} END, char(0)), "
+            f"group_concat(CASE WHEN health != 0 THEN {key} END, char(0)), "
             "group_concat(CASE WHEN dev = 0 THEN path END, char(0)) "
             "FROM videos WHERE path > ? AND path {} ?" + direct
         )
@@ -98,16 +113,17 @@ class SqliteLibrary:
             after = low
             while True:
                 last = conn.execute(boundary, (after, high)).fetchone()
-                if last is None:  # the last chunk: up to the end of the range
-                    joined, zeros = conn.execute(chunk.format("<"), (after, high)).fetchone()
-                else:
-                    joined, zeros = conn.execute(chunk.format("<="), (after, last[0])).fetchone()
-                if joined:
-                    more = dict.fromkeys(joined.split("\0"), True)
-                    if keys:
-                        keys.update(more)
-                    else:
-                        keys = more
+                bounds = (after, high) if last is None else (after, last[0])
+                # The last chunk goes up to the end of the range.
+                query = chunk.format("<" if last is None else "<=")
+                unverified, verified, zeros = conn.execute(query, bounds).fetchone()
+                for joined, value in ((unverified, False), (verified, True)):
+                    if joined:
+                        more = dict.fromkeys(joined.split("\0"), value)
+                        if keys:
+                            keys.update(more)
+                        else:
+                            keys = more
                 if zeros:
                     undated.update(zeros.split("\0"))
                 if last is None:
@@ -138,16 +154,11 @@ class SqliteLibrary:
         def op(conn: sqlite3.Connection) -> tuple[int, int]:
             added = updated = 0
             for row in rows:
-                values = video_values(row)
-                cursor = conn.execute(_UPDATE_VIDEO, (*values[1:], row.path))
-                if cursor.rowcount:
+                values = dataclasses.asdict(row)
+                if conn.execute(_UPDATE_VIDEO, values).rowcount:
                     updated += 1
                 else:
-                    conn.execute(
-                        f"INSERT INTO videos ({VIDEO_COLUMNS}) VALUES "
-                        f"({','.join('?' * len(values))})",
-                        values,
-                    )
+                    conn.execute(_INSERT_VIDEO, values)
                     added += 1
             return added, updated
 
@@ -169,6 +180,82 @@ class SqliteLibrary:
 
         return await self._write_library(op)
 
+    async def video_rows(self, paths: Sequence[str]) -> dict[str, VideoRow]:
+        def op(conn: sqlite3.Connection) -> dict[str, VideoRow]:
+            found: dict[str, VideoRow] = {}
+            for path in paths:
+                row = conn.execute(
+                    f"SELECT {VIDEO_COLUMNS} FROM videos WHERE path = ?", (path,)
+                ).fetchone()
+                if row is not None:
+                    found[path] = row_of(row)
+            return found
+
+        return await self._db.read(op)
+
+    async def move_videos(
+        self, moves: Sequence[MovedVideo], *, before_ns: int, fence: Fence | None = None
+    ) -> list[bool]:
+        def op(conn: sqlite3.Connection) -> list[bool]:
+            done = []
+            for move in moves:
+                cursor = conn.execute(
+                    "UPDATE videos SET path = ?, dev = ? WHERE path = ? AND size_bytes = ? "
+                    "AND mtime_ns = ? AND fingerprint = ? AND probe_ns < ? AND dev IN (0, ?) "
+                    "AND NOT EXISTS (SELECT 1 FROM videos WHERE path = ?)",
+                    (
+                        move.new_path,
+                        move.dev,
+                        move.old_path,
+                        move.size_bytes,
+                        move.mtime_ns,
+                        move.fingerprint,
+                        before_ns,
+                        move.folder_dev,
+                        move.new_path,
+                    ),
+                )
+                done.append(cursor.rowcount > 0)
+            return done
+
+        return await self._write_library(op)
+
+    async def set_health(
+        self, updates: Sequence[HealthUpdate], *, fence: Fence | None = None
+    ) -> int:
+        def op(conn: sqlite3.Connection) -> int:
+            cursor = conn.executemany(_SET_HEALTH, (dataclasses.asdict(u) for u in updates))
+            return cursor.rowcount
+
+        return await self._write_library(op)
+
+    async def list_duplicates(
+        self, *, prefix: str, after: str | None, limit: int, files_per_group: int
+    ) -> list[scan_pb2.DuplicateGroup]:
+        scope, scoped = "", []
+        if prefix:
+            folder = prefix.rstrip("/")
+            scope, scoped = " AND (path = ? OR (path > ? AND path < ?))", [folder, *below(folder)]
+        later = "" if after is None else " AND fingerprint > ?"
+        groups = (
+            f"SELECT fingerprint, count(*) FROM videos WHERE fingerprint != ''{scope}{later} "
+            "GROUP BY fingerprint HAVING count(*) > 1 ORDER BY fingerprint LIMIT ?"
+        )
+        members = (
+            f"SELECT id, path, size_bytes FROM videos WHERE fingerprint = ?{scope} "
+            "ORDER BY path LIMIT ?"
+        )
+        params = [*scoped, *([] if after is None else [after]), limit]
+
+        def op(conn: sqlite3.Connection) -> list[scan_pb2.DuplicateGroup]:
+            found = conn.execute(groups, params).fetchall()
+            return [
+                group_of(fp, count, conn.execute(members, (fp, *scoped, files_per_group)))
+                for fp, count in found
+            ]
+
+        return await self._db.read(op)
+
     async def list_videos(
         self,
         *,
@@ -178,6 +265,8 @@ class SqliteLibrary:
         max_duration_ns: int | None,
         after_path: str | None,
         limit: int,
+        health: int = 0,
+        fingerprint: str = "",
     ) -> list[scan_pb2.Video]:
         def op(conn: sqlite3.Connection) -> list[scan_pb2.Video]:
             where: list[str] = []
@@ -186,9 +275,14 @@ class SqliteLibrary:
                 folder = prefix.rstrip("/")
                 where.append("(path = ? OR (path > ? AND path < ?))")
                 params.extend([folder, *below(folder)])
-            if video_codec:
-                where.append("video_codec = ?")
-                params.append(video_codec)
+            for clause, value in (
+                ("video_codec = ?", video_codec),
+                ("health = ?", health),
+                ("fingerprint = ?", fingerprint),
+            ):
+                if value:
+                    where.append(clause)
+                    params.append(value)
             if min_duration_ns is not None:
                 where.append("duration_ns >= ?")
                 params.append(min_duration_ns)
@@ -223,7 +317,20 @@ class SqliteLibrary:
 
 
 _UPDATE_VIDEO = (
-    "UPDATE videos SET " + ", ".join(f"{name} = ?" for name in VIDEO_FIELDS[1:]) + " WHERE path = ?"
+    "UPDATE videos SET "
+    + ", ".join(
+        [f"{name} = :{name}" for name in PLAIN_FIELDS[1:]]
+        + [keep_health(name, ":{}", "{}") for name in HEALTH_FIELDS]
+    )
+    + " WHERE path = :path"
+)
+_INSERT_VIDEO = (
+    f"INSERT INTO videos ({VIDEO_COLUMNS}) VALUES ({', '.join(':' + f for f in VIDEO_FIELDS)})"
+)
+_SET_HEALTH = (
+    "UPDATE videos SET "
+    + ", ".join(f"{name} = :{name}" for name in HEALTH_FIELDS)
+    + " WHERE path = :path AND size_bytes = :size_bytes AND mtime_ns = :mtime_ns"
 )
 
 

@@ -16,7 +16,7 @@ from ..protocol import SchemaTooNew
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -109,6 +109,18 @@ _MIGRATIONS: dict[int, tuple[Step, ...]] = {
         "ALTER TABLE videos ADD COLUMN hdr INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE videos ADD COLUMN prober_version INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE videos ADD COLUMN details BLOB NOT NULL DEFAULT x''",
+    ),
+    # Content fingerprints (moves, duplicates) and DECODE verification (`health`).
+    6: (
+        "ALTER TABLE videos ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE videos ADD COLUMN health INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE videos ADD COLUMN health_errors INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE videos ADD COLUMN health_messages TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE videos ADD COLUMN health_first_error_ns INTEGER NOT NULL DEFAULT -1",
+        "ALTER TABLE videos ADD COLUMN verify_ns INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX IF NOT EXISTS videos_by_fingerprint ON videos (fingerprint, path) "
+        "WHERE fingerprint != ''",
+        "CREATE INDEX IF NOT EXISTS videos_by_health ON videos (health, path) WHERE health != 0",
     ),
 }
 
