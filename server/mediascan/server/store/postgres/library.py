@@ -19,6 +19,7 @@ from ..videos import (
     keep_health,
     row_of,
     video_of,
+    video_values,
 )
 from .database import PgDatabase
 from .schema import Connection
@@ -28,7 +29,10 @@ _UPSERT = (
     "ON CONFLICT (path) DO UPDATE SET "
     + ", ".join(
         [f"{name} = EXCLUDED.{name}" for name in PLAIN_FIELDS[1:]]
-        + [keep_health(name, "EXCLUDED.{}", "videos.{}") for name in HEALTH_FIELDS]
+        + [
+            keep_health(name, lambda c: f"EXCLUDED.{c}", lambda c: f"videos.{c}")
+            for name in HEALTH_FIELDS
+        ]
     )
     # xmax is 0 in a row version that an INSERT made, not an UPDATE.
     + " RETURNING xmax = 0"
@@ -81,7 +85,7 @@ class PostgresLibrary:
 
     async def upsert_videos(self, rows: Iterable[VideoRow]) -> tuple[int, int]:
         """Insert or update videos by path in one transaction; returns (added, updated)."""
-        values = [dataclasses.astuple(row) for row in rows]
+        values = [video_values(row) for row in rows]
         if not values:
             return 0, 0
 
