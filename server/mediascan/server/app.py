@@ -513,10 +513,16 @@ def _bind(server: grpc.aio.Server, listen: str, security: Security) -> int:
 async def _start_verifier(
     config: Config, command: Sequence[str] | None, supervisor: Supervisor | None
 ) -> Verifier:
-    """The verification probers (`verify.py`): a pool of their own, one file at a time per
-    worker, and a worker killed when the scan that asked gives up on its file."""
+    """The verification probers (`verify.py`): a pool of their own, started with the first
+    verification, one file at a time per worker, and a worker killed when the scan that asked
+    gives up on its file."""
     pool = ProbePool(
-        config.verify_workers, config.probe_timeout, command=command, batch=1, kill_on_cancel=True
+        config.verify_workers,
+        config.probe_timeout,
+        command=command,
+        batch=1,
+        kill_on_cancel=True,
+        on_demand=True,
     )
     await pool.start()
     assert supervisor is not None

@@ -77,7 +77,9 @@ class ProbePool:
 
     `batch` files go to a worker at once. With `kill_on_cancel` (long operations: DECODE
     verification, whole-file hashes), a request whose caller gives up while its worker is on
-    it kills that worker, so that a cancelled job stops its decode at once."""
+    it kills that worker, so that a cancelled job stops its decode at once. With `on_demand`,
+    the workers start with the first request, not with the pool: a server never asked for
+    such work runs no process for it."""
 
     def __init__(
         self,
@@ -87,11 +89,15 @@ class ProbePool:
         command: Sequence[str] | None = None,
         batch: int = BATCH,
         kill_on_cancel: bool = False,
+        on_demand: bool = False,
     ) -> None:
         self.size = size
         self.timeout = timeout
         self._batch = batch
         self._kill_on_cancel = kill_on_cancel
+        self._wanted = asyncio.Event()  #: set once work is asked for (or at once)
+        if not on_demand:
+            self._wanted.set()
         self.abandoned = 0  #: workers killed because their request's caller gave up
         self._command = list(command or PROBER_COMMAND)
         self._requests: collections.deque[_Request] = collections.deque()
@@ -164,6 +170,7 @@ class ProbePool:
         ProbeError when the file could not be handled."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._requests.append(_Request(fd, path, future, op=op, parse=parse, timeout=timeout))
+        self._wanted.set()
         self._wakeup.set()
         return await future
 
@@ -184,6 +191,7 @@ class ProbePool:
         return batch
 
     async def _serve(self, name: str) -> None:
+        await self._wanted.wait()
         carried: list[_Request] = []
         failures = 0
         while True:

@@ -44,7 +44,10 @@ _UPSERT = (
     "ON CONFLICT (path) DO UPDATE SET "
     + ", ".join(
         [f"{_column(name)} = EXCLUDED.{_column(name)}" for name in PLAIN_FIELDS[1:]]
-        + [keep_health(name, "EXCLUDED.{}", "videos.{}") for name in HEALTH_FIELDS]
+        + [
+            keep_health(name, lambda c: f"EXCLUDED.{c}", lambda c: f"videos.{c}")
+            for name in HEALTH_FIELDS
+        ]
     )
     + ", dev = -1"
     # xmax is 0 in a row version that an INSERT made, not an UPDATE.

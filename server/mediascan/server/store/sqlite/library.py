@@ -21,6 +21,7 @@ from ..videos import (
     keep_health,
     row_of,
     video_of,
+    video_values,
 )
 from .database import Database
 
@@ -154,7 +155,7 @@ class SqliteLibrary:
         def op(conn: sqlite3.Connection) -> tuple[int, int]:
             added = updated = 0
             for row in rows:
-                values = dataclasses.asdict(row)
+                values = video_values(row)
                 if conn.execute(_UPDATE_VIDEO, values).rowcount:
                     updated += 1
                 else:
@@ -316,16 +317,18 @@ class SqliteLibrary:
         return await self._db.read(op)
 
 
+#: `?N` is the N-th of a row's values (`video_values`) in a statement.
+_NUMBER = {name: f"?{index}" for index, name in enumerate(VIDEO_FIELDS, 1)}
 _UPDATE_VIDEO = (
     "UPDATE videos SET "
     + ", ".join(
-        [f"{name} = :{name}" for name in PLAIN_FIELDS[1:]]
-        + [keep_health(name, ":{}", "{}") for name in HEALTH_FIELDS]
+        [f"{name} = {_NUMBER[name]}" for name in PLAIN_FIELDS[1:]]
+        + [keep_health(name, _NUMBER.__getitem__, str) for name in HEALTH_FIELDS]
     )
-    + " WHERE path = :path"
+    + f" WHERE path = {_NUMBER['path']}"
 )
 _INSERT_VIDEO = (
-    f"INSERT INTO videos ({VIDEO_COLUMNS}) VALUES ({', '.join(':' + f for f in VIDEO_FIELDS)})"
+    f"INSERT INTO videos ({VIDEO_COLUMNS}) VALUES ({', '.join('?' * len(VIDEO_FIELDS))})"
 )
 _SET_HEALTH = (
     "UPDATE videos SET "
