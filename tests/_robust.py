@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -287,6 +288,20 @@ async def job_history(stub: Any, job_id: str, *, timeout: float = 30.0) -> list[
     finally:
         call.cancel()
     return events
+
+
+def metric_total(address: str, name: str, **labels: str) -> float:
+    """The sum of the samples `name` (with these labels) on a server's /metrics at `address`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def check_history(job_id: str, events: Sequence[Any]) -> dict[str, int]:

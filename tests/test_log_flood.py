@@ -9,7 +9,6 @@ import asyncio
 import logging
 import re
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -17,9 +16,9 @@ import pytest
 from _robust import (
     Launcher,
     launch_fixture,  # noqa: F401 - provides the `launch` fixture
+    metric_total,
     record_figures,
 )
-from prometheus_client.parser import text_string_to_metric_families
 
 from mediascan.server.logs import LOG_BURST, LOG_WINDOW, LineLimiter
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
@@ -49,15 +48,7 @@ async def refused(channel: grpc.aio.Channel, n: int) -> None:
 
 
 def unauthenticated_total(address: str) -> float:
-    with urllib.request.urlopen(f"http://{address}/metrics", timeout=30) as response:
-        text = response.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "grpc_server_handled_total"
-        and sample.labels.get("grpc_code") == "UNAUTHENTICATED"
-    )
+    return metric_total(address, "grpc_server_handled_total", grpc_code="UNAUTHENTICATED")
 
 
 @pytest.mark.slow

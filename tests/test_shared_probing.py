@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _robust import Launcher, channel_to, launch_fixture  # noqa: F401 - the `launch` fixture
-from prometheus_client.parser import text_string_to_metric_families
+from _robust import Launcher, channel_to, launch_fixture, metric_total  # noqa: F401 - the `launch` fixture
 
 from mediascan.server.testing import SLOW_PROBE, final_job, make_many
 from mediascan.v1 import scan_pb2
@@ -43,15 +41,7 @@ def metrics_address(server: Any) -> str:
 
 def probed(server: Any) -> float:
     """The server's `mediascan_files_probed_total`."""
-    url = f"http://{metrics_address(server)}/metrics"
-    with urllib.request.urlopen(url, timeout=30) as answer:
-        text = answer.read().decode()
-    return sum(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == "mediascan_files_probed_total"
-    )
+    return metric_total(metrics_address(server), "mediascan_files_probed_total")
 
 
 def hide(folder: Path) -> Any:
@@ -106,7 +96,9 @@ async def test_one_scan_is_probed_by_every_node_that_can_see_its_folder(
     )
     async with channel_to(a.address) as (_, on_a):
         job = await on_a.SubmitScan(scan_pb2.SubmitScanRequest(path=str(folder)))
-        await until_probed(a, 1)  # A or B runs the job; both probe its batches
+        async with asyncio.timeout(WAIT):  # A or B runs the job; both probe its batches
+            while await asyncio.to_thread(probed, a) + await asyncio.to_thread(probed, b) < 1:
+                await asyncio.sleep(0.1)
         blind = await launch("--node-name", "C", *WORKER, db=pg_url, preexec_fn=hide(hidden))
         running = await on_a.GetJob(scan_pb2.GetJobRequest(job_id=job.job_id))
         final = await final_job(on_a, job.job_id, timeout=WAIT)

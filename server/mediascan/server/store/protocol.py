@@ -171,6 +171,22 @@ class MovedVideo:
     dev: int
     folder_dev: int
 
+    def guarded(self, before_ns: int) -> tuple[str, int, str, int, int, str, int, int, str]:
+        """The values of the stores' guarded UPDATE, in its order: the new path and device,
+        then the old row's path, size, time, fingerprint, `before_ns`, folder device, and the
+        new path again (which must not be taken)."""
+        return (
+            self.new_path,
+            self.dev,
+            self.old_path,
+            self.size_bytes,
+            self.mtime_ns,
+            self.fingerprint,
+            before_ns,
+            self.folder_dev,
+            self.new_path,
+        )
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LibraryIndex:

@@ -165,17 +165,7 @@ class PostgresLibrary:
                     "AND size_bytes = %s AND mtime_ns = %s AND fingerprint = %s AND probe_ns < %s "
                     "AND fs_key IN (0, %s) "
                     "AND NOT EXISTS (SELECT 1 FROM videos WHERE path = %s)",
-                    (
-                        move.new_path,
-                        move.dev,
-                        move.old_path,
-                        move.size_bytes,
-                        move.mtime_ns,
-                        move.fingerprint,
-                        before_ns,
-                        move.folder_dev,
-                        move.new_path,
-                    ),
+                    move.guarded(before_ns),
                 )
                 done.append(cursor.rowcount > 0)
             return done

@@ -204,17 +204,7 @@ class SqliteLibrary:
                     "UPDATE videos SET path = ?, dev = ? WHERE path = ? AND size_bytes = ? "
                     "AND mtime_ns = ? AND fingerprint = ? AND probe_ns < ? AND dev IN (0, ?) "
                     "AND NOT EXISTS (SELECT 1 FROM videos WHERE path = ?)",
-                    (
-                        move.new_path,
-                        move.dev,
-                        move.old_path,
-                        move.size_bytes,
-                        move.mtime_ns,
-                        move.fingerprint,
-                        before_ns,
-                        move.folder_dev,
-                        move.new_path,
-                    ),
+                    move.guarded(before_ns),
                 )
                 done.append(cursor.rowcount > 0)
             return done
