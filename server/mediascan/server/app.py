@@ -206,21 +206,12 @@ class MediascanServer:
         self._verifier = await _start_verifier(config, self._prober_command, self.supervisor)
         # One walker thread per running job, apart from the loop's default executor.
         self._walk_pool = ThreadPoolExecutor(max(1, config.workers), thread_name_prefix="walk")
-        prober = self.metrics.prober(pool) if self.metrics is not None else pool
-        scanner = Scanner(
-            self._store,
-            prober,
-            self._walk_pool,
-            probe_concurrency=config.probe_concurrency,
-            roots=roots,
-            suffixes=config.video_suffixes,
-            queue=self._store.probe_queue,
-            verifier=self._verifier,
-            fingerprinter=functools.partial(pool.run, op="fingerprint", parse=str),
-        )
         supervisor = self.supervisor
         assert supervisor is not None
-        _start_batch_worker(self._store, prober, roots, config, supervisor)
+        scanner = _scanner(
+            self._store, pool, self._walk_pool, self._verifier, self.metrics, config, roots
+        )
+        _start_batch_worker(self._store, scanner.prober, roots, config, supervisor)
         self._queue = JobEngine(
             self._store,
             self._hub,
@@ -277,7 +268,7 @@ class MediascanServer:
         steps = ShutdownSteps(SHUTDOWN_MARGIN)
         if self._queue is not None and self._queue.dispatcher is not None:
             await steps.run("draining the queue", self._queue.drain(0), REQUEUE_TIMEOUT)
-        for pool in self._pools():
+        for pool in _pools(self._probe_pool, self._verifier):
             await steps.run("closing the probers", pool.close(), STEP_TIMEOUT)
         if self._service is not None:
             self._service.close()
@@ -401,7 +392,12 @@ class MediascanServer:
         closing = [
             steps.run(
                 "waiting for the background tasks",
-                asyncio.gather(*self._side_tasks(), return_exceptions=True),
+                asyncio.gather(
+                    *_side_tasks(
+                        self.supervisor, _pools(self._probe_pool, self._verifier), self._store_tasks
+                    ),
+                    return_exceptions=True,
+                ),
                 STEP_TIMEOUT,
                 reserve=reserve,
             )
@@ -414,25 +410,13 @@ class MediascanServer:
             )
         closing.extend(
             steps.run("closing the probers", pool.close(), STEP_TIMEOUT, reserve=reserve)
-            for pool in self._pools()
+            for pool in _pools(self._probe_pool, self._verifier)
         )
         await asyncio.gather(*closing)
         if self._service is not None:
             self._service.close()  # its path lane's thread ends once its calls are done
         if self._walk_pool is not None:
             self._walk_pool.shutdown(wait=False, cancel_futures=True)
-
-    def _pools(self) -> list[ProbePool]:
-        """The prober pools started: the probes', then the verifications'."""
-        pools = [self._probe_pool, self._verifier.pool if self._verifier is not None else None]
-        return [pool for pool in pools if pool is not None]
-
-    def _side_tasks(self) -> list[asyncio.Task[Any]]:
-        """The background tasks to wait for at shutdown (the probers close on their own)."""
-        if self.supervisor is None or self._probe_pool is None:
-            return []
-        own = {task for pool in self._pools() for task in pool.tasks} | {*self._store_tasks}
-        return [task for task in self.supervisor.tasks.values() if task not in own]
 
     def _fatal(self, why: str) -> None:
         """A background task or thread died (the supervisor says so, on the loop): stop with a
@@ -508,6 +492,49 @@ def _bind(server: grpc.aio.Server, listen: str, security: Security) -> int:
         return server.add_insecure_port(listen)
     except RuntimeError as exc:
         raise ConfigError(f"cannot listen on {listen}: {exc}") from None
+
+
+def _pools(probes: ProbePool | None, verifier: Verifier | None) -> list[ProbePool]:
+    """The prober pools started: the probes', then the verifications'."""
+    pools = [probes, verifier.pool if verifier is not None else None]
+    return [pool for pool in pools if pool is not None]
+
+
+def _side_tasks(
+    supervisor: Supervisor | None,
+    pools: list[ProbePool],
+    store_tasks: list[asyncio.Task[None]],
+) -> list[asyncio.Task[Any]]:
+    """The background tasks to wait for at shutdown: the supervised ones, but the probers'
+    (they close on their own) and the store's."""
+    if supervisor is None or not pools:
+        return []
+    own = {task for pool in pools for task in pool.tasks} | {*store_tasks}
+    return [task for task in supervisor.tasks.values() if task not in own]
+
+
+def _scanner(
+    store: ServerStore,
+    pool: ProbePool,
+    walk_pool: ThreadPoolExecutor,
+    verifier: Verifier,
+    metrics: Metrics | None,
+    config: Config,
+    roots: AllowedRoots,
+) -> Scanner:
+    """The scanner of every job: the probers (counted by the metrics if they are on), the walk
+    threads, the verification probers, and on a shared store the batches of every server."""
+    return Scanner(
+        store,
+        metrics.prober(pool) if metrics is not None else pool,
+        walk_pool,
+        probe_concurrency=config.probe_concurrency,
+        roots=roots,
+        suffixes=config.video_suffixes,
+        queue=store.probe_queue,
+        verifier=verifier,
+        fingerprinter=functools.partial(pool.run, op="fingerprint", parse=str),
+    )
 
 
 async def _start_verifier(

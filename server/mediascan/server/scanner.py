@@ -111,6 +111,11 @@ class Scanner:
             fingerprinter=fingerprinter,
         )
 
+    @property
+    def prober(self) -> Prober:
+        """What probes the files (this server's prober processes)."""
+        return self._parts.prober
+
     async def scan(
         self, spec: ScanSpec, job_id: str, reporter: ScanReporter, *, attempt: int = 1
     ) -> None:
