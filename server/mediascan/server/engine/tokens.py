@@ -73,25 +73,46 @@ def decode_errors_token(token: str, job_id: str) -> int:
     return last_seq
 
 
-def encode_videos_token(last_path: str, filters: str) -> str:
-    return _encode({"p": last_path, "f": filters})
+def encode_videos_token(last_path: str, filters: str, order: str, key: int | None) -> str:
+    """A ListVideos token: the last video's path and (in an order other than by path) its sort
+    key, the filters' digest and the order ("duration desc"; left out for path order, so that
+    those tokens stay as they were)."""
+    data: dict[str, Any] = {"p": last_path, "f": filters}
+    if order != "path":
+        data["o"] = order
+    if key is not None:
+        data["k"] = key
+    return _encode(data)
 
 
-def decode_videos_token(token: str, filters: str) -> str | None:
-    """The path after which the page starts, or None for the first page."""
+def decode_videos_token(
+    token: str, filters: str, order: str, keyed: bool
+) -> tuple[int | None, str] | None:
+    """(sort key, path) of the previous page's last video (the key None unless `keyed`: in
+    path order), or None for the first page."""
     if not token:
         return None
     try:
         data = _decode(token)
         path, token_filters = str(data["p"]), str(data["f"])
+        token_order = str(data.get("o", "path"))
+        key = int(data["k"]) if keyed and token_order == order else None
+        if key is not None and not -(2**63) <= key < 2**63:
+            raise ValueError("out of range")
         path.encode("utf-8")  # a lone surrogate from a forged token: not ours
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
         raise _not_ours("ListVideos") from None
+    if token_order != order:
+        raise InvalidArgument(
+            "page_token",
+            f'the token belongs to a listing in another order ("{token_order}", not '
+            f'"{order}"): keep order_by the same, or leave page_token empty to start over',
+        )
     if token_filters != filters:
         raise InvalidArgument(
             "page_token", "the token belongs to a listing with other filters: keep them the same"
         )
-    return path
+    return key, path
 
 
 def encode_duplicates_token(last_fingerprint: str, prefix: str) -> str:

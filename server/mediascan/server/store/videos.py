@@ -11,7 +11,7 @@ from typing import Any
 
 from mediascan.v1 import scan_pb2
 
-from .protocol import HEALTH_FIELDS, VideoRow
+from .protocol import HEALTH_FIELDS, VIDEO_ORDERS, VideoQuery, VideoRow
 
 #: The columns of `videos` besides `id`: the path first, then the rest of VideoRow's fields.
 VIDEO_FIELDS = ("path", *(f.name for f in dataclasses.fields(VideoRow) if f.name != "path"))
@@ -108,3 +108,51 @@ def keep_health(name: str, new: Callable[[str], str], old: Callable[[str], str])
     return (
         f"{name} = CASE WHEN {new('health')} = 0 AND {same} THEN {old(name)} ELSE {new(name)} END"
     )
+
+
+def video_page_sql(query: VideoQuery, mark: str) -> tuple[str, list[Any]]:
+    """What follows `SELECT ... FROM videos` in a ListVideos query, and its parameters (`mark`
+    is the driver's placeholder: `?` or `%s`): the filters, the start after the previous page
+    (keyset: `(key, path) > (last key, last path)`, never OFFSET, so that a deep page costs
+    what the first does on the index of (key, path)), the order and the limit."""
+    where: list[str] = []
+    params: list[Any] = []
+    if query.prefix:
+        folder = query.prefix.rstrip("/")
+        where.append(f"(path = {mark} OR (path > {mark} AND path < {mark}))")
+        params.extend([folder, *below(folder)])
+    for clause, value in (
+        ("video_codec = {}", query.video_codec or None),
+        ("container = {}", query.container or None),
+        ("audio_codec = {}", query.audio_codec or None),
+        ("health = {}", query.health or None),
+        ("hdr = {}", query.hdr or None),
+        ("fingerprint = {}", query.fingerprint or None),
+        ("duration_ns >= {}", query.min_duration_ns),
+        ("duration_ns <= {}", query.max_duration_ns),
+        ("width >= {}", query.min_width),
+        ("width <= {}", query.max_width),
+        ("height >= {}", query.min_height),
+        ("height <= {}", query.max_height),
+        ("rotation = {}", query.rotation),
+        ("truncated = {}", query.truncated),
+        ("variable_frame_rate = {}", query.variable_frame_rate),
+    ):
+        if value is not None:
+            where.append(clause.format(mark))
+            params.append(value)
+    column = VIDEO_ORDERS[query.order]
+    way, than = (" DESC", "<") if query.descending else ("", ">")
+    if query.after is not None:
+        key, path = query.after
+        if column == "path":
+            where.append(f"path {than} {mark}")
+            params.append(path)
+        else:
+            where.append(f"({column}, path) {than} ({mark}, {mark})")
+            params.extend([key, path])
+    sql = (" WHERE " + " AND ".join(where)) if where else ""
+    order = [f"path{way}"] if column == "path" else [f"{column}{way}", f"path{way}"]
+    sql += f" ORDER BY {', '.join(order)} LIMIT {mark}"
+    params.append(query.limit)
+    return sql, params
