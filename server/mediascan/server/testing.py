@@ -27,6 +27,8 @@ from mediascan.v1 import scan_pb2
 
 from .jobs import TERMINAL, seconds_to_duration
 from .store import Store, VideoRow
+from .store.factory import ServerStore
+from .store.postgres.store import PostgresStore
 
 __all__ = [
     "TERMINAL_STATES",
@@ -565,10 +567,10 @@ def library_rows(count: int, *, root: str = "/media/library") -> list[VideoRow]:
     ]
 
 
-async def store_videos(db: Path, rows: list[VideoRow]) -> None:
-    """Write `rows` into the library of the database file `db` (created if need be), as a
-    server's store does; start a server on `db` afterwards."""
-    store = Store(db)
+async def store_videos(db: Path | str, rows: list[VideoRow]) -> None:
+    """Write `rows` into the library of the database `db` (a SQLite file, created if need be,
+    or a PostgreSQL URL), as a server's store does; start a server on `db` afterwards."""
+    store: ServerStore = Store(db) if isinstance(db, Path) else PostgresStore(db)
     await store.open()
     try:
         await store.upsert_videos(rows)
