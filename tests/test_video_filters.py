@@ -1,9 +1,9 @@
 """ListVideos filters and orders (issue 14, section 5): container, audio codec, width and
 height bounds, rotation, hdr, health, truncated and variable frame rate; `order_by` path,
 duration, size_bytes, modify_time and probe_time, each ascending or descending, in keyset pages
-that concatenate to exactly the ordered, filtered library (ties broken by path), with tokens
-bound to their order and filters. The rows are written straight into the store, on both
-backends."""
+that concatenate to exactly the ordered, filtered library (ties broken by id: the order in
+which the videos entered the library), with tokens bound to their order and filters. The rows
+are written straight into the store, on both backends."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ ORDERS = {
 
 def make_rows() -> list[VideoRow]:
     """COUNT videos whose fields vary independently of their paths, with many ties on every
-    sort key (so that pages must break them by path)."""
+    sort key (so that pages must break them by id: written into a new library in this order,
+    ROWS[i] gets the id i + 1)."""
     rows = []
     for i in range(COUNT):
         width, height = SIZES[i % 4]
@@ -107,12 +108,9 @@ def expected(
     keep: Callable[[VideoRow], bool] = lambda row: True, order: str = "path", desc: bool = False
 ) -> list[str]:
     field = ORDERS[order]
-    rows = sorted(
-        (row for row in ROWS if keep(row)),
-        key=lambda row: (getattr(row, field), row.path),
-        reverse=desc,
-    )
-    return [row.path for row in rows]
+    rows = [(index, row) for index, row in enumerate(ROWS) if keep(row)]  # ROWS[i]: id i + 1
+    rows.sort(key=lambda item: (getattr(item[1], field), item[0]), reverse=desc)
+    return [row.path for _, row in rows]
 
 
 FILTERS: list[tuple[dict[str, Any], Callable[[VideoRow], bool]]] = [
@@ -184,6 +182,9 @@ async def test_each_order_pages_through_every_video_once_both_ways(stub: Any, or
 
 
 async def test_the_videos_carry_the_values_they_are_ordered_by(stub: Any) -> None:
+    everything = await stub.ListVideos(scan_pb2.ListVideosRequest(order_by="path", page_size=COUNT))
+    ids = {video.path: video.video_id for video in everything.videos}
+    assert ids == {row.path: f"v_{index + 1}" for index, row in enumerate(ROWS)}
     page = await stub.ListVideos(
         scan_pb2.ListVideosRequest(order_by="modify_time desc", page_size=COUNT)
     )
@@ -300,12 +301,12 @@ def expect_invalid(info: pytest.ExceptionInfo[grpc.aio.AioRpcError], field: str)
 async def test_every_order_is_a_range_of_an_index(
     stub: Any, database: Path | str, order: str
 ) -> None:
-    """A page of any order, first or deep, is a range of the index of (key, path) read in
+    """A page of any order, first or deep, is a range of the index of (key, id) read in
     either direction: no sort, no OFFSET. (PostgreSQL would scan a table this small whole:
     sequential scans and sorts are turned off to ask whether the index can serve the order.)"""
     column = ORDERS[order]
     for descending in (False, True):
-        for after in (None, (0, "")):  # the first page, a later one
+        for after in (None, (0, 1)):  # the first page, a later one
             query = VideoQuery(order=order, descending=descending, after=after)
             plan = await query_plan(database, query)
             assert f"videos_by_{column}" in plan, plan

@@ -259,10 +259,10 @@ _VIDEOS_ARGS = (
     ),
     *(
         _arg(f"--{bound}-{side}", type=_non_negative, default=0, metavar="PIXELS", help=text)
-        for bound, word in (("min", "at least"), ("max", "at most"))
-        for side, text in (
-            ("width", f"only videos {word} this wide"),
-            ("height", f"only videos {word} this high"),
+        for side, wide in (("width", "wide"), ("height", "high"))
+        for bound, text in (
+            ("min", f"only videos at least this {wide}"),
+            ("max", f"only videos at most this {wide}"),
         )
     ),
     _arg(
@@ -287,7 +287,7 @@ _VIDEOS_ARGS = (
         "--order-by",
         choices=list(_ORDERS),
         default="path",
-        help="list in this order (ties by path; default path)",
+        help="list in this order (default path; equal values in the order they were added)",
     ),
     _arg("--desc", action="store_true", help="in descending order"),
     _limit_arg("videos", 100),

@@ -36,7 +36,7 @@ from .video_filters import (
     duration_seconds,
     filter_key,
     order_text,
-    sort_key,
+    page_end,
     video_query,
 )
 
@@ -189,7 +189,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
         query = video_query(request, prefix)
         page_size = _page_size(request.page_size, VIDEOS_PAGE)
         filters, order = filter_key(query), order_text(query)
-        after = decode_videos_token(request.page_token, filters, order, query.order != "path")
+        after = decode_videos_token(request.page_token, filters, order)
         videos = await self._store.list_videos(
             dataclasses.replace(query, after=after, limit=page_size + 1)
         )
@@ -206,8 +206,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
             page.append(video)
         token = ""
         if more and page:
-            key = sort_key(page[-1], query.order)
-            token = encode_videos_token(page[-1].path, filters, order, key)
+            token = encode_videos_token(page_end(page[-1], query.order), filters, order)
         return scan_pb2.ListVideosResponse(videos=page, next_page_token=token)
 
     @_unary

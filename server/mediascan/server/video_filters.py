@@ -94,17 +94,17 @@ def order_text(query: VideoQuery) -> str:
     return query.order + (" desc" if query.descending else "")
 
 
-def sort_key(video: scan_pb2.Video, order: str) -> int | None:
-    """The value `video` is sorted by in `order` besides its path (None: path order)."""
-    if order == "duration":
-        return int(video.duration.ToNanoseconds())
-    if order == "size_bytes":
-        return int(video.size_bytes)
-    if order == "modify_time":
-        return int(video.modify_time.ToNanoseconds())
-    if order == "probe_time":
-        return int(video.probe_time.ToNanoseconds())
-    return None
+def page_end(video: scan_pb2.Video, order: str) -> str | tuple[int, int]:
+    """Where the page after `video` starts in `order`: its path, or its sort key and id."""
+    if order == "path":
+        return video.path
+    key = {
+        "duration": lambda: video.duration.ToNanoseconds(),
+        "size_bytes": lambda: video.size_bytes,
+        "modify_time": lambda: video.modify_time.ToNanoseconds(),
+        "probe_time": lambda: video.probe_time.ToNanoseconds(),
+    }[order]()
+    return int(key), int(video.video_id.removeprefix("v_"))
 
 
 def filter_key(query: VideoQuery) -> str:

@@ -73,34 +73,29 @@ def decode_errors_token(token: str, job_id: str) -> int:
     return last_seq
 
 
-def encode_videos_token(last_path: str, filters: str, order: str, key: int | None) -> str:
-    """A ListVideos token: the last video's path and (in an order other than by path) its sort
-    key, the filters' digest and the order ("duration desc"; left out for path order, so that
-    those tokens stay as they were)."""
-    data: dict[str, Any] = {"p": last_path, "f": filters}
+def encode_videos_token(last: str | tuple[int, int], filters: str, order: str) -> str:
+    """A ListVideos token: where the next page starts (`last`: the last video's path in path
+    order, else its sort key and id), the filters' digest and the order ("duration desc"; left
+    out for path order, so that those tokens stay as they were)."""
+    data: dict[str, Any] = {"f": filters}
+    if isinstance(last, str):
+        data["p"] = last
+    else:
+        data["k"], data["i"] = last
     if order != "path":
         data["o"] = order
-    if key is not None:
-        data["k"] = key
     return _encode(data)
 
 
-def decode_videos_token(
-    token: str, filters: str, order: str, keyed: bool
-) -> tuple[int | None, str] | None:
-    """(sort key, path) of the previous page's last video (the key None unless `keyed`: in
-    path order), or None for the first page."""
+def decode_videos_token(token: str, filters: str, order: str) -> str | tuple[int, int] | None:
+    """Where the page starts: the previous page's last path (path order) or (sort key, id)
+    (other orders); None for the first page."""
     if not token:
         return None
     try:
         data = _decode(token)
-        path, token_filters = str(data["p"]), str(data["f"])
-        token_order = str(data.get("o", "path"))
-        key = int(data["k"]) if keyed and token_order == order else None
-        if key is not None and not -(2**63) <= key < 2**63:
-            raise ValueError("out of range")
-        path.encode("utf-8")  # a lone surrogate from a forged token: not ours
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        token_filters, token_order = str(data["f"]), str(data.get("o", "path"))
+    except (ValueError, TypeError, KeyError, AttributeError):
         raise _not_ours("ListVideos") from None
     if token_order != order:
         raise InvalidArgument(
@@ -112,7 +107,17 @@ def decode_videos_token(
         raise InvalidArgument(
             "page_token", "the token belongs to a listing with other filters: keep them the same"
         )
-    return key, path
+    try:
+        if order.split()[0] == "path":
+            path = str(data["p"])
+            path.encode("utf-8")  # a lone surrogate from a forged token: not ours
+            return path
+        key, video_id = int(data["k"]), int(data["i"])
+        if not (-(2**63) <= key < 2**63 and 0 < video_id < 2**63):
+            raise ValueError("out of range")
+        return key, video_id
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise _not_ours("ListVideos") from None
 
 
 def encode_duplicates_token(last_fingerprint: str, prefix: str) -> str:

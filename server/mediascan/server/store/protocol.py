@@ -143,7 +143,8 @@ class VideoRow(ProbeResult):
 HEALTH_FIELDS = ("health", "health_errors", "health_messages", "health_first_error_ns", "verify_ns")
 
 
-#: The orders of ListVideos (`VideoQuery.order`): each a column, ties broken by path.
+#: The orders of ListVideos (`VideoQuery.order`): each a column, ties broken by id (the
+#: order in which the videos entered the library).
 VIDEO_ORDERS = {
     "path": "path",
     "duration": "duration_ns",
@@ -156,8 +157,8 @@ VIDEO_ORDERS = {
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class VideoQuery:
     """A page of ListVideos: its filters (combined with AND; None or empty: no filter), its
-    order, and where it starts (`after`: the sort key and path of the previous page's last
-    video, the key None in path order; None for the first page)."""
+    order, and where it starts (`after`: the previous page's last video, by its path in path
+    order, else by its sort key and id; None for the first page)."""
 
     prefix: str = ""
     video_codec: str = ""
@@ -177,7 +178,7 @@ class VideoQuery:
     variable_frame_rate: bool | None = None
     order: str = "path"  #: a key of VIDEO_ORDERS
     descending: bool = False
-    after: tuple[int | None, str] | None = None
+    after: str | tuple[int, int] | None = None
     limit: int = 100
 
 

@@ -113,8 +113,8 @@ def keep_health(name: str, new: Callable[[str], str], old: Callable[[str], str])
 def video_page_sql(query: VideoQuery, mark: str) -> tuple[str, list[Any]]:
     """What follows `SELECT ... FROM videos` in a ListVideos query, and its parameters (`mark`
     is the driver's placeholder: `?` or `%s`): the filters, the start after the previous page
-    (keyset: `(key, path) > (last key, last path)`, never OFFSET, so that a deep page costs
-    what the first does on the index of (key, path)), the order and the limit."""
+    (keyset: `(key, id) > (last key, last id)`, never OFFSET, so that a deep page costs what
+    the first does on the index of (key, id)), the order and the limit."""
     where: list[str] = []
     params: list[Any] = []
     if query.prefix:
@@ -143,16 +143,14 @@ def video_page_sql(query: VideoQuery, mark: str) -> tuple[str, list[Any]]:
             params.append(value)
     column = VIDEO_ORDERS[query.order]
     way, than = (" DESC", "<") if query.descending else ("", ">")
-    if query.after is not None:
-        key, path = query.after
-        if column == "path":
-            where.append(f"path {than} {mark}")
-            params.append(path)
-        else:
-            where.append(f"({column}, path) {than} ({mark}, {mark})")
-            params.extend([key, path])
+    if isinstance(query.after, str):
+        where.append(f"path {than} {mark}")
+        params.append(query.after)
+    elif query.after is not None:
+        where.append(f"({column}, id) {than} ({mark}, {mark})")
+        params.extend(query.after)
     sql = (" WHERE " + " AND ".join(where)) if where else ""
-    order = [f"path{way}"] if column == "path" else [f"{column}{way}", f"path{way}"]
+    order = [f"path{way}"] if column == "path" else [f"{column}{way}", f"id{way}"]
     sql += f" ORDER BY {', '.join(order)} LIMIT {mark}"
     params.append(query.limit)
     return sql, params

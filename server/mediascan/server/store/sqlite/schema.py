@@ -70,7 +70,7 @@ RUNNING = int(JobState.RUNNING)
 
 Step = str | Callable[[sqlite3.Connection], None]
 
-#: The sort keys of ListVideos besides the path (`VIDEO_ORDERS`), each indexed with the path.
+#: The sort keys of ListVideos besides the path (`VIDEO_ORDERS`), each indexed with the id.
 ORDERED_COLUMNS = ("duration_ns", "size_bytes", "mtime_ns", "probe_ns")
 
 #: Forward migrations: the statements (or functions) that take a database from version N-1 to N.
@@ -125,10 +125,10 @@ _MIGRATIONS: dict[int, tuple[Step, ...]] = {
         "WHERE fingerprint != ''",
         "CREATE INDEX IF NOT EXISTS videos_by_health ON videos (health, path) WHERE health != 0",
     ),
-    # ListVideos `order_by`: an index of each sort key with the path that breaks its ties, so
-    # that a page (keyset: `(key, path) > (?, ?)`) is a range of the index in either direction.
+    # ListVideos `order_by`: an index of each sort key with the id that breaks its ties, so
+    # that a page (keyset: `(key, id) > (?, ?)`) is a range of the index in either direction.
     7: tuple(
-        f"CREATE INDEX IF NOT EXISTS videos_by_{column} ON videos ({column}, path)"
+        f"CREATE INDEX IF NOT EXISTS videos_by_{column} ON videos ({column}, id)"
         for column in ORDERED_COLUMNS
     ),
 }
