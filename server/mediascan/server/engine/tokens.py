@@ -77,11 +77,10 @@ def encode_videos_token(last: str | tuple[int, int], filters: str, order: str) -
     """A ListVideos token: where the next page starts (`last`: the last video's path in path
     order, else its sort key and id), the filters' digest and the order ("duration desc"; left
     out for path order, so that those tokens stay as they were)."""
-    data: dict[str, Any] = {"f": filters}
     if isinstance(last, str):
-        data["p"] = last
+        data: dict[str, Any] = {"p": last, "f": filters}
     else:
-        data["k"], data["i"] = last
+        data = {"k": last[0], "i": last[1], "f": filters}
     if order != "path":
         data["o"] = order
     return _encode(data)
