@@ -539,10 +539,11 @@ async def final_job(stub: Any, job_id: str, *, timeout: float = 60.0) -> scan_pb
     return job
 
 
-def library_rows(count: int, *, root: str = "/media/library") -> list[VideoRow]:
+def library_rows(count: int, *, root: str = "/media/library", start: int = 0) -> list[VideoRow]:
     """`count` videos in 50 folders under `root`, as a scan would store them (codecs h264, hevc
     and vp9 in turn, durations from 1 minute up, every fourth without audio): a large library
-    without probing a single file. Store them with `store_videos`."""
+    without probing a single file. Store them with `store_videos`; `start` numbers them on from
+    an earlier call's (a library written a chunk at a time)."""
     return [
         VideoRow(
             path=f"{root}/folder-{i % 50:02d}/episode-{i:06d}.mkv",
@@ -563,7 +564,7 @@ def library_rows(count: int, *, root: str = "/media/library") -> list[VideoRow]:
             job_id="j_01M8HSENJET22K5YPRFGZMC45C",
             dev=0,
         )
-        for i in range(count)
+        for i in range(start, start + count)
     ]
 
 

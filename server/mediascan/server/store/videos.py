@@ -110,11 +110,17 @@ def keep_health(name: str, new: Callable[[str], str], old: Callable[[str], str])
     )
 
 
-def video_page_sql(query: VideoQuery, mark: str) -> tuple[str, list[Any]]:
+def video_page_sql(query: VideoQuery, mark: str, start: str = "row") -> tuple[str, list[Any]]:
     """What follows `SELECT ... FROM videos` in a ListVideos query, and its parameters (`mark`
-    is the driver's placeholder: `?` or `%s`): the filters, the start after the previous page
-    (keyset: `(key, id) > (last key, last id)`, never OFFSET, so that a deep page costs what
-    the first does on the index of (key, id)), the order and the limit."""
+    is the driver's placeholder: `?` or `%s`; the limit is the last): the filters, the start
+    after the previous page (keyset, never OFFSET, so that a deep page costs what the first
+    does on the index of (key, id)), the order and the limit.
+
+    A start after (key, id) is `start`: "row", `(key, id) > (last key, last id)`, one range of
+    the index (PostgreSQL); or the two halves of it, "ties" (`key = last key AND id > last
+    id`) and "beyond" (`key > last key`), which SQLite needs: it reads a row value whose second
+    column is the rowid as a range of the key alone, which would read every tie of the last
+    key (`sqlite_page_parts`)."""
     where: list[str] = []
     params: list[Any] = []
     if query.prefix:
@@ -147,10 +153,26 @@ def video_page_sql(query: VideoQuery, mark: str) -> tuple[str, list[Any]]:
         where.append(f"path {than} {mark}")
         params.append(query.after)
     elif query.after is not None:
-        where.append(f"({column}, id) {than} ({mark}, {mark})")
-        params.extend(query.after)
+        key, last_id = query.after
+        where.append(
+            {
+                "row": f"({column}, id) {than} ({mark}, {mark})",
+                "ties": f"{column} = {mark} AND id {than} {mark}",
+                "beyond": f"{column} {than} {mark}",
+            }[start]
+        )
+        params.extend([key] if start == "beyond" else [key, last_id])
     sql = (" WHERE " + " AND ".join(where)) if where else ""
     order = [f"path{way}"] if column == "path" else [f"{column}{way}", f"id{way}"]
     sql += f" ORDER BY {', '.join(order)} LIMIT {mark}"
     params.append(query.limit)
     return sql, params
+
+
+def sqlite_page_parts(query: VideoQuery) -> list[tuple[str, list[Any]]]:
+    """The ListVideos query of `query` on SQLite: one, or after (key, id) two, read in turn
+    until the page is full (the ties of the last key after its id, then the greater keys):
+    each a range of the index of (key, id)."""
+    if not isinstance(query.after, tuple):
+        return [video_page_sql(query, "?")]
+    return [video_page_sql(query, "?", start) for start in ("ties", "beyond")]

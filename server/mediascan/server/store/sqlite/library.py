@@ -28,8 +28,8 @@ from ..videos import (
     group_of,
     keep_health,
     row_of,
+    sqlite_page_parts,
     video_of,
-    video_page_sql,
     video_values,
 )
 from .database import Database
@@ -267,11 +267,18 @@ class SqliteLibrary:
         return await self._db.read(op)
 
     async def list_videos(self, query: VideoQuery) -> list[scan_pb2.Video]:
-        page, params = video_page_sql(query, "?")
-        sql = f"SELECT id, {VIDEO_COLUMNS} FROM videos{page}"
+        parts = sqlite_page_parts(query)
 
         def op(conn: sqlite3.Connection) -> list[scan_pb2.Video]:
-            return [video_of(row) for row in conn.execute(sql, params)]
+            videos: list[scan_pb2.Video] = []
+            for page, params in parts:
+                more = query.limit - len(videos)  # the limit is the last parameter
+                sql = f"SELECT id, {VIDEO_COLUMNS} FROM videos{page}"
+                rows = conn.execute(sql, [*params[:-1], more])
+                videos += [video_of(row) for row in rows]
+                if len(videos) >= query.limit:
+                    break
+            return videos
 
         return await self._db.read(op)
 
