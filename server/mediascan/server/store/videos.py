@@ -121,6 +121,31 @@ def video_page_sql(query: VideoQuery, mark: str, start: str = "row") -> tuple[st
     id`) and "beyond" (`key > last key`), which SQLite needs: it reads a row value whose second
     column is the rowid as a range of the key alone, which would read every tie of the last
     key (`sqlite_page_parts`)."""
+    where, params = _filters(query, mark)
+    column = VIDEO_ORDERS[query.order]
+    way, than = (" DESC", "<") if query.descending else ("", ">")
+    if isinstance(query.after, str):
+        where.append(f"path {than} {mark}")
+        params.append(query.after)
+    elif query.after is not None:
+        key, last_id = query.after
+        where.append(
+            {
+                "row": f"({column}, id) {than} ({mark}, {mark})",
+                "ties": f"{column} = {mark} AND id {than} {mark}",
+                "beyond": f"{column} {than} {mark}",
+            }[start]
+        )
+        params.extend([key] if start == "beyond" else [key, last_id])
+    sql = (" WHERE " + " AND ".join(where)) if where else ""
+    order = [f"path{way}"] if column == "path" else [f"{column}{way}", f"id{way}"]
+    sql += f" ORDER BY {', '.join(order)} LIMIT {mark}"
+    params.append(query.limit)
+    return sql, params
+
+
+def _filters(query: VideoQuery, mark: str) -> tuple[list[str], list[Any]]:
+    """The WHERE terms of the filters of `query`, and their parameters."""
     where: list[str] = []
     params: list[Any] = []
     if query.prefix:
@@ -147,26 +172,7 @@ def video_page_sql(query: VideoQuery, mark: str, start: str = "row") -> tuple[st
         if value is not None:
             where.append(clause.format(mark))
             params.append(value)
-    column = VIDEO_ORDERS[query.order]
-    way, than = (" DESC", "<") if query.descending else ("", ">")
-    if isinstance(query.after, str):
-        where.append(f"path {than} {mark}")
-        params.append(query.after)
-    elif query.after is not None:
-        key, last_id = query.after
-        where.append(
-            {
-                "row": f"({column}, id) {than} ({mark}, {mark})",
-                "ties": f"{column} = {mark} AND id {than} {mark}",
-                "beyond": f"{column} {than} {mark}",
-            }[start]
-        )
-        params.extend([key] if start == "beyond" else [key, last_id])
-    sql = (" WHERE " + " AND ".join(where)) if where else ""
-    order = [f"path{way}"] if column == "path" else [f"{column}{way}", f"id{way}"]
-    sql += f" ORDER BY {', '.join(order)} LIMIT {mark}"
-    params.append(query.limit)
-    return sql, params
+    return where, params
 
 
 def sqlite_page_parts(query: VideoQuery) -> list[tuple[str, list[Any]]]:
