@@ -365,3 +365,27 @@ def test_rows_differ_in_every_filtered_field() -> None:
     for field in ("container", "audio_codec", "width", "rotation", "hdr", "health"):
         assert len({getattr(row, field) for row in ROWS}) > 2, field
     assert len({row.path for row in ROWS}) == COUNT
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"k": "abc"},
+        {"k": 2**70},
+        {"i": 0},
+        {"i": None},
+        {"o": "duration; DROP TABLE videos"},
+        {"o": ["duration"]},
+        {"f": None, "o": None},
+    ],
+    ids=["key-text", "key-huge", "id-zero", "id-null", "order-junk", "order-list", "nulls"],
+)
+async def test_a_forged_token_of_an_order_is_refused(stub: Any, change: dict[str, Any]) -> None:
+    first = await stub.ListVideos(scan_pb2.ListVideosRequest(order_by="duration", page_size=3))
+    token = first.next_page_token
+    data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    assert set(data) == {"k", "i", "f", "o"}
+    forged = base64.urlsafe_b64encode(json.dumps({**data, **change}).encode()).decode()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.ListVideos(scan_pb2.ListVideosRequest(order_by="duration", page_token=forged))
+    expect_invalid(info, "page_token")

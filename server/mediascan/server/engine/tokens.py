@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 from mediascan.v1 import scan_pb2
 
 from ..errors import InvalidArgument
+
+#: What the order of a ListVideos token looks like ("duration desc").
+_ORDER = re.compile(r"[a-z_]{1,20}( desc)?")
 
 
 def _encode(data: dict[str, Any]) -> str:
@@ -94,6 +98,8 @@ def decode_videos_token(token: str, filters: str, order: str) -> str | tuple[int
     try:
         data = _decode(token)
         token_filters, token_order = str(data["f"]), str(data.get("o", "path"))
+        if not _ORDER.fullmatch(token_order):  # shown in the error below: only a real order
+            raise ValueError("not an order")
     except (ValueError, TypeError, KeyError, AttributeError):
         raise _not_ours("ListVideos") from None
     if token_order != order:
