@@ -23,7 +23,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from . import cli_table, cluster, fanout, first_scan, jobs, rescan, submit, verify
+from . import cli_table, cluster, fanout, first_scan, jobs, list_videos, rescan, submit, verify
 from .common import (
     FULL,
     LOOPS,
@@ -46,6 +46,7 @@ BENCH_TITLES = {
     "cli_table": cli_table.BENCH,
     "cluster": cluster.BENCH,
     "verify": verify.BENCH,
+    "list_videos": list_videos.BENCH,
 }
 
 Bench = Callable[[Context], Coroutine[Any, Any, list[Row]]]
@@ -59,6 +60,7 @@ BENCHMARKS: dict[str, Bench] = {
     "cli_table": cli_table.run,
     "cluster": cluster.run,
     "verify": verify.run,
+    "list_videos": list_videos.run,
 }
 
 #: The figures each benchmark produces at a given size (what tests/test_bench.py checks).
@@ -71,6 +73,7 @@ FIGURES: dict[str, Callable[[Sizes], list[str]]] = {
     "cli_table": cli_table.figures,
     "cluster": cluster.figures,
     "verify": verify.figures,
+    "list_videos": list_videos.figures,
 }
 
 

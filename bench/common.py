@@ -94,6 +94,9 @@ class Sizes:
     verify_files: int = 20
     verify_seconds: float = 10.0
     verify_size: str = "1280x720"
+    # 9. ListVideos: videos in the library, and calls of each page measured
+    list_rows: int = 1_000_000
+    list_calls: int = 200
 
 
 FULL = Sizes(
@@ -141,6 +144,8 @@ QUICK = Sizes(
     verify_files=4,
     verify_seconds=2.0,
     verify_size="640x360",
+    list_rows=5000,
+    list_calls=20,
 )
 
 

@@ -443,6 +443,20 @@ class Examples(Runner):
         body = {"path_prefix": f"{ROOT}/videos", "video_codec": "vp9"}
         vp9 = json.loads(self.call("ListVideos", body)[1])
         assert [v["path"] for v in vp9["videos"]] == [f"{ROOT}/videos/movies/web/clip-vp9.webm"]
+        self.video_orders()
+
+    def video_orders(self) -> None:
+        """A token of one order used with another, and an order that does not exist."""
+        body: dict[str, Any] = {"path_prefix": f"{ROOT}/videos", "page_size": 2}
+        longest = json.loads(self.call("ListVideos", {**body, "order_by": "duration desc"})[1])
+        seconds = [float(v["duration"].removesuffix("s")) for v in longest["videos"]]
+        assert seconds == sorted(seconds, reverse=True), seconds
+        # A token of "path desc" holds a path, which every run shows alike (not an id).
+        last = json.loads(self.call("ListVideos", {**body, "order_by": "path desc"})[1])
+        token = last["nextPageToken"]
+        misused = self.call("ListVideos", {**body, "order_by": "duration", "page_token": token})
+        unknown = self.call("ListVideos", {**body, "order_by": "length desc"})
+        self.shell("list-videos-order", misused[:2], unknown[:2])
 
     def rescan(self) -> None:
         gone = ROOT / "videos" / "movies" / "two-audio.mkv"

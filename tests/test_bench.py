@@ -25,6 +25,7 @@ BENCHMARKS = {
     "cli_table",
     "cluster",
     "verify",
+    "list_videos",
 }
 #: bench-quick's own budget is under a minute; this leaves room for a loaded CI machine.
 LIMIT = 180

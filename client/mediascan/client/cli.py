@@ -61,6 +61,21 @@ _HEALTH = {
     "warnings": scan_pb2.HEALTH_WARNINGS,
     "corrupt": scan_pb2.HEALTH_CORRUPT,
 }
+_HDR = {
+    "none": scan_pb2.HDR_KIND_NONE,
+    "hdr10": scan_pb2.HDR_KIND_HDR10,
+    "hdr10+": scan_pb2.HDR_KIND_HDR10_PLUS,
+    "hlg": scan_pb2.HDR_KIND_HLG,
+    "dolby-vision": scan_pb2.HDR_KIND_DOLBY_VISION,
+}
+#: `videos --order-by` names, as ListVideosRequest.order_by spells them.
+_ORDERS = {
+    "path": "path",
+    "duration": "duration",
+    "size": "size_bytes",
+    "modify-time": "modify_time",
+    "probe-time": "probe_time",
+}
 _STATES = {
     "queued": scan_pb2.JOB_STATE_QUEUED,
     "running": scan_pb2.JOB_STATE_RUNNING,
@@ -230,6 +245,51 @@ _VIDEOS_ARGS = (
         default="",
         help="only videos with this content fingerprint (the copies of one file)",
     ),
+    _arg(
+        "--container",
+        metavar="NAME",
+        default="",
+        help="only videos in this container, as FFmpeg names it, e.g. matroska,webm",
+    ),
+    _arg(
+        "--audio-codec",
+        metavar="NAME",
+        default="",
+        help="only videos whose main audio stream has this codec, e.g. aac",
+    ),
+    *(
+        _arg(f"--{bound}-{side}", type=_non_negative, default=0, metavar="PIXELS", help=text)
+        for side, wide in (("width", "wide"), ("height", "high"))
+        for bound, text in (
+            ("min", f"only videos at least this {wide}"),
+            ("max", f"only videos at most this {wide}"),
+        )
+    ),
+    _arg(
+        "--rotation",
+        type=int,
+        choices=(0, 90, -90, 180),
+        help="only videos rotated so (degrees counterclockwise)",
+    ),
+    _arg("--hdr", choices=list(_HDR), help="only videos of this dynamic range"),
+    _arg(
+        "--truncated",
+        action=argparse.BooleanOptionalAction,
+        help="only truncated videos (--no-truncated: only whole ones)",
+    ),
+    _arg(
+        "--vfr",
+        dest="variable_frame_rate",
+        action=argparse.BooleanOptionalAction,
+        help="only videos with a variable frame rate (--no-vfr: only constant ones)",
+    ),
+    _arg(
+        "--order-by",
+        choices=list(_ORDERS),
+        default="path",
+        help="list in this order (default path; equal values in the order they were added)",
+    ),
+    _arg("--desc", action="store_true", help="in descending order"),
     _limit_arg("videos", 100),
     _json_arg(),
 )
@@ -457,6 +517,17 @@ async def _videos(client: ScanClient, args: argparse.Namespace, out: _Output) ->
         max_duration=args.max_duration,
         health=_HEALTH[args.health] if args.health else scan_pb2.HEALTH_UNSPECIFIED,
         fingerprint=args.fingerprint,
+        container=args.container,
+        audio_codec=args.audio_codec,
+        min_width=args.min_width,
+        max_width=args.max_width,
+        min_height=args.min_height,
+        max_height=args.max_height,
+        rotation=args.rotation,
+        hdr=_HDR[args.hdr] if args.hdr else scan_pb2.HDR_KIND_UNSPECIFIED,
+        truncated=args.truncated,
+        variable_frame_rate=args.variable_frame_rate,
+        order_by=_ORDERS[args.order_by] + (" desc" if args.desc else ""),
     )
     taken = await _take(listed, args.limit)
     nothing = "no videos" + _filters_text(prefix, args)
@@ -504,10 +575,25 @@ def _filters_text(prefix: str, args: argparse.Namespace) -> str:
         words.append(f" of at least {display.format_seconds(args.min_duration)}")
     if args.max_duration is not None:
         words.append(f" of at most {display.format_seconds(args.max_duration)}")
-    if args.health:
-        words.append(f" with health {args.health}")
-    if args.fingerprint:
-        words.append(f" with fingerprint {args.fingerprint}")
+    for value, said in (
+        (args.health, f" with health {args.health}"),
+        (args.fingerprint, f" with fingerprint {args.fingerprint}"),
+        (args.container, f" in container {args.container}"),
+        (args.audio_codec, f" with audio codec {args.audio_codec}"),
+        (args.min_width, f" at least {args.min_width} wide"),
+        (args.max_width, f" at most {args.max_width} wide"),
+        (args.min_height, f" at least {args.min_height} high"),
+        (args.max_height, f" at most {args.max_height} high"),
+        (args.rotation is not None, f" rotated {args.rotation}"),
+        (args.hdr, f" with dynamic range {args.hdr}"),
+        (args.truncated is not None, " truncated" if args.truncated else " whole"),
+        (
+            args.variable_frame_rate is not None,
+            " of variable frame rate" if args.variable_frame_rate else " of constant frame rate",
+        ),
+    ):
+        if value:
+            words.append(said)
     return "".join(words)
 
 
@@ -571,7 +657,9 @@ _COMMAND_TABLE = (
             _json_arg(),
         ),
     ),
-    _Command("videos", "list the videos of the library, by path", _videos, _VIDEOS_ARGS),
+    _Command(
+        "videos", "list the videos of the library, by path or --order-by", _videos, _VIDEOS_ARGS
+    ),
     _Command("video", "show one video of the library, by id or by path", _video, _VIDEO_ARGS),
     _Command(
         "duplicates",

@@ -17,7 +17,7 @@ import random
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from types import TracebackType
-from typing import Protocol, Self, TypeVar, cast
+from typing import Any, Protocol, Self, TypeVar, cast
 
 import grpc
 from google.protobuf import duration_pb2
@@ -487,17 +487,21 @@ class ScanClient:
         max_duration: float | datetime.timedelta | None = None,
         health: scan_pb2.Health = scan_pb2.HEALTH_UNSPECIFIED,
         fingerprint: str = "",
+        **fields: Any,
     ) -> AsyncGenerator[scan_pb2.Video, None]:
-        """The videos of the library, ordered by path, optionally only those under the folder
-        `path_prefix`, with `video_codec`, with a duration in [min_duration, max_duration], with
-        a `health` or a content `fingerprint`. The keyword arguments are the
-        `ListVideosRequest` fields of the same names."""
+        """The videos of the library, ordered by path (or `order_by`, e.g. "duration desc"),
+        optionally only those under the folder `path_prefix`, with `video_codec`, with a
+        duration in [min_duration, max_duration], with a `health` or a content `fingerprint`.
+        The keyword arguments are the `ListVideosRequest` fields of the same names, and so are
+        `fields` (container, audio_codec, min_width, rotation, truncated, order_by, ...; None
+        leaves one unset)."""
         request = scan_pb2.ListVideosRequest(
             path_prefix=path_prefix,
             page_size=page_size,
             video_codec=video_codec,
             health=health,
             fingerprint=fingerprint,
+            **{name: value for name, value in fields.items() if value is not None},
         )
         if min_duration is not None:
             request.min_duration.CopyFrom(_duration(min_duration))

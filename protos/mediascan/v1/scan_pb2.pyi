@@ -519,13 +519,24 @@ class HealthReport(_message.Message):
     def __init__(self, error_count: _Optional[int] = ..., messages: _Optional[_Iterable[str]] = ..., first_error_at: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., verify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListVideosRequest(_message.Message):
-    __slots__ = ("path_prefix", "page_size", "page_token", "video_codec", "min_duration", "max_duration", "health", "fingerprint")
+    __slots__ = ("path_prefix", "page_size", "page_token", "video_codec", "min_duration", "max_duration", "container", "audio_codec", "min_width", "max_width", "min_height", "max_height", "rotation", "hdr", "truncated", "variable_frame_rate", "order_by", "health", "fingerprint")
     PATH_PREFIX_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     VIDEO_CODEC_FIELD_NUMBER: _ClassVar[int]
     MIN_DURATION_FIELD_NUMBER: _ClassVar[int]
     MAX_DURATION_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_CODEC_FIELD_NUMBER: _ClassVar[int]
+    MIN_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    MIN_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_FIELD_NUMBER: _ClassVar[int]
+    HDR_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    VARIABLE_FRAME_RATE_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     path_prefix: str
@@ -534,9 +545,20 @@ class ListVideosRequest(_message.Message):
     video_codec: str
     min_duration: _duration_pb2.Duration
     max_duration: _duration_pb2.Duration
+    container: str
+    audio_codec: str
+    min_width: int
+    max_width: int
+    min_height: int
+    max_height: int
+    rotation: int
+    hdr: HdrKind
+    truncated: bool
+    variable_frame_rate: bool
+    order_by: str
     health: Health
     fingerprint: str
-    def __init__(self, path_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., video_codec: _Optional[str] = ..., min_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., health: _Optional[_Union[Health, str]] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+    def __init__(self, path_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., video_codec: _Optional[str] = ..., min_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., container: _Optional[str] = ..., audio_codec: _Optional[str] = ..., min_width: _Optional[int] = ..., max_width: _Optional[int] = ..., min_height: _Optional[int] = ..., max_height: _Optional[int] = ..., rotation: _Optional[int] = ..., hdr: _Optional[_Union[HdrKind, str]] = ..., truncated: _Optional[bool] = ..., variable_frame_rate: _Optional[bool] = ..., order_by: _Optional[str] = ..., health: _Optional[_Union[Health, str]] = ..., fingerprint: _Optional[str] = ...) -> None: ...
 
 class ListVideosResponse(_message.Message):
     __slots__ = ("videos", "next_page_token")

@@ -167,9 +167,10 @@ class ScanServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListVideos(self, request, context):
-        """Lists the videos in the library, ordered by path, one page at a time. A
-        page holds at most `page_size` videos and at most 2 MiB: it may hold fewer
-        videos than asked for while more follow; follow `next_page_token`.
+        """Lists the videos in the library, ordered by path or by the request's
+        `order_by`, one page at a time. A page holds at most `page_size` videos
+        and at most 2 MiB: it may hold fewer videos than asked for while more
+        follow; follow `next_page_token`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -3,17 +3,15 @@ place where domain errors become gRPC statuses."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
-import hashlib
-import json
 import logging
 import os
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import duration_pb2, empty_pb2
+from google.protobuf import empty_pb2
 
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
@@ -34,6 +32,13 @@ from .roots import AllowedRoots, resolve_folder, shown
 from .status import abort, abort_internal
 from .store import LibraryStore
 from .verify import Verifier
+from .video_filters import (
+    duration_seconds,
+    filter_key,
+    order_text,
+    page_end,
+    video_query,
+)
 
 log = logging.getLogger(__name__)
 #: Calls that fail with INTERNAL are logged (with the traceback) at most LOG_BURST a window.
@@ -48,10 +53,6 @@ PRIORITY_RANGE = (-100, 100)
 JOBS_PAGE = (50, 1000)  # default, maximum
 FILE_ERRORS_PAGE = (100, 1000)
 VIDEOS_PAGE = (100, 1000)
-_MAX_DURATION_SECONDS = 315_576_000_000  # the protobuf Duration range
-_MAX_INT64 = 2**63 - 1
-#: What a fingerprint looks like (`fingerprint.py`): SIZE-HASH.
-_FINGERPRINT = re.compile(r"[0-9]{1,20}-[0-9a-f]{32}")
 #: Seconds a submit waits for the file system to resolve its folder before UNAVAILABLE.
 PATH_TIMEOUT = 10.0
 
@@ -185,24 +186,12 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
         if prefix:
             _check_path_text("path_prefix", prefix)
             prefix = os.path.normpath(prefix)
-        min_ns = _optional_duration(request, "min_duration")
-        max_ns = _optional_duration(request, "max_duration")
-        _check_health(request.health)
-        _check_fingerprint(request.fingerprint)
+        query = video_query(request, prefix)
         page_size = _page_size(request.page_size, VIDEOS_PAGE)
-        filters = _filter_key(
-            prefix, request.video_codec, min_ns, max_ns, request.health, request.fingerprint
-        )
-        after = decode_videos_token(request.page_token, filters)
+        filters, order = filter_key(query), order_text(query)
+        after = decode_videos_token(request.page_token, filters, order)
         videos = await self._store.list_videos(
-            prefix=prefix,
-            video_codec=request.video_codec,
-            min_duration_ns=min_ns,
-            max_duration_ns=max_ns,
-            after_path=after,
-            limit=page_size + 1,
-            health=request.health,
-            fingerprint=request.fingerprint,
+            dataclasses.replace(query, after=after, limit=page_size + 1)
         )
         more = len(videos) > page_size
         page: list[scan_pb2.Video] = []
@@ -215,7 +204,9 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
                 more = True
                 break
             page.append(video)
-        token = encode_videos_token(page[-1].path, filters) if more and page else ""
+        token = ""
+        if more and page:
+            token = encode_videos_token(page_end(page[-1], query.order), filters, order)
         return scan_pb2.ListVideosResponse(videos=page, next_page_token=token)
 
     @_unary
@@ -282,7 +273,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
     def _timeout(self, request: scan_pb2.SubmitScanRequest) -> float:
         if not request.HasField("timeout"):
             return self._config.effective_default_timeout
-        seconds = _duration_seconds("timeout", request.timeout)
+        seconds = duration_seconds("timeout", request.timeout)
         if seconds < 0:
             raise InvalidArgument(
                 "timeout",
@@ -319,58 +310,8 @@ def _check_path_text(field: str, path: str) -> None:
         )
 
 
-def _duration_seconds(field: str, duration: duration_pb2.Duration) -> float:
-    seconds, nanos = duration.seconds, duration.nanos
-    if (
-        abs(seconds) > _MAX_DURATION_SECONDS
-        or abs(nanos) >= 1_000_000_000
-        or (seconds > 0 > nanos)
-        or (seconds < 0 < nanos)
-    ):
-        raise InvalidArgument(field, "not a valid google.protobuf.Duration")
-    return seconds + nanos / 1e9
-
-
-def _optional_duration(request: scan_pb2.ListVideosRequest, field: str) -> int | None:
-    if not request.HasField(field):
-        return None
-    seconds = _duration_seconds(field, getattr(request, field))
-    if seconds < 0:
-        raise InvalidArgument(field, "must not be negative")
-    # Longer than any video (and than SQLite's 64-bit integers in nanoseconds): no bound.
-    return min(round(seconds * 1e9), _MAX_INT64)
-
-
 def _page_size(requested: int, limits: tuple[int, int]) -> int:
     default, maximum = limits
     if requested < 0:
         raise InvalidArgument("page_size", "must not be negative (0 means the default)")
     return min(requested or default, maximum)
-
-
-def _check_health(health: int) -> None:
-    if health not in scan_pb2.Health.values():
-        raise InvalidArgument(
-            "health",
-            f"unknown value {health}: use HEALTH_OK, HEALTH_WARNINGS or HEALTH_CORRUPT, or "
-            "leave it unset for any",
-        )
-
-
-def _check_fingerprint(fingerprint: str) -> None:
-    if fingerprint and not _FINGERPRINT.fullmatch(fingerprint):
-        raise InvalidArgument(
-            "fingerprint",
-            f"{shown(fingerprint)[:80]!r} is not a fingerprint: use a video's `fingerprint`, "
-            "SIZE-HASH with 32 hexadecimal digits (e.g. 7381-0f3c...), or leave it empty",
-        )
-
-
-def _filter_key(
-    prefix: str, codec: str, min_ns: int | None, max_ns: int | None, health: int, fingerprint: str
-) -> str:
-    filters: list[object] = [prefix, codec, min_ns, max_ns]
-    if health or fingerprint:  # the tokens of the listings without them stay as they were
-        filters += [health, fingerprint]
-    raw = json.dumps(filters).encode()
-    return hashlib.sha256(raw).hexdigest()[:12]

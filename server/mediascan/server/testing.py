@@ -27,6 +27,8 @@ from mediascan.v1 import scan_pb2
 
 from .jobs import TERMINAL, seconds_to_duration
 from .store import Store, VideoRow
+from .store.factory import ServerStore
+from .store.postgres.store import PostgresStore
 
 __all__ = [
     "TERMINAL_STATES",
@@ -537,10 +539,11 @@ async def final_job(stub: Any, job_id: str, *, timeout: float = 60.0) -> scan_pb
     return job
 
 
-def library_rows(count: int, *, root: str = "/media/library") -> list[VideoRow]:
+def library_rows(count: int, *, root: str = "/media/library", start: int = 0) -> list[VideoRow]:
     """`count` videos in 50 folders under `root`, as a scan would store them (codecs h264, hevc
     and vp9 in turn, durations from 1 minute up, every fourth without audio): a large library
-    without probing a single file. Store them with `store_videos`."""
+    without probing a single file. Store them with `store_videos`; `start` numbers them on from
+    an earlier call's (a library written a chunk at a time)."""
     return [
         VideoRow(
             path=f"{root}/folder-{i % 50:02d}/episode-{i:06d}.mkv",
@@ -561,14 +564,14 @@ def library_rows(count: int, *, root: str = "/media/library") -> list[VideoRow]:
             job_id="j_01M8HSENJET22K5YPRFGZMC45C",
             dev=0,
         )
-        for i in range(count)
+        for i in range(start, start + count)
     ]
 
 
-async def store_videos(db: Path, rows: list[VideoRow]) -> None:
-    """Write `rows` into the library of the database file `db` (created if need be), as a
-    server's store does; start a server on `db` afterwards."""
-    store = Store(db)
+async def store_videos(db: Path | str, rows: list[VideoRow]) -> None:
+    """Write `rows` into the library of the database `db` (a SQLite file, created if need be,
+    or a PostgreSQL URL), as a server's store does; start a server on `db` afterwards."""
+    store: ServerStore = Store(db) if isinstance(db, Path) else PostgresStore(db)
     await store.open()
     try:
         await store.upsert_videos(rows)

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 from mediascan.v1 import scan_pb2
 
 from ..errors import InvalidArgument
+
+#: What the order of a ListVideos token looks like ("duration desc").
+_ORDER = re.compile(r"[a-z_]{1,20}( desc)?")
 
 
 def _encode(data: dict[str, Any]) -> str:
@@ -73,25 +77,52 @@ def decode_errors_token(token: str, job_id: str) -> int:
     return last_seq
 
 
-def encode_videos_token(last_path: str, filters: str) -> str:
-    return _encode({"p": last_path, "f": filters})
+def encode_videos_token(last: str | tuple[int, int], filters: str, order: str) -> str:
+    """A ListVideos token: where the next page starts (`last`: the last video's path in path
+    order, else its sort key and id), the filters' digest and the order ("duration desc"; left
+    out for path order, so that those tokens stay as they were)."""
+    if isinstance(last, str):
+        data: dict[str, Any] = {"p": last, "f": filters}
+    else:
+        data = {"k": last[0], "i": last[1], "f": filters}
+    if order != "path":
+        data["o"] = order
+    return _encode(data)
 
 
-def decode_videos_token(token: str, filters: str) -> str | None:
-    """The path after which the page starts, or None for the first page."""
+def decode_videos_token(token: str, filters: str, order: str) -> str | tuple[int, int] | None:
+    """Where the page starts: the previous page's last path (path order) or (sort key, id)
+    (other orders); None for the first page."""
     if not token:
         return None
     try:
         data = _decode(token)
-        path, token_filters = str(data["p"]), str(data["f"])
-        path.encode("utf-8")  # a lone surrogate from a forged token: not ours
-    except (ValueError, TypeError, KeyError):
+        token_filters, token_order = str(data["f"]), str(data.get("o", "path"))
+        if not _ORDER.fullmatch(token_order):  # shown in the error below: only a real order
+            raise ValueError("not an order")
+    except (ValueError, TypeError, KeyError, AttributeError):
         raise _not_ours("ListVideos") from None
+    if token_order != order:
+        raise InvalidArgument(
+            "page_token",
+            f'the token belongs to a listing in another order ("{token_order}", not '
+            f'"{order}"): keep order_by the same, or leave page_token empty to start over',
+        )
     if token_filters != filters:
         raise InvalidArgument(
             "page_token", "the token belongs to a listing with other filters: keep them the same"
         )
-    return path
+    try:
+        if order.split()[0] == "path":
+            path = str(data["p"])
+            path.encode("utf-8")  # a lone surrogate from a forged token: not ours
+            return path
+        key, video_id = int(data["k"]), int(data["i"])
+        if not (-(2**63) <= key < 2**63 and 0 < video_id < 2**63):
+            raise ValueError("out of range")
+        return key, video_id
+    except (ValueError, TypeError, KeyError, OverflowError):
+        raise _not_ours("ListVideos") from None
 
 
 def encode_duplicates_token(last_fingerprint: str, prefix: str) -> str:

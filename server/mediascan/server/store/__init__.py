@@ -5,6 +5,7 @@ the driver). `factory.py` picks one from `--db`. `Store` is the SQLite store."""
 from __future__ import annotations
 
 from .protocol import (
+    VIDEO_ORDERS,
     CancelOutcome,
     ChangedJob,
     DatabaseLost,
@@ -24,6 +25,7 @@ from .protocol import (
     RequestIdReused,
     SchemaTooNew,
     StorageError,
+    VideoQuery,
     VideoRow,
     library_key,
     library_key_path,
@@ -34,6 +36,7 @@ from .sqlite.store import SqliteStore
 Store = SqliteStore
 
 __all__ = [
+    "VIDEO_ORDERS",
     "CancelOutcome",
     "ChangedJob",
     "DatabaseLost",
@@ -55,6 +58,7 @@ __all__ = [
     "SqliteStore",
     "StorageError",
     "Store",
+    "VideoQuery",
     "VideoRow",
     "library_key",
     "library_key_path",

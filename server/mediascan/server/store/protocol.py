@@ -143,6 +143,45 @@ class VideoRow(ProbeResult):
 HEALTH_FIELDS = ("health", "health_errors", "health_messages", "health_first_error_ns", "verify_ns")
 
 
+#: The orders of ListVideos (`VideoQuery.order`): each a column, ties broken by id (the
+#: order in which the videos entered the library).
+VIDEO_ORDERS = {
+    "path": "path",
+    "duration": "duration_ns",
+    "size_bytes": "size_bytes",
+    "modify_time": "mtime_ns",
+    "probe_time": "probe_ns",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class VideoQuery:
+    """A page of ListVideos: its filters (combined with AND; None or empty: no filter), its
+    order, and where it starts (`after`: the previous page's last video, by its path in path
+    order, else by its sort key and id; None for the first page)."""
+
+    prefix: str = ""
+    video_codec: str = ""
+    container: str = ""
+    audio_codec: str = ""
+    min_duration_ns: int | None = None
+    max_duration_ns: int | None = None
+    min_width: int | None = None
+    max_width: int | None = None
+    min_height: int | None = None
+    max_height: int | None = None
+    rotation: int | None = None
+    hdr: int = 0
+    health: int = 0
+    fingerprint: str = ""
+    truncated: bool | None = None
+    variable_frame_rate: bool | None = None
+    order: str = "path"  #: a key of VIDEO_ORDERS
+    descending: bool = False
+    after: str | tuple[int, int] | None = None
+    limit: int = 100
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class HealthUpdate:
     """The verification of an unchanged video (the file at `path` with this size and time)."""
@@ -391,18 +430,10 @@ class LibraryStore(Protocol):
         is left alone); returns how many rows took it."""
         ...
 
-    async def list_videos(
-        self,
-        *,
-        prefix: str,
-        video_codec: str,
-        min_duration_ns: int | None,
-        max_duration_ns: int | None,
-        after_path: str | None,
-        limit: int,
-        health: int = 0,
-        fingerprint: str = "",
-    ) -> list[scan_pb2.Video]: ...
+    async def list_videos(self, query: VideoQuery) -> list[scan_pb2.Video]:
+        """At most `query.limit` videos that pass its filters, in its order, after its
+        `after` (`videos.video_page_sql` writes the query for both stores)."""
+        ...
 
     async def list_duplicates(
         self, *, prefix: str, after: str | None, limit: int, files_per_group: int

@@ -11,7 +11,7 @@ from typing import Any
 
 from mediascan.v1 import scan_pb2
 
-from .protocol import HEALTH_FIELDS, VideoRow
+from .protocol import HEALTH_FIELDS, VIDEO_ORDERS, VideoQuery, VideoRow
 
 #: The columns of `videos` besides `id`: the path first, then the rest of VideoRow's fields.
 VIDEO_FIELDS = ("path", *(f.name for f in dataclasses.fields(VideoRow) if f.name != "path"))
@@ -108,3 +108,77 @@ def keep_health(name: str, new: Callable[[str], str], old: Callable[[str], str])
     return (
         f"{name} = CASE WHEN {new('health')} = 0 AND {same} THEN {old(name)} ELSE {new(name)} END"
     )
+
+
+def video_page_sql(query: VideoQuery, mark: str, start: str = "row") -> tuple[str, list[Any]]:
+    """What follows `SELECT ... FROM videos` in a ListVideos query, and its parameters (`mark`
+    is the driver's placeholder: `?` or `%s`; the limit is the last): the filters, the start
+    after the previous page (keyset, never OFFSET, so that a deep page costs what the first
+    does on the index of (key, id)), the order and the limit.
+
+    A start after (key, id) is `start`: "row", `(key, id) > (last key, last id)`, one range of
+    the index (PostgreSQL); or the two halves of it, "ties" (`key = last key AND id > last
+    id`) and "beyond" (`key > last key`), which SQLite needs: it reads a row value whose second
+    column is the rowid as a range of the key alone, which would read every tie of the last
+    key (`sqlite_page_parts`)."""
+    where, params = _filters(query, mark)
+    column = VIDEO_ORDERS[query.order]
+    way, than = (" DESC", "<") if query.descending else ("", ">")
+    if isinstance(query.after, str):
+        where.append(f"path {than} {mark}")
+        params.append(query.after)
+    elif query.after is not None:
+        key, last_id = query.after
+        where.append(
+            {
+                "row": f"({column}, id) {than} ({mark}, {mark})",
+                "ties": f"{column} = {mark} AND id {than} {mark}",
+                "beyond": f"{column} {than} {mark}",
+            }[start]
+        )
+        params.extend([key] if start == "beyond" else [key, last_id])
+    sql = (" WHERE " + " AND ".join(where)) if where else ""
+    order = [f"path{way}"] if column == "path" else [f"{column}{way}", f"id{way}"]
+    sql += f" ORDER BY {', '.join(order)} LIMIT {mark}"
+    params.append(query.limit)
+    return sql, params
+
+
+def _filters(query: VideoQuery, mark: str) -> tuple[list[str], list[Any]]:
+    """The WHERE terms of the filters of `query`, and their parameters."""
+    where: list[str] = []
+    params: list[Any] = []
+    if query.prefix:
+        folder = query.prefix.rstrip("/")
+        where.append(f"(path = {mark} OR (path > {mark} AND path < {mark}))")
+        params.extend([folder, *below(folder)])
+    for clause, value in (
+        ("video_codec = {}", query.video_codec or None),
+        ("container = {}", query.container or None),
+        ("audio_codec = {}", query.audio_codec or None),
+        ("health = {}", query.health or None),
+        ("hdr = {}", query.hdr or None),
+        ("fingerprint = {}", query.fingerprint or None),
+        ("duration_ns >= {}", query.min_duration_ns),
+        ("duration_ns <= {}", query.max_duration_ns),
+        ("width >= {}", query.min_width),
+        ("width <= {}", query.max_width),
+        ("height >= {}", query.min_height),
+        ("height <= {}", query.max_height),
+        ("rotation = {}", query.rotation),
+        ("truncated = {}", query.truncated),
+        ("variable_frame_rate = {}", query.variable_frame_rate),
+    ):
+        if value is not None:
+            where.append(clause.format(mark))
+            params.append(value)
+    return where, params
+
+
+def sqlite_page_parts(query: VideoQuery) -> list[tuple[str, list[Any]]]:
+    """The ListVideos query of `query` on SQLite: one, or after (key, id) two, read in turn
+    until the page is full (the ties of the last key after its id, then the greater keys):
+    each a range of the index of (key, id)."""
+    if not isinstance(query.after, tuple):
+        return [video_page_sql(query, "?")]
+    return [video_page_sql(query, "?", start) for start in ("ties", "beyond")]

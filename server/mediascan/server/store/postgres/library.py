@@ -10,7 +10,15 @@ from typing import Any
 from mediascan.v1 import scan_pb2
 
 from ...probed import PROBER_VERSION
-from ..protocol import HEALTH_FIELDS, Fence, HealthUpdate, LibraryIndex, MovedVideo, VideoRow
+from ..protocol import (
+    HEALTH_FIELDS,
+    Fence,
+    HealthUpdate,
+    LibraryIndex,
+    MovedVideo,
+    VideoQuery,
+    VideoRow,
+)
 from ..videos import (
     PLAIN_FIELDS,
     VIDEO_FIELDS,
@@ -19,6 +27,7 @@ from ..videos import (
     keep_health,
     row_of,
     video_of,
+    video_page_sql,
     video_values,
 )
 from .database import PgDatabase
@@ -224,40 +233,9 @@ class PostgresLibrary:
 
         return await self._db.read(op)
 
-    async def list_videos(
-        self,
-        *,
-        prefix: str,
-        video_codec: str,
-        min_duration_ns: int | None,
-        max_duration_ns: int | None,
-        after_path: str | None,
-        limit: int,
-        health: int = 0,
-        fingerprint: str = "",
-    ) -> list[scan_pb2.Video]:
-        where: list[str] = []
-        params: list[Any] = []
-        if prefix:
-            folder = prefix.rstrip("/")
-            where.append("(path = %s OR (path > %s AND path < %s))")
-            params.extend([folder, *below(folder)])
-        for clause, value in (
-            ("video_codec = %s", video_codec or None),
-            ("health = %s", health or None),
-            ("fingerprint = %s", fingerprint or None),
-            ("duration_ns >= %s", min_duration_ns),
-            ("duration_ns <= %s", max_duration_ns),
-            ("path > %s", after_path),
-        ):
-            if value is not None:
-                where.append(clause)
-                params.append(value)
-        sql = f"SELECT id, {_SELECTED} FROM videos"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY path LIMIT %s"
-        params.append(limit)
+    async def list_videos(self, query: VideoQuery) -> list[scan_pb2.Video]:
+        page, params = video_page_sql(query, "%s")
+        sql = f"SELECT id, {_SELECTED} FROM videos{page}"
 
         async def op(conn: Connection) -> list[scan_pb2.Video]:
             cursor = await conn.execute(sql.encode(), params)

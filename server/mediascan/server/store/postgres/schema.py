@@ -130,6 +130,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX videos_by_fingerprint ON videos (fingerprint, path) WHERE fingerprint <> ''",
         "CREATE INDEX videos_by_health ON videos (health, path) WHERE health <> 0",
     ),
+    # ListVideos `order_by`: an index of each sort key with the id that breaks its ties, so
+    # that a page (keyset: `(key, id) > (%s, %s)`) is a range of the index in either direction.
+    6: tuple(
+        f"CREATE INDEX videos_by_{column} ON videos ({column}, id)"
+        for column in ("duration_ns", "size_bytes", "mtime_ns", "probe_ns")
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

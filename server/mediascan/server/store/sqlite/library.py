@@ -6,12 +6,20 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from mediascan.v1 import scan_pb2
 
 from ...probed import PROBER_VERSION
-from ..protocol import HEALTH_FIELDS, Fence, HealthUpdate, LibraryIndex, MovedVideo, VideoRow
+from ..protocol import (
+    HEALTH_FIELDS,
+    Fence,
+    HealthUpdate,
+    LibraryIndex,
+    MovedVideo,
+    VideoQuery,
+    VideoRow,
+)
 from ..videos import (
     PLAIN_FIELDS,
     VIDEO_COLUMNS,
@@ -20,6 +28,7 @@ from ..videos import (
     group_of,
     keep_health,
     row_of,
+    sqlite_page_parts,
     video_of,
     video_values,
 )
@@ -247,48 +256,19 @@ class SqliteLibrary:
 
         return await self._db.read(op)
 
-    async def list_videos(
-        self,
-        *,
-        prefix: str,
-        video_codec: str,
-        min_duration_ns: int | None,
-        max_duration_ns: int | None,
-        after_path: str | None,
-        limit: int,
-        health: int = 0,
-        fingerprint: str = "",
-    ) -> list[scan_pb2.Video]:
+    async def list_videos(self, query: VideoQuery) -> list[scan_pb2.Video]:
+        parts = sqlite_page_parts(query)
+
         def op(conn: sqlite3.Connection) -> list[scan_pb2.Video]:
-            where: list[str] = []
-            params: list[Any] = []
-            if prefix:
-                folder = prefix.rstrip("/")
-                where.append("(path = ? OR (path > ? AND path < ?))")
-                params.extend([folder, *below(folder)])
-            for clause, value in (
-                ("video_codec = ?", video_codec),
-                ("health = ?", health),
-                ("fingerprint = ?", fingerprint),
-            ):
-                if value:
-                    where.append(clause)
-                    params.append(value)
-            if min_duration_ns is not None:
-                where.append("duration_ns >= ?")
-                params.append(min_duration_ns)
-            if max_duration_ns is not None:
-                where.append("duration_ns <= ?")
-                params.append(max_duration_ns)
-            if after_path is not None:
-                where.append("path > ?")
-                params.append(after_path)
-            sql = f"SELECT id, {VIDEO_COLUMNS} FROM videos"
-            if where:
-                sql += " WHERE " + " AND ".join(where)
-            sql += " ORDER BY path LIMIT ?"
-            params.append(limit)
-            return [video_of(row) for row in conn.execute(sql, params)]
+            videos: list[scan_pb2.Video] = []
+            for page, params in parts:
+                more = query.limit - len(videos)  # the limit is the last parameter
+                sql = f"SELECT id, {VIDEO_COLUMNS} FROM videos{page}"
+                rows = conn.execute(sql, [*params[:-1], more])
+                videos += [video_of(row) for row in rows]
+                if len(videos) >= query.limit:
+                    break
+            return videos
 
         return await self._db.read(op)
 

@@ -16,7 +16,7 @@ from ..protocol import SchemaTooNew
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -70,6 +70,9 @@ RUNNING = int(JobState.RUNNING)
 
 Step = str | Callable[[sqlite3.Connection], None]
 
+#: The sort keys of ListVideos besides the path (`VIDEO_ORDERS`), each indexed with the id.
+ORDERED_COLUMNS = ("duration_ns", "size_bytes", "mtime_ns", "probe_ns")
+
 #: Forward migrations: the statements (or functions) that take a database from version N-1 to N.
 _MIGRATIONS: dict[int, tuple[Step, ...]] = {
     # The device a video lives on: a folder now on another device (an unmounted disk's empty
@@ -121,6 +124,12 @@ _MIGRATIONS: dict[int, tuple[Step, ...]] = {
         "CREATE INDEX IF NOT EXISTS videos_by_fingerprint ON videos (fingerprint, path) "
         "WHERE fingerprint != ''",
         "CREATE INDEX IF NOT EXISTS videos_by_health ON videos (health, path) WHERE health != 0",
+    ),
+    # ListVideos `order_by`: an index of each sort key with the id that breaks its ties, so
+    # that a page (keyset: `(key, id) > (?, ?)`) is a range of the index in either direction.
+    7: tuple(
+        f"CREATE INDEX IF NOT EXISTS videos_by_{column} ON videos ({column}, id)"
+        for column in ORDERED_COLUMNS
     ),
 }
 
