@@ -147,6 +147,23 @@ class _Stub:
         ] = stub.ListDuplicates
 
 
+def _videos_request(
+    path_prefix: str,
+    page_size: int,
+    min_duration: float | datetime.timedelta | None,
+    max_duration: float | datetime.timedelta | None,
+    fields: dict[str, Any],
+) -> scan_pb2.ListVideosRequest:
+    """A ListVideosRequest: `fields` by name (None leaves one unset), durations converted."""
+    return scan_pb2.ListVideosRequest(
+        path_prefix=path_prefix,
+        page_size=page_size,
+        min_duration=None if min_duration is None else _duration(min_duration),
+        max_duration=None if max_duration is None else _duration(max_duration),
+        **{name: value for name, value in fields.items() if value is not None},
+    )
+
+
 def _duration(value: float | datetime.timedelta) -> duration_pb2.Duration:
     duration = duration_pb2.Duration()
     if isinstance(value, datetime.timedelta):
@@ -424,9 +441,8 @@ class ScanClient:
             priority=priority,
             full=full,
             verify=verify,
+            timeout=None if timeout is None else _duration(timeout),
         )
-        if timeout is not None:
-            request.timeout.CopyFrom(_duration(timeout))
         return await self._call(lambda stub: stub.SubmitScan, request)
 
     async def get_job(self, job_id: str) -> scan_pb2.Job:
@@ -490,23 +506,12 @@ class ScanClient:
         **fields: Any,
     ) -> AsyncGenerator[scan_pb2.Video, None]:
         """The videos of the library, ordered by path (or `order_by`, e.g. "duration desc"),
-        optionally only those under the folder `path_prefix`, with `video_codec`, with a
-        duration in [min_duration, max_duration], with a `health` or a content `fingerprint`.
-        The keyword arguments are the `ListVideosRequest` fields of the same names, and so are
-        `fields` (container, audio_codec, min_width, rotation, truncated, order_by, ...; None
-        leaves one unset)."""
-        request = scan_pb2.ListVideosRequest(
-            path_prefix=path_prefix,
-            page_size=page_size,
-            video_codec=video_codec,
-            health=health,
-            fingerprint=fingerprint,
-            **{name: value for name, value in fields.items() if value is not None},
-        )
-        if min_duration is not None:
-            request.min_duration.CopyFrom(_duration(min_duration))
-        if max_duration is not None:
-            request.max_duration.CopyFrom(_duration(max_duration))
+        those under `path_prefix` with `video_codec`, a duration in [min_duration,
+        max_duration], a `health` or a `fingerprint`. The keywords and `fields` (container,
+        audio_codec, min_width, rotation, truncated, order_by, ...; None leaves one unset) are
+        the `ListVideosRequest` fields of the same names."""
+        fields.update(video_codec=video_codec, health=health, fingerprint=fingerprint)
+        request = _videos_request(path_prefix, page_size, min_duration, max_duration, fields)
         async for page in self._pages(lambda stub: stub.ListVideos, request):
             for video in page.videos:
                 yield video
@@ -608,12 +613,17 @@ class ScanClient:
                             return job if job.job_id else await self.get_job(job_id)
                 # The stream ended without a terminal event (a server shutting down cleanly).
                 # Check the job, then follow it again (watch_job rides out a server that is down).
-                try:
-                    job = await self.get_job(job_id)
-                except MediascanError as error:
-                    if error.code != grpc.StatusCode.UNAVAILABLE:
-                        raise
-                else:
-                    if job.state in TERMINAL_STATES:
-                        return job
+                if (ended := await _ended(self, job_id)) is not None:
+                    return ended
                 await asyncio.sleep(backoff.delay())
+
+
+async def _ended(client: ScanClient, job_id: str) -> scan_pb2.Job | None:
+    """The job if it is terminal; None if it is not, or if no server answers now."""
+    try:
+        job = await client.get_job(job_id)
+    except MediascanError as error:
+        if error.code != grpc.StatusCode.UNAVAILABLE:
+            raise
+        return None
+    return job if job.state in TERMINAL_STATES else None
