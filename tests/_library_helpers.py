@@ -21,6 +21,7 @@ import grpc
 import pytest
 
 from mediascan.server import probe_pool
+from mediascan.server.store import VideoRow
 from mediascan.server.testing import event_job, final_job, make_video, wait_for_running
 from mediascan.server.testing_prober import prober_command
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
@@ -319,3 +320,29 @@ def _drain(stream: Any) -> None:
             pass
     with contextlib.suppress(OSError):
         stream.close()
+
+
+def video_row(
+    path: str, *, size: int, dev: int = 7, mtime_ns: int | None = None, job_id: str = "j_test"
+) -> VideoRow:
+    """A library row for `path` as a probe of a tiny H.264 MP4 would store it, written straight
+    into a store (the time defaults to one derived from the size)."""
+    return VideoRow(
+        path=path,
+        size_bytes=size,
+        mtime_ns=1_700_000_000_123_456_789 + size if mtime_ns is None else mtime_ns,
+        container="mov,mp4,m4a,3gp,3g2,mj2",
+        duration_ns=200_000_000,
+        bit_rate=1000,
+        video_codec="h264",
+        width=64,
+        height=48,
+        frame_rate=25.0,
+        audio_codec="",
+        audio_channels=0,
+        audio_sample_rate=0,
+        audio_streams=0,
+        probe_ns=1,
+        job_id=job_id,
+        dev=dev,
+    )

@@ -11,9 +11,9 @@ from typing import Any
 
 import grpc
 import pytest
-from _library_helpers import SUCCEEDED, all_videos, real, scan, tiny_video
+from _library_helpers import SUCCEEDED, all_videos, real, scan, tiny_video, video_row
 
-from mediascan.server.store import Store, VideoRow, library_key, library_key_path
+from mediascan.server.store import Store, library_key, library_key_path
 from mediascan.server.store.sqlite import library as store_module
 from mediascan.server.testing import duration, field_violations, make_many, make_video
 from mediascan.v1 import scan_pb2
@@ -304,28 +304,6 @@ async def test_the_library_reflects_what_was_rescanned(stub: Any, tmp_path: Path
     assert after.modify_time.ToNanoseconds() == path.stat().st_mtime_ns
 
 
-def _row(path: str, *, size: int, dev: int = 7) -> VideoRow:
-    return VideoRow(
-        path=path,
-        size_bytes=size,
-        mtime_ns=1_700_000_000_123_456_789 + size,
-        container="mov,mp4,m4a,3gp,3g2,mj2",
-        duration_ns=200_000_000,
-        bit_rate=1000,
-        video_codec="h264",
-        width=64,
-        height=48,
-        frame_rate=25.0,
-        audio_codec="",
-        audio_channels=0,
-        audio_sample_rate=0,
-        audio_streams=0,
-        probe_ns=1,
-        job_id="j_test",
-        dev=dev,
-    )
-
-
 async def test_the_library_index_holds_what_is_below_the_folder_in_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -334,8 +312,10 @@ async def test_the_library_index_holds_what_is_below_the_folder_in_chunks(
     kept until the library changes."""
     inside = [f"/m/a/x{i}.mp4" for i in range(7)] + ["/m/a/sub/y.mp4", "/m/a/sub/z/w.mp4"]
     outside = ["/m/a.mp4", "/m/a b/c.mp4", "/m/a-b/c.mp4", "/m/ab/c.mp4", "/m/a"]
-    rows = [_row(p, size=i, dev=0 if p.endswith("x3.mp4") else 7) for i, p in enumerate(inside)]
-    rows += [_row(p, size=99) for p in outside]
+    rows = [
+        video_row(p, size=i, dev=0 if p.endswith("x3.mp4") else 7) for i, p in enumerate(inside)
+    ]
+    rows += [video_row(p, size=99) for p in outside]
     monkeypatch.setattr(store_module, "_INDEX_CHUNK", 3)
     store = Store(tmp_path / "index.db")
     await store.open()
@@ -351,7 +331,7 @@ async def test_the_library_index_holds_what_is_below_the_folder_in_chunks(
         assert {library_key_path(k) for k in flat.keys} == set(inside[:7])
 
         assert await store.library_index("/m/a", recursive=True) is index  # kept
-        new = _row("/m/a/new.mp4", size=5)
+        new = video_row("/m/a/new.mp4", size=5)
         await store.upsert_videos([new])  # a library write: the next index is read again
         again = await store.library_index("/m/a", recursive=True)
         assert set(again.keys) == keys | {library_key(new.path, new.size_bytes, new.mtime_ns)}

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from _library_helpers import video_row
 from _postgres import StoreFactory
 
 from mediascan.server.engine.recorder import reclaim_change, start_change
@@ -60,24 +61,8 @@ def files(first: int, count: int = 3) -> list[WalkedFile]:
 
 
 def row(walked: WalkedFile, job_id: str) -> VideoRow:
-    return VideoRow(
-        path=walked.path,
-        size_bytes=walked.size,
-        mtime_ns=walked.mtime_ns,
-        container="matroska,webm",
-        duration_ns=200_000_000,
-        bit_rate=1000,
-        video_codec="h264",
-        width=64,
-        height=48,
-        frame_rate=25.0,
-        audio_codec="",
-        audio_channels=0,
-        audio_sample_rate=0,
-        audio_streams=0,
-        probe_ns=1,
-        job_id=job_id,
-        dev=walked.dev,
+    return video_row(
+        walked.path, size=walked.size, mtime_ns=walked.mtime_ns, dev=walked.dev, job_id=job_id
     )
 
 
