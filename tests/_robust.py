@@ -290,6 +290,13 @@ async def job_history(stub: Any, job_id: str, *, timeout: float = 30.0) -> list[
     return events
 
 
+async def logged(server: Any, text: str, timeout: float = 60.0) -> None:
+    """Until the server's log holds `text` (polled: a log line has no event to wait on)."""
+    async with asyncio.timeout(timeout):
+        while text not in server.stderr_text():
+            await asyncio.sleep(0.1)
+
+
 def metric_total(address: str, name: str, **labels: str) -> float:
     """The sum of the samples `name` (with these labels) on a server's /metrics at `address`."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -34,6 +34,7 @@ from _robust import (
     hung_folder,
     job_history,
     launch_fixture,  # noqa: F401 - provides the `launch` fixture
+    logged,
     record_figures,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -415,13 +416,6 @@ async def lease_cluster(
         ("--node-name", "C", "--workers", "0", "--lease", LEASE),
     )
     return folder, {"A": a, "B": b}, c
-
-
-async def logged(server: Any, text: str, timeout: float = WAIT) -> None:
-    """Until the server's log holds `text` (polled: a log line has no event to wait on)."""
-    async with asyncio.timeout(timeout):
-        while text not in server.stderr_path.read_text(errors="replace"):
-            await asyncio.sleep(0.1)
 
 
 async def test_a_paused_node_comes_back_to_find_its_writes_refused(

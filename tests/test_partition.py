@@ -37,6 +37,7 @@ from _robust import (
     check_history,
     job_history,
     launch_fixture,  # noqa: F401 - the `launch` fixture
+    logged,
 )
 from psycopg import conninfo
 
@@ -149,12 +150,6 @@ def runs_on(events: list[Any], node: str, attempt: int) -> bool:
     return False
 
 
-async def logged(server: Any, text: str) -> None:
-    async with asyncio.timeout(WAIT):
-        while text not in server.stderr_text():
-            await asyncio.sleep(0.1)
-
-
 async def test_a_node_cut_off_by_a_partition_finds_its_writes_refused_when_it_heals(
     launch: Launcher, pg_url: str, tmp_path: Path
 ) -> None:
@@ -188,7 +183,7 @@ async def test_a_node_cut_off_by_a_partition_finds_its_writes_refused_when_it_he
                     ip("link", "set", link, "up")  # it heals
                 # It drops the job without a write for attempt 1 (refused by the fence, or
                 # stopped first by a renewal that failed once the link came back).
-                await logged(a, "abandoned here (attempt 1)")
+                await logged(a, "abandoned here (attempt 1)", WAIT)
                 assert a.alive() and b.alive()
                 final = None
                 async with asyncio.timeout(WAIT):

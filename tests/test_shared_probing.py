@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _library_helpers import all_videos
 from _robust import Launcher, channel_to, launch_fixture, metric_total  # noqa: F401 - the `launch` fixture
 
 from mediascan.server.testing import SLOW_PROBE, final_job, make_many
@@ -61,17 +62,9 @@ def hide(folder: Path) -> Any:
     return enter
 
 
-async def all_videos(stub: Any, folder: Path) -> list[str]:
-    paths: list[str] = []
-    token = ""
-    while True:
-        page = await stub.ListVideos(
-            scan_pb2.ListVideosRequest(path_prefix=str(folder), page_size=1000, page_token=token)
-        )
-        paths.extend(video.path for video in page.videos)
-        token = page.next_page_token
-        if not token:
-            return paths
+async def paths_below(stub: Any, folder: Path) -> list[str]:
+    videos = await all_videos(stub, path_prefix=str(folder), page_size=1000)
+    return [video.path for video in videos]
 
 
 async def until_probed(server: Any, at_least: float) -> None:
@@ -115,7 +108,7 @@ async def test_one_scan_is_probed_by_every_node_that_can_see_its_folder(
         # C was up while batches waited (the job still ran), and never took one.
         assert running.state == scan_pb2.JOB_STATE_RUNNING
         assert shares["C"] == 0 and shares["D"] == 0, shares
-        paths = await all_videos(on_a, folder)
+        paths = await paths_below(on_a, folder)
         assert len(paths) == FILES and len(set(paths)) == FILES
 
         blind.kill()  # it would claim the rescan's job, and fail it: the folder is not there
@@ -128,7 +121,7 @@ async def test_one_scan_is_probed_by_every_node_that_can_see_its_folder(
         rescan = await final_job(on_b, again.job_id, timeout=WAIT)
         assert rescan.state == scan_pb2.JOB_STATE_SUCCEEDED, rescan
         assert rescan.result.removed == 10 and rescan.result.unchanged == FILES - 10
-        assert len(await all_videos(on_b, folder)) == FILES - 10
+        assert len(await paths_below(on_b, folder)) == FILES - 10
 
 
 @pytest.mark.timeout(300)
@@ -152,5 +145,5 @@ async def test_a_probing_node_killed_mid_scan_loses_its_batches_to_the_others(
         assert final.attempt == 1 and final.node == "A"
         assert final.result.added == FILES and final.result.failed == 0, final.result
         assert final.progress.files_done == FILES
-        paths = await all_videos(on_a, folder)
+        paths = await paths_below(on_a, folder)
         assert len(paths) == FILES and len(set(paths)) == FILES

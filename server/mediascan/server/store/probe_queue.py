@@ -75,11 +75,6 @@ class BatchOutcome:
 class ProbeQueue(Protocol):
     """The batches of the scans that the servers sharing a database probe together."""
 
-    @property
-    def node(self) -> str:
-        """The name this server claims batches under."""
-        ...
-
     async def clear(self, fence: Fence) -> None:
         """Drop the job's batches of attempts before `fence`'s (a run that moved on)."""
         ...

@@ -59,10 +59,6 @@ class PostgresProbeQueue:
         self._done: dict[str, asyncio.Event] = {}
         self._lost_listeners: list[Callable[[], None]] = []
 
-    @property
-    def node(self) -> str:
-        return self._node
-
     # -- notifications (called by the feed's LISTEN connection, on the loop) -----------------
 
     def notified(self, payload: str) -> None:
@@ -130,10 +126,7 @@ class PostgresProbeQueue:
                 "WHERE job_id = %s AND done_seq > %s ORDER BY done_seq",
                 (fence.job_id, after),
             )
-            return [
-                (int(seq), BatchOutcome.from_json(_json(outcome)))
-                for seq, outcome in await cursor.fetchall()
-            ]
+            return _finished(await cursor.fetchall(), after)
 
         return await self._db.read(op)
 
@@ -144,12 +137,7 @@ class PostgresProbeQueue:
                 "RETURNING done_seq, outcome",
                 (fence.job_id, fence.attempt),
             )
-            finished = [
-                (int(seq), BatchOutcome.from_json(_json(outcome)))
-                for seq, outcome in await cursor.fetchall()
-                if seq is not None and int(seq) > after
-            ]
-            return sorted(finished, key=lambda item: item[0])
+            return _finished(await cursor.fetchall(), after)
 
         return await self._db.commit(op)
 
@@ -221,6 +209,16 @@ class PostgresProbeQueue:
             await notify(conn, BATCHES, "")
 
         await self._db.commit(op)
+
+
+def _finished(rows: list[tuple[Any, ...]], after: int) -> list[tuple[int, BatchOutcome]]:
+    """The (done_seq, outcome) rows of the batches finished after `after`, in finish order."""
+    finished = [
+        (int(seq), BatchOutcome.from_json(_json(outcome)))
+        for seq, outcome in rows
+        if seq is not None and int(seq) > after
+    ]
+    return sorted(finished, key=lambda item: item[0])
 
 
 def _json(value: Any) -> dict[str, Any]:
