@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
@@ -43,6 +44,13 @@ class ScanPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCAN_PHASE_PROBING: _ClassVar[ScanPhase]
     SCAN_PHASE_FINALIZING: _ClassVar[ScanPhase]
 
+class Trigger(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRIGGER_UNSPECIFIED: _ClassVar[Trigger]
+    TRIGGER_USER: _ClassVar[Trigger]
+    TRIGGER_WATCH: _ClassVar[Trigger]
+    TRIGGER_SCHEDULE: _ClassVar[Trigger]
+
 class DurationSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DURATION_SOURCE_UNSPECIFIED: _ClassVar[DurationSource]
@@ -67,6 +75,31 @@ class StreamKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     STREAM_KIND_SUBTITLE: _ClassVar[StreamKind]
     STREAM_KIND_DATA: _ClassVar[StreamKind]
     STREAM_KIND_ATTACHMENT: _ClassVar[StreamKind]
+
+class WatchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WATCH_MODE_UNSPECIFIED: _ClassVar[WatchMode]
+    WATCH_MODE_OFF: _ClassVar[WatchMode]
+    WATCH_MODE_EVENTS: _ClassVar[WatchMode]
+    WATCH_MODE_POLL: _ClassVar[WatchMode]
+    WATCH_MODE_AUTO: _ClassVar[WatchMode]
+
+class LibraryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LIBRARY_STATE_UNSPECIFIED: _ClassVar[LibraryState]
+    LIBRARY_STATE_ACTIVE: _ClassVar[LibraryState]
+    LIBRARY_STATE_OFFLINE: _ClassVar[LibraryState]
+    LIBRARY_STATE_DEGRADED: _ClassVar[LibraryState]
+
+class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_KIND_UNSPECIFIED: _ClassVar[ChangeKind]
+    CHANGE_KIND_ADDED: _ClassVar[ChangeKind]
+    CHANGE_KIND_UPDATED: _ClassVar[ChangeKind]
+    CHANGE_KIND_MOVED: _ClassVar[ChangeKind]
+    CHANGE_KIND_REMOVED: _ClassVar[ChangeKind]
+    CHANGE_KIND_STATUS: _ClassVar[ChangeKind]
+    CHANGE_KIND_RESYNC: _ClassVar[ChangeKind]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
@@ -85,6 +118,10 @@ SCAN_PHASE_UNSPECIFIED: ScanPhase
 SCAN_PHASE_DISCOVERING: ScanPhase
 SCAN_PHASE_PROBING: ScanPhase
 SCAN_PHASE_FINALIZING: ScanPhase
+TRIGGER_UNSPECIFIED: Trigger
+TRIGGER_USER: Trigger
+TRIGGER_WATCH: Trigger
+TRIGGER_SCHEDULE: Trigger
 DURATION_SOURCE_UNSPECIFIED: DurationSource
 DURATION_SOURCE_HEADER: DurationSource
 DURATION_SOURCE_PACKETS: DurationSource
@@ -101,9 +138,25 @@ STREAM_KIND_AUDIO: StreamKind
 STREAM_KIND_SUBTITLE: StreamKind
 STREAM_KIND_DATA: StreamKind
 STREAM_KIND_ATTACHMENT: StreamKind
+WATCH_MODE_UNSPECIFIED: WatchMode
+WATCH_MODE_OFF: WatchMode
+WATCH_MODE_EVENTS: WatchMode
+WATCH_MODE_POLL: WatchMode
+WATCH_MODE_AUTO: WatchMode
+LIBRARY_STATE_UNSPECIFIED: LibraryState
+LIBRARY_STATE_ACTIVE: LibraryState
+LIBRARY_STATE_OFFLINE: LibraryState
+LIBRARY_STATE_DEGRADED: LibraryState
+CHANGE_KIND_UNSPECIFIED: ChangeKind
+CHANGE_KIND_ADDED: ChangeKind
+CHANGE_KIND_UPDATED: ChangeKind
+CHANGE_KIND_MOVED: ChangeKind
+CHANGE_KIND_REMOVED: ChangeKind
+CHANGE_KIND_STATUS: ChangeKind
+CHANGE_KIND_RESYNC: ChangeKind
 
 class SubmitScanRequest(_message.Message):
-    __slots__ = ("path", "recursive", "follow_symlinks", "timeout", "request_id", "priority", "full", "verify")
+    __slots__ = ("path", "recursive", "follow_symlinks", "timeout", "request_id", "priority", "full", "verify", "force")
     PATH_FIELD_NUMBER: _ClassVar[int]
     RECURSIVE_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +165,7 @@ class SubmitScanRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
     VERIFY_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
     path: str
     recursive: bool
     follow_symlinks: bool
@@ -120,7 +174,8 @@ class SubmitScanRequest(_message.Message):
     priority: int
     full: bool
     verify: Verify
-    def __init__(self, path: _Optional[str] = ..., recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ..., verify: _Optional[_Union[Verify, str]] = ...) -> None: ...
+    force: bool
+    def __init__(self, path: _Optional[str] = ..., recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ..., verify: _Optional[_Union[Verify, str]] = ..., force: _Optional[bool] = ...) -> None: ...
 
 class SubmitScanResponse(_message.Message):
     __slots__ = ("job_id", "job", "deduplicated")
@@ -133,23 +188,29 @@ class SubmitScanResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
 
 class ScanOptions(_message.Message):
-    __slots__ = ("recursive", "follow_symlinks", "timeout", "priority", "full", "verify")
+    __slots__ = ("recursive", "follow_symlinks", "timeout", "priority", "full", "verify", "force", "folders", "trees")
     RECURSIVE_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
     VERIFY_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    FOLDERS_FIELD_NUMBER: _ClassVar[int]
+    TREES_FIELD_NUMBER: _ClassVar[int]
     recursive: bool
     follow_symlinks: bool
     timeout: _duration_pb2.Duration
     priority: int
     full: bool
     verify: Verify
-    def __init__(self, recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ..., verify: _Optional[_Union[Verify, str]] = ...) -> None: ...
+    force: bool
+    folders: _containers.RepeatedScalarFieldContainer[str]
+    trees: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ..., verify: _Optional[_Union[Verify, str]] = ..., force: _Optional[bool] = ..., folders: _Optional[_Iterable[str]] = ..., trees: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "path", "options", "progress", "result", "error", "create_time", "start_time", "end_time", "attempt", "last_sequence", "request_id", "node")
+    __slots__ = ("job_id", "state", "path", "options", "progress", "result", "error", "create_time", "start_time", "end_time", "attempt", "last_sequence", "request_id", "node", "trigger", "library")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
@@ -164,6 +225,8 @@ class Job(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     path: str
@@ -178,10 +241,12 @@ class Job(_message.Message):
     last_sequence: int
     request_id: str
     node: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., path: _Optional[str] = ..., options: _Optional[_Union[ScanOptions, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[ScanResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., last_sequence: _Optional[int] = ..., request_id: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+    trigger: Trigger
+    library: str
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., path: _Optional[str] = ..., options: _Optional[_Union[ScanOptions, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., result: _Optional[_Union[ScanResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., last_sequence: _Optional[int] = ..., request_id: _Optional[str] = ..., node: _Optional[str] = ..., trigger: _Optional[_Union[Trigger, str]] = ..., library: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("phase", "files_found", "files_done", "files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_done", "current_path", "fraction", "moved")
+    __slots__ = ("phase", "files_found", "files_done", "files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_done", "current_path", "fraction", "moved", "deferred")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     FILES_FOUND_FIELD_NUMBER: _ClassVar[int]
     FILES_DONE_FIELD_NUMBER: _ClassVar[int]
@@ -195,6 +260,7 @@ class Progress(_message.Message):
     CURRENT_PATH_FIELD_NUMBER: _ClassVar[int]
     FRACTION_FIELD_NUMBER: _ClassVar[int]
     MOVED_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
     phase: ScanPhase
     files_found: int
     files_done: int
@@ -208,7 +274,8 @@ class Progress(_message.Message):
     current_path: str
     fraction: float
     moved: int
-    def __init__(self, phase: _Optional[_Union[ScanPhase, str]] = ..., files_found: _Optional[int] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_done: _Optional[int] = ..., current_path: _Optional[str] = ..., fraction: _Optional[float] = ..., moved: _Optional[int] = ...) -> None: ...
+    deferred: int
+    def __init__(self, phase: _Optional[_Union[ScanPhase, str]] = ..., files_found: _Optional[int] = ..., files_done: _Optional[int] = ..., files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_done: _Optional[int] = ..., current_path: _Optional[str] = ..., fraction: _Optional[float] = ..., moved: _Optional[int] = ..., deferred: _Optional[int] = ...) -> None: ...
 
 class FileError(_message.Message):
     __slots__ = ("path", "status")
@@ -219,7 +286,7 @@ class FileError(_message.Message):
     def __init__(self, path: _Optional[str] = ..., status: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class ScanResult(_message.Message):
-    __slots__ = ("files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_total", "file_errors", "file_errors_truncated", "file_error_count", "moved")
+    __slots__ = ("files_total", "added", "updated", "unchanged", "removed", "failed", "bytes_total", "file_errors", "file_errors_truncated", "file_error_count", "moved", "deferred", "removals_withheld")
     FILES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
     UPDATED_FIELD_NUMBER: _ClassVar[int]
@@ -231,6 +298,8 @@ class ScanResult(_message.Message):
     FILE_ERRORS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     FILE_ERROR_COUNT_FIELD_NUMBER: _ClassVar[int]
     MOVED_FIELD_NUMBER: _ClassVar[int]
+    DEFERRED_FIELD_NUMBER: _ClassVar[int]
+    REMOVALS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
     files_total: int
     added: int
     updated: int
@@ -242,7 +311,9 @@ class ScanResult(_message.Message):
     file_errors_truncated: bool
     file_error_count: int
     moved: int
-    def __init__(self, files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_total: _Optional[int] = ..., file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., file_errors_truncated: _Optional[bool] = ..., file_error_count: _Optional[int] = ..., moved: _Optional[int] = ...) -> None: ...
+    deferred: int
+    removals_withheld: int
+    def __init__(self, files_total: _Optional[int] = ..., added: _Optional[int] = ..., updated: _Optional[int] = ..., unchanged: _Optional[int] = ..., removed: _Optional[int] = ..., failed: _Optional[int] = ..., bytes_total: _Optional[int] = ..., file_errors: _Optional[_Iterable[_Union[FileError, _Mapping]]] = ..., file_errors_truncated: _Optional[bool] = ..., file_error_count: _Optional[int] = ..., moved: _Optional[int] = ..., deferred: _Optional[int] = ..., removals_withheld: _Optional[int] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -519,7 +590,7 @@ class HealthReport(_message.Message):
     def __init__(self, error_count: _Optional[int] = ..., messages: _Optional[_Iterable[str]] = ..., first_error_at: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., verify_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListVideosRequest(_message.Message):
-    __slots__ = ("path_prefix", "page_size", "page_token", "video_codec", "min_duration", "max_duration", "container", "audio_codec", "min_width", "max_width", "min_height", "max_height", "rotation", "hdr", "truncated", "variable_frame_rate", "order_by", "health", "fingerprint")
+    __slots__ = ("path_prefix", "page_size", "page_token", "video_codec", "min_duration", "max_duration", "container", "audio_codec", "min_width", "max_width", "min_height", "max_height", "rotation", "hdr", "truncated", "variable_frame_rate", "order_by", "health", "fingerprint", "library")
     PATH_PREFIX_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -539,6 +610,7 @@ class ListVideosRequest(_message.Message):
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
     path_prefix: str
     page_size: int
     page_token: str
@@ -558,15 +630,18 @@ class ListVideosRequest(_message.Message):
     order_by: str
     health: Health
     fingerprint: str
-    def __init__(self, path_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., video_codec: _Optional[str] = ..., min_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., container: _Optional[str] = ..., audio_codec: _Optional[str] = ..., min_width: _Optional[int] = ..., max_width: _Optional[int] = ..., min_height: _Optional[int] = ..., max_height: _Optional[int] = ..., rotation: _Optional[int] = ..., hdr: _Optional[_Union[HdrKind, str]] = ..., truncated: _Optional[bool] = ..., variable_frame_rate: _Optional[bool] = ..., order_by: _Optional[str] = ..., health: _Optional[_Union[Health, str]] = ..., fingerprint: _Optional[str] = ...) -> None: ...
+    library: str
+    def __init__(self, path_prefix: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., video_codec: _Optional[str] = ..., min_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., container: _Optional[str] = ..., audio_codec: _Optional[str] = ..., min_width: _Optional[int] = ..., max_width: _Optional[int] = ..., min_height: _Optional[int] = ..., max_height: _Optional[int] = ..., rotation: _Optional[int] = ..., hdr: _Optional[_Union[HdrKind, str]] = ..., truncated: _Optional[bool] = ..., variable_frame_rate: _Optional[bool] = ..., order_by: _Optional[str] = ..., health: _Optional[_Union[Health, str]] = ..., fingerprint: _Optional[str] = ..., library: _Optional[str] = ...) -> None: ...
 
 class ListVideosResponse(_message.Message):
-    __slots__ = ("videos", "next_page_token")
+    __slots__ = ("videos", "next_page_token", "library_sequence")
     VIDEOS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     videos: _containers.RepeatedCompositeFieldContainer[Video]
     next_page_token: str
-    def __init__(self, videos: _Optional[_Iterable[_Union[Video, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    library_sequence: int
+    def __init__(self, videos: _Optional[_Iterable[_Union[Video, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., library_sequence: _Optional[int] = ...) -> None: ...
 
 class GetVideoRequest(_message.Message):
     __slots__ = ("video_id", "path")
@@ -623,3 +698,141 @@ class ListDuplicatesResponse(_message.Message):
     groups: _containers.RepeatedCompositeFieldContainer[DuplicateGroup]
     next_page_token: str
     def __init__(self, groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Library(_message.Message):
+    __slots__ = ("name", "root", "recursive", "follow_symlinks", "watch_mode", "poll_interval", "quiet_window", "rescan_interval", "full_rescan_every", "removal_limit", "status", "uid", "create_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    RECURSIVE_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
+    WATCH_MODE_FIELD_NUMBER: _ClassVar[int]
+    POLL_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    QUIET_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    RESCAN_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    FULL_RESCAN_EVERY_FIELD_NUMBER: _ClassVar[int]
+    REMOVAL_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    root: str
+    recursive: bool
+    follow_symlinks: bool
+    watch_mode: WatchMode
+    poll_interval: _duration_pb2.Duration
+    quiet_window: _duration_pb2.Duration
+    rescan_interval: _duration_pb2.Duration
+    full_rescan_every: int
+    removal_limit: float
+    status: LibraryStatus
+    uid: str
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., root: _Optional[str] = ..., recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., watch_mode: _Optional[_Union[WatchMode, str]] = ..., poll_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., quiet_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., rescan_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., full_rescan_every: _Optional[int] = ..., removal_limit: _Optional[float] = ..., status: _Optional[_Union[LibraryStatus, _Mapping]] = ..., uid: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class LibraryStatus(_message.Message):
+    __slots__ = ("state", "reason", "since", "watching", "last_job_id", "last_scan_end_time", "video_count", "total_size_bytes", "last_sequence", "node", "next_rescan_time")
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    WATCHING_FIELD_NUMBER: _ClassVar[int]
+    LAST_JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_SCAN_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_RESCAN_TIME_FIELD_NUMBER: _ClassVar[int]
+    state: LibraryState
+    reason: str
+    since: _timestamp_pb2.Timestamp
+    watching: WatchMode
+    last_job_id: str
+    last_scan_end_time: _timestamp_pb2.Timestamp
+    video_count: int
+    total_size_bytes: int
+    last_sequence: int
+    node: str
+    next_rescan_time: _timestamp_pb2.Timestamp
+    def __init__(self, state: _Optional[_Union[LibraryState, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., watching: _Optional[_Union[WatchMode, str]] = ..., last_job_id: _Optional[str] = ..., last_scan_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., video_count: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., last_sequence: _Optional[int] = ..., node: _Optional[str] = ..., next_rescan_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateLibraryRequest(_message.Message):
+    __slots__ = ("library_id", "library")
+    LIBRARY_ID_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    library_id: str
+    library: Library
+    def __init__(self, library_id: _Optional[str] = ..., library: _Optional[_Union[Library, _Mapping]] = ...) -> None: ...
+
+class GetLibraryRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListLibrariesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListLibrariesResponse(_message.Message):
+    __slots__ = ("libraries", "next_page_token")
+    LIBRARIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    libraries: _containers.RepeatedCompositeFieldContainer[Library]
+    next_page_token: str
+    def __init__(self, libraries: _Optional[_Iterable[_Union[Library, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateLibraryRequest(_message.Message):
+    __slots__ = ("library", "update_mask")
+    LIBRARY_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    library: Library
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, library: _Optional[_Union[Library, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class DeleteLibraryRequest(_message.Message):
+    __slots__ = ("name", "drop_videos")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DROP_VIDEOS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    drop_videos: bool
+    def __init__(self, name: _Optional[str] = ..., drop_videos: _Optional[bool] = ...) -> None: ...
+
+class WatchLibraryRequest(_message.Message):
+    __slots__ = ("name", "after_sequence", "library_uid")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_UID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    after_sequence: int
+    library_uid: str
+    def __init__(self, name: _Optional[str] = ..., after_sequence: _Optional[int] = ..., library_uid: _Optional[str] = ...) -> None: ...
+
+class LibraryChange(_message.Message):
+    __slots__ = ("sequence", "kind", "time", "video_id", "path", "old_path", "changed_fields", "video", "status", "job_id", "library_uid")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OLD_PATH_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    VIDEO_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    LIBRARY_UID_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    kind: ChangeKind
+    time: _timestamp_pb2.Timestamp
+    video_id: str
+    path: str
+    old_path: str
+    changed_fields: _containers.RepeatedScalarFieldContainer[str]
+    video: Video
+    status: LibraryStatus
+    job_id: str
+    library_uid: str
+    def __init__(self, sequence: _Optional[int] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., video_id: _Optional[str] = ..., path: _Optional[str] = ..., old_path: _Optional[str] = ..., changed_fields: _Optional[_Iterable[str]] = ..., video: _Optional[_Union[Video, _Mapping]] = ..., status: _Optional[_Union[LibraryStatus, _Mapping]] = ..., job_id: _Optional[str] = ..., library_uid: _Optional[str] = ...) -> None: ...

@@ -86,6 +86,36 @@ class ScanServiceStub:
                 request_serializer=mediascan_dot_v1_dot_scan__pb2.ListDuplicatesRequest.SerializeToString,
                 response_deserializer=mediascan_dot_v1_dot_scan__pb2.ListDuplicatesResponse.FromString,
                 _registered_method=True)
+        self.CreateLibrary = channel.unary_unary(
+                '/mediascan.v1.ScanService/CreateLibrary',
+                request_serializer=mediascan_dot_v1_dot_scan__pb2.CreateLibraryRequest.SerializeToString,
+                response_deserializer=mediascan_dot_v1_dot_scan__pb2.Library.FromString,
+                _registered_method=True)
+        self.GetLibrary = channel.unary_unary(
+                '/mediascan.v1.ScanService/GetLibrary',
+                request_serializer=mediascan_dot_v1_dot_scan__pb2.GetLibraryRequest.SerializeToString,
+                response_deserializer=mediascan_dot_v1_dot_scan__pb2.Library.FromString,
+                _registered_method=True)
+        self.ListLibraries = channel.unary_unary(
+                '/mediascan.v1.ScanService/ListLibraries',
+                request_serializer=mediascan_dot_v1_dot_scan__pb2.ListLibrariesRequest.SerializeToString,
+                response_deserializer=mediascan_dot_v1_dot_scan__pb2.ListLibrariesResponse.FromString,
+                _registered_method=True)
+        self.UpdateLibrary = channel.unary_unary(
+                '/mediascan.v1.ScanService/UpdateLibrary',
+                request_serializer=mediascan_dot_v1_dot_scan__pb2.UpdateLibraryRequest.SerializeToString,
+                response_deserializer=mediascan_dot_v1_dot_scan__pb2.Library.FromString,
+                _registered_method=True)
+        self.DeleteLibrary = channel.unary_unary(
+                '/mediascan.v1.ScanService/DeleteLibrary',
+                request_serializer=mediascan_dot_v1_dot_scan__pb2.DeleteLibraryRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.WatchLibrary = channel.unary_stream(
+                '/mediascan.v1.ScanService/WatchLibrary',
+                request_serializer=mediascan_dot_v1_dot_scan__pb2.WatchLibraryRequest.SerializeToString,
+                response_deserializer=mediascan_dot_v1_dot_scan__pb2.LibraryChange.FromString,
+                _registered_method=True)
 
 
 class ScanServiceServicer:
@@ -195,6 +225,65 @@ class ScanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateLibrary(self, request, context):
+        """Creates a library: a folder that mediascan keeps current by itself
+        (watching it, polling it, rescanning it on a schedule). Its videos are
+        those of the library whose root holds them. Library roots may not
+        overlap. Errors: INVALID_ARGUMENT (bad field), ALREADY_EXISTS (the id is
+        taken), FAILED_PRECONDITION (the root overlaps another library's, or is
+        not a readable folder), NOT_FOUND (the root does not exist),
+        PERMISSION_DENIED (the root is outside the allowed roots).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLibrary(self, request, context):
+        """Returns one library with its status. NOT_FOUND for an unknown name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLibraries(self, request, context):
+        """Lists the libraries by id, one page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateLibrary(self, request, context):
+        """Changes the fields of a library named by `update_mask` (all settable
+        fields when the mask is empty). The root cannot change (INVALID_ARGUMENT):
+        create another library.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteLibrary(self, request, context):
+        """Deletes a library and its change history; its videos stay in the
+        library unless `drop_videos` is set. NOT_FOUND for an unknown name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchLibrary(self, request, context):
+        """Streams a library's changes in order, each with the next per-library
+        `sequence` (no gaps): videos added, updated, moved and removed, and
+        changes of the library's status, whichever job or server made them.
+        Resume with `after_sequence` (the last sequence received). A stream that
+        starts without one, or that resumes from before the history the server
+        keeps (or with another `library_uid`), first gets a RESYNC change: list
+        the library again (ListVideos with `library`) and apply the changes that
+        follow it. The stream stays open until the client or the server ends it
+        (UNAVAILABLE when the server shuts down: reconnect and resume).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScanServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -247,6 +336,36 @@ def add_ScanServiceServicer_to_server(servicer, server):
                     servicer.ListDuplicates,
                     request_deserializer=mediascan_dot_v1_dot_scan__pb2.ListDuplicatesRequest.FromString,
                     response_serializer=mediascan_dot_v1_dot_scan__pb2.ListDuplicatesResponse.SerializeToString,
+            ),
+            'CreateLibrary': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateLibrary,
+                    request_deserializer=mediascan_dot_v1_dot_scan__pb2.CreateLibraryRequest.FromString,
+                    response_serializer=mediascan_dot_v1_dot_scan__pb2.Library.SerializeToString,
+            ),
+            'GetLibrary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLibrary,
+                    request_deserializer=mediascan_dot_v1_dot_scan__pb2.GetLibraryRequest.FromString,
+                    response_serializer=mediascan_dot_v1_dot_scan__pb2.Library.SerializeToString,
+            ),
+            'ListLibraries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLibraries,
+                    request_deserializer=mediascan_dot_v1_dot_scan__pb2.ListLibrariesRequest.FromString,
+                    response_serializer=mediascan_dot_v1_dot_scan__pb2.ListLibrariesResponse.SerializeToString,
+            ),
+            'UpdateLibrary': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateLibrary,
+                    request_deserializer=mediascan_dot_v1_dot_scan__pb2.UpdateLibraryRequest.FromString,
+                    response_serializer=mediascan_dot_v1_dot_scan__pb2.Library.SerializeToString,
+            ),
+            'DeleteLibrary': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLibrary,
+                    request_deserializer=mediascan_dot_v1_dot_scan__pb2.DeleteLibraryRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'WatchLibrary': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchLibrary,
+                    request_deserializer=mediascan_dot_v1_dot_scan__pb2.WatchLibraryRequest.FromString,
+                    response_serializer=mediascan_dot_v1_dot_scan__pb2.LibraryChange.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -520,6 +639,168 @@ class ScanService:
             '/mediascan.v1.ScanService/ListDuplicates',
             mediascan_dot_v1_dot_scan__pb2.ListDuplicatesRequest.SerializeToString,
             mediascan_dot_v1_dot_scan__pb2.ListDuplicatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateLibrary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediascan.v1.ScanService/CreateLibrary',
+            mediascan_dot_v1_dot_scan__pb2.CreateLibraryRequest.SerializeToString,
+            mediascan_dot_v1_dot_scan__pb2.Library.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLibrary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediascan.v1.ScanService/GetLibrary',
+            mediascan_dot_v1_dot_scan__pb2.GetLibraryRequest.SerializeToString,
+            mediascan_dot_v1_dot_scan__pb2.Library.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLibraries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediascan.v1.ScanService/ListLibraries',
+            mediascan_dot_v1_dot_scan__pb2.ListLibrariesRequest.SerializeToString,
+            mediascan_dot_v1_dot_scan__pb2.ListLibrariesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateLibrary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediascan.v1.ScanService/UpdateLibrary',
+            mediascan_dot_v1_dot_scan__pb2.UpdateLibraryRequest.SerializeToString,
+            mediascan_dot_v1_dot_scan__pb2.Library.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLibrary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mediascan.v1.ScanService/DeleteLibrary',
+            mediascan_dot_v1_dot_scan__pb2.DeleteLibraryRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchLibrary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/mediascan.v1.ScanService/WatchLibrary',
+            mediascan_dot_v1_dot_scan__pb2.WatchLibraryRequest.SerializeToString,
+            mediascan_dot_v1_dot_scan__pb2.LibraryChange.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,6 +11,7 @@ from typing import TypeVar
 from mediascan.v1 import scan_pb2
 
 from ...probed import PROBER_VERSION
+from ..changes import changed_fields, record_move
 from ..protocol import (
     HEALTH_FIELDS,
     Fence,
@@ -32,6 +33,7 @@ from ..videos import (
     video_of,
     video_values,
 )
+from .changelog import HISTORY, ChangeLog
 from .database import Database
 
 T = TypeVar("T")
@@ -71,20 +73,42 @@ class _IndexCache:
 
 class SqliteLibrary:
     """The video library in the SQLite database (the `LibraryStore` half of `SqliteStore`).
-    Every write to `videos` goes through `_write_library`, which keeps the index cache right."""
+    Every write to `videos` goes through `write_recorded`, which keeps the index cache right."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
         #: Indexes of recently scanned folders (`library_index`).
         self._index_cache = _IndexCache()
+        self._library_listeners: list[Callable[[str, int], None]] = []
+        #: Changes kept per library (`ChangeLog`).
+        self.history = HISTORY
 
-    async def _write_library(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def write_recorded(self, op: Callable[[sqlite3.Connection, ChangeLog], T]) -> T:
+        """Run `op` in a write transaction with the `ChangeLog` of the libraries' changes it
+        records; once committed, tell the library listeners which libraries changed."""
         cache = self._index_cache
         cache.clear()
+        history = self.history
+
+        def logged(conn: sqlite3.Connection) -> tuple[T, dict[str, int]]:
+            log = ChangeLog(conn, history=history)
+            result = op(conn, log)
+            return result, log.close()
+
         try:
-            return await self._db.write(op)
+            result, changed = await self._db.write(logged)
         finally:
             cache.clear()  # also clears what was read while the write ran
+        self.libraries_changed(changed)
+        return result
+
+    def libraries_changed(self, changed: dict[str, int]) -> None:
+        for library_id, last in changed.items():
+            for listener in self._library_listeners:
+                listener(library_id, last)
+
+    def add_library_listener(self, listener: Callable[[str, int], None]) -> None:
+        self._library_listeners.append(listener)
 
     async def library_index(self, folder: str, *, recursive: bool) -> LibraryIndex:
         """The index of the library's videos below `folder` (only those directly in it unless
@@ -149,10 +173,10 @@ class SqliteLibrary:
     ) -> None:
         """Record the device of videos that have none yet (rows written by schema 1)."""
 
-        def op(conn: sqlite3.Connection) -> None:
+        def op(conn: sqlite3.Connection, log: ChangeLog) -> None:
             conn.executemany("UPDATE videos SET dev = ? WHERE path = ? AND dev = 0", devices)
 
-        await self._write_library(op)
+        await self.write_recorded(op)
 
     async def upsert_videos(
         self, rows: Iterable[VideoRow], *, fence: Fence | None = None
@@ -161,18 +185,22 @@ class SqliteLibrary:
         `fence` is not checked: only this server writes the file, and it never reclaims."""
         rows = list(rows)
 
-        def op(conn: sqlite3.Connection) -> tuple[int, int]:
+        def op(conn: sqlite3.Connection, log: ChangeLog) -> tuple[int, int]:
             added = updated = 0
             for row in rows:
-                values = video_values(row)
-                if conn.execute(_UPDATE_VIDEO, values).rowcount:
-                    updated += 1
+                library = log.library_of(row.path)
+                if library is not None:
+                    was_added = _upsert_recorded(conn, log, library, row)
+                elif conn.execute(_UPDATE_VIDEO, video_values(row)).rowcount:
+                    was_added = False
                 else:
-                    conn.execute(_INSERT_VIDEO, values)
-                    added += 1
+                    conn.execute(_INSERT_VIDEO, video_values(row))
+                    was_added = True
+                added += was_added
+                updated += not was_added
             return added, updated
 
-        return await self._write_library(op)
+        return await self.write_recorded(op)
 
     async def remove_videos(
         self, gone: Sequence[tuple[str, int]], *, before_ns: int, fence: Fence | None = None
@@ -181,14 +209,30 @@ class SqliteLibrary:
         since `before_ns` (a row an overlapping scan has just written stays) or recorded on
         another device (0: not known, no objection); returns how many went."""
 
-        def op(conn: sqlite3.Connection) -> int:
-            cursor = conn.executemany(
-                "DELETE FROM videos WHERE path = ? AND probe_ns < ? AND dev IN (0, ?)",
-                ((path, before_ns, dev) for path, dev in gone),
-            )
-            return cursor.rowcount
+        job_id = "" if fence is None else fence.job_id
 
-        return await self._write_library(op)
+        def op(conn: sqlite3.Connection, log: ChangeLog) -> int:
+            plain = [(path, before_ns, dev) for path, dev in gone if log.library_of(path) is None]
+            removed = conn.executemany(_REMOVE + ";", plain).rowcount if plain else 0
+            for path, dev in gone:
+                library = log.library_of(path)
+                if library is None:
+                    continue
+                row = conn.execute(_REMOVE + " RETURNING id, size_bytes", (path, before_ns, dev))
+                for video_id, size in row.fetchall():
+                    removed += 1
+                    log.record(
+                        library,
+                        scan_pb2.CHANGE_KIND_REMOVED,
+                        video_id=video_id,
+                        path=path,
+                        job_id=job_id,
+                        count=-1,
+                        size=-size,
+                    )
+            return removed
+
+        return await self.write_recorded(op)
 
     async def video_rows(self, paths: Sequence[str]) -> dict[str, VideoRow]:
         def op(conn: sqlite3.Connection) -> dict[str, VideoRow]:
@@ -206,28 +250,51 @@ class SqliteLibrary:
     async def move_videos(
         self, moves: Sequence[MovedVideo], *, before_ns: int, fence: Fence | None = None
     ) -> list[bool]:
-        def op(conn: sqlite3.Connection) -> list[bool]:
+        job_id = "" if fence is None else fence.job_id
+
+        def op(conn: sqlite3.Connection, log: ChangeLog) -> list[bool]:
             done = []
             for move in moves:
                 cursor = conn.execute(
                     "UPDATE videos SET path = ?, dev = ? WHERE path = ? AND size_bytes = ? "
                     "AND mtime_ns = ? AND fingerprint = ? AND probe_ns < ? AND dev IN (0, ?) "
-                    "AND NOT EXISTS (SELECT 1 FROM videos WHERE path = ?)",
+                    "AND NOT EXISTS (SELECT 1 FROM videos WHERE path = ?) RETURNING id",
                     move.guarded(before_ns),
                 )
-                done.append(cursor.rowcount > 0)
+                moved = cursor.fetchall()
+                for (video_id,) in moved:
+                    record_move(log, move, video_id, job_id)
+                done.append(bool(moved))
             return done
 
-        return await self._write_library(op)
+        return await self.write_recorded(op)
 
     async def set_health(
         self, updates: Sequence[HealthUpdate], *, fence: Fence | None = None
     ) -> int:
-        def op(conn: sqlite3.Connection) -> int:
-            cursor = conn.executemany(_SET_HEALTH, (dataclasses.asdict(u) for u in updates))
-            return cursor.rowcount
+        job_id = "" if fence is None else fence.job_id
 
-        return await self._write_library(op)
+        def op(conn: sqlite3.Connection, log: ChangeLog) -> int:
+            plain = [dataclasses.asdict(u) for u in updates if log.library_of(u.path) is None]
+            took = conn.executemany(_SET_HEALTH, plain).rowcount if plain else 0
+            for update in updates:
+                library = log.library_of(update.path)
+                if library is None:
+                    continue
+                values = dataclasses.asdict(update)
+                for (video_id,) in conn.execute(_SET_HEALTH + " RETURNING id", values).fetchall():
+                    took += 1
+                    log.record(
+                        library,
+                        scan_pb2.CHANGE_KIND_UPDATED,
+                        video_id=video_id,
+                        path=update.path,
+                        fields="health,health_report",
+                        job_id=job_id,
+                    )
+            return took
+
+        return await self.write_recorded(op)
 
     async def list_duplicates(
         self, *, prefix: str, after: str | None, limit: int, files_per_group: int
@@ -297,6 +364,9 @@ _UPDATE_VIDEO = (
     )
     + f" WHERE path = {_NUMBER['path']}"
 )
+_REMOVE = "DELETE FROM videos WHERE path = ? AND probe_ns < ? AND dev IN (0, ?)"
+_SELECT_VIDEO = f"SELECT id, {VIDEO_COLUMNS} FROM videos WHERE path = ?"
+_SIZE = VIDEO_FIELDS.index("size_bytes") + 1  # in a row of _SELECT_VIDEO
 _INSERT_VIDEO = (
     f"INSERT INTO videos ({VIDEO_COLUMNS}) VALUES ({', '.join('?' * len(VIDEO_FIELDS))})"
 )
@@ -309,3 +379,35 @@ _SET_HEALTH = (
 
 _INDEX_CHUNK = 65536  # videos per query of `library_index`
 _INDEX_CACHE_KEYS = 250_000  # videos in the kept indexes, at most (36 MiB at 150 bytes)
+
+
+def _upsert_recorded(conn: sqlite3.Connection, log: ChangeLog, library: str, row: VideoRow) -> bool:
+    """Write one video of a library, recording ADDED, or UPDATED with the fields that changed
+    (nothing when none did); True when it was added."""
+    old = conn.execute(_SELECT_VIDEO, (row.path,)).fetchone()
+    if old is None:
+        cursor = conn.execute(_INSERT_VIDEO, video_values(row))
+        log.record(
+            library,
+            scan_pb2.CHANGE_KIND_ADDED,
+            video_id=cursor.lastrowid or 0,
+            path=row.path,
+            job_id=row.job_id,
+            count=1,
+            size=row.size_bytes,
+        )
+        return True
+    conn.execute(_UPDATE_VIDEO, video_values(row))
+    new = conn.execute(_SELECT_VIDEO, (row.path,)).fetchone()
+    fields = changed_fields(video_of(old), video_of(new))
+    if fields:
+        log.record(
+            library,
+            scan_pb2.CHANGE_KIND_UPDATED,
+            video_id=old[0],
+            path=row.path,
+            fields=",".join(fields),
+            job_id=row.job_id,
+            size=new[_SIZE] - old[_SIZE],
+        )
+    return False

@@ -16,7 +16,7 @@ from ..protocol import SchemaTooNew
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -130,6 +130,19 @@ _MIGRATIONS: dict[int, tuple[Step, ...]] = {
     7: tuple(
         f"CREATE INDEX IF NOT EXISTS videos_by_{column} ON videos ({column}, id)"
         for column in ORDERED_COLUMNS
+    ),
+    # Libraries (`store/changes.py`): each a root, its settings and status (`body`, a
+    # serialized Library), its counts, and its change feed (`library_changes`, by sequence).
+    8: (
+        "CREATE TABLE IF NOT EXISTS libraries (id TEXT PRIMARY KEY, root TEXT NOT NULL UNIQUE, "
+        "uid TEXT NOT NULL, body BLOB NOT NULL, video_count INTEGER NOT NULL DEFAULT 0, "
+        "total_size INTEGER NOT NULL DEFAULT 0, last_sequence INTEGER NOT NULL DEFAULT 0, "
+        "first_kept INTEGER NOT NULL DEFAULT 1)",
+        "CREATE TABLE IF NOT EXISTS library_changes (library_id TEXT NOT NULL, "
+        "sequence INTEGER NOT NULL, kind INTEGER NOT NULL, video_id INTEGER NOT NULL, "
+        "path TEXT NOT NULL, old_path TEXT NOT NULL, fields TEXT NOT NULL, "
+        "job_id TEXT NOT NULL, time_ns INTEGER NOT NULL, status BLOB NOT NULL, "
+        "PRIMARY KEY (library_id, sequence)) WITHOUT ROWID",
     ),
 }
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from ...dblock import DatabaseLock
 from ...supervisor import Supervise
 from ..protocol import JobStore, LibraryStore
+from .catalog import SqliteCatalog
 from .database import Database
 from .jobs import SqliteJobs
 from .library import SqliteLibrary
@@ -21,7 +22,7 @@ from .library import SqliteLibrary
 T = TypeVar("T")
 
 
-class SqliteStore(SqliteJobs, SqliteLibrary):
+class SqliteStore(SqliteJobs, SqliteLibrary, SqliteCatalog):
     """The SQLite database behind the job engine and the library."""
 
     def __init__(
@@ -47,6 +48,7 @@ class SqliteStore(SqliteJobs, SqliteLibrary):
         )
         SqliteJobs.__init__(self, self.database, node=node)
         SqliteLibrary.__init__(self, self.database)
+        SqliteCatalog.__init__(self, self.database, self)
 
     @property
     def path(self) -> Path:
