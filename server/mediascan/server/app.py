@@ -382,6 +382,8 @@ class MediascanServer:
             # by this one and then cancelled.
             rpcs = asyncio.create_task(self._server.stop(grace=RPC_GRACE), name="grpc-stop")
             await asyncio.sleep(0)
+        if self._service is not None:
+            self._service.end_streams()  # WatchLibrary streams end with UNAVAILABLE
         return drain, rpcs
 
     async def _close_services(

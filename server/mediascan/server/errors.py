@@ -187,3 +187,15 @@ def status_of(code: CodeLike, message: str) -> status_pb2.Status:
 
 
 INTERNAL_MESSAGE = "internal error: the server logged the details; please report it"
+
+
+class AlreadyExists(MediascanError):
+    """The resource a create names exists already."""
+
+    code = Code.ALREADY_EXISTS
+
+
+class Unimplemented(MediascanError):
+    """The server cannot do what was asked (e.g. its store keeps no libraries)."""
+
+    code = Code.UNIMPLEMENTED

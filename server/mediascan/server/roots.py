@@ -236,3 +236,24 @@ def open_root(path: str) -> int:
             "scan again with the real folder"
         )
     return fd
+
+
+MAX_PATH = 4096
+
+
+def check_path_text(field: str, path: str) -> None:
+    """A path field's text: present, absolute, no NUL, at most MAX_PATH characters."""
+    if not path:
+        raise InvalidArgument(
+            field, "required: the absolute path of a folder on the server, e.g. /media/videos"
+        )
+    if "\x00" in path:
+        raise InvalidArgument(field, "contains a NUL character, which no path can hold")
+    if len(path) > MAX_PATH:
+        raise InvalidArgument(field, f"longer than {MAX_PATH} characters")
+    if not os.path.isabs(path):
+        raise InvalidArgument(
+            field,
+            f"must be an absolute path (starting with /), got {shown(path)!r}: the server does "
+            "not know the client's working folder",
+        )

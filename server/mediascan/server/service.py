@@ -23,14 +23,18 @@ from .errors import (
     InvalidArgument,
     MediascanError,
     NotFound,
+    Unimplemented,
 )
 from .grpc_types import Context
 from .jobs import JobState, ScanSpec, request_fingerprint
 from .lane import BlockingLane
+from .libraries.follow import LibraryFollowers
+from .libraries.rpc import LibraryRpc, library_prefix
 from .logs import limited
-from .roots import AllowedRoots, resolve_folder, shown
+from .roots import AllowedRoots, check_path_text, resolve_folder, shown
 from .status import abort, abort_internal
 from .store import LibraryStore
+from .store.changes import LibraryCatalog
 from .verify import Verifier
 from .video_filters import (
     duration_seconds,
@@ -47,7 +51,6 @@ _FAILURES = limited(log, "failed calls")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
-MAX_PATH = 4096
 MAX_ID = 128
 PRIORITY_RANGE = (-100, 100)
 JOBS_PAGE = (50, 1000)  # default, maximum
@@ -95,10 +98,30 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
         self._roots = tuple(roots)
         #: Resolving a submitted folder touches the disk: never on the loop.
         self._lane = BlockingLane("path", timeout=PATH_TIMEOUT)
+        self._followers: LibraryFollowers | None = None
+        #: The library RPCs, on a store that keeps libraries.
+        self.libraries: LibraryRpc | None = None
+        if isinstance(store, LibraryCatalog):
+            self._followers = LibraryFollowers(store)
+            self.libraries = LibraryRpc(store, self._resolve, self._followers)
+
+    async def _resolve(self, path: str) -> str:
+        return await self._lane.call(resolve_folder, path, self._roots)
+
+    def end_streams(self) -> None:
+        """End the WatchLibrary streams (with UNAVAILABLE: resume on another server)."""
+        if self._followers is not None:
+            self._followers.close()
 
     def close(self) -> None:
         """Let the path lane's thread end (once the calls it holds return): the server stops."""
+        self.end_streams()
         self._lane.close()
+
+    def _library_rpc(self) -> LibraryRpc:
+        if self.libraries is None:
+            raise Unimplemented("this server's store keeps no libraries")
+        return self.libraries
 
     # -- jobs ---------------------------------------------------------------------------------
 
@@ -184,8 +207,13 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
     ) -> scan_pb2.ListVideosResponse:
         prefix = request.path_prefix
         if prefix:
-            _check_path_text("path_prefix", prefix)
+            check_path_text("path_prefix", prefix)
             prefix = os.path.normpath(prefix)
+        sequence = 0
+        if request.library:
+            library = await self._library_rpc().get(request.library, "library")
+            prefix = library_prefix(library, prefix)
+            sequence = library.status.last_sequence
         query = video_query(request, prefix)
         page_size = _page_size(request.page_size, VIDEOS_PAGE)
         filters, order = filter_key(query), order_text(query)
@@ -207,7 +235,9 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
         token = ""
         if more and page:
             token = encode_videos_token(page_end(page[-1], query.order), filters, order)
-        return scan_pb2.ListVideosResponse(videos=page, next_page_token=token)
+        return scan_pb2.ListVideosResponse(
+            videos=page, next_page_token=token, library_sequence=sequence
+        )
 
     @_unary
     async def ListDuplicates(
@@ -215,7 +245,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
     ) -> scan_pb2.ListDuplicatesResponse:
         prefix = request.path_prefix
         if prefix:
-            _check_path_text("path_prefix", prefix)
+            check_path_text("path_prefix", prefix)
             prefix = os.path.normpath(prefix)
         return await self._duplicates.list(request, prefix)
 
@@ -233,17 +263,64 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
             video = await self._store.get_video(video_id=int(number), path=None)
             missing = f'video "{shown(request.video_id)}" is not in the library'
         else:
-            _check_path_text("path", request.path)
+            check_path_text("path", request.path)
             video = await self._store.get_video(video_id=None, path=os.path.normpath(request.path))
             missing = f"{shown(request.path)} is not in the library (scan its folder first)"
         if video is None:
             raise NotFound(missing)
         return video
 
+    # -- libraries --------------------------------------------------------------------------
+
+    @_unary
+    async def CreateLibrary(
+        self, request: scan_pb2.CreateLibraryRequest, context: Context
+    ) -> scan_pb2.Library:
+        return await self._library_rpc().create(request)
+
+    @_unary
+    async def GetLibrary(
+        self, request: scan_pb2.GetLibraryRequest, context: Context
+    ) -> scan_pb2.Library:
+        return await self._library_rpc().get(request.name)
+
+    @_unary
+    async def ListLibraries(
+        self, request: scan_pb2.ListLibrariesRequest, context: Context
+    ) -> scan_pb2.ListLibrariesResponse:
+        return await self._library_rpc().list(request)
+
+    @_unary
+    async def UpdateLibrary(
+        self, request: scan_pb2.UpdateLibraryRequest, context: Context
+    ) -> scan_pb2.Library:
+        return await self._library_rpc().update(request)
+
+    @_unary
+    async def DeleteLibrary(
+        self, request: scan_pb2.DeleteLibraryRequest, context: Context
+    ) -> empty_pb2.Empty:
+        await self._library_rpc().delete(request)
+        return empty_pb2.Empty()
+
+    async def WatchLibrary(
+        self, request: scan_pb2.WatchLibraryRequest, context: Context
+    ) -> AsyncIterator[scan_pb2.LibraryChange]:
+        try:
+            async for change in self._library_rpc().watch(request):
+                yield change
+        except MediascanError as exc:
+            await abort(context, exc)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            _FAILURES.log(logging.ERROR, "WatchLibrary failed", exc_info=True)
+            await abort_internal(context)
+
     # -- validation -------------------------------------------------------------------------
 
     async def _validate_submit(self, request: scan_pb2.SubmitScanRequest) -> ScanSpec:
-        _check_path_text("path", request.path)
+        check_path_text("path", request.path)
         if len(request.request_id) > MAX_ID:
             raise InvalidArgument("request_id", f"longer than {MAX_ID} characters")
         low, high = PRIORITY_RANGE
@@ -291,23 +368,6 @@ def _job_id(job_id: str) -> str:
     if len(job_id) > MAX_ID:
         raise InvalidArgument("job_id", f"longer than {MAX_ID} characters: not a job id")
     return job_id
-
-
-def _check_path_text(field: str, path: str) -> None:
-    if not path:
-        raise InvalidArgument(
-            field, "required: the absolute path of a folder on the server, e.g. /media/videos"
-        )
-    if "\x00" in path:
-        raise InvalidArgument(field, "contains a NUL character, which no path can hold")
-    if len(path) > MAX_PATH:
-        raise InvalidArgument(field, f"longer than {MAX_PATH} characters")
-    if not os.path.isabs(path):
-        raise InvalidArgument(
-            field,
-            f"must be an absolute path (starting with /), got {shown(path)!r}: the server does "
-            "not know the client's working folder",
-        )
 
 
 def _page_size(requested: int, limits: tuple[int, int]) -> int:

@@ -144,3 +144,21 @@ def decode_duplicates_token(token: str, prefix: str) -> str | None:
             "page_token", "the token belongs to a listing of another path_prefix: keep it the same"
         )
     return fingerprint
+
+
+def encode_libraries_token(last_id: str) -> str:
+    return _encode({"l": last_id})
+
+
+def decode_libraries_token(token: str) -> str:
+    """The id of the previous page's last library, or "" for the first page."""
+    if not token:
+        return ""
+    try:
+        last = _decode(token)["l"]
+        if not isinstance(last, str):
+            raise TypeError("not a library id")
+        last.encode("utf-8")
+    except (ValueError, TypeError, KeyError):
+        raise _not_ours("ListLibraries") from None
+    return last
