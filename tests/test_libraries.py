@@ -110,9 +110,7 @@ async def test_bad_requests_get_clear_errors(stub: Any, tmp_path: Path) -> None:
         bad,
         "library.poll_interval",
     )
-    await expect_error(
-        create(stub, "films", tmp_path / "missing"), grpc.StatusCode.NOT_FOUND
-    )
+    await expect_error(create(stub, "films", tmp_path / "missing"), grpc.StatusCode.NOT_FOUND)
     await create(stub, "films", tmp_path / "a")
     await expect_error(
         create(stub, "films", tmp_path / "a" / "b"), grpc.StatusCode.ALREADY_EXISTS, "library_id"
