@@ -20,6 +20,9 @@ FEED_TIMEOUT = 60.0
 
 
 async def create(stub: Any, library_id: str, root: Path | str, **fields: Any) -> Any:
+    """CreateLibrary; with a quiet window of 1 ns unless given, so that the files a test has
+    just written are probed at once."""
+    fields.setdefault("quiet_window", {"nanos": 1})
     return await stub.CreateLibrary(
         scan_pb2.CreateLibraryRequest(
             library_id=library_id, library=scan_pb2.Library(root=str(root), **fields)
@@ -106,7 +109,7 @@ async def test_bad_requests_get_clear_errors(stub: Any, tmp_path: Path) -> None:
         create(stub, "films", tmp_path / "a", removal_limit=2.0), bad, "library.removal_limit"
     )
     await expect_error(
-        create(stub, "films", tmp_path / "a", poll_interval={"seconds": 1}),
+        create(stub, "films", tmp_path / "a", poll_interval={"nanos": 500_000_000}),
         bad,
         "library.poll_interval",
     )
@@ -247,3 +250,45 @@ async def test_delete_keeps_or_drops_the_videos(stub: Any, tmp_path: Path) -> No
     await stub.DeleteLibrary(scan_pb2.DeleteLibraryRequest(name="keep"))
     await stub.DeleteLibrary(scan_pb2.DeleteLibraryRequest(name="drop", drop_videos=True))
     assert [v.path for v in await all_videos(stub)] == [real(tmp_path / "keep" / "a.mp4")]
+
+
+async def test_a_scan_never_removes_more_than_the_removal_limit(stub: Any, tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    videos = [tiny_video(root / f"v{i}.mp4", seconds=0.2 + i / 10) for i in range(4)]
+    await scan(stub, root)
+    await create(stub, "lib", root)
+    feed = Feed(stub, "lib")
+    assert (await feed.next()).kind == scan_pb2.CHANGE_KIND_RESYNC
+    for video in videos[:3]:
+        video.unlink()
+    job = await scan(stub, root)
+    assert (job.result.removed, job.result.removals_withheld) == (0, 3), job.result
+    status = await feed.next()
+    assert status.kind == scan_pb2.CHANGE_KIND_STATUS
+    assert status.status.state == scan_pb2.LIBRARY_STATE_DEGRADED
+    assert "3 of the library's 4 videos" in status.status.reason and "force" in status.status.reason
+    got = await stub.GetLibrary(scan_pb2.GetLibraryRequest(name="lib"))
+    assert got.status.state == scan_pb2.LIBRARY_STATE_DEGRADED and got.status.video_count == 4
+    job = await scan(stub, root, force=True)
+    assert (job.result.removed, job.result.removals_withheld) == (3, 0), job.result
+    assert [c.kind for c in await feed.take(3)] == [scan_pb2.CHANGE_KIND_REMOVED] * 3
+    feed.close()
+
+
+async def test_files_still_changing_are_deferred(stub: Any, tmp_path: Path) -> None:
+    root = tmp_path / "lib"
+    root.mkdir()
+    await create(stub, "lib", root, quiet_window={"seconds": 3600})
+    fresh = tiny_video(root / "copying.mp4")
+    os.utime(fresh, (1_000_000_000, 1_000_000_000))  # an old mtime: the ctime is still new
+    job = await scan(stub, root)
+    assert (job.result.deferred, job.result.added) == (1, 0), job.result
+    assert job.options.quiet_window.seconds == 3600 and job.library == "libraries/lib"
+    await stub.UpdateLibrary(
+        scan_pb2.UpdateLibraryRequest(
+            library=scan_pb2.Library(name="lib", quiet_window={"nanos": 1}),
+            update_mask={"paths": ["quiet_window"]},
+        )
+    )
+    job = await scan(stub, root)
+    assert (job.result.deferred, job.result.added) == (0, 1), job.result

@@ -188,7 +188,7 @@ class SubmitScanResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
 
 class ScanOptions(_message.Message):
-    __slots__ = ("recursive", "follow_symlinks", "timeout", "priority", "full", "verify", "force", "folders", "trees")
+    __slots__ = ("recursive", "follow_symlinks", "timeout", "priority", "full", "verify", "force", "folders", "trees", "quiet_window")
     RECURSIVE_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +198,7 @@ class ScanOptions(_message.Message):
     FORCE_FIELD_NUMBER: _ClassVar[int]
     FOLDERS_FIELD_NUMBER: _ClassVar[int]
     TREES_FIELD_NUMBER: _ClassVar[int]
+    QUIET_WINDOW_FIELD_NUMBER: _ClassVar[int]
     recursive: bool
     follow_symlinks: bool
     timeout: _duration_pb2.Duration
@@ -207,7 +208,8 @@ class ScanOptions(_message.Message):
     force: bool
     folders: _containers.RepeatedScalarFieldContainer[str]
     trees: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ..., verify: _Optional[_Union[Verify, str]] = ..., force: _Optional[bool] = ..., folders: _Optional[_Iterable[str]] = ..., trees: _Optional[_Iterable[str]] = ...) -> None: ...
+    quiet_window: _duration_pb2.Duration
+    def __init__(self, recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ..., verify: _Optional[_Union[Verify, str]] = ..., force: _Optional[bool] = ..., folders: _Optional[_Iterable[str]] = ..., trees: _Optional[_Iterable[str]] = ..., quiet_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "state", "path", "options", "progress", "result", "error", "create_time", "start_time", "end_time", "attempt", "last_sequence", "request_id", "node", "trigger", "library")
@@ -730,7 +732,7 @@ class Library(_message.Message):
     def __init__(self, name: _Optional[str] = ..., root: _Optional[str] = ..., recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., watch_mode: _Optional[_Union[WatchMode, str]] = ..., poll_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., quiet_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., rescan_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., full_rescan_every: _Optional[int] = ..., removal_limit: _Optional[float] = ..., status: _Optional[_Union[LibraryStatus, _Mapping]] = ..., uid: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LibraryStatus(_message.Message):
-    __slots__ = ("state", "reason", "since", "watching", "last_job_id", "last_scan_end_time", "video_count", "total_size_bytes", "last_sequence", "node", "next_rescan_time")
+    __slots__ = ("state", "reason", "since", "watching", "last_job_id", "last_scan_end_time", "video_count", "total_size_bytes", "last_sequence", "node", "next_rescan_time", "marker", "scheduled_runs")
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
@@ -742,6 +744,8 @@ class LibraryStatus(_message.Message):
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     NEXT_RESCAN_TIME_FIELD_NUMBER: _ClassVar[int]
+    MARKER_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULED_RUNS_FIELD_NUMBER: _ClassVar[int]
     state: LibraryState
     reason: str
     since: _timestamp_pb2.Timestamp
@@ -753,7 +757,9 @@ class LibraryStatus(_message.Message):
     last_sequence: int
     node: str
     next_rescan_time: _timestamp_pb2.Timestamp
-    def __init__(self, state: _Optional[_Union[LibraryState, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., watching: _Optional[_Union[WatchMode, str]] = ..., last_job_id: _Optional[str] = ..., last_scan_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., video_count: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., last_sequence: _Optional[int] = ..., node: _Optional[str] = ..., next_rescan_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    marker: bool
+    scheduled_runs: int
+    def __init__(self, state: _Optional[_Union[LibraryState, str]] = ..., reason: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., watching: _Optional[_Union[WatchMode, str]] = ..., last_job_id: _Optional[str] = ..., last_scan_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., video_count: _Optional[int] = ..., total_size_bytes: _Optional[int] = ..., last_sequence: _Optional[int] = ..., node: _Optional[str] = ..., next_rescan_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., marker: _Optional[bool] = ..., scheduled_runs: _Optional[int] = ...) -> None: ...
 
 class CreateLibraryRequest(_message.Message):
     __slots__ = ("library_id", "library")

@@ -25,6 +25,8 @@ from .engine import JobEngine
 from .events import EventHub, serialize_event
 from .follow import Followers
 from .health import HealthState
+from .libraries.keeper import LibraryJobs
+from .libraries.keepers import LIBRARY_KEEPERS, LibraryKeepers
 from .logs import flush_limited
 from .maintenance import start_maintenance
 from .metrics import Metrics
@@ -43,6 +45,7 @@ from .security import (
 from .service import ScanService
 from .shutdown import ShutdownSteps, close_storage, exit_now, start_watchdog
 from .store import StorageError
+from .store.changes import LibraryCatalog
 from .store.factory import ServerStore, open_store
 from .streams import StreamBudget
 from .supervisor import Supervisor
@@ -255,6 +258,9 @@ class MediascanServer:
         dispatcher = self._queue.dispatcher
         assert dispatcher is not None and self.supervisor is not None
         self.supervisor.watch_task(dispatcher)
+        keepers = _start_keepers(self._service, self._queue, self._store, config, roots)
+        if keepers is not None:
+            self.supervisor.watch_task(keepers)
         for task in start_maintenance(
             self._store, self.health, config.retention, lambda: self._stopping
         ):
@@ -361,7 +367,7 @@ class MediascanServer:
         if self._hub is not None:
             self._hub.begin_shutdown()
         tasks = self.supervisor.tasks if self.supervisor is not None else {}
-        for name in ("retention-purge", "database-check"):
+        for name in ("retention-purge", "database-check", LIBRARY_KEEPERS):
             side = tasks.get(name)
             if side is not None:
                 side.cancel()
@@ -680,3 +686,26 @@ def _hints(config: Config) -> tuple[str, str]:
 def _on_signal(server: MediascanServer, signum: int) -> None:
     log.info("%s: shutting down", signal.Signals(signum).name)
     server.request_stop()
+
+
+def _start_keepers(
+    service: ScanService,
+    queue: JobEngine,
+    store: Any,
+    config: Config,
+    roots: AllowedRoots,
+) -> asyncio.Task[None] | None:
+    """The keepers of this server's libraries (watching, polling, schedules), on a store that
+    keeps libraries; their jobs' ends are recorded in the libraries' status."""
+    if service.libraries is None or not isinstance(store, LibraryCatalog):
+        return None
+    keepers = LibraryKeepers(
+        store,
+        LibraryJobs(queue, config.effective_default_timeout),
+        node=config.effective_node_name,
+        roots=roots.paths,
+        lease=config.lease,
+    )
+    service.libraries.observe(keepers.library_changed)
+    queue.state_listeners.append(keepers.job_changed)
+    return asyncio.create_task(keepers.run(), name=LIBRARY_KEEPERS)

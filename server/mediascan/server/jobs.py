@@ -139,6 +139,18 @@ class ScanSpec:
     #: Hash of what the client asked for (before defaults), to tell a retried request_id
     #: from a reused one (AIP-155).
     fingerprint: str = ""
+    #: What submitted the job (the contract's `Trigger`), and the library holding the folder
+    #: ("libraries/ID"; empty: none).
+    trigger: int = scan_pb2.TRIGGER_USER
+    library: str = ""
+    #: Removals beyond the library's `removal_limit` are confirmed.
+    force: bool = False
+    #: A targeted rescan: the folders compared directly, and those walked whole (`path` is
+    #: the library's root); both empty for a scan of `path`.
+    folders: tuple[str, ...] = ()
+    trees: tuple[str, ...] = ()
+    #: Seconds a file must have been unchanged to be probed (0: no quiet window).
+    quiet: float = 0.0
 
     @property
     def decode(self) -> bool:
@@ -151,6 +163,12 @@ class ScanSpec:
         flags = f"{int(self.recursive)}{int(self.follow_symlinks)}{int(self.full)}"
         if self.verify == scan_pb2.VERIFY_DECODE:
             flags += "d"
+        if self.force:
+            flags += "f"
+        if self.trigger not in (scan_pb2.TRIGGER_USER, scan_pb2.TRIGGER_UNSPECIFIED):
+            flags += f"t{self.trigger}"
+        if self.folders or self.trees:
+            flags += f"{self.folders!r}{self.trees!r}"
         return f"{flags}:{self.timeout!r}:{self.priority}:{self.path}"
 
     def new_job(self) -> scan_pb2.Job:
@@ -167,11 +185,17 @@ class ScanSpec:
                 full=self.full,
                 # Set for DECODE only: the options of other scans read as they always did.
                 verify=self.verify if self.decode else 0,  # type: ignore[arg-type]
+                force=self.force,
+                folders=self.folders,
+                trees=self.trees,
+                quiet_window=seconds_to_duration(self.quiet) if self.quiet else None,
             ),
             progress=scan_pb2.Progress(),
             create_time=now_timestamp(),
             attempt=1,
             request_id=self.request_id,
+            trigger=self.trigger,  # type: ignore[arg-type]
+            library=self.library,
         )
 
 
@@ -194,6 +218,12 @@ def spec_of(job: scan_pb2.Job) -> ScanSpec:
         full=job.options.full,
         verify=job.options.verify or scan_pb2.VERIFY_NONE,
         request_id=job.request_id,
+        trigger=job.trigger or scan_pb2.TRIGGER_USER,
+        library=job.library,
+        force=job.options.force,
+        folders=tuple(job.options.folders),
+        trees=tuple(job.options.trees),
+        quiet=job.options.quiet_window.ToNanoseconds() / 1e9,
     )
 
 

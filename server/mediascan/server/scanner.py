@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import os
 import threading
 import time
 from typing import Protocol
@@ -32,9 +33,15 @@ from typing import Protocol
 from mediascan.v1 import scan_pb2
 
 from .decode_check import DecodeReport
-from .errors import Code
+from .errors import Code, NotFound
 from .escaping import escaped
 from .jobs import ScanSpec
+from .libraries.guard import (
+    remove_gone_subfolders,
+    remove_gone_tree,
+    targeted_parts,
+    within_removal_limits,
+)
 from .moves import Fingerprinter, Moves
 from .open_files import OpenFiles, RootFolder
 from .probe import ProbeError, Prober
@@ -79,6 +86,9 @@ class ScanReporter(Protocol):
     def file_error(self, path: str, code: Code, message: str) -> None:
         """A file or folder could not be handled."""
 
+    def withhold(self, count: int) -> None:
+        """Removals of `count` videos were withheld (a library's `removal_limit`)."""
+
 
 class Scanner:
     """Runs scans; one instance serves every job."""
@@ -121,9 +131,25 @@ class Scanner:
     ) -> None:
         """Scan `spec` for this attempt of the job (a shared store refuses the library writes
         of an attempt that is over: LeaseLost)."""
+        fence = Fence(job_id, attempt)
+        if not (spec.folders or spec.trees):
+            await self._scan_folder(spec, fence, reporter)
+            return
+        for part in targeted_parts(spec):  # a library's targeted rescan
+            if part.recursive and not await asyncio.to_thread(os.path.lexists, part.path):
+                await remove_gone_tree(self._parts.store, part, fence, reporter)
+                continue
+            try:
+                await self._scan_folder(part, fence, reporter)
+            except NotFound:  # gone since the watch saw it change: its parent says so
+                continue
+            if spec.recursive and not part.recursive:
+                await remove_gone_subfolders(self._parts.store, part, fence, reporter)
+
+    async def _scan_folder(self, spec: ScanSpec, fence: Fence, reporter: ScanReporter) -> None:
         root = RootFolder(await asyncio.to_thread(open_root, spec.path))
         try:
-            run = _ScanRun(self._parts, spec, Fence(job_id, attempt), reporter)
+            run = _ScanRun(self._parts, spec, fence, reporter)
             await run.execute(root)
         finally:
             root.abandon()  # closed here unless the walker took it
@@ -170,6 +196,8 @@ class _ScanRun:
         self._failure: BaseException | None = None  # the first probe task that failed
         self._stop = threading.Event()
         self._started_ns = time.time_ns()
+        #: A file that changed after this is still changing: deferred (`_defer`).
+        self._quiet_after = self._started_ns - round(spec.quiet * 1e9) if spec.quiet else 1 << 62
         self._open = OpenFiles(parts.probe_concurrency + _OPEN_AHEAD)
         #: Probing by every server (a shared store), or None: probed here (also a DECODE scan:
         #: only this server verifies).
@@ -278,6 +306,9 @@ class _ScanRun:
             undated = [(self._device_key(dev, path), path) for dev, path in batch.undated]
             await self._store.set_devices(undated, fence=self._fence)
         for found in batch.files:
+            if found.changed_ns > self._quiet_after and not (found.verify_only or found.moved_from):
+                self._defer(found)
+                continue
             if self._shared is not None and not found.moved_from:
                 self._open.close(found.fd)  # probed by whichever server claims it
                 await self._shared.add(found)
@@ -355,6 +386,8 @@ class _ScanRun:
                 self._pending.extend(outcome.copies)
                 await self._write(force=True)
             self._reporter.changed()
+        if missing and not self._spec.force:
+            missing = await within_removal_limits(self._store, missing, self._spec, self._reporter)
         if missing:
             removed = await self._store.remove_videos(
                 missing, before_ns=self._started_ns, fence=self._fence
@@ -380,6 +413,12 @@ class _ScanRun:
             progress.current_path = outcome.last_path
         self._update_fraction()
         self._reporter.changed()
+
+    def _defer(self, found: FoundFile) -> None:
+        """A file still changing (within the quiet window): not probed now, nor removed."""
+        self._open.close(found.fd)
+        self._progress.deferred += 1
+        self._done(found)
 
     def _done(self, found: FoundFile) -> None:
         self._progress.files_done += 1

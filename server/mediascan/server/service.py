@@ -30,6 +30,7 @@ from .jobs import JobState, ScanSpec, request_fingerprint
 from .lane import BlockingLane
 from .libraries.follow import LibraryFollowers
 from .libraries.rpc import LibraryRpc, library_prefix
+from .libraries.settings import seconds
 from .logs import limited
 from .roots import AllowedRoots, check_path_text, resolve_folder, shown
 from .status import abort, abort_internal
@@ -335,7 +336,11 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
                 f"unknown value {request.verify}: use VERIFY_NONE (the default) or VERIFY_DECODE",
             )
         path = await self._lane.call(resolve_folder, request.path, self._roots)
+        library = None if self.libraries is None else await self.libraries.holding(path)
         return ScanSpec(
+            library=library.name if library is not None else "",
+            quiet=seconds(library, "quiet_window") if library is not None else 0.0,
+            force=request.force,
             path=path,
             recursive=request.recursive if request.HasField("recursive") else True,
             follow_symlinks=request.follow_symlinks,

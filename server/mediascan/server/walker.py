@@ -60,6 +60,9 @@ class FoundFile(NamedTuple):
     moved_from: str = ""
     #: Unchanged, handed over only to be verified (a DECODE scan, a video never verified).
     verify_only: bool = False
+    #: The latest of its modification and status-change times: when it last changed (a copy
+    #: that keeps the source's modification time still changes the status-change time).
+    changed_ns: int = 0
 
 
 @dataclasses.dataclass(slots=True)
@@ -367,7 +370,14 @@ class Walker:
         verify_only = verify_only and not self._spec.full
         self._files.append(
             FoundFile(
-                path, info.st_size, info.st_mtime_ns, info.st_dev, fd, moved_from, verify_only
+                path,
+                info.st_size,
+                info.st_mtime_ns,
+                info.st_dev,
+                fd,
+                moved_from,
+                verify_only,
+                max(info.st_mtime_ns, info.st_ctime_ns),
             )
         )
         return len(self._files) < WALK_BATCH or self._send()

@@ -63,7 +63,10 @@ class Admission:
         joined = self._submitting.get(key)
         if same is not None or joined is not None:
             return await self._join(spec, same, joined)
-        if self._jobs.count(Phase.QUEUED) + self._pending >= self._max_queued:
+        library = spec.trigger in (scan_pb2.TRIGGER_WATCH, scan_pb2.TRIGGER_SCHEDULE)
+        if not library and self._jobs.count_submitted(Phase.QUEUED) + self._pending >= (
+            self._max_queued
+        ):
             # A retry of an earlier submit returns that job (AIP-155), even when the queue is
             # full. Otherwise the insert looks the request_id up itself, in its transaction.
             retried = await self._earlier_request(spec) if spec.request_id else None

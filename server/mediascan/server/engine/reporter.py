@@ -45,8 +45,14 @@ class Reporter:
         self._dirty = asyncio.Event()
         self._interval = 1.0 / config.progress_rate
 
+        #: Removals withheld by a library's removal limit (`libraries/guard.py`).
+        self.withheld = 0
+
     def changed(self) -> None:
         self._dirty.set()
+
+    def withhold(self, count: int) -> None:
+        self.withheld += count
 
     def file_error(self, path: str, code: CodeLike, message: str) -> None:
         """Record a file's error. `code` is a domain `Code` (or, from callers not converted
@@ -125,6 +131,8 @@ class Reporter:
             unchanged=p.unchanged,
             removed=p.removed,
             moved=p.moved,
+            deferred=p.deferred,
+            removals_withheld=self.withheld,
             failed=p.failed,
             bytes_total=p.bytes_done,
             file_errors=self.sample,

@@ -86,6 +86,9 @@ class ActiveJobs:
         self._by_id: dict[str, RunningJob] = {}
         self._by_key: dict[str, RunningJob] = {}
         self._counts = dict.fromkeys(Phase, 0)
+        #: The jobs of libraries (WATCH, SCHEDULE) by phase: they do not count toward
+        #: --max-queued (at most one of each is pending per library).
+        self._library_counts = dict.fromkeys(Phase, 0)
         #: Set when the server stops: no job starts any more, a failing end is not retried.
         self.draining = False
 
@@ -93,6 +96,7 @@ class ActiveJobs:
         self._by_id[running.job_id] = running
         self._by_key.setdefault(running.spec.dedup_key, running)
         self._counts[running.phase] += 1
+        self._library_counts[running.phase] += _of_library(running)
         return running
 
     def get(self, job_id: str) -> RunningJob | None:
@@ -105,6 +109,8 @@ class ActiveJobs:
         if running.job_id in self._by_id:
             self._counts[running.phase] -= 1
             self._counts[phase] += 1
+            self._library_counts[running.phase] -= _of_library(running)
+            self._library_counts[phase] += _of_library(running)
         running.phase = phase
 
     def release(self, running: RunningJob) -> None:
@@ -112,6 +118,7 @@ class ActiveJobs:
         if self._by_id.get(running.job_id) is running:
             del self._by_id[running.job_id]
             self._counts[running.phase] -= 1
+            self._library_counts[running.phase] -= _of_library(running)
         if self._by_key.get(running.spec.dedup_key) is running:
             del self._by_key[running.spec.dedup_key]
         running.phase = Phase.ENDED
@@ -120,8 +127,17 @@ class ActiveJobs:
     def count(self, phase: Phase) -> int:
         return self._counts[phase]
 
+    def count_submitted(self, phase: Phase) -> int:
+        """The jobs in `phase` that clients submitted (not a library's own)."""
+        return self._counts[phase] - self._library_counts[phase]
+
     def __contains__(self, job_id: str) -> bool:
         return job_id in self._by_id
 
     def __iter__(self) -> Iterator[RunningJob]:
         return iter(list(self._by_id.values()))
+
+
+def _of_library(running: RunningJob) -> int:
+    """1 for a job a library submitted (WATCH, SCHEDULE), else 0."""
+    return int(running.spec.trigger in (scan_pb2.TRIGGER_WATCH, scan_pb2.TRIGGER_SCHEDULE))

@@ -3,6 +3,7 @@ validation, the catalog's answers, and the errors a client can act on."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from mediascan.v1 import scan_pb2
@@ -10,11 +11,13 @@ from mediascan.v1 import scan_pb2
 from ..engine.tokens import decode_libraries_token, encode_libraries_token
 from ..errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from ..roots import check_path_text
-from ..store.changes import LibraryCatalog, LibraryExists, RootsOverlap
+from ..store.changes import LibraryCatalog, LibraryExists, LibraryRoots, RootsOverlap
 from .follow import LibraryFollowers
 from .settings import apply_update, check_id, id_of_name, mask_paths, settle
 
 LIBRARIES_PAGE = (50, 1000)  # default, maximum
+#: Seconds the roots read for a submit's library are used for others.
+ROOTS_AGE = 1.0
 
 
 def library_not_found(library_id: str) -> NotFound:
@@ -40,11 +43,25 @@ class LibraryRpc:
         self._resolve = resolve
         self._followers = followers
         self._observers: list[Callable[[str], None]] = []
+        #: The libraries' roots as last read, and when (`holding`).
+        self._roots: tuple[float, LibraryRoots] | None = None
 
     def observe(self, observer: Callable[[str], None]) -> None:
         self._observers.append(observer)
 
+    async def holding(self, path: str) -> scan_pb2.Library | None:
+        """The library whose root holds `path` (roots read at most ROOTS_AGE seconds ago,
+        or since this server last changed a library)."""
+        now = time.monotonic()
+        if self._roots is None or now - self._roots[0] > ROOTS_AGE:
+            self._roots = (now, await self._catalog.library_roots())
+        library_id = self._roots[1].library_of(path)
+        if library_id is None:
+            return None
+        return await self._catalog.get_library(library_id)
+
     def _changed(self, library_id: str) -> None:
+        self._roots = None
         for observer in self._observers:
             observer(library_id)
 

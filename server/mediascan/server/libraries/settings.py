@@ -17,9 +17,9 @@ PREFIX = "libraries/"
 
 #: (default, minimum, maximum) seconds of each duration setting; a default of 0 means unset.
 DURATIONS = {
-    "poll_interval": (300.0, 10.0, 7 * 86400.0),
+    "poll_interval": (300.0, 1.0, 7 * 86400.0),
     "quiet_window": (10.0, 0.0, 3600.0),
-    "rescan_interval": (0.0, 60.0, 366 * 86400.0),
+    "rescan_interval": (0.0, 1.0, 366 * 86400.0),
 }
 DEFAULT_REMOVAL_LIMIT = 0.5
 #: The fields an update may set (an empty mask sets all of them).

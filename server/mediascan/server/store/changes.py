@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from mediascan.v1 import scan_pb2
@@ -210,6 +210,17 @@ class LibraryCatalog(Protocol):
         ...
 
     async def library_roots(self) -> LibraryRoots: ...
+
+    async def lease_libraries(
+        self, *, node: str, lease_s: float, roots: Sequence[str], limit: int
+    ) -> list[str]:
+        """In one transaction: renew this node's leases of libraries, and take those that are
+        free or whose lease lapsed and whose root lies below one of `roots` (any when empty),
+        up to `limit` held in all; the ids held now, sorted (a store only this server writes
+        holds every library)."""
+        ...
+
+    async def release_libraries(self, *, node: str, library_ids: Sequence[str]) -> None: ...
 
     def add_library_listener(self, listener: Callable[[str, int], None]) -> None:
         """Call `listener(library_id, last_sequence)` (on the event loop) after changes of a

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
 from mediascan.v1 import scan_pb2
@@ -137,6 +137,21 @@ class SqliteCatalog:
                 conn.execute("COMMIT")
 
         return await self._catalog_db.read(op)
+
+    async def lease_libraries(
+        self, *, node: str, lease_s: float, roots: Sequence[str], limit: int
+    ) -> list[str]:
+        """Every library: only this server uses the file."""
+
+        def op(conn: sqlite3.Connection) -> list[str]:
+            return [
+                r[0] for r in conn.execute("SELECT id FROM libraries ORDER BY id LIMIT ?", (limit,))
+            ]
+
+        return await self._catalog_db.read(op)
+
+    async def release_libraries(self, *, node: str, library_ids: Sequence[str]) -> None:
+        return None
 
     async def library_roots(self) -> LibraryRoots:
         def op(conn: sqlite3.Connection) -> LibraryRoots:

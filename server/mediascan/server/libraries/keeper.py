@@ -1,0 +1,328 @@
+"""`Keeper`: keeps one library current on this server. It checks the root (OFFLINE while it
+cannot be trusted, then one rescan when it comes back), notices changes (kernel events, or
+polling), runs the rescan schedule, and turns all of it into scans: at most one of the
+library's own jobs is active at a time, and changes noticed meanwhile wait for the next one."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+from mediascan.v1 import scan_pb2
+
+from ..engine import AsyncJobQueue
+from ..errors import MediascanError, Unavailable
+from ..jobs import ScanSpec, is_terminal
+from ..store.changes import LibraryCatalog
+from ..watching import FolderWatcher, WatchMode, effective_mode
+from ..watching.signals import Blind, Changed, Overflowed, RootLost, Sighted
+from . import status as st
+from .rootcheck import root_problem, write_marker
+from .settings import seconds
+
+log = logging.getLogger(__name__)
+
+#: Seconds between checks of an OFFLINE library's root.
+OFFLINE_CHECK = 5.0
+#: At most this many folders in one targeted rescan; beyond, the whole library is rescanned.
+MAX_TARGETS = 1000
+
+_WATCHING = {
+    WatchMode.OFF: scan_pb2.WATCH_MODE_OFF,
+    WatchMode.EVENTS: scan_pb2.WATCH_MODE_EVENTS,
+    WatchMode.POLL: scan_pb2.WATCH_MODE_POLL,
+    WatchMode.AUTO: scan_pb2.WATCH_MODE_AUTO,
+}
+_MODES = {number: mode for mode, number in _WATCHING.items()}
+
+#: Seconds before a scan that could not be submitted (storage failing) is tried again.
+RETRY_SUBMIT = 30.0
+
+
+class RootOffline(Exception):
+    """The library's root cannot be trusted now (`root_problem`)."""
+
+
+class LibraryGone(Exception):
+    """The library was deleted: its keeper ends."""
+
+
+class Keeper:
+    """One library, on the server that holds it. `jobs` submits a scan and waits for its end
+    (`LibraryJobs`); `timeout` is the scans' time limit."""
+
+    def __init__(
+        self, library: scan_pb2.Library, catalog: LibraryCatalog, jobs: LibraryJobs
+    ) -> None:
+        self.library = library
+        self.library_id = library.name.removeprefix("libraries/")
+        self._catalog = catalog
+        self._jobs = jobs
+        self._wake = asyncio.Event()
+        self._folders: set[str] = set()
+        self._trees: set[str] = set()
+        self._whole = False  #: rescan the whole library
+        self._scheduled: bool | None = None  #: a scheduled rescan is due (True: full)
+        self._blind: tuple[str, ...] = ()
+        self._active: asyncio.Task[None] | None = None
+        self._group: asyncio.TaskGroup | None = None
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._keep()
+            except* RootOffline as group:
+                await self._offline(str(group.exceptions[0]))
+
+    async def _keep(self) -> None:
+        library = await self._fresh()
+        problem = await asyncio.to_thread(root_problem, library)
+        if problem is not None:
+            raise RootOffline(problem)
+        await self._mark(library)
+        mode = await asyncio.to_thread(
+            effective_mode, _MODES.get(library.watch_mode, WatchMode.AUTO), library.root
+        )
+        if library.status.state == scan_pb2.LIBRARY_STATE_OFFLINE or (
+            library.status.watching != _WATCHING[mode]
+        ):
+            await self._set(scan_pb2.LIBRARY_STATE_ACTIVE, watching=_WATCHING[mode])
+        async with asyncio.TaskGroup() as group:
+            self._group = group
+            group.create_task(self._submitter())
+            group.create_task(self._schedule())
+            if mode is WatchMode.EVENTS:
+                group.create_task(self._watch())
+            elif mode is WatchMode.POLL:
+                group.create_task(self._poll(lambda: self._rescan_whole()))
+
+    # -- noticing ------------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        library = self.library
+        watcher = FolderWatcher(
+            library.root,
+            recursive=library.recursive,
+            follow_symlinks=library.follow_symlinks,
+            settle_s=max(seconds(library, "quiet_window"), 0.05),
+        )
+        try:
+            await watcher.start()
+        except OSError as exc:
+            raise RootOffline(f"cannot watch the root {library.root}: {exc}") from None
+        blind_poll: asyncio.Task[None] | None = None
+        try:
+            async for signal in watcher:
+                if isinstance(signal, Changed):
+                    self._add(signal.folders, signal.trees)
+                elif isinstance(signal, Overflowed):
+                    log.warning("library %s: the kernel's event queue overflowed", library.name)
+                    await self._set(
+                        scan_pb2.LIBRARY_STATE_DEGRADED,
+                        "the kernel's event queue overflowed (fs.inotify.max_queued_events): "
+                        "changes were missed, so the whole library is rescanned",
+                    )
+                    self._rescan_whole()
+                elif isinstance(signal, Blind):
+                    blind_poll = await self._go_blind(signal, blind_poll)
+                elif isinstance(signal, Sighted):
+                    if blind_poll is not None:
+                        blind_poll.cancel()
+                        blind_poll = None
+                    self._blind = ()
+                    await self._set(scan_pb2.LIBRARY_STATE_ACTIVE)
+                elif isinstance(signal, RootLost):
+                    raise RootOffline(f"the root {library.root} was {signal.reason}")
+        finally:
+            watcher.close()
+            if blind_poll is not None:
+                blind_poll.cancel()
+
+    async def _go_blind(
+        self, signal: Blind, poller: asyncio.Task[None] | None
+    ) -> asyncio.Task[None]:
+        reason = (
+            f"{len(signal.folders)} folders cannot be watched ({signal.reason}): they are "
+            f"polled every {seconds(self.library, 'poll_interval'):g}s instead"
+        )
+        log.warning("library %s: %s", self.library.name, reason)
+        await self._set(scan_pb2.LIBRARY_STATE_DEGRADED, reason)
+        self._blind = signal.folders
+        if poller is None:
+            poller = asyncio.create_task(self._poll(lambda: self._add(self._blind, ())))
+        return poller
+
+    async def _poll(self, due: Callable[[], None]) -> None:
+        interval = seconds(self.library, "poll_interval")
+        while True:
+            await asyncio.sleep(interval)
+            due()
+
+    async def _schedule(self) -> None:
+        """Scheduled rescans: a run missed while no server held the library runs once, now."""
+        interval_ns = round(seconds(self.library, "rescan_interval") * 1e9)
+        if not interval_ns:
+            return
+        while True:
+            status = (await self._fresh()).status
+            due_ns = time.time_ns() + interval_ns
+            if status.HasField("next_rescan_time"):
+                due_ns = min(due_ns, status.next_rescan_time.ToNanoseconds())
+            else:
+                edit = st.next_rescan(due_ns, status.scheduled_runs)
+                await st.update_status(self._catalog, self.library_id, edit)
+            wait = (due_ns - time.time_ns()) / 1e9
+            if wait > 0:
+                await asyncio.sleep(wait)
+            runs = status.scheduled_runs + 1
+            every = self.library.full_rescan_every
+            self._scheduled = bool(every) and runs % every == 0
+            self._wake.set()
+            edit = st.next_rescan(time.time_ns() + interval_ns, runs)
+            await st.update_status(self._catalog, self.library_id, edit)
+
+    # -- scanning ------------------------------------------------------------------------------
+
+    def _add(self, folders: Iterable[str], trees: Iterable[str]) -> None:
+        self._folders.update(folders)
+        self._trees.update(trees)
+        if len(self._folders) + len(self._trees) > MAX_TARGETS:
+            self._rescan_whole()
+        self._wake.set()
+
+    def _rescan_whole(self) -> None:
+        self._whole = True
+        self._wake.set()
+
+    async def _submitter(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._active is not None and not self._active.done():
+                continue  # the next scan starts when this one ends (it wakes us)
+            spec = self._next_spec()
+            if spec is None:
+                continue
+            library = await self._fresh()
+            problem = await asyncio.to_thread(root_problem, library)
+            if problem is not None:
+                raise RootOffline(problem)
+            assert self._group is not None
+            self._active = self._group.create_task(self._run_job(spec))
+
+    def _next_spec(self) -> ScanSpec | None:
+        library = self.library
+        spec = ScanSpec(
+            path=library.root,
+            recursive=library.recursive,
+            follow_symlinks=library.follow_symlinks,
+            timeout=self._jobs.timeout,
+            priority=0,
+            full=False,
+            library=library.name,
+            quiet=seconds(library, "quiet_window"),
+            trigger=scan_pb2.TRIGGER_WATCH,
+        )
+        if self._scheduled is not None:
+            full, self._scheduled = self._scheduled, None
+            self._clear()
+            return dataclasses.replace(spec, trigger=scan_pb2.TRIGGER_SCHEDULE, full=full)
+        if self._whole:
+            self._clear()
+            return spec
+        if self._folders or self._trees:
+            folders, trees = tuple(sorted(self._folders)), tuple(sorted(self._trees))
+            self._clear()
+            return dataclasses.replace(spec, folders=folders, trees=trees)
+        return None
+
+    def _clear(self) -> None:
+        self._whole = False
+        self._folders.clear()
+        self._trees.clear()
+
+    async def _run_job(self, spec: ScanSpec) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            job = await self._jobs.run(spec)
+        except MediascanError as exc:  # the store fails, the queue refuses: later
+            log.warning(
+                "library %s: a %s scan could not run (%s); trying again in %gs",
+                self.library.name,
+                scan_pb2.Trigger.Name(spec.trigger),  # type: ignore[arg-type]
+                exc,
+                RETRY_SUBMIT,
+            )
+            loop.call_later(RETRY_SUBMIT, self._again, spec)
+            return
+        finally:
+            self._wake.set()  # whatever was noticed meanwhile goes next
+        if job.result.deferred:  # files still changing: look again once they may be quiet
+            loop.call_later(spec.quiet, self._again, spec)
+        if self.library.status.state == scan_pb2.LIBRARY_STATE_DEGRADED and not self._blind:
+            fresh = await self._fresh()
+            if fresh.status.reason.startswith("the kernel's event queue overflowed"):
+                await self._set(scan_pb2.LIBRARY_STATE_ACTIVE)
+
+    def _again(self, spec: ScanSpec) -> None:
+        if spec.folders or spec.trees:
+            self._add(frozenset(spec.folders), frozenset(spec.trees))
+        else:
+            self._rescan_whole()
+
+    # -- status --------------------------------------------------------------------------------
+
+    async def _offline(self, reason: str) -> None:
+        log.warning("library %s is OFFLINE: %s; nothing is removed", self.library.name, reason)
+        await self._set(scan_pb2.LIBRARY_STATE_OFFLINE, reason)
+        while True:
+            await asyncio.sleep(OFFLINE_CHECK)
+            library = await self._fresh()
+            if await asyncio.to_thread(root_problem, library) is None:
+                break
+        log.info("library %s: its root is back; rescanning it", self.library.name)
+        self._rescan_whole()
+
+    async def _set(self, state: int, reason: str = "", *, watching: int | None = None) -> None:
+        await st.update_status(
+            self._catalog, self.library_id, st.set_state(state, reason, watching=watching)
+        )
+        self.library.status.state = state  # type: ignore[assignment]
+
+    async def _mark(self, library: scan_pb2.Library) -> None:
+        if library.status.marker:
+            return
+        problem = await asyncio.to_thread(write_marker, library)
+        if problem is None:
+            await st.update_status(self._catalog, self.library_id, st.marked)
+        else:
+            log.info("library %s: %s (the marker rule does not apply)", library.name, problem)
+
+    async def _fresh(self) -> scan_pb2.Library:
+        library = await self._catalog.get_library(self.library_id)
+        if library is None:
+            raise LibraryGone(self.library_id)
+        return library
+
+
+class LibraryJobs:
+    """How keepers run scans: submitted through the engine, followed to their end (on any
+    server: the job's events reach every server)."""
+
+    def __init__(self, queue: AsyncJobQueue, timeout: float) -> None:
+        self._queue = queue
+        #: The time limit of the libraries' scans (the server's default).
+        self.timeout = timeout
+
+    async def run(self, spec: ScanSpec) -> scan_pb2.Job:
+        outcome = await self._queue.submit(spec)
+        job_id = outcome.job.job_id
+        async for _event in self._queue.watch(job_id, 0):
+            pass  # the stream ends after the event that makes the job terminal
+        job = await self._queue.get(job_id)
+        if not is_terminal(job.state):
+            raise Unavailable(f"job {job_id} did not end")
+        return job
