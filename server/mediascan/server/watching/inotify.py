@@ -186,8 +186,9 @@ class FolderWatcher:
         if self._table is not None and self._table.blind:
             deadlines.append(self._next_retry)
         deadline = min((d for d in deadlines if d is not None), default=None)
+        fd = inotify.fd
         self._readable.clear()
-        loop.add_reader(inotify.fd, self._on_readable, loop, inotify.fd)
+        loop.add_reader(fd, self._on_readable, loop, fd)
         try:
             async with asyncio.timeout_at(deadline):
                 await self._readable.wait()
@@ -195,7 +196,7 @@ class FolderWatcher:
             pass
         finally:
             if not loop.is_closed():
-                loop.remove_reader(inotify.fd)
+                loop.remove_reader(fd)
 
     def _on_readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         loop.remove_reader(fd)  # once: a user that does not pull leaves the loop idle
@@ -205,11 +206,11 @@ class FolderWatcher:
         """Handle the events there are (at most MOST_EVENTS_A_STEP), then what they call for."""
         for _ in range(MOST_EVENTS_A_STEP):
             event = inotify.sync_get()
-            if event is None or self._ended:
+            if event is None:
                 break
             self._handle(event, now)
-        if self._ended:
-            return
+            if self._ended:  # the root is lost: the watcher is closed
+                return
         self._after_events()
 
     # -- events --------------------------------------------------------------------------------
