@@ -305,9 +305,7 @@ class FolderWatcher:
             return
         sighted, went_blind = self._table.record(result, whole=kind == "resync")
         self._blind_dirty |= bool(sighted) or went_blind or kind == "resync"
-        for folder, watch in result.watched:
-            if folder == self.root:
-                self._root_wd = watch.wd
+        self._root_wd = self._table.wd_of(self.root)
         now = self._loop.time()
         if kind == "retry":
             self._freed = False

@@ -20,6 +20,7 @@ import dataclasses
 import errno
 import os
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 from asyncinotify import Inotify, Mask, Watch
 
@@ -40,6 +41,9 @@ FOLDER_MASK = (
     | Mask.ONLYDIR
     | Mask.EXCL_UNLINK
 )
+#: What asyncinotify's `Watch.path` is set to: the table keeps each watch's folder as a string
+#: (`Event.path`, which would use it, is not read here).
+_UNUSED = Path("/")
 #: Errors of a folder that is no longer there (or is no longer a folder): nothing to watch.
 GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
 
@@ -162,13 +166,21 @@ class WatchTable:
                 del self._watches[old]  # renamed: the descriptor takes the new path
             self.folders[watch.wd] = folder
             self._watches[folder] = watch
+            watch.path = _UNUSED  # ours is `folder`: its own Path cost some 300 bytes a watch
             if self.blind.pop(folder, None) is not None:
                 sighted.append(folder)
         went_blind = False
         for folder, code in result.blind:
             went_blind |= folder not in self.blind
             self.blind[folder] = code
+        result.watched.clear()  # the walk's task may outlive this: keep nothing twice
+        result.blind.clear()
         return sighted, went_blind
+
+    def wd_of(self, folder: str) -> int:
+        """The watch descriptor of `folder` (-1 if it has no watch)."""
+        watch = self._watches.get(folder)
+        return -1 if watch is None else watch.wd
 
     def _keep_only(self, result: WalkResult) -> None:
         met = {folder for folder, _ in result.watched}
