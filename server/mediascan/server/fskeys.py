@@ -16,13 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import socket
 
+from .mounts import mount_entries, read_mountinfo
 from .roots import is_within
-
-_MOUNTINFO = "/proc/self/mountinfo"
-_OCTAL = re.compile(r"\\([0-7]{3})")
 
 
 class DeviceKeys:
@@ -31,22 +28,16 @@ class DeviceKeys:
     def __init__(self, mountinfo: str = "") -> None:
         #: (major, minor) -> [(mount point, key)], longest mount point first.
         self._mounts: dict[tuple[int, int], list[tuple[str, int]]] = {}
-        for line in mountinfo.splitlines():
-            parsed = _parse(line)
-            if parsed is not None:
-                device, mount_point, key = parsed
-                self._mounts.setdefault(device, []).append((mount_point, key))
+        for mount in mount_entries(mountinfo):
+            key = _key(f"{mount.fstype}\0{mount.source}\0{mount.root}\0{mount.point}")
+            self._mounts.setdefault(mount.device, []).append((mount.point, key))
         for mounts in self._mounts.values():
             mounts.sort(key=lambda mount: len(mount[0]), reverse=True)
 
     @classmethod
     def read(cls) -> DeviceKeys:
         """This process's mounts now (none known without /proc)."""
-        try:
-            with open(_MOUNTINFO, encoding="utf-8", errors="surrogateescape") as file:
-                return cls(file.read())
-        except OSError:
-            return cls()
+        return cls(read_mountinfo())
 
     def key(self, dev: int, path: str) -> int:
         """The key of the file system of `path`, whose `st_dev` is `dev`: the mount of that
@@ -60,25 +51,6 @@ class DeviceKeys:
                 if is_within(path, mount_point):
                     return key
         return mounts[0][1]
-
-
-def _parse(line: str) -> tuple[tuple[int, int], str, int] | None:
-    """(device, mount point, key) of one mountinfo line: `id parent major:minor root
-    mount-point options [optional fields] - type source super-options`."""
-    fields = line.split()
-    try:
-        separator = fields.index("-", 6)
-        major, minor = (int(part) for part in fields[2].split(":"))
-        root, mount_point = _unescape(fields[3]), _unescape(fields[4])
-        fs_type, source = fields[separator + 1], _unescape(fields[separator + 2])
-    except (ValueError, IndexError):
-        return None
-    return (major, minor), mount_point, _key(f"{fs_type}\0{source}\0{root}\0{mount_point}")
-
-
-def _unescape(field: str) -> str:
-    """mountinfo writes a space, tab, newline and backslash in a name as octal escapes."""
-    return _OCTAL.sub(lambda match: chr(int(match.group(1), 8)), field)
 
 
 def _key(text: str) -> int:

@@ -11,6 +11,7 @@ mounted anywhere is not. The scanned folder itself is always walked, whatever it
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 #: File-system types that are not files (`fstype` of /proc/self/mountinfo).
 PSEUDO_TYPES = frozenset(
@@ -59,19 +60,52 @@ def _unescape(field: str) -> str:
     return os.fsdecode(bytes(out))
 
 
-def parse_mountinfo(text: str) -> dict[str, str]:
-    """Mount point -> file-system type, from the text of a mountinfo file (the last mount on a
-    point wins: it hides the others)."""
-    types: dict[str, str] = {}
+class MountEntry(NamedTuple):
+    """One line of a mountinfo file: `id parent major:minor root mount-point options [optional
+    fields] - type source super-options`."""
+
+    #: (major, minor) of the file system's device (`st_dev` of its files).
+    device: tuple[int, int]
+    #: The folder of the file system that the mount shows ("/" for all of it).
+    root: str
+    #: Where it is mounted.
+    point: str
+    #: The file-system type (`ext4`, `nfs4`, `fuse.sshfs`, ...).
+    fstype: str
+    #: What is mounted (`/dev/sdb1`, `nas:/export/media`, ...).
+    source: str
+
+
+def mount_entries(text: str) -> list[MountEntry]:
+    """The mounts of a mountinfo file's text, in its order (a later mount on a point hides the
+    earlier ones); malformed lines are left out."""
+    entries: list[MountEntry] = []
     for line in text.splitlines():
         fields = line.split(" ")
         try:
             separator = fields.index("-", 6)
-            point, fstype = fields[4], fields[separator + 1]
+            major, minor = (int(part) for part in fields[2].split(":"))
+            fstype, source = fields[separator + 1], fields[separator + 2]
         except (ValueError, IndexError):
             continue
-        types[_unescape(point)] = fstype
-    return types
+        point, root = _unescape(fields[4]), _unescape(fields[3])
+        entries.append(MountEntry((major, minor), root, point, fstype, _unescape(source)))
+    return entries
+
+
+def read_mountinfo(path: str = MOUNTINFO) -> str:
+    """The text of this process's mount table ("" without /proc)."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as file:
+            return file.read()
+    except OSError:
+        return ""
+
+
+def parse_mountinfo(text: str) -> dict[str, str]:
+    """Mount point -> file-system type, from the text of a mountinfo file (the last mount on a
+    point wins: it hides the others)."""
+    return {entry.point: entry.fstype for entry in mount_entries(text)}
 
 
 class Mounts:
@@ -84,11 +118,7 @@ class Mounts:
         self._reread = False  # read again once (a mount made after the first read)
 
     def _read(self) -> dict[str, str]:
-        try:
-            with open(self._path, encoding="utf-8", errors="surrogateescape") as file:
-                return parse_mountinfo(file.read())
-        except OSError:
-            return {}  # no /proc: nothing is known to be pseudo
+        return parse_mountinfo(read_mountinfo(self._path))  # no /proc: nothing is pseudo
 
     def fstype(self, point: str) -> str:
         """The file-system type mounted on `point` ("" if it is not a mount point)."""
