@@ -15,8 +15,8 @@ import pytest
 from _library_helpers import real, tiny_video
 from test_libraries import Feed, create
 
-from mediascan.server.store import SqliteStore
 from mediascan.server.libraries import status as st
+from mediascan.server.store import SqliteStore
 from mediascan.v1 import scan_pb2
 
 WAIT = 60.0
@@ -29,6 +29,16 @@ async def next_of(feed: Feed, kind: int) -> Any:
         change = await feed.next()
         if change.kind == kind:
             return change
+
+
+async def watching(stub: Any, feed: Feed, name: str = "lib") -> int:
+    """Once the library's keeper watches (after the RESYNC of a new feed): its mode."""
+    resync = await feed.next()
+    assert resync.kind == scan_pb2.CHANGE_KIND_RESYNC
+    if resync.sequence == 0:  # the keeper has not said it yet
+        await next_of(feed, scan_pb2.CHANGE_KIND_STATUS)
+    library = await stub.GetLibrary(scan_pb2.GetLibraryRequest(name=name))
+    return int(library.status.watching)
 
 
 async def wait_state(stub: Any, name: str, state: int) -> Any:
@@ -52,9 +62,7 @@ async def test_a_new_file_reaches_the_feed_through_a_watch_job(stub: Any, tmp_pa
         stub, "lib", root, watch_mode=scan_pb2.WATCH_MODE_EVENTS, quiet_window=QUIET
     )
     feed = Feed(stub, "lib")
-    assert (await feed.next()).kind == scan_pb2.CHANGE_KIND_RESYNC
-    status = await next_of(feed, scan_pb2.CHANGE_KIND_STATUS)  # the keeper: watching EVENTS
-    assert status.status.watching == scan_pb2.WATCH_MODE_EVENTS
+    assert await watching(stub, feed) == scan_pb2.WATCH_MODE_EVENTS
     video = tiny_video(tmp_path / "staging" / "a.mp4")
     os.rename(video, root / "sub" / "a.mp4")
     added = await next_of(feed, scan_pb2.CHANGE_KIND_ADDED)
@@ -82,7 +90,7 @@ async def test_a_file_being_written_is_added_once_whole(stub: Any, tmp_path: Pat
     root.mkdir()
     await create(stub, "lib", root, watch_mode=scan_pb2.WATCH_MODE_EVENTS, quiet_window=QUIET)
     feed = Feed(stub, "lib")
-    await next_of(feed, scan_pb2.CHANGE_KIND_STATUS)
+    assert await watching(stub, feed) == scan_pb2.WATCH_MODE_EVENTS
     whole = tiny_video(tmp_path / "source.mp4", seconds=2.0).read_bytes()
     target = root / "film.mp4"
     with open(target, "wb") as out:  # a slow copy: a chunk, then quiet for less than the window
@@ -109,8 +117,7 @@ async def test_polling_finds_what_changed(stub: Any, tmp_path: Path) -> None:
         poll_interval={"seconds": 1},
     )
     feed = Feed(stub, "lib")
-    status = await next_of(feed, scan_pb2.CHANGE_KIND_STATUS)
-    assert status.status.watching == scan_pb2.WATCH_MODE_POLL
+    assert await watching(stub, feed) == scan_pb2.WATCH_MODE_POLL
     tiny_video(root / "a.mp4")
     added = await next_of(feed, scan_pb2.CHANGE_KIND_ADDED)
     job = await stub.GetJob(scan_pb2.GetJobRequest(job_id=added.job_id))
@@ -124,9 +131,9 @@ async def test_a_root_that_goes_away_is_offline_and_nothing_is_removed(
     root = tmp_path / "lib"
     tiny_video(root / "a.mp4")
     tiny_video(root / "b.mp4")
-    await create(stub, "lib", root, watch_mode=scan_pb2.WATCH_MODE_EVENTS, quiet_window=QUIET)
+    await create(stub, "lib", root, watch_mode=scan_pb2.WATCH_MODE_EVENTS)
     feed = Feed(stub, "lib")
-    await next_of(feed, scan_pb2.CHANGE_KIND_STATUS)
+    assert await watching(stub, feed) == scan_pb2.WATCH_MODE_EVENTS
     await stub.SubmitScan(scan_pb2.SubmitScanRequest(path=str(root)))
     await next_of(feed, scan_pb2.CHANGE_KIND_ADDED)
     await next_of(feed, scan_pb2.CHANGE_KIND_ADDED)

@@ -25,7 +25,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import os
 import threading
 import time
 from typing import Protocol
@@ -33,15 +32,10 @@ from typing import Protocol
 from mediascan.v1 import scan_pb2
 
 from .decode_check import DecodeReport
-from .errors import Code, NotFound
+from .errors import Code
 from .escaping import escaped
 from .jobs import ScanSpec
-from .libraries.guard import (
-    remove_gone_subfolders,
-    remove_gone_tree,
-    targeted_parts,
-    within_removal_limits,
-)
+from .libraries.guard import within_removal_limits
 from .moves import Fingerprinter, Moves
 from .open_files import OpenFiles, RootFolder
 from .probe import ProbeError, Prober
@@ -132,19 +126,7 @@ class Scanner:
         """Scan `spec` for this attempt of the job (a shared store refuses the library writes
         of an attempt that is over: LeaseLost)."""
         fence = Fence(job_id, attempt)
-        if not (spec.folders or spec.trees):
-            await self._scan_folder(spec, fence, reporter)
-            return
-        for part in targeted_parts(spec):  # a library's targeted rescan
-            if part.recursive and not await asyncio.to_thread(os.path.lexists, part.path):
-                await remove_gone_tree(self._parts.store, part, fence, reporter)
-                continue
-            try:
-                await self._scan_folder(part, fence, reporter)
-            except NotFound:  # gone since the watch saw it change: its parent says so
-                continue
-            if spec.recursive and not part.recursive:
-                await remove_gone_subfolders(self._parts.store, part, fence, reporter)
+        await self._scan_folder(spec, fence, reporter)
 
     async def _scan_folder(self, spec: ScanSpec, fence: Fence, reporter: ScanReporter) -> None:
         root = RootFolder(await asyncio.to_thread(open_root, spec.path))

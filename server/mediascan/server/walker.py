@@ -22,6 +22,7 @@ from .moves import MoveIndex
 from .open_files import OpenFiles
 from .roots import DIR_FLAGS, AllowedRoots, nofollow, opened_path
 from .store import LibraryIndex, library_key_path
+from .targets import Targets
 from .videonames import VIDEO_SUFFIXES, is_video_name
 from .walk_errors import (
     WalkError,
@@ -141,6 +142,10 @@ class Walker:
         #: Once the walk is over: (path, device of its folder) of the videos to remove.
         self.missing: list[tuple[str, int]] = []
         self._moves = MoveIndex()  # which unmet video a new file may be
+        #: A targeted rescan's folders and trees (`targets.py`); None: the whole folder.
+        self._targets = (
+            Targets(spec.path, spec.folders, spec.trees) if spec.folders or spec.trees else None
+        )
         self._seen: set[tuple[int, int]] = set()  # folders entered, when following links
         self._stack: list[tuple[_Folder, str]] = []  # (parent, name) of folders to open
         # What the next hand-over carries.
@@ -163,6 +168,8 @@ class Walker:
                 return
             # The walk is complete: what it did not meet may be removed.
             self.missing = missing_videos(self.index, self.listed, self.met, self._spec)
+            if self._targets is not None and self._spec.recursive:
+                self.missing += self._targets.gone_videos(self.index, self.listed)
             if self._files or self._errors or self._unchanged:
                 self._send()
         except BaseException:
@@ -203,6 +210,12 @@ class Walker:
         follow = self._spec.follow_symlinks
         try:
             fd = os.open(name, DIR_FLAGS | nofollow(follow), dir_fd=parent.fd)
+        except FileNotFoundError as exc:
+            if self._targets is not None:  # a target gone since the watch saw it
+                self._targets.gone(path, parent.dev)
+            else:
+                self._error(folder_error(path, exc, follow=follow))
+            return None
         except OSError as exc:
             self._error(folder_error(path, exc, follow=follow))
             return None
@@ -239,9 +252,21 @@ class Walker:
         """Read one folder's entries, compare its video files with the index and open those to
         probe; False when the scan is over and the walk must stop. Leaves the folder."""
         try:
+            targets = self._targets
+            if targets is not None and not targets.lists(folder.path):
+                return self._toward(folder, targets)
             return self._read(folder)
         finally:
             self._leave(folder)
+
+    def _toward(self, folder: _Folder, targets: Targets) -> bool:
+        """A folder on the way to a target: not listed; only the subfolders toward the
+        targets are opened."""
+        folder.dev = os.fstat(folder.fd).st_dev
+        for name in reversed(targets.toward(folder.path)):
+            folder.users += 1
+            self._stack.append((folder, name))
+        return True
 
     def _read(self, folder: _Folder) -> bool:
         """The loop is the hot path of a rescan: a video file that is a regular file is handled
@@ -292,6 +317,8 @@ class Walker:
         else:
             if complete:
                 self.listed[folder.path] = device
+                if self._targets is not None:
+                    self._targets.listed_target(folder.path)
         return self._compare(folder, found)  # what was read, even if the listing then failed
 
     def _compare(self, folder: _Folder, found: list[_Stat]) -> bool:
@@ -416,9 +443,16 @@ class Walker:
             return WalkError(path, Code.NOT_FOUND, f"cannot stat: {exc.strerror}")
 
     def _enter(self, entry: os.DirEntry[str], folder: _Folder) -> WalkError | None:
-        if self._spec.recursive:
-            folder.users += 1
-            self._stack.append((folder, entry.name))
+        targets = self._targets
+        if targets is not None:
+            if not targets.in_tree(folder.path):
+                targets.met_subfolder(folder.path, entry.name)
+            if not targets.enters(folder.prefix + entry.name):
+                return None
+        elif not self._spec.recursive:
+            return None
+        folder.users += 1
+        self._stack.append((folder, entry.name))
         return None
 
     def _error(self, error: WalkError) -> bool:

@@ -86,23 +86,28 @@ class Keeper:
         mode = await asyncio.to_thread(
             effective_mode, _MODES.get(library.watch_mode, WatchMode.AUTO), library.root
         )
-        if library.status.state == scan_pb2.LIBRARY_STATE_OFFLINE or (
-            library.status.watching != _WATCHING[mode]
-        ):
-            await self._set(scan_pb2.LIBRARY_STATE_ACTIVE, watching=_WATCHING[mode])
-        async with asyncio.TaskGroup() as group:
-            self._group = group
-            group.create_task(self._submitter())
-            group.create_task(self._schedule())
-            if mode is WatchMode.EVENTS:
-                group.create_task(self._watch())
-            elif mode is WatchMode.POLL:
-                group.create_task(self._poll(lambda: self._rescan_whole()))
+        watcher = await self._start_watcher(library) if mode is WatchMode.EVENTS else None
+        try:
+            # Said once watching has begun: a change made after this is seen.
+            if library.status.state == scan_pb2.LIBRARY_STATE_OFFLINE or (
+                library.status.watching != _WATCHING[mode]
+            ):
+                await self._set(scan_pb2.LIBRARY_STATE_ACTIVE, watching=_WATCHING[mode])
+            async with asyncio.TaskGroup() as group:
+                self._group = group
+                group.create_task(self._submitter())
+                group.create_task(self._schedule())
+                if watcher is not None:
+                    group.create_task(self._watch(watcher))
+                elif mode is WatchMode.POLL:
+                    group.create_task(self._poll(lambda: self._rescan_whole()))
+        finally:
+            if watcher is not None:
+                watcher.close()
 
     # -- noticing ------------------------------------------------------------------------------
 
-    async def _watch(self) -> None:
-        library = self.library
+    async def _start_watcher(self, library: scan_pb2.Library) -> FolderWatcher:
         watcher = FolderWatcher(
             library.root,
             recursive=library.recursive,
@@ -113,6 +118,10 @@ class Keeper:
             await watcher.start()
         except OSError as exc:
             raise RootOffline(f"cannot watch the root {library.root}: {exc}") from None
+        return watcher
+
+    async def _watch(self, watcher: FolderWatcher) -> None:
+        library = self.library
         blind_poll: asyncio.Task[None] | None = None
         try:
             async for signal in watcher:
@@ -137,7 +146,6 @@ class Keeper:
                 elif isinstance(signal, RootLost):
                     raise RootOffline(f"the root {library.root} was {signal.reason}")
         finally:
-            watcher.close()
             if blind_poll is not None:
                 blind_poll.cancel()
 
