@@ -21,7 +21,8 @@ async def insert_job(
     """Commit `job` (serialized as `blob`) unless a request_id or an active twin names
     another; QueueFull when `max_queued` jobs are QUEUED already (counted by this
     transaction: submits committing at the same time on other servers are not seen, so the
-    queue may overshoot by as many)."""
+    queue may overshoot by as many; the count includes the libraries' own queued jobs, at
+    most one per library, which are never refused themselves)."""
     if spec.request_id:
         earlier = await _take_request(conn, spec.request_id, spec.fingerprint, job.job_id)
         if earlier is not None:
@@ -29,7 +30,9 @@ async def insert_job(
     for _ in range(_JOIN_TRIES):
         twin = await _active_twin(conn, spec.dedup_key)
         if twin is None:
-            if await _queued(conn) >= max_queued:
+            # A library's own jobs (at most one pending each) are never refused.
+            library = spec.trigger in (scan_pb2.TRIGGER_WATCH, scan_pb2.TRIGGER_SCHEDULE)
+            if not library and await _queued(conn) >= max_queued:
                 raise QueueFull(max_queued)
             if await _insert_row(conn, job, spec, blob):
                 return InsertOutcome(job=job, created=True)
