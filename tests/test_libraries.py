@@ -21,8 +21,10 @@ FEED_TIMEOUT = 60.0
 
 async def create(stub: Any, library_id: str, root: Path | str, **fields: Any) -> Any:
     """CreateLibrary; with a quiet window of 1 ns unless given, so that the files a test has
-    just written are probed at once."""
+    just written are probed at once, and not watched unless asked for (only the scans a test
+    submits change the library)."""
     fields.setdefault("quiet_window", {"nanos": 1})
+    fields.setdefault("watch_mode", scan_pb2.WATCH_MODE_OFF)
     return await stub.CreateLibrary(
         scan_pb2.CreateLibraryRequest(
             library_id=library_id, library=scan_pb2.Library(root=str(root), **fields)
@@ -70,11 +72,14 @@ async def test_create_get_list_update_delete(stub: Any, tmp_path: Path) -> None:
     (tmp_path / "shows").mkdir()
     made = await create(stub, "films", tmp_path / "films", quiet_window={"seconds": 3})
     assert made.name == "libraries/films" and made.root == real(tmp_path / "films")
-    assert made.recursive and made.watch_mode == scan_pb2.WATCH_MODE_AUTO
+    assert made.recursive and made.watch_mode == scan_pb2.WATCH_MODE_OFF
     assert made.quiet_window.seconds == 3 and made.poll_interval.seconds == 300
     assert made.removal_limit == 0.5 and made.uid and made.create_time.seconds > 0
     assert made.status.state == scan_pb2.LIBRARY_STATE_ACTIVE
-    await create(stub, "shows", tmp_path / "shows")
+    shows = await create(
+        stub, "shows", tmp_path / "shows", watch_mode=scan_pb2.WATCH_MODE_UNSPECIFIED
+    )
+    assert shows.watch_mode == scan_pb2.WATCH_MODE_AUTO  # the default
     got = await stub.GetLibrary(scan_pb2.GetLibraryRequest(name="libraries/films"))
     assert got.uid == made.uid
     assert (await stub.GetLibrary(scan_pb2.GetLibraryRequest(name="films"))).uid == made.uid

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from mediascan.server.store import VideoQuery, VideoRow
-from mediascan.server.store.sqlite.schema import ORDERED_COLUMNS
+from mediascan.server.store.sqlite.schema import ORDERED_COLUMNS, SCHEMA_VERSION
 from mediascan.server.store.videos import VIDEO_COLUMNS, sqlite_page_parts, video_page_sql
 from mediascan.server.testing import duration, field_violations, store_videos
 from mediascan.v1 import scan_pb2
@@ -358,7 +358,7 @@ async def test_a_version_6_library_gets_the_indexes_and_keeps_its_videos(
     finally:
         conn.close()
     assert {f"videos_by_{c}" for c in ORDERED_COLUMNS} <= names
-    assert version == ("7",)
+    assert version == (str(SCHEMA_VERSION),)
 
 
 def test_rows_differ_in_every_filtered_field() -> None:

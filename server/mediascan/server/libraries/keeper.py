@@ -86,10 +86,17 @@ class Keeper:
         mode = await asyncio.to_thread(
             effective_mode, _MODES.get(library.watch_mode, WatchMode.AUTO), library.root
         )
-        watcher = await self._start_watcher(library) if mode is WatchMode.EVENTS else None
+        watcher, problem = None, ""
+        if mode is WatchMode.EVENTS:
+            watcher, problem = await self._start_watcher(library)
+            if watcher is None:  # no inotify instance: polled instead, and said so
+                mode = WatchMode.POLL
         try:
             # Said once watching has begun: a change made after this is seen.
-            if library.status.state == scan_pb2.LIBRARY_STATE_OFFLINE or (
+            if problem:
+                log.warning("library %s: %s", library.name, problem)
+                await self._set(scan_pb2.LIBRARY_STATE_DEGRADED, problem, watching=_WATCHING[mode])
+            elif library.status.state == scan_pb2.LIBRARY_STATE_OFFLINE or (
                 library.status.watching != _WATCHING[mode]
             ):
                 await self._set(scan_pb2.LIBRARY_STATE_ACTIVE, watching=_WATCHING[mode])
@@ -107,7 +114,8 @@ class Keeper:
 
     # -- noticing ------------------------------------------------------------------------------
 
-    async def _start_watcher(self, library: scan_pb2.Library) -> FolderWatcher:
+    async def _start_watcher(self, library: scan_pb2.Library) -> tuple[FolderWatcher | None, str]:
+        """A started watcher; or None and why it cannot watch (the library is polled)."""
         watcher = FolderWatcher(
             library.root,
             recursive=library.recursive,
@@ -116,9 +124,13 @@ class Keeper:
         )
         try:
             await watcher.start()
-        except OSError as exc:
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise RootOffline(f"cannot watch the root {library.root}: {exc}") from None
-        return watcher
+        except OSError as exc:  # e.g. EMFILE: fs.inotify.max_user_instances
+            return None, f"cannot watch the root ({exc}): polled every " + (
+                f"{seconds(library, 'poll_interval'):g}s instead"
+            )
+        return watcher, ""
 
     async def _watch(self, watcher: FolderWatcher) -> None:
         library = self.library
@@ -160,7 +172,8 @@ class Keeper:
         await self._set(scan_pb2.LIBRARY_STATE_DEGRADED, reason)
         self._blind = signal.folders
         if poller is None:
-            poller = asyncio.create_task(self._poll(lambda: self._add(self._blind, ())))
+            # Each blind folder tops a part of the tree never watched: walked whole.
+            poller = asyncio.create_task(self._poll(lambda: self._add((), self._blind)))
         return poller
 
     async def _poll(self, due: Callable[[], None]) -> None:

@@ -76,6 +76,8 @@ class LibraryRpc:
         settle(library)
         library.create_time.GetCurrentTime()
         library.status.state = scan_pb2.LIBRARY_STATE_ACTIVE
+        if library.watch_mode == scan_pb2.WATCH_MODE_OFF:  # else set once watching began
+            library.status.watching = scan_pb2.WATCH_MODE_OFF
         library.status.since.CopyFrom(library.create_time)
         try:
             created = await self._catalog.create_library(library_id, library)
