@@ -31,6 +31,7 @@ from mediascan.server.watching import (
     effective_mode,
     events_reach_here,
     mount_type,
+    mounts_without_events,
 )
 from mediascan.server.watching import inotify as watcher_module
 
@@ -357,6 +358,12 @@ def test_mount_types_from_mountinfo(path: str, fstype: str, mode: WatchMode) -> 
     assert effective_mode(WatchMode.EVENTS, path, MOUNTINFO) is WatchMode.EVENTS
 
 
+def test_mounts_without_events_below_a_root() -> None:
+    assert mounts_without_events("/mnt", MOUNTINFO) == ["/mnt/nas", "/mnt/smb"]
+    assert mounts_without_events("/mnt/nas", MOUNTINFO) == []  # itself: effective_mode's
+    assert mounts_without_events("/", MOUNTINFO) == ["/home/u/remote", "/mnt/nas", "/mnt/smb"]
+
+
 CLASSIFY = (
     "import sys; from mediascan.server.watching import WatchMode, effective_mode, mount_type;"
     "print(mount_type(sys.argv[1]), effective_mode(WatchMode.AUTO, sys.argv[1]).value)"
@@ -545,10 +552,11 @@ async def test_a_queue_overflow_is_reported_and_watching_goes_on(tmp_path: Path)
         await watcher.expect(lambda line: "ready" in line)
         watcher.process.send_signal(signal.SIGSTOP)
         try:
+            burst = str(root / "burst")
             for i in range(queued):  # each: IN_CREATE, IN_CLOSE_WRITE, IN_DELETE at least
-                path = root / "burst" / f"{i}.tmp"
-                path.write_bytes(b"")
-                path.unlink()
+                path = f"{burst}/{i}.tmp"
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+                os.unlink(path)
         finally:
             watcher.process.send_signal(signal.SIGCONT)
         await watcher.signal("Overflowed")
