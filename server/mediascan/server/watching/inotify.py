@@ -209,8 +209,8 @@ class FolderWatcher:
         except TimeoutError:
             pass
         finally:
-            if not loop.is_closed():
-                loop.remove_reader(fd)
+            if self._inotify is inotify and not loop.is_closed():  # else close() has done it,
+                loop.remove_reader(fd)  # and the number may belong to another file by now
 
     def _on_readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         loop.remove_reader(fd)  # once: a user that does not pull leaves the loop idle
