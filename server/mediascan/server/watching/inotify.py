@@ -50,13 +50,6 @@ ROOT_GONE = {
     Mask.MOVE_SELF: "moved",
     Mask.IGNORED: "watch removed",
 }
-_REASONS = {
-    errno.ENOSPC: "the inotify watch limit is reached (fs.inotify.max_user_watches)",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-    errno.ENOMEM: "the kernel is out of memory for watches",
-}
-
 WalkKind = Literal["start", "trees", "retry", "resync"]
 
 
@@ -342,8 +335,7 @@ class FolderWatcher:
         if blind == self._blind_reported:
             return
         if blind:
-            codes = sorted(set(self._table.blind.values()))
-            reason = "; ".join(dict.fromkeys(_REASONS.get(c, os.strerror(c)) for c in codes))
+            reason = self._table.blind_reason()
             self._outbox.append(Blind(folders=tuple(sorted(blind)), reason=reason))
         else:
             self._outbox.append(Sighted())
