@@ -1,7 +1,13 @@
 """Watching libraries: which file systems send events (`fstypes`) and a recursive inotify
 folder watcher that reports settled changes, overflows and blind folders (`inotify`)."""
 
-from .fstypes import WatchMode, effective_mode, events_reach_here, mount_type
+from .fstypes import (
+    WatchMode,
+    effective_mode,
+    events_reach_here,
+    mount_type,
+    mounts_without_events,
+)
 from .inotify import FolderWatcher
 from .signals import Blind, Changed, Overflowed, RootLost, Sighted, Signal
 
@@ -17,4 +23,5 @@ __all__ = [
     "effective_mode",
     "events_reach_here",
     "mount_type",
+    "mounts_without_events",
 ]

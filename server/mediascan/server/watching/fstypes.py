@@ -87,6 +87,20 @@ def mount_type(path: str, mountinfo: str | None = None) -> str:
     return found
 
 
+def mounts_without_events(path: str, mountinfo: str | None = None) -> list[str]:
+    """The mount points strictly below `path` whose file systems send no events here (an NFS
+    share mounted inside a library on a local disk): a watcher there sees only this machine's
+    own changes, so they are to be polled even when the library runs on EVENTS."""
+    text = read_mountinfo() if mountinfo is None else mountinfo
+    real = os.path.realpath(path)
+    last: dict[str, str] = {entry.point: entry.fstype for entry in mount_entries(text)}
+    return sorted(
+        point
+        for point, fstype in last.items()
+        if point != real and is_within(point, real) and sends_no_events(fstype)
+    )
+
+
 def events_reach_here(path: str, mountinfo: str | None = None) -> bool:
     """Whether inotify reports every change under `path` (see `sends_no_events`)."""
     return not sends_no_events(mount_type(path, mountinfo))

@@ -13,6 +13,16 @@ what is there without blocking, instead of awaiting `Inotify.get()`: a timeout t
 `get()` just as a read completes would drop the events of that read. So `next_signal()` may be
 cancelled (e.g. by `asyncio.timeout`) at any point and nothing is lost: its only awaits are that
 wait and a walk of new folders (in a worker thread), whose result the next call takes in.
+A step handles at most MOST_EVENTS_A_STEP events and then gives the loop a turn; while a backlog
+is read that way (some of it may already sit in asyncinotify's buffer, where no readiness of the
+descriptor announces it) nothing waits on the descriptor and no folder is taken as quiet.
+One task pulls; `close()` may come from any task of the loop.
+
+What inotify does not see, and so neither does this: changes that reach the files without
+passing through this machine (network and FUSE file systems: `fstypes.py` decides to poll
+them), a file system mounted on a folder below the root after the watch began (its folder's
+watch stays on the folder it covers), and the root's own path changing because a folder above
+it was renamed (the root's watch follows the folder, whose path is then stale).
 """
 
 from __future__ import annotations
@@ -40,13 +50,6 @@ ROOT_GONE = {
     Mask.MOVE_SELF: "moved",
     Mask.IGNORED: "watch removed",
 }
-_REASONS = {
-    errno.ENOSPC: "the inotify watch limit is reached (fs.inotify.max_user_watches)",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "permission denied",
-    errno.ENOMEM: "the kernel is out of memory for watches",
-}
-
 WalkKind = Literal["start", "trees", "retry", "resync"]
 
 
@@ -86,6 +89,7 @@ class FolderWatcher:
         self._freed = False
         self._next_retry = 0.0
         self._ended = False  # closed, or the root is lost: nothing more after the outbox
+        self._backlog = False  # the last step stopped at MOST_EVENTS_A_STEP
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -163,17 +167,20 @@ class FolderWatcher:
                 return self._outbox.popleft()
             if self._ended or self._inotify is None or self._loop is None:
                 return None
-            now = self._loop.time()
-            changed = self._quiet.take_quiet(now)
-            if changed is not None:
-                return changed
-            if self._retry_due(now):
-                assert self._table is not None
-                self._begin_walk("retry", sorted(self._table.blind))
-                continue
-            await self._wait_readable(self._inotify, self._loop)
+            if self._backlog:  # events already read may wait in asyncinotify: no fd wait
+                await asyncio.sleep(0)  # the loop's turn between two steps of a backlog
+            else:
+                now = self._loop.time()
+                changed = self._quiet.take_quiet(now)  # only once every event is read
+                if changed is not None:
+                    return changed
+                if self._retry_due(now):
+                    assert self._table is not None
+                    self._begin_walk("retry", sorted(self._table.blind))
+                    continue
+                await self._wait_readable(self._inotify, self._loop)
             if not self._ended:
-                self._drain(self._inotify, self._loop.time())
+                self._backlog = self._drain(self._inotify, self._loop)
 
     def _retry_due(self, now: float) -> bool:
         """Blind folders are tried again every retry_s, and as soon as a watch is freed."""
@@ -195,23 +202,26 @@ class FolderWatcher:
         except TimeoutError:
             pass
         finally:
-            if not loop.is_closed():
-                loop.remove_reader(fd)
+            if self._inotify is inotify and not loop.is_closed():  # else close() has done it,
+                loop.remove_reader(fd)  # and the number may belong to another file by now
 
     def _on_readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
         loop.remove_reader(fd)  # once: a user that does not pull leaves the loop idle
         self._readable.set()
 
-    def _drain(self, inotify: Inotify, now: float) -> None:
-        """Handle the events there are (at most MOST_EVENTS_A_STEP), then what they call for."""
+    def _drain(self, inotify: Inotify, loop: asyncio.AbstractEventLoop) -> bool:
+        """Handle the events there are, at most MOST_EVENTS_A_STEP, then what they call for.
+        Whether there may be more (read already, or still in the kernel's queue)."""
         for _ in range(MOST_EVENTS_A_STEP):
             event = inotify.sync_get()
             if event is None:
-                break
-            self._handle(event, now)
+                self._after_events()
+                return False
+            self._handle(event, loop.time())
             if self._ended:  # the root is lost: the watcher is closed
-                return
+                return False
         self._after_events()
+        return True
 
     # -- events --------------------------------------------------------------------------------
 
@@ -325,8 +335,7 @@ class FolderWatcher:
         if blind == self._blind_reported:
             return
         if blind:
-            codes = sorted(set(self._table.blind.values()))
-            reason = "; ".join(dict.fromkeys(_REASONS.get(c, os.strerror(c)) for c in codes))
+            reason = self._table.blind_reason()
             self._outbox.append(Blind(folders=tuple(sorted(blind)), reason=reason))
         else:
             self._outbox.append(Sighted())

@@ -13,6 +13,7 @@ class Changed:
     written and closed, modified, moved in or out, or its attributes changed); list each again.
     `trees`: folders that appeared (created, moved in, or uncovered by an unmount); walk each
     with everything below it. A folder within a tree of the same signal is not listed again.
+    Either may name folders that are gone since (deleted, moved away): the events said so.
     """
 
     folders: frozenset[str] = frozenset()
@@ -45,7 +46,8 @@ class Sighted:
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RootLost:
     """The root was deleted, moved away or unmounted: the watcher stops (its iteration ends after
-    this). `reason` is "deleted", "moved" or "unmounted"."""
+    this). `reason` is "deleted", "moved", "unmounted" or "watch removed" (the kernel dropped
+    the root's watch for another reason). While the root itself is blind, its loss is not seen."""
 
     reason: str
 

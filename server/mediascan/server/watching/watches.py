@@ -46,6 +46,13 @@ FOLDER_MASK = (
 _UNUSED = Path("/")
 #: Errors of a folder that is no longer there (or is no longer a folder): nothing to watch.
 GONE = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ELOOP})
+#: Why a folder has no watch, by errno (others: the errno's own text).
+REASONS = {
+    errno.ENOSPC: "the inotify watch limit is reached (fs.inotify.max_user_watches)",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+    errno.ENOMEM: "the kernel is out of memory for watches",
+}
 
 
 @dataclasses.dataclass
@@ -217,10 +224,10 @@ class WatchTable:
             del self.blind[folder]
         return bool(lost)
 
-    def clear(self) -> None:
-        self.folders.clear()
-        self._watches.clear()
-        self.blind.clear()
+    def blind_reason(self) -> str:
+        """Why the blind folders have no watch, each reason once."""
+        codes = sorted(set(self.blind.values()))
+        return "; ".join(dict.fromkeys(REASONS.get(code, os.strerror(code)) for code in codes))
 
 
 def _within(path: str, tops: set[str]) -> bool:
