@@ -8,7 +8,10 @@
 - `first_scan`: a first scan against an `ffprobe` loop
 - `rescan`: a rescan of an unchanged tree against `find -printf`
 - `jobs`: many tiny jobs against the same files as one job
+- `list_videos`: ListVideos pages of each order and each filter on a library of 1,000,000
+  videos against the same query on a bare SQLite connection
 
-`loadgen.py` is the load generator (run in processes of its own), `serve.py` runs
+`library.py` generates the large library (rows that look like real probes, written straight
+into the store), `loadgen.py` is the load generator (run in processes of its own), `serve.py` runs
 `mediascan-server` under a chosen event loop, `common.py` holds the shared plumbing.
 """

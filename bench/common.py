@@ -257,6 +257,8 @@ class Context:
     dbdir: Path  #: databases and logs (a real disk)
     verbose: bool = True
     notes: list[str] = dataclasses.field(default_factory=list)
+    #: What one benchmark made that others may reuse in the same run (a library's database).
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict)
     _counter: int = 0
 
     def log(self, message: str) -> None:
