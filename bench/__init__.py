@@ -6,7 +6,8 @@
 - `submit`: SubmitScan against a bare grpc.aio unary echo server (`bare.py`)
 - `fanout`: WatchJob subscribers against a bare grpc.aio server pushing the same messages
 - `first_scan`: a first scan against an `ffprobe` loop
-- `rescan`: a rescan of an unchanged tree against `find -printf`
+- `rescan`: a rescan of an unchanged tree against `find -printf` (100,000 files a first scan
+  probed; 1,000,000 placeholders whose rows are written into the library), and its memory
 - `jobs`: many tiny jobs against the same files as one job
 - `list_videos`: ListVideos pages of each order and each filter on a library of 1,000,000
   videos against the same query on a bare SQLite connection

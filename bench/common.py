@@ -80,6 +80,8 @@ class Sizes:
     # 4. rescan
     rescan_files: int
     rescan_runs: int
+    #: the rescan of placeholder files whose rows were written straight into the library
+    rescan_library_files: int = 1_000_000
     # 5. job overhead
     jobs: int
     jobs_runs: int
@@ -135,6 +137,7 @@ QUICK = Sizes(
     ffprobe_files=16,
     rescan_files=5000,
     rescan_runs=2,
+    rescan_library_files=10_000,
     jobs=200,
     jobs_runs=1,
     table_rows=2000,
