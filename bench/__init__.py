@@ -11,6 +11,8 @@
 - `jobs`: many tiny jobs against the same files as one job
 - `list_videos`: ListVideos pages of each order and each filter on a library of 1,000,000
   videos against the same query on a bare SQLite connection
+- `library_size`: that library's bytes per video on SQLite and PostgreSQL, and an idle server's
+  memory, against the table alone and an empty library
 
 `library.py` generates the large library (rows that look like real probes, written straight
 into the store), `loadgen.py` is the load generator (run in processes of its own), `serve.py` runs

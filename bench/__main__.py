@@ -23,7 +23,18 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from . import cli_table, cluster, fanout, first_scan, jobs, list_videos, rescan, submit, verify
+from . import (
+    cli_table,
+    cluster,
+    fanout,
+    first_scan,
+    jobs,
+    library_size,
+    list_videos,
+    rescan,
+    submit,
+    verify,
+)
 from .common import (
     FULL,
     LOOPS,
@@ -47,6 +58,7 @@ BENCH_TITLES = {
     "cluster": cluster.BENCH,
     "verify": verify.BENCH,
     "list_videos": list_videos.BENCH,
+    "library_size": library_size.BENCH,
 }
 
 Bench = Callable[[Context], Coroutine[Any, Any, list[Row]]]
@@ -61,6 +73,7 @@ BENCHMARKS: dict[str, Bench] = {
     "cluster": cluster.run,
     "verify": verify.run,
     "list_videos": list_videos.run,
+    "library_size": library_size.run,
 }
 
 #: The figures each benchmark produces at a given size (what tests/test_bench.py checks).
@@ -74,6 +87,7 @@ FIGURES: dict[str, Callable[[Sizes], list[str]]] = {
     "cluster": cluster.figures,
     "verify": verify.figures,
     "list_videos": list_videos.figures,
+    "library_size": library_size.figures,
 }
 
 
