@@ -80,6 +80,8 @@ class Sizes:
     # 4. rescan
     rescan_files: int
     rescan_runs: int
+    #: the rescan of placeholder files whose rows were written straight into the library
+    rescan_library_files: int = 1_000_000
     # 5. job overhead
     jobs: int
     jobs_runs: int
@@ -135,6 +137,7 @@ QUICK = Sizes(
     ffprobe_files=16,
     rescan_files=5000,
     rescan_runs=2,
+    rescan_library_files=2000,
     jobs=200,
     jobs_runs=1,
     table_rows=2000,
@@ -257,6 +260,8 @@ class Context:
     dbdir: Path  #: databases and logs (a real disk)
     verbose: bool = True
     notes: list[str] = dataclasses.field(default_factory=list)
+    #: What one benchmark made that others may reuse in the same run (a library's database).
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict)
     _counter: int = 0
 
     def log(self, message: str) -> None:

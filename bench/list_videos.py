@@ -1,8 +1,10 @@
-"""9. ListVideos on a large library (rows written straight into the server's database, no file
-probed): for each `order_by`, the first page and a page 90% deep, 100 videos each, latency p50
-and p99 over real gRPC calls, against the same query run bare on an indexed SQLite connection
-(no server, no protobuf). Keyset pages on an index of each sort key: a deep page should cost
-what the first does.
+"""9. ListVideos on a large library (`library.py`: rows written straight into the server's
+database, no file probed): for each `order_by`, the first page and a page 90% deep, and for each
+filter, its first page (path order), 100 videos each; latency p50 and p99 over real gRPC calls,
+against the same query run bare on a SQLite connection to the same file (no server, no
+protobuf). Keyset pages on an index of each sort key: a deep page should cost what the first
+does. A filter the indexes do not serve is read along the path index until the page is full: the
+rarer its videos, the more rows a page reads (the note of each filter says how many match).
 """
 
 from __future__ import annotations
@@ -16,20 +18,47 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import duration_pb2
 
 from mediascan.server.engine.tokens import decode_videos_token, encode_videos_token
 from mediascan.server.store import VIDEO_ORDERS, VideoQuery
 from mediascan.server.store.videos import VIDEO_COLUMNS, sqlite_page_parts, video_page_sql
-from mediascan.server.testing import library_rows, store_videos
-from mediascan.server.video_filters import filter_key
+from mediascan.server.video_filters import filter_key, video_query
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 from .common import CHANNEL_OPTIONS, Context, Row, mediascan_server, percentile
+from .library import library_db
 
 BENCH = "9 list videos"
 PAGE = 100
-CHUNK = 100_000  # rows written a transaction at a time
 DEEP = 0.9  # where the deep page starts, as a share of the library
+#: A filter's calls stop after this many seconds (at least FILTER_CALLS_MIN calls): a filter
+#: that reads much of the library takes far longer a call than a page of an order.
+FILTER_SECONDS = 5.0
+FILTER_CALLS_MIN = 5
+
+#: Each filter with the value a user would ask for (first page, path order). `SERIES` and
+#: `DUPLICATE` are replaced by one series' folder and one duplicated file's fingerprint, found in
+#: the library.
+SERIES, DUPLICATE = "SERIES", "DUPLICATE"
+FILTERS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("path_prefix=<one series' folder>", {"path_prefix": SERIES}),
+    ("video_codec=hevc", {"video_codec": "hevc"}),
+    ("container=avi", {"container": "avi"}),
+    ("audio_codec=opus", {"audio_codec": "opus"}),
+    ("min_duration=2h", {"min_duration": duration_pb2.Duration(seconds=7200)}),
+    ("max_duration=30s", {"max_duration": duration_pb2.Duration(seconds=30)}),
+    ("min_width=3840", {"min_width": 3840}),
+    ("max_width=720", {"max_width": 720}),
+    ("min_height=2160", {"min_height": 2160}),
+    ("max_height=480", {"max_height": 480}),
+    ("rotation=90", {"rotation": 90}),
+    ("hdr=HDR10", {"hdr": scan_pb2.HDR_KIND_HDR10}),
+    ("health=CORRUPT", {"health": scan_pb2.HEALTH_CORRUPT}),
+    ("truncated=true", {"truncated": True}),
+    ("variable_frame_rate=true", {"variable_frame_rate": True}),
+    ("fingerprint=<a duplicated file's>", {"fingerprint": DUPLICATE}),
+)
 
 
 def _orders() -> list[str]:
@@ -37,20 +66,22 @@ def _orders() -> list[str]:
 
 
 def figures(sizes: Any) -> list[str]:
-    return [
+    orders = [
         f"{page} page by {order}, ms {stat}"
         for order in _orders()
         for page in ("first", "deep")
         for stat in ("p50", "p99")
     ]
+    return orders + [_filter_figure(label) for label, _ in FILTERS]
+
+
+def _filter_figure(label: str) -> str:
+    return f"first page with {label}, ms p50"
 
 
 async def run(ctx: Context) -> list[Row]:
     count, calls = ctx.sizes.list_rows, ctx.sizes.list_calls
-    db = ctx.fresh("list-videos-library") / "mediascan.db"
-    for start in range(0, count, CHUNK):
-        await store_videos(db, library_rows(min(CHUNK, count - start), start=start))
-    ctx.log(f"{BENCH}: {count:,} videos in {db}")
+    db = await library_db(ctx)
     server, _ = mediascan_server(ctx, "list-videos", "--db", str(db))
     rows: list[Row] = []
     try:
@@ -62,6 +93,14 @@ async def run(ctx: Context) -> list[Row]:
                     bare = _bare(db, order_by, token, calls)
                     rows += _rows(f"{page} page by {order_by}", served, bare)
                     ctx.log(f"{BENCH}: {page} page by {order_by}: {rows[-2].value:.2f} ms p50")
+            values = _found_values(db)
+            for label, fields in FILTERS:
+                found = {
+                    k: values[v] for k, v in fields.items() if isinstance(v, str) and v in values
+                }
+                request = scan_pb2.ListVideosRequest(page_size=PAGE, **{**fields, **found})
+                rows.append(await _filter_row(stub, db, label, request, calls, count))
+                ctx.log(f"{BENCH}: first page with {label}: {rows[-1].value:.2f} ms p50")
     finally:
         await asyncio.to_thread(server.stop)
     rows[0].note = f"each figure: {calls} calls of {PAGE} videos, {count:,} in the library"
@@ -140,3 +179,69 @@ def _rows(name: str, served: list[float], bare: list[float]) -> list[Row]:
         )
         for stat, q in (("p50", 50), ("p99", 99))
     ]
+
+
+# -- filters ------------------------------------------------------------------------------------
+
+
+def _found_values(db: Path) -> dict[str, str]:
+    """One series' folder and one duplicated file's fingerprint, found in the library."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        (path,) = conn.execute(
+            "SELECT path FROM videos WHERE path > '/media/library/Series/' ORDER BY path LIMIT 1"
+        ).fetchone()
+        (fingerprint,) = conn.execute(
+            "SELECT fingerprint FROM videos WHERE fingerprint != '' "
+            "GROUP BY fingerprint HAVING count(*) > 1 LIMIT 1"
+        ).fetchone()
+    series = "/".join(path.split("/")[:5])  # /media/library/Series/NAME
+    return {SERIES: series, DUPLICATE: fingerprint}
+
+
+async def _filter_row(stub: Any, db: Path, label: str, request: Any, calls: int, count: int) -> Row:
+    """The first page of one filter, served and bare: p50 (the figure) and p99 (the note)."""
+    query = dataclasses.replace(video_query(request, request.path_prefix), limit=PAGE)
+    await stub.ListVideos(request)  # warm
+    served: list[float] = []
+    deadline = time.perf_counter() + FILTER_SECONDS
+    while len(served) < calls and (
+        len(served) < FILTER_CALLS_MIN or time.perf_counter() < deadline
+    ):
+        started = time.perf_counter()
+        response = await stub.ListVideos(request)
+        served.append((time.perf_counter() - started) * 1000)
+    sql, params = video_page_sql(query, "?")
+    select = f"SELECT id, {VIDEO_COLUMNS} FROM videos{sql}"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        (matching,) = conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM videos{sql})", [*params[:-1], count]
+        ).fetchone()
+        if len(response.videos) != min(PAGE, matching):
+            raise RuntimeError(f"{label}: a page of {len(response.videos)} of {matching} videos")
+        bare = _warm_timed(lambda: conn.execute(select, params).fetchall(), len(served))
+    p99, bare_p99 = percentile(served, 99), percentile(bare, 99)
+    return Row(
+        bench=BENCH,
+        figure=_filter_figure(label),
+        value=percentile(served, 50),
+        baseline=percentile(bare, 50),
+        baseline_name="the same query on SQLite, bare",
+        unit="ms",
+        runs=[
+            {
+                "value": percentile(served, 50),
+                "baseline": percentile(bare, 50),
+                "p99": p99,
+                "baseline_p99": bare_p99,
+                "calls": len(served),
+                "matching": matching,
+            }
+        ],
+        note=f"{matching:,} of {count:,} videos match; p99 {p99:.2f} ms (bare {bare_p99:.2f}), "
+        f"{len(served)} calls",
+    )
+
+
+def _warm_timed(call: Callable[[], object], calls: int) -> list[float]:
+    call()  # warm
+    return _timed(call, calls)

@@ -9,11 +9,22 @@ library's index of the folder; the server keeps it while the library does not ch
 ones do not (the note reports the first one's speed). The first scan stores each file's content
 fingerprint (checked on a sample); a rescan reads no file's content: fingerprints are computed
 for new or changed files only.
+
+Then a library of `rescan_library_files` videos (1,000,000; `library.py`'s rows, with the paths,
+size, time and device of placeholder files): the tree is that many hard links of a few bytes that
+are not a video, 1,000 to a folder, in ten parts, and the rows are written straight into the
+server's database, as if a first scan had probed them (they are never probed: nothing changed).
+The same alternation of rescans and `find` runs gives the files/s. The server's VmHWM (peak
+resident memory) is read after one rescan of a tenth of the tree (one part) and again after the
+whole tree's rescans: how the rescan's memory grows with the library it walks. The note gives the
+server's idle VmRSS before the rescans, after them, and after one more ListVideos call. That
+server runs with `--db-timeout 60s` (LARGE_DB_TIMEOUT).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import statistics
 import subprocess
@@ -29,20 +40,39 @@ from .common import (
     Row,
     Sizes,
     cpu_seconds,
+    folder_name,
     link_tree,
     mediascan_server,
     paired,
 )
+from .library import write_library
 
 BENCH = "4 rescan"
 TINY_CLIP = {"width": 64, "height": 48, "seconds": 0.2}
+#: The placeholders of the large library: a few bytes, not a video, all with the same time.
+PLACEHOLDER = b"not a video\n"
+PLACEHOLDER_MTIME_NS = 1_600_000_000_123_456_789
+PARTS = 10  # the large tree's parts (the first one is rescanned alone)
+PER_FOLDER = 1000
+LINKS_PER_SEED = 50_000  # under the hard-link limit of a disk's file system (ext4: 65,000)
+#: The large rescan's server waits this long for the database (default 5 s): the index of the
+#: 1,000,000-video folder is one database read of about 1.4 s of CPU, which a machine loaded by
+#: other work stretches past 5 s, and the scan then fails ("the database did not answer").
+LARGE_DB_TIMEOUT = "60s"
 
 
 def figures(sizes: Sizes) -> list[str]:
-    return ["files/s"]
+    files = sizes.rescan_library_files
+    return ["files/s", f"{files:,} files: files/s", f"{files:,} files: server peak RSS (MiB)"]
 
 
 async def run(ctx: Context) -> list[Row]:
+    rows = await _small(ctx)
+    rows += await _large(ctx)
+    return rows
+
+
+async def _small(ctx: Context) -> list[Row]:
     sizes = ctx.sizes
     files = sizes.rescan_files
     seed = ctx.scratch / "rescan-seed.mp4"
@@ -103,6 +133,132 @@ async def run(ctx: Context) -> list[Row]:
             details=details,
         )
     ]
+
+
+# -- the large library -------------------------------------------------------------------------
+
+
+async def _large(ctx: Context) -> list[Row]:
+    sizes = ctx.sizes
+    files = sizes.rescan_library_files
+    tree = ctx.scratch / "rescan-library"
+    await asyncio.to_thread(_placeholders, tree, ctx.scratch / "rescan-library-seeds", files)
+    dev = tree.stat().st_dev
+    db = ctx.fresh("rescan-library-db") / "mediascan.db"
+    ctx.log(f"{BENCH}: {files:,} placeholders under {tree}; writing their rows")
+    await write_library(
+        ctx,
+        db,
+        files,
+        lambda i: (str(_placeholder(tree, i, files)), len(PLACEHOLDER), PLACEHOLDER_MTIME_NS, dev),
+    )
+    server, _ = mediascan_server(
+        ctx, "rescan-library", "--db", str(db), "--db-timeout", LARGE_DB_TIMEOUT
+    )
+    pairs = []
+    details = []
+    try:
+        await asyncio.sleep(1.0)
+        idle_before = server.rss_kib() or 0
+        async with Client(server.address) as client:
+            part = tree / _part_name(0)
+            await _unchanged(client, part, files // PARTS)
+            part_peak = server.hwm_kib() or 0
+            ctx.log(f"{BENCH}: {files // PARTS:,} files rescanned; VmHWM {part_peak:,} KiB")
+            for number in range(1, sizes.rescan_runs + 1):
+                find, find_cpu = await asyncio.to_thread(_find, tree)
+                cpu_before = cpu_seconds(server.pid) or 0.0
+                seconds = await _unchanged(client, tree, files)
+                cpu = (cpu_seconds(server.pid) or 0.0) - cpu_before
+                pairs.append((files / seconds, files / find))
+                details.append({"server_cpu_s": cpu, "find_cpu_s": find_cpu})
+                ctx.log(
+                    f"{BENCH}: {files:,} files, run {number}/{sizes.rescan_runs}: "
+                    f"{files / seconds:,.0f} vs find {files / find:,.0f} files/s; CPU "
+                    f"{cpu * 1000:,.0f} vs {find_cpu * 1000:,.0f} ms"
+                )
+            peak = server.hwm_kib() or 0
+            await asyncio.sleep(1.0)
+            idle_after = server.rss_kib() or 0
+            await client.stub.ListVideos(scan_pb2.ListVideosRequest(page_size=1))
+            await asyncio.sleep(1.0)
+            idle_read = server.rss_kib() or 0
+    finally:
+        await asyncio.to_thread(server.stop)
+    cpu_ms = statistics.median(d["server_cpu_s"] for d in details) * 1000
+    find_cpu_ms = statistics.median(d["find_cpu_s"] for d in details) * 1000
+    grown = (peak - part_peak) * 1024 / (files - files // PARTS)
+    return [
+        paired(
+            BENCH,
+            f"{files:,} files: files/s",
+            pairs,
+            baseline_name="find -printf",
+            target=(">=", 0.5),
+            note=f"placeholder files whose rows were written into the library, "
+            f"{sizes.rescan_runs} runs; CPU per rescan (median): server {cpu_ms:,.0f} ms, find "
+            f"{find_cpu_ms:,.0f} ms",
+            details=details,
+        ),
+        paired(
+            BENCH,
+            f"{files:,} files: server peak RSS (MiB)",
+            [(peak / 1024, part_peak / 1024)],
+            baseline_name=f"a rescan of {files // PARTS:,} of them",
+            note=f"VmHWM; {grown:,.0f} bytes more per file rescanned; VmRSS idle "
+            f"{idle_before / 1024:,.1f} MiB before the rescans, {idle_after / 1024:,.1f} MiB "
+            f"1 s after, {idle_read / 1024:,.1f} MiB after one more ListVideos call",
+            details=[
+                {
+                    "idle_before_kib": idle_before,
+                    "idle_after_kib": idle_after,
+                    "idle_after_a_read_kib": idle_read,
+                }
+            ],
+        ),
+    ]
+
+
+async def _unchanged(client: Client, folder: Path, files: int) -> float:
+    """A rescan of `folder`, which must find its `files` unchanged: its seconds."""
+    seconds, job = await client.scan(folder, 1800, timeout={"seconds": 3600})
+    result = job.result
+    if result.unchanged != files or result.added or result.updated or result.removed:
+        state = scan_pb2.JobState.Name(job.state)
+        raise RuntimeError(
+            f"the rescan of {folder} ended {state} ({job.error.message!r}), not with {files:,} "
+            f"files unchanged: {result}"
+        )
+    return seconds
+
+
+def _part_name(part: int) -> str:
+    return f"p{part:02d}"
+
+
+def _placeholder(tree: Path, i: int, files: int) -> Path:
+    """The i-th placeholder: `PARTS` parts of folders of PER_FOLDER files."""
+    part = i * PARTS // files
+    return tree / _part_name(part) / folder_name(i // PER_FOLDER) / f"v{i:07d}.mp4"
+
+
+def _placeholders(tree: Path, seeds: Path, files: int) -> None:
+    """`files` hard links (under `tree`) of a few placeholder files (in `seeds`), all of the
+    same size and time."""
+    seeds.mkdir(parents=True)
+    seed: Path | None = None
+    folder: Path | None = None
+    for i in range(files):
+        path = _placeholder(tree, i, files)
+        if path.parent != folder:
+            folder = path.parent
+            folder.mkdir(parents=True)
+        if i % LINKS_PER_SEED == 0:
+            seed = seeds / f"seed-{i // LINKS_PER_SEED}"
+            seed.write_bytes(PLACEHOLDER)
+            os.utime(seed, ns=(PLACEHOLDER_MTIME_NS, PLACEHOLDER_MTIME_NS))
+        assert seed is not None
+        os.link(seed, path)
 
 
 def _find(tree: Path) -> tuple[float, float]:

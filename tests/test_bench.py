@@ -26,6 +26,7 @@ BENCHMARKS = {
     "cluster",
     "verify",
     "list_videos",
+    "library_size",
 }
 #: bench-quick's own budget is under a minute; this leaves room for a loaded CI machine.
 LIMIT = 180
