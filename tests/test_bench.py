@@ -28,8 +28,9 @@ BENCHMARKS = {
     "list_videos",
     "library_size",
 }
-#: bench-quick's own budget is under a minute; this leaves room for a loaded CI machine.
-LIMIT = 180
+#: bench-quick takes about a minute alone; this leaves room for a loaded CI machine running
+#: the rest of the suite beside it.
+LIMIT = 420
 
 
 def _finite(value: object) -> bool:

@@ -156,9 +156,11 @@ def _filters(query: VideoQuery, mark: str) -> tuple[list[str], list[Any]]:
         ("video_codec = {}", query.video_codec or None),
         ("container = {}", query.container or None),
         ("audio_codec = {}", query.audio_codec or None),
-        ("health = {}", query.health or None),
+        # The redundant terms let SQLite use the partial indexes (WHERE health != 0, WHERE
+        # fingerprint != ''), which it cannot infer from `= ?`.
+        ("health = {} AND health != 0", query.health or None),
         ("hdr = {}", query.hdr or None),
-        ("fingerprint = {}", query.fingerprint or None),
+        ("fingerprint = {} AND fingerprint != ''", query.fingerprint or None),
         ("duration_ns >= {}", query.min_duration_ns),
         ("duration_ns <= {}", query.max_duration_ns),
         ("width >= {}", query.min_width),
