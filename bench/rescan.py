@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import statistics
-import subprocess
-import time
 from pathlib import Path
 
 from mediascan.server.testing import make_video
@@ -40,6 +37,7 @@ from .common import (
     Row,
     Sizes,
     cpu_seconds,
+    find_printf,
     folder_name,
     link_tree,
     mediascan_server,
@@ -99,7 +97,7 @@ async def _small(ctx: Context) -> list[Row]:
                 raise RuntimeError("the first scan stored videos without a fingerprint")
             ctx.log(f"{BENCH}: first scan {first:,.0f} files/s; now rescans")
             for number in range(1, sizes.rescan_runs + 1):
-                find, find_cpu = await asyncio.to_thread(_find, tree)
+                find, find_cpu = await asyncio.to_thread(find_printf, tree)
                 cpu_before = cpu_seconds(server.pid) or 0.0
                 seconds, job = await client.scan(tree, 600)
                 cpu = (cpu_seconds(server.pid) or 0.0) - cpu_before
@@ -166,7 +164,7 @@ async def _large(ctx: Context) -> list[Row]:
             part_peak = server.hwm_kib() or 0
             ctx.log(f"{BENCH}: {files // PARTS:,} files rescanned; VmHWM {part_peak:,} KiB")
             for number in range(1, sizes.rescan_runs + 1):
-                find, find_cpu = await asyncio.to_thread(_find, tree)
+                find, find_cpu = await asyncio.to_thread(find_printf, tree)
                 cpu_before = cpu_seconds(server.pid) or 0.0
                 seconds = await _unchanged(client, tree, files)
                 cpu = (cpu_seconds(server.pid) or 0.0) - cpu_before
@@ -259,18 +257,3 @@ def _placeholders(tree: Path, seeds: Path, files: int) -> None:
             os.utime(seed, ns=(PLACEHOLDER_MTIME_NS, PLACEHOLDER_MTIME_NS))
         assert seed is not None
         os.link(seed, path)
-
-
-def _find(tree: Path) -> tuple[float, float]:
-    """find's (wall seconds, CPU seconds)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    subprocess.run(
-        ["find", str(tree), "-type", "f", "-printf", "%s %T@\n"],
-        stdout=subprocess.DEVNULL,
-        check=True,
-        timeout=600,
-    )
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
