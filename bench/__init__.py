@@ -13,6 +13,8 @@
   videos against the same query on a bare SQLite connection
 - `library_size`: that library's bytes per video on SQLite and PostgreSQL, and an idle server's
   memory, against the table alone and an empty library
+- `library_watch`: a watched library's write-to-ADDED time against its quiet window and
+  `ffprobe`, its idle cost against no library, and its polls against `find -printf`
 
 `library.py` generates the large library (rows that look like real probes, written straight
 into the store), `loadgen.py` is the load generator (run in processes of its own), `serve.py` runs

@@ -31,6 +31,7 @@ from . import (
     first_scan,
     jobs,
     library_size,
+    library_watch,
     list_videos,
     rescan,
     submit,
@@ -60,6 +61,7 @@ BENCH_TITLES = {
     "verify": verify.BENCH,
     "list_videos": list_videos.BENCH,
     "library_size": library_size.BENCH,
+    "library_watch": library_watch.BENCH,
 }
 
 Bench = Callable[[Context], Coroutine[Any, Any, list[Row]]]
@@ -75,6 +77,7 @@ BENCHMARKS: dict[str, Bench] = {
     "verify": verify.run,
     "list_videos": list_videos.run,
     "library_size": library_size.run,
+    "library_watch": library_watch.run,
 }
 
 #: The figures each benchmark produces at a given size (what tests/test_bench.py checks).
@@ -89,6 +92,7 @@ FIGURES: dict[str, Callable[[Sizes], list[str]]] = {
     "verify": verify.figures,
     "list_videos": list_videos.figures,
     "library_size": library_size.figures,
+    "library_watch": library_watch.figures,
 }
 
 

@@ -100,6 +100,16 @@ class Sizes:
     # 9. ListVideos: videos in the library, and calls of each page measured
     list_rows: int = 1_000_000
     list_calls: int = 200
+    # 11. libraries kept current: (quiet window in seconds, files written) of each
+    # write-to-ADDED figure; then a library of watch_library_files (100 to a folder), watched at
+    # rest and polled
+    watch_latency: tuple[tuple[float, int], ...] = ((10.0, 6), (0.5, 20))
+    watch_library_files: int = 100_000
+    watch_idle_runs: int = 2
+    watch_idle_settle: float = 5.0  #: seconds between the last watch and the idle window
+    watch_idle_seconds: float = 30.0
+    watch_poll_runs: int = 5
+    watch_poll_interval: float = 3.0
 
 
 FULL = Sizes(
@@ -150,6 +160,13 @@ QUICK = Sizes(
     verify_size="640x360",
     list_rows=5000,
     list_calls=20,
+    watch_latency=((0.5, 3),),
+    watch_library_files=2000,
+    watch_idle_runs=1,
+    watch_idle_settle=0.25,
+    watch_idle_seconds=1.0,
+    watch_poll_runs=2,
+    watch_poll_interval=1.0,
 )
 
 
@@ -324,6 +341,21 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_ns(pid: int) -> int | None:
+    """Nanoseconds the live threads of a process have run on a CPU (the first field of each
+    /proc/PID/task/TID/schedstat): exact where utime + stime are sampled at each clock tick
+    (10 ms), too coarse for a process that is nearly idle. Threads that ended are not counted."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for task in tasks:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+            total += int(stat.read().split()[0])
+    return total
 
 
 def machine() -> dict[str, Any]:

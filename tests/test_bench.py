@@ -27,6 +27,7 @@ BENCHMARKS = {
     "verify",
     "list_videos",
     "library_size",
+    "library_watch",
 }
 #: bench-quick takes about a minute alone; this leaves room for a loaded CI machine running
 #: the rest of the suite beside it.
