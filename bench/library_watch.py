@@ -448,7 +448,7 @@ async def _poll(ctx: Context, root: Path, db: Path) -> list[Row]:
                 find, find_cpu = await asyncio.to_thread(find_printf, root)
                 pairs.append((files / seconds, files / find))
                 details.append({"server_cpu_s": cpu_after - cpu_before, "find_cpu_s": find_cpu})
-                cpu_before = cpu_seconds(server.pid) or 0.0
+                cpu_before = cpu_after
                 ctx.log(
                     f"{BENCH}: poll {number}/{sizes.watch_poll_runs}: {files / seconds:,.0f} vs "
                     f"find {files / find:,.0f} files/s"
@@ -467,8 +467,8 @@ async def _poll(ctx: Context, root: Path, db: Path) -> list[Row]:
             note=f"WATCH_MODE_POLL every {sizes.watch_poll_interval:g} s, "
             f"{sizes.watch_poll_runs} polls of {files:,} unchanged files (create_time to "
             f"end_time of each poll's job); the first ran at {first:,.0f} files/s; CPU per poll "
-            f"(median, the server's between two polls' ends): server {cpu_ms:,.0f} ms, find "
-            f"{find_cpu_ms:,.0f} ms",
+            f"(median; the server's from one poll's end to the next's, the first's from the "
+            f"switch to polling): server {cpu_ms:,.0f} ms, find {find_cpu_ms:,.0f} ms",
             details=details,
         )
     ]
