@@ -82,11 +82,11 @@ docs-examples: $(STAMP) ## run docs/api.md's examples and rewrite their transcri
 	$(BIN)/python docs/examples.py $(ARGS)
 
 # Benchmarks against same-run baselines (docs/benchmarks.md): one table on stdout, JSON in
-# var/bench/. `bench` takes about 25 minutes; `bench-quick` runs everything small in about 1.5.
-bench: $(STAMP) ffprobe postgresql ## benchmarks against same-run baselines (about 25 minutes)
+# var/bench/. `bench` takes about 30 minutes; `bench-quick` runs everything small in about 2.
+bench: $(STAMP) ffprobe postgresql ## benchmarks against same-run baselines (about 30 minutes)
 	$(BIN)/python -m bench $(ARGS)
 
-bench-quick: $(STAMP) ffprobe postgresql ## every benchmark, small (about 1.5 minutes)
+bench-quick: $(STAMP) ffprobe postgresql ## every benchmark, small (about 2 minutes)
 	$(BIN)/python -m bench --quick $(ARGS)
 
 bench-ab: $(STAMP) ffprobe postgresql ## BASE=commit: the submit bench on BASE and here, alternately (ARGS for more)

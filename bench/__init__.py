@@ -1,7 +1,7 @@
 """mediascan benchmarks: each figure of the service next to a baseline measured in the same run.
 
 `python -m bench` (`make bench`) runs them all at full size and prints one table; `--quick`
-(`make bench-quick`) runs every benchmark at a small size in about a minute and a half. Modules:
+(`make bench-quick`) runs every benchmark at a small size in about two minutes. Modules:
 
 - `submit`: SubmitScan against a bare grpc.aio unary echo server (`bare.py`)
 - `fanout`: WatchJob subscribers against a bare grpc.aio server pushing the same messages

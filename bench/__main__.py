@@ -1,8 +1,8 @@
 """`python -m bench [--quick] [--only NAMES] [--loop asyncio|uvloop] [--json PATH]`: run the
 benchmarks, print one table (mediascan, baseline, ratio, target) and write it as JSON.
 
-`make bench` runs everything at full size (about 25 minutes on a 2-core machine); `make
-bench-quick` runs every benchmark at a small size in about a minute and a half (the test suite
+`make bench` runs everything at full size (about 30 minutes on a 2-core machine); `make
+bench-quick` runs every benchmark at a small size in about two minutes (the test suite
 runs it so that the harness cannot rot; it checks that every figure was produced, never how
 fast).
 Exit status: 0 when every benchmark produced its figures (targets missed or not), 1 when one
