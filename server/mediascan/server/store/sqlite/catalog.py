@@ -34,7 +34,9 @@ _CHANGE_COLUMNS = "sequence, kind, video_id, path, old_path, fields, job_id, tim
 
 
 class RecordedWriter(Protocol):
-    async def write_recorded(self, op: Callable[[sqlite3.Connection, ChangeLog], T]) -> T: ...
+    async def write_recorded(
+        self, op: Callable[[sqlite3.Connection, ChangeLog], T], *, videos: bool = True
+    ) -> T: ...
 
 
 class SqliteCatalog:
@@ -106,7 +108,7 @@ class SqliteCatalog:
                 )
             return row
 
-        row = await self._writer.write_recorded(op)
+        row = await self._writer.write_recorded(op, videos=False)
         return None if row is None else await self.get_library(library_id)
 
     async def delete_library(self, library_id: str, *, drop_videos: bool) -> bool:

@@ -83,11 +83,22 @@ class SqliteLibrary:
         #: Changes kept per library (`ChangeLog`).
         self.history = HISTORY
 
-    async def write_recorded(self, op: Callable[[sqlite3.Connection, ChangeLog], T]) -> T:
+    async def write_recorded(
+        self, op: Callable[[sqlite3.Connection, ChangeLog], T], *, videos: bool = True
+    ) -> T:
         """Run `op` in a write transaction with the `ChangeLog` of the libraries' changes it
-        records; once committed, tell the library listeners which libraries changed."""
+        records; once committed, tell the library listeners which libraries changed. An op
+        that writes no video (`videos=False`: a library's status) keeps the index cache."""
+        if not videos:
+            return await self._write_changes(op)
         cache = self._index_cache
         cache.clear()
+        try:
+            return await self._write_changes(op)
+        finally:
+            cache.clear()  # also clears what was read while the write ran
+
+    async def _write_changes(self, op: Callable[[sqlite3.Connection, ChangeLog], T]) -> T:
         history = self.history
 
         def logged(conn: sqlite3.Connection) -> tuple[T, dict[str, int]]:
@@ -95,10 +106,7 @@ class SqliteLibrary:
             result = op(conn, log)
             return result, log.close()
 
-        try:
-            result, changed = await self._db.write(logged)
-        finally:
-            cache.clear()  # also clears what was read while the write ran
+        result, changed = await self._db.write(logged)
         self.libraries_changed(changed)
         return result
 
