@@ -29,12 +29,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP) ## start the server (SQLite in ./var); ARGS="--flag ..." passes flags
 	$(BIN)/mediascan-server $(ARGS)
 
+# `make test` and `make check` run the tests in TEST_WORKERS processes (pytest-xdist; `auto`: one
+# per core); tests marked `xdist_group` run one after the other in one of them (loadgroup).
+# TEST_WORKERS=0 runs them all in one process; ARGS come last, so ARGS="-n 0" does too.
+TEST_WORKERS ?= auto
+XDIST = -n $(TEST_WORKERS) --dist loadgroup
+
 test: $(STAMP) ffprobe postgresql ## the whole test suite; ARGS="-k watch -x" passes options to pytest
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(ARGS)
 
 # The quick everyday run: lint, types and every test not marked slow.
 check: lint typecheck ffprobe postgresql ## lint, types and the tests not marked slow (about 2 minutes)
-	$(BIN)/python -m pytest -q -m 'not slow' $(ARGS)
+	$(BIN)/python -m pytest -q -m 'not slow' $(XDIST) $(ARGS)
 
 # The tests compare what mediascan reads with ffprobe (Debian's ffmpeg package).
 ffprobe: ## install ffprobe (Debian's ffmpeg) when missing and root

@@ -1,5 +1,10 @@
 """Shared fixtures: a generated video corpus, in-process servers on port 0, stubs on real channels,
-subprocess servers for restart and signal tests, and the grpcurl binary."""
+subprocess servers for restart and signal tests, and the grpcurl binary.
+
+`make test` runs the tests in pytest-xdist workers (`--dist loadgroup`): each worker has its own
+session fixtures (corpus, folders, PostgreSQL cluster) under its own temporary folder. The long,
+CPU-heavy tests are marked `xdist_group("heavy")`: one worker runs them one after the other,
+first, while the others take the rest."""
 
 from __future__ import annotations
 

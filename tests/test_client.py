@@ -370,7 +370,13 @@ async def test_client_on_a_channel_of_its_own(server: Any) -> None:
     await channel.close(None)
 
 
+#: The wait for a job that scans the big folder twice (two attempts): about 20 s alone, several
+#: times that on a machine that runs two suites at once.
+RESTART_WAIT = 180.0
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(RESTART_WAIT + 60)
 async def test_wait_survives_a_server_restart(spawn_server: Any, big_folder: Path) -> None:
     """A SIGTERM drains the server; a new one on the same port and database runs the job again
     (attempt 2); the watcher rides it out without a repeated or missing event."""
@@ -393,7 +399,7 @@ async def test_wait_survives_a_server_restart(spawn_server: Any, big_folder: Pat
             if restarter is None and event.WhichOneof("kind") == "progress":
                 restarter = asyncio.create_task(restart())
 
-        job = await client.wait(submitted.job_id, timeout=TIMEOUT, on_event=on_event)
+        job = await client.wait(submitted.job_id, timeout=RESTART_WAIT, on_event=on_event)
 
     assert restarter is not None
     await restarter

@@ -364,6 +364,7 @@ async def test_no_server_starts_on_the_file_while_it_is_copied(pg_url: str, tmp_
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("heavy")
 @pytest.mark.timeout(600)
 async def test_a_big_library_copies_in_bounded_memory(pg_url: str, tmp_path: Path) -> None:
     db = tmp_path / "big.db"

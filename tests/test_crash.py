@@ -56,6 +56,7 @@ async def wait_all(stub: Any, job_ids: list[str], predicate: Any) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("heavy")
 async def test_kill_9_twice_loses_nothing_and_leaves_a_sound_library(
     launch: Launcher, tmp_path: Path
 ) -> None:

@@ -72,8 +72,10 @@ SOURCES = [
     for folder in ("server", "client", "protos", "bench", "tests")
     for path in (ROOT / folder).rglob("*.py")
 ]
-#: Flags of other programs that the docs show (apt-get, systemctl, pip, py-spy, protoc, fsfreeze).
+#: Flags of other programs that the docs show (apt-get, systemctl, pip, py-spy, protoc, fsfreeze,
+#: pytest-xdist).
 OTHER_TOOLS_FLAGS = {
+    "--dist",
     "--no-install-recommends",
     "--now",
     "--upgrade",
@@ -224,6 +226,7 @@ def masked_page(page: str) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("heavy")
 @pytest.mark.timeout(600)
 def test_api_transcripts_are_what_the_server_prints_today(tmp_path: Path) -> None:
     """docs/examples.py run against a copy of api.md rewrites it to the committed page, apart

@@ -147,6 +147,7 @@ async def test_burst_beyond_the_queue_bound(launch: Launcher, tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("heavy")
 async def test_sustained_overload(launch: Launcher, tmp_path: Path) -> None:
     folder = tmp_path / "jobs"
     make_many(folder, 30, audio_codec="aac", audio_streams=8)

@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import fcntl
 import os
 import random
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -63,13 +65,17 @@ def network_namespace() -> Iterator[tuple[str, str, str]]:
     lost, not refused."""
     tag = f"{os.getpid() % 10000}{random.randrange(1000)}"
     name, here, there = f"mscan{tag}", f"msh{tag}", f"msn{tag}"
-    taken = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
-    subnet = next(n for n in random.sample(range(256), 256) if f"10.213.{n}." not in taken)
     ip("netns", "add", name)
     try:
         ip("link", "add", here, "type", "veth", "peer", "name", there)
         ip("link", "set", there, "netns", name)
-        ip("addr", "add", f"10.213.{subnet}.1/30", "dev", here)
+        # Two tests at once (pytest-xdist workers, or two runs) must not pick the same /30:
+        # the pick and the address it gives this side happen under one lock of the machine.
+        with open(Path(tempfile.gettempdir()) / "mediascan-test-subnets.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            taken = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+            subnet = next(n for n in random.sample(range(256), 256) if f"10.213.{n}." not in taken)
+            ip("addr", "add", f"10.213.{subnet}.1/30", "dev", here)
         ip("link", "set", here, "up")
         ip("-n", name, "addr", "add", f"10.213.{subnet}.2/30", "dev", there)
         ip("-n", name, "link", "set", there, "up")

@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import json
 import os
 import resource
+import socket
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +46,7 @@ from _library_helpers import (
     wait_for_exit,
 )
 
-from mediascan.server.probe import ProbeError, ProbeResult
+from mediascan.server.probe import PARENT_ENV, ProbeError, ProbeResult
 from mediascan.server.probe_pool import ProbePool
 from mediascan.server.testing import Corpus, final_job, wait_for_event, wait_for_running
 from mediascan.v1 import scan_pb2
@@ -334,3 +338,24 @@ async def test_probing_starts_while_the_walk_goes_on(
         assert job.state == scan_pb2.JOB_STATE_CANCELLED
         assert job.result.added == 1  # what was probed before the cancel is kept
         assert set(await library(stub, real(root))) == {real(first)}
+
+
+def test_a_prober_whose_server_died_while_it_started_ends_at_once(tmp_path: Path) -> None:
+    """The server names itself to its probers (PARENT_ENV). A prober whose parent is no longer
+    that server (it died while the prober was starting, before Linux could be asked to kill the
+    prober with it) ends at once, before it reads the batch already waiting on its stdin: it
+    would otherwise hang on a marked file for ever, a process nobody stops."""
+    video = tiny_video(tmp_path / "a.mp4")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with ours, theirs:
+        ours.sendall(json.dumps([str(video)]).encode())
+        ours.shutdown(socket.SHUT_WR)
+        done = subprocess.run(
+            [sys.executable, "-m", "mediascan.server.probe"],
+            stdin=theirs.fileno(),
+            capture_output=True,
+            env={**os.environ, PARENT_ENV: str(os.getppid())},  # not the prober's parent
+            timeout=60,
+            check=False,
+        )
+    assert (done.returncode, done.stdout, done.stderr) == (1, b"", b"")

@@ -18,11 +18,13 @@ import psycopg
 import pytest
 from _library_helpers import video_row
 from _postgres import StoreFactory
+from psycopg.types.json import Jsonb
 
 from mediascan.server.engine.recorder import reclaim_change, start_change
 from mediascan.server.fskeys import DeviceKeys
 from mediascan.server.jobs import ScanSpec
 from mediascan.server.store import Fence, LeaseLost, VideoRow
+from mediascan.server.store.postgres.batches import lock_finishes
 from mediascan.server.store.postgres.store import PostgresStore
 from mediascan.server.store.probe_queue import BatchOutcome, WalkedFile
 
@@ -142,6 +144,42 @@ async def test_a_batch_is_claimed_once_by_a_server_that_names_its_folder(
     assert await video_paths(a) == [f.path for f in first.files[:2]]
     with pytest.raises(LeaseLost):  # finished once only
         await queue_b.finish(first, [], BatchOutcome(done=3))
+
+
+async def test_a_finish_that_took_its_number_first_is_read_even_if_it_commits_last(
+    open_store: StoreFactory,
+) -> None:
+    """Two servers finish batches of one scan at once. The running server reads the outcomes
+    finished after the last `done_seq` it saw, so a finish must not commit a later number
+    while an earlier one is still uncommitted: here b's finish has its number and has not
+    committed, and a's finish waits for it (`lock_finishes`), so both are read."""
+    a = await open_store(node="a")
+    b = await open_store(node="b")
+    fence = await running_job(a)
+    await a.probe_queue.add(fence, ROOT, False, files(0))
+    await a.probe_queue.add(fence, ROOT, False, files(3))
+    first = await b.probe_queue.claim([ROOT])
+    second = await a.probe_queue.claim([ROOT])
+    assert first is not None and second is not None
+    async with await psycopg.AsyncConnection.connect(b.database.url) as conn:
+        # b's finish of `first`, stopped between its number and its commit.
+        await lock_finishes(conn, fence.job_id)
+        await conn.execute(
+            "UPDATE probe_batches SET outcome = %s, done_seq = nextval('probe_batches_done') "
+            "WHERE id = %s",
+            (Jsonb(BatchOutcome(done=3).to_json()), first.batch_id),
+        )
+        finishing = asyncio.create_task(a.probe_queue.finish(second, [], BatchOutcome(done=3)))
+        # Time for a's finish to commit, were it not held back: then the read below would see
+        # its number alone, and the one after it would skip b's smaller number.
+        await asyncio.wait({finishing}, timeout=1.0)
+        seen = await a.probe_queue.outcomes(fence, 0)
+        await conn.commit()
+    async with asyncio.timeout(TIMEOUT):
+        await finishing
+    seen += await a.probe_queue.outcomes(fence, seen[-1][0] if seen else 0)
+    assert [outcome.done for _, outcome in seen] == [3, 3], seen
+    assert [order for order, _ in seen] == sorted(order for order, _ in seen)
 
 
 async def test_a_claim_whose_lease_passed_goes_to_another_server(

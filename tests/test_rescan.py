@@ -538,6 +538,7 @@ def scratch(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("heavy")
 async def test_a_scan_of_a_20000_file_tree_finishes_and_rescans_cheaply(
     spawn_server: Any, connect: Any, scratch: Path
 ) -> None:

@@ -184,4 +184,7 @@ async def test_a_jobs_time_limit_counts_from_its_first_start_across_a_restart(
     assert job.state == scan_pb2.JOB_STATE_TIMED_OUT and job.attempt == 2
     ran = job.end_time.ToNanoseconds() / 1e9 - job.start_time.ToNanoseconds() / 1e9
     first_start = started - 2.0  # at the latest
-    assert ran < 3.0 - (job.start_time.ToNanoseconds() / 1e9 - first_start) + 0.5, ran
+    # What was left of the 3 s at the second start: nothing when the restart itself took the
+    # rest (a busy machine), and then the second attempt ends at once.
+    left = max(0.0, 3.0 - (job.start_time.ToNanoseconds() / 1e9 - first_start))
+    assert ran < left + 0.5, ran

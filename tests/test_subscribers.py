@@ -253,6 +253,7 @@ def watched_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("heavy")
 @pytest.mark.timeout(LIMIT)
 async def test_a_thousand_watchers(
     launch: Launcher, watched_folder: Path, big_folder: Path

@@ -209,15 +209,20 @@ def _ffmpeg_reason(exc: av.error.FFmpegError) -> str:
 
 def _die_with_parent() -> None:
     """Ask Linux to kill this prober when the server dies, even while a probe hangs (a hung
-    probe never reads the closed stdin that would otherwise end it)."""
-    parent = os.getppid()
+    probe never reads the closed stdin that would otherwise end it). The server names itself
+    in PARENT_ENV: a server that died before the prctl took effect (while this process was
+    still starting) is no longer the parent, and then the prober ends at once, before it reads
+    a batch that was already waiting on its stdin."""
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the server died before prctl took effect
+    if os.getppid() != parent:
         os._exit(1)
 
 
 _PR_SET_PDEATHSIG = 1
+#: The environment variable in which the server gives a prober its own pid.
+PARENT_ENV = "MEDIASCAN_PROBER_PARENT"
 
 
 def serve(before: Callable[[str, str], None] | None = None) -> None:

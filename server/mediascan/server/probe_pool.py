@@ -31,7 +31,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from .probe import MAX_BATCH, ProbeError
+from .probe import MAX_BATCH, PARENT_ENV, ProbeError
 from .probed import ProbeResult, result_from_json
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ class ProbePool:
                 *self._command,
                 stdin=theirs.fileno(),
                 stdout=asyncio.subprocess.PIPE,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", PARENT_ENV: str(os.getpid())},
             )
         except BaseException:
             ours.close()

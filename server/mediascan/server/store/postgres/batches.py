@@ -190,6 +190,7 @@ class PostgresProbeQueue:
                 )
             if values:
                 outcome.added, outcome.updated = await upsert(conn, values)
+            await lock_finishes(conn, batch.fence.job_id)
             await conn.execute(
                 "UPDATE probe_batches SET outcome = %s, done_seq = nextval('probe_batches_done') "
                 "WHERE id = %s",
@@ -209,6 +210,20 @@ class PostgresProbeQueue:
             await notify(conn, BATCHES, "")
 
         await self._db.commit(op)
+
+
+async def lock_finishes(conn: Connection, job_id: str) -> None:
+    """Hold the finishes of the job's batches back until this transaction ends. The running
+    server reads the outcomes finished after the last `done_seq` it saw (`outcomes`), so the
+    numbers must become visible in their order: a finish that took its number and committed
+    after a later one would never be read, and its scan would wait for it for ever. Taken
+    just before the number, and held to the commit, the lock makes commit order number order."""
+    await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (FINISH_LOCK, job_id))
+
+
+#: The first key of `lock_finishes`' advisory locks (the second is the job's): a constant of its
+#: own, apart from the one-key lock of the migrations.
+FINISH_LOCK = 0x6D73
 
 
 def _finished(rows: list[tuple[Any, ...]], after: int) -> list[tuple[int, BatchOutcome]]:
