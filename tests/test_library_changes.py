@@ -7,8 +7,8 @@ deletion keeps or drops the videos; the listeners hear of every commit.
 PostgreSQL only: two stores (two servers) writing one library at once leave no gap and commit
 in sequence order; a write refused by its fence or rolled back records nothing; overlapping
 creates at once, and a create amid writes, still count right; the listeners of one store hear
-the other's changes through NOTIFY, and every library after a reconnection; the migration to
-schema version 7 keeps what was there."""
+the other's changes through NOTIFY, and every library after a reconnection; libraries are
+leased to one server at a time; the migration to schema version 7 keeps what was there."""
 
 from __future__ import annotations
 
@@ -264,6 +264,26 @@ async def test_a_deletion_keeps_or_drops_the_videos(open_catalog: Opener) -> Non
     assert not await store.library_roots()
 
 
+async def test_leases_on_a_store_of_one_server(tmp_path: Path) -> None:
+    """SQLite: one server uses the file, so it holds every library (within its roots and its
+    limit), with no holder named."""
+    store = SqliteStore(tmp_path / "db.sqlite")
+    await store.open()
+    try:
+        for name, root in (("a", "/x/a"), ("b", "/y/b"), ("c", "/x/c")):
+            await store.create_library(name, library(root))
+        lease = store.lease_libraries
+        assert await lease(node="n", lease_s=1, roots=[], limit=10) == ["a", "b", "c"]
+        assert await lease(node="n", lease_s=1, roots=["/x"], limit=10) == ["a", "c"]
+        assert await lease(node="n", lease_s=1, roots=["/x/"], limit=1) == ["a"]
+        assert await lease(node="n", lease_s=1, roots=[], limit=0) == []
+        await store.release_libraries(node="n", library_ids=["a"])
+        found = await store.get_library("a")
+        assert found is not None and found.status.node == ""
+    finally:
+        await store.close()
+
+
 def test_both_stores_have_the_catalog_with_the_same_signatures() -> None:
     for name, _ in inspect.getmembers(LibraryCatalog, inspect.isfunction):
         if not name.startswith("_"):
@@ -484,6 +504,69 @@ async def test_library_listeners_hear_every_servers_changes(
             assert await cursor.fetchone() == (1,)
         await resyncs.get()
         await hear(heard, ("quiet", 0))
+
+
+async def wait_for_lapse(url: str, library_ids: list[str]) -> None:
+    """Wait until the database's clock is past these libraries' leases: a deadline read from
+    the database, not a guess at how long something takes."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        cursor = await conn.execute(
+            "SELECT extract(epoch FROM max(lease_until) - now()) FROM libraries WHERE id = ANY(%s)",
+            (library_ids,),
+        )
+        row = await cursor.fetchone()
+    assert row is not None and row[0] is not None
+    await asyncio.sleep(max(0.0, float(row[0])) + 0.01)
+
+
+async def holders(store: PostgresStore) -> dict[str, str]:
+    listed = await store.list_libraries(after="", limit=100)
+    return {lib.name.removeprefix("libraries/"): lib.status.node for lib in listed}
+
+
+async def test_libraries_are_leased_to_one_server_at_a_time(
+    open_store: StoreFactory, pg_url: str
+) -> None:
+    a, b = await open_store(node="a"), await open_store(node="b")
+    names = ["l1", "l2", "l3", "l4"]
+    for name in names:
+        await a.create_library(name, library(f"/lease/{name}"))
+    # Both ask at once for everything: each library goes to one of them.
+    took_a, took_b = await asyncio.gather(
+        a.lease_libraries(node="a", lease_s=60, roots=[], limit=4),
+        b.lease_libraries(node="b", lease_s=60, roots=[], limit=4),
+    )
+    assert not set(took_a) & set(took_b) and sorted(took_a + took_b) == names
+    await a.release_libraries(node="a", library_ids=names)
+    await b.release_libraries(node="b", library_ids=names)
+    assert set((await holders(a)).values()) == {""}
+
+    # Two servers split them, each up to its limit; a renewal takes nothing more.
+    assert await a.lease_libraries(node="a", lease_s=60, roots=[], limit=2) == ["l1", "l2"]
+    assert await b.lease_libraries(node="b", lease_s=60, roots=[], limit=3) == ["l3", "l4"]
+    assert await a.lease_libraries(node="a", lease_s=60, roots=[], limit=2) == ["l1", "l2"]
+    assert await holders(b) == {"l1": "a", "l2": "a", "l3": "b", "l4": "b"}
+
+    # a stops renewing (its last lease short): b takes its libraries once the lease lapsed.
+    assert await a.lease_libraries(node="a", lease_s=0.3, roots=[], limit=2) == ["l1", "l2"]
+    assert await b.lease_libraries(node="b", lease_s=60, roots=[], limit=4) == ["l3", "l4"]
+    await wait_for_lapse(pg_url, ["l1", "l2"])
+    assert (await holders(b))["l1"] == ""  # lapsed: nobody holds it
+    assert await b.lease_libraries(node="b", lease_s=60, roots=[], limit=4) == names
+    assert await a.lease_libraries(node="a", lease_s=60, roots=[], limit=4) == []
+    assert set((await holders(a)).values()) == {"b"}
+
+    # A lower limit lets the rest go; a release frees at once; only b's own are released.
+    await a.release_libraries(node="a", library_ids=["l2"])
+    await b.release_libraries(node="b", library_ids=["l1"])
+    assert await b.lease_libraries(node="b", lease_s=60, roots=[], limit=2) == ["l2", "l3"]
+
+    # Roots: a folder and what lies below it, never a mere prefix of the name.
+    assert await a.lease_libraries(node="a", lease_s=60, roots=["/lease/l"], limit=5) == []
+    roots = ["/lease/l1", "/lease/l4/", "/elsewhere"]
+    assert await a.lease_libraries(node="a", lease_s=60, roots=roots, limit=5) == ["l1", "l4"]
+    assert await a.lease_libraries(node="a", lease_s=60, roots=["/lease/l4"], limit=5) == ["l4"]
+    assert await holders(b) == {"l1": "", "l2": "b", "l3": "b", "l4": "a"}
 
 
 async def test_a_version_6_database_is_migrated_and_keeps_its_videos(

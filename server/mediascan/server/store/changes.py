@@ -72,6 +72,12 @@ def _within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
+def within_roots(root: str, roots: Sequence[str]) -> bool:
+    """True when `root` is or lies below one of `roots` (any root when there are none): a
+    library a server with these allowed roots may take (`LibraryCatalog.lease_libraries`)."""
+    return not roots or any(_within(root, folder.rstrip("/") or "/") for folder in roots)
+
+
 def changed_fields(old: scan_pb2.Video, new: scan_pb2.Video) -> list[str]:
     """The top-level Video fields whose values differ, by name (those that change with every
     probe, `probe_time` and the like, are not named)."""
@@ -214,13 +220,18 @@ class LibraryCatalog(Protocol):
     async def lease_libraries(
         self, *, node: str, lease_s: float, roots: Sequence[str], limit: int
     ) -> list[str]:
-        """In one transaction: renew this node's leases of libraries, and take those that are
-        free or whose lease lapsed and whose root lies below one of `roots` (any when empty),
-        up to `limit` held in all; the ids held now, sorted (a store only this server writes
-        holds every library)."""
+        """In one transaction: renew the leases `node` holds, and take the libraries that are
+        free or whose lease lapsed and whose root is or lies below one of `roots` (any when
+        empty), holding at most `limit` in all (those it held past that, or outside `roots`,
+        are let go); the ids `node` holds now, sorted. A lease lasts `lease_s` seconds, and
+        `Library.status.node` names its holder while it does. A store only this server
+        writes holds every library (within `roots` and `limit`) and names no holder."""
         ...
 
-    async def release_libraries(self, *, node: str, library_ids: Sequence[str]) -> None: ...
+    async def release_libraries(self, *, node: str, library_ids: Sequence[str]) -> None:
+        """Let go of these libraries, if `node` holds them (another node may take them at
+        once)."""
+        ...
 
     def add_library_listener(self, listener: Callable[[str, int], None]) -> None:
         """Call `listener(library_id, last_sequence)` (on the event loop) after changes of a

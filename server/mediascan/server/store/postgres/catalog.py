@@ -11,6 +11,7 @@ the change log, under the library's row lock. A page of changes is read in one s
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 from mediascan.v1 import scan_pb2
@@ -28,6 +29,7 @@ from ..changes import (
     stored_body,
 )
 from ..videos import below, video_of
+from . import library_leases
 from .changelog import ChangeLog
 from .database import PgDatabase
 from .recorded import RecordedWrites
@@ -35,7 +37,8 @@ from .schema import Connection
 from .video_writes import SELECTED
 
 _COLUMNS = "id, root, uid, body, video_count, total_size, last_sequence, first_kept"
-_READ = f"SELECT {_COLUMNS} FROM libraries"
+#: A library as read: its row, then the holder of its lease (`Library.status.node`).
+_READ = f"SELECT {_COLUMNS}, {library_leases.HOLDER} FROM libraries"
 _CHANGE_COLUMNS = "sequence, kind, video_id, path, old_path, fields, job_id, time_ns, status"
 _EXCLUSIVE = "LOCK TABLE libraries IN SHARE ROW EXCLUSIVE MODE"
 _BELOW = "(path = %s OR (path > %s AND path < %s))"
@@ -152,6 +155,25 @@ class PostgresCatalog:
 
         return await self._catalog_db.read(op)
 
+    async def lease_libraries(
+        self, *, node: str, lease_s: float, roots: Sequence[str], limit: int
+    ) -> list[str]:
+        async def op(conn: Connection) -> list[str]:
+            return await library_leases.lease(
+                conn, node=node, lease_s=lease_s, roots=roots, limit=limit
+            )
+
+        return await self._catalog_db.commit(op)
+
+    async def release_libraries(self, *, node: str, library_ids: Sequence[str]) -> None:
+        if not library_ids:
+            return
+
+        async def op(conn: Connection) -> None:
+            await library_leases.release(conn, node=node, library_ids=library_ids)
+
+        await self._catalog_db.commit(op)
+
 
 def _row(row: tuple[Any, ...]) -> LibraryRow:
     """A library's stored form from its columns (`_COLUMNS` first)."""
@@ -160,8 +182,10 @@ def _row(row: tuple[Any, ...]) -> LibraryRow:
 
 
 def _library(row: tuple[Any, ...]) -> scan_pb2.Library:
-    """A library as `_READ` reads it."""
-    return library_of_row(_row(row))
+    """A library as `_READ` reads it: its row, and the holder of its lease."""
+    library = library_of_row(_row(row))
+    library.status.node = str(row[8])
+    return library
 
 
 async def _read_changes(
