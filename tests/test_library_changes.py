@@ -26,7 +26,12 @@ from _postgres import StoreFactory
 from mediascan.server.engine.recorder import new_event, start_change
 from mediascan.server.jobs import JobState, ScanSpec
 from mediascan.server.store import Fence, HealthUpdate, LeaseLost, MovedVideo, SqliteStore
-from mediascan.server.store.changes import LibraryCatalog, LibraryExists, RootsOverlap
+from mediascan.server.store.changes import (
+    LibraryCatalog,
+    LibraryExists,
+    RootsOverlap,
+    changed_fields,
+)
 from mediascan.server.store.postgres import schema as pg_schema
 from mediascan.server.store.postgres.changelog import ChangeLog
 from mediascan.server.store.postgres.store import PostgresStore
@@ -601,3 +606,56 @@ async def test_a_version_6_database_is_migrated_and_keeps_its_videos(
     assert await changes(store, "old") == [
         (1, UPDATED, "/old/0.mp4", "", ["size_bytes", "modify_time"])
     ]
+
+
+def _every_field_changed(base: scan_pb2.Video) -> list[scan_pb2.Video]:
+    """`base` with each top-level field changed in turn (set, cleared, or set to an empty
+    message), for the comparison of `changed_fields` with its definition."""
+    variants = []
+    for field in scan_pb2.Video.DESCRIPTOR.fields:
+        for step in range(3):
+            video = scan_pb2.Video()
+            video.CopyFrom(base)
+            if field.is_repeated:
+                values = getattr(video, field.name)
+                if field.message_type is not None:
+                    values.add()
+                else:
+                    values.append("x" if field.type == field.TYPE_STRING else 1)
+            elif field.message_type is not None:
+                if step == 1:
+                    video.ClearField(field.name)
+                else:
+                    getattr(video, field.name).SetInParent()
+            elif field.type == field.TYPE_STRING:
+                setattr(video, field.name, ("", "a", "b")[step])
+            elif field.type == field.TYPE_BOOL:
+                setattr(video, field.name, bool(step % 2))
+            elif field.type in (field.TYPE_DOUBLE, field.TYPE_FLOAT):
+                setattr(video, field.name, float(step))
+            else:
+                setattr(video, field.name, step)
+            variants.append(video)
+    return variants
+
+
+def test_changed_fields_names_what_differs_as_its_definition_says() -> None:
+    """`changed_fields` compares only the fields set in either video; its answer is the
+    definition's (every top-level field read from both, those of every probe left out)."""
+    quiet = {"video_id", "path", "probe_time", "job_id", "prober_version"}
+
+    def definition(old: scan_pb2.Video, new: scan_pb2.Video) -> list[str]:
+        return [
+            f.name
+            for f in scan_pb2.Video.DESCRIPTOR.fields
+            if f.name not in quiet and getattr(old, f.name) != getattr(new, f.name)
+        ]
+
+    base = scan_pb2.Video(path="/a.mp4", size_bytes=3, video_codec="h264", width=64)
+    base.modify_time.FromNanoseconds(5)
+    base.health_report.error_count = 2
+    variants = _every_field_changed(base)
+    assert len(variants) > 100
+    for video in variants:
+        for old, new in ((base, video), (video, base), (video, video)):
+            assert changed_fields(old, new) == definition(old, new)

@@ -7,7 +7,8 @@ roots without it is in flight, so no video lands under a new root uncounted. `re
 buffers. `flush`, the transaction's last step, takes each library's row lock in id order with
 `UPDATE libraries SET last_sequence = last_sequence + n ... RETURNING last_sequence`: writers
 of one library wait for each other there, so their sequences follow their commit order, and a
-transaction rolled back leaves no gap (its UPDATE goes with it)."""
+transaction rolled back leaves no gap (its UPDATE goes with it). The changes go in with one
+COPY."""
 
 from __future__ import annotations
 
@@ -30,11 +31,9 @@ _ADVANCE = (
     "first_kept = GREATEST(first_kept, last_sequence + %(n)s - %(history)s + 1) "
     "WHERE id = %(id)s RETURNING last_sequence, first_kept"
 )
-_INSERT = (
-    "INSERT INTO library_changes (library_id, sequence, kind, video_id, path, old_path, "
-    "fields, job_id, time_ns, status) SELECT * FROM unnest(%s::text[], %s::bigint[], "
-    "%s::smallint[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
-    "%s::bigint[], %s::bytea[])"
+_COPY = (
+    "COPY library_changes (library_id, sequence, kind, video_id, path, old_path, fields, "
+    "job_id, time_ns, status) FROM STDIN"
 )
 _TRIM = "DELETE FROM library_changes WHERE library_id = %s AND sequence < %s"
 
@@ -48,6 +47,11 @@ class _Change:
     fields: str
     job_id: str
     status: bytes
+
+    def row(self, library_id: str, sequence: int, time_ns: int) -> tuple[object, ...]:
+        """The change as a row of `library_changes`, in the columns' order of _COPY."""
+        head = (library_id, sequence, self.kind, self.video_id, self.path, self.old_path)
+        return (*head, self.fields, self.job_id, time_ns, self.status)
 
 
 @dataclasses.dataclass(slots=True)
@@ -101,9 +105,9 @@ class ChangeLog:
 
     async def flush(self, conn: Connection) -> dict[str, int]:
         """Store the changes recorded: each library's sequences, counts and history (its row
-        locked until the transaction ends), then every change in one statement. Returns the
-        last sequence of each library that changed."""
-        columns: tuple[list[object], ...] = tuple([] for _ in range(10))
+        locked until the transaction ends), then every change in one COPY. Returns the last
+        sequence of each library that changed."""
+        rows: list[tuple[object, ...]] = []
         last_of: dict[str, int] = {}
         trims: list[tuple[str, int]] = []
         for library_id in sorted(self._pending):  # one lock order: no deadlock between two
@@ -121,15 +125,16 @@ class ChangeLog:
             last, first_kept = int(row[0]), int(row[1])
             last_of[library_id] = last
             first = last - len(pending.changes) + 1
-            for sequence, c in enumerate(pending.changes, first):
-                values = (library_id, sequence, c.kind, c.video_id, c.path, c.old_path)
-                more = (c.fields, c.job_id, self._now, c.status)
-                for column, value in zip(columns, (*values, *more), strict=True):
-                    column.append(value)
+            rows += [
+                change.row(library_id, sequence, self._now)
+                for sequence, change in enumerate(pending.changes, first)
+            ]
             if first_kept > 1:
                 trims.append((library_id, first_kept))
-        if last_of:
-            await conn.execute(_INSERT, columns)
+        if rows:
+            async with conn.cursor() as cursor, cursor.copy(_COPY) as copy:
+                for change in rows:
+                    await copy.write_row(change)
         for trim in trims:
             await conn.execute(_TRIM, trim)
         self._pending.clear()

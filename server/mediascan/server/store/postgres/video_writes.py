@@ -70,6 +70,14 @@ _SET_HEALTH = (
     + " WHERE path = %(path)s AND size_bytes = %(size_bytes)s AND mtime_ns = %(mtime_ns)s"
 )
 _SIZE = VIDEO_FIELDS.index("size_bytes") + 1  # in a row of _LOCK or _REWRITE
+#: The columns (in a row of _LOCK or _REWRITE) the fields a change may name are read from:
+#: not the id, path, probe time, job, prober version or file system key. Rows equal in these
+#: are videos of no changed field (`video_of` reads the fields from the columns).
+_COMPARED = tuple(
+    at
+    for at, name in enumerate(VIDEO_FIELDS, 1)
+    if name not in {"path", "probe_ns", "job_id", "prober_version", "dev"}
+)
 #: Stored rows, (id, *VIDEO_COLUMNS), by path.
 Rows = dict[str, tuple[Any, ...]]
 
@@ -149,6 +157,8 @@ async def _upsert_held(conn: Connection, log: Recorder, held: list[tuple[str, Vi
             )
             continue
         before, after = old[row.path], rewritten[row.path]
+        if all(before[at] == after[at] for at in _COMPARED):
+            continue  # a rescan that found the file as it was: nothing to record
         fields = changed_fields(video_of(before), video_of(after))
         if fields:
             log.record(
