@@ -94,7 +94,7 @@ def run(argv: Sequence[str]) -> int:
 
 
 def _report(table: str, rows: int) -> None:
-    print(f"  {_LABELS[table]:<12} {rows:>12,}", flush=True)
+    print(f"  {_LABELS[table]:<15} {rows:>12,}", flush=True)
 
 
 def summary(counts: CopyCounts, seconds: float, peak: int) -> str:
