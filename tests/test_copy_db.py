@@ -33,11 +33,14 @@ from _library_helpers import (
     set_fault,
     start_hung_blocker,
     submit,
+    video_row,
 )
 
 from mediascan.server.dblock import DatabaseLock, DatabaseLocked
 from mediascan.server.engine.recorder import requeue_change
+from mediascan.server.store import SqliteStore
 from mediascan.server.store.copydb import copy_database
+from mediascan.server.store.postgres.store import PostgresStore
 from mediascan.server.store.sqlite.schema import SCHEMA_VERSION
 from mediascan.server.testing import (
     Corpus,
@@ -270,6 +273,42 @@ async def test_a_job_left_running_is_copied_queued_with_its_next_attempt(
     assert (job.state, job.attempt, job.result.files_total) == (SUCCEEDED, 2, 600)
 
 
+async def test_libraries_and_their_feeds_are_copied_and_go_on(pg_url: str, tmp_path: Path) -> None:
+    """The libraries keep their uids, counts and sequences, and their feeds their kept
+    history: a follower resumes on PostgreSQL where it was on SQLite, and the next change
+    takes the next sequence."""
+    db = tmp_path / "libraries.db"
+    sqlite = SqliteStore(db)
+    await sqlite.open()
+    try:
+        sqlite.history = 3
+        await sqlite.upsert_videos([video_row("/lib/kept.mp4", size=1)])
+        await sqlite.create_library("lib", scan_pb2.Library(root="/lib"))
+        await sqlite.create_library("empty", scan_pb2.Library(root="/empty"))
+        for n in range(5):
+            await sqlite.upsert_videos([video_row(f"/lib/{n}.mp4", size=n + 2)])
+        before = {name: await sqlite.get_library(name) for name in ("lib", "empty")}
+        feed = await sqlite.changes_after("lib", 0, 100)
+    finally:
+        await sqlite.close()
+    run = await copy_db(db, pg_url)
+    assert run.code == 0, run.stderr
+    assert re.search(r"libraries +2\n", run.stdout) and re.search(r"changes +3\n", run.stdout)
+    pg = PostgresStore(pg_url)
+    await pg.open()
+    try:
+        assert {name: await pg.get_library(name) for name in ("lib", "empty")} == before
+        assert await pg.changes_after("lib", 0, 100) == feed
+        assert feed is not None and (feed.first_kept, feed.last_sequence) == (3, 5)
+        await pg.upsert_videos([video_row("/lib/new.mp4", size=9)])
+        page = await pg.changes_after("lib", 5, 100)
+        assert page is not None and [c.sequence for c in page.changes] == [6]
+        found = await pg.get_library("lib")
+        assert found is not None and found.status.video_count == 7
+    finally:
+        await pg.close()
+
+
 async def test_refuses_a_database_a_server_holds(
     make_server: Any, pg_url: str, tmp_path: Path
 ) -> None:
@@ -356,7 +395,15 @@ async def test_no_server_starts_on_the_file_while_it_is_copied(pg_url: str, tmp_
         seen.append(table)
 
     counts = await copy_database(db, pg_url, requeue=requeue_change, report=report)
-    assert seen == ["jobs", "job_events", "file_errors", "requests", "videos"]
+    assert seen == [
+        "jobs",
+        "job_events",
+        "file_errors",
+        "requests",
+        "videos",
+        "libraries",
+        "library_changes",
+    ]
     assert (counts.videos, counts.jobs) == (10, 0)
     lock = DatabaseLock(db)
     lock.acquire()  # free again

@@ -31,6 +31,8 @@ _LABELS = {
     "file_errors": "file errors",
     "requests": "request ids",
     "videos": "videos",
+    "libraries": "libraries",
+    "library_changes": "library changes",
 }
 
 
@@ -38,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="Copy a mediascan SQLite database (jobs, their events and file errors, "
-        "request ids, the library) into an empty PostgreSQL database, in one transaction. "
+        "request ids, the library, the libraries with their change feeds) into an empty "
+        "PostgreSQL database, in one transaction. "
         "Stop the server that uses the file first: the copy takes its lock. Jobs the file "
         "holds as RUNNING (a server that crashed) are copied QUEUED with their next attempt.",
         epilog="Exit status: 0 copied; 2 refused (the file in use, a database not empty or "
@@ -91,7 +94,7 @@ def run(argv: Sequence[str]) -> int:
 
 
 def _report(table: str, rows: int) -> None:
-    print(f"  {_LABELS[table]:<12} {rows:>12,}", flush=True)
+    print(f"  {_LABELS[table]:<15} {rows:>12,}", flush=True)
 
 
 def summary(counts: CopyCounts, seconds: float, peak: int) -> str:

@@ -1,6 +1,8 @@
 """Copying a SQLite database into an empty PostgreSQL database (`mediascan-server copy-db`):
-every job with its events, file errors and request ids, and the whole library, so that a
-server moved to PostgreSQL keeps its history and its library without a rescan.
+every job with its events, file errors and request ids, the whole library, and the libraries
+with their change feeds (uids, counts and sequences kept: a follower resumes on PostgreSQL
+where it was), so that a server moved to PostgreSQL keeps its history and its library without
+a rescan.
 
 The SQLite file is held under the servers' own lock (`<db>.lock`, `DatabaseLock`) for the whole
 copy, so no server starts on it meanwhile, and read in one read transaction. PostgreSQL gets
@@ -36,7 +38,7 @@ Report = Callable[[str, int], None]
 Row = Sequence[Any]
 
 #: The tables a copy writes, in the order it writes them.
-TABLES = ("jobs", "job_events", "file_errors", "requests", "videos")
+TABLES = ("jobs", "job_events", "file_errors", "requests", "videos", "libraries", "library_changes")
 #: How long the copy waits for other sessions to let go of the target's tables.
 LOCK_WAIT = "5s"
 
@@ -48,6 +50,10 @@ _SELECT_JOBS = (
 _COPY_JOBS = (
     "COPY jobs (job_id, state, priority, create_ns, end_ns, attempt, node, path, dedup_key, "
     "request_id, fingerprint, last_sequence, job) FROM STDIN"
+)
+_LIBRARY_COLUMNS = "id, root, uid, body, video_count, total_size, last_sequence, first_kept"
+_CHANGE_COLUMNS = (
+    "library_id, sequence, kind, video_id, path, old_path, fields, job_id, time_ns, status"
 )
 #: (what SQLite gives, where PostgreSQL takes it) for the tables copied row for row. COPY
 #: writes the `id` of a video as given, like INSERT ... OVERRIDING SYSTEM VALUE.
@@ -67,6 +73,15 @@ _PLAIN = {
     "videos": (
         f"SELECT id, {VIDEO_COLUMNS} FROM videos ORDER BY id",
         f"COPY videos (id, {VIDEO_COLUMNS}) FROM STDIN",
+    ),
+    # No library is held by any server yet (`owner`, `lease_until` keep their defaults).
+    "libraries": (
+        f"SELECT {_LIBRARY_COLUMNS} FROM libraries ORDER BY id",
+        f"COPY libraries ({_LIBRARY_COLUMNS}) FROM STDIN",
+    ),
+    "library_changes": (
+        f"SELECT {_CHANGE_COLUMNS} FROM library_changes ORDER BY library_id, sequence",
+        f"COPY library_changes ({_CHANGE_COLUMNS}) FROM STDIN",
     ),
 }
 
@@ -92,10 +107,21 @@ class CopyCounts:
     file_errors: int
     requests: int
     videos: int
+    libraries: int = 0
+    #: The libraries' stored changes (their feeds' kept history).
+    library_changes: int = 0
 
     @property
     def rows(self) -> int:
-        return self.jobs + self.events + self.file_errors + self.requests + self.videos
+        return (
+            self.jobs
+            + self.events
+            + self.file_errors
+            + self.requests
+            + self.videos
+            + self.libraries
+            + self.library_changes
+        )
 
 
 async def copy_database(
@@ -133,6 +159,8 @@ async def copy_database(
         file_errors=copied["file_errors"],
         requests=copied["requests"],
         videos=copied["videos"],
+        libraries=copied["libraries"],
+        library_changes=copied["library_changes"],
     )
 
 

@@ -6,8 +6,8 @@ LOCKED` (claims of several servers never wait on each other) and gives it a leas
 server's `LeaseKeeper` renews with its jobs'; a batch whose claim's lease passed is waiting
 again, for any server. A finish is one transaction: the job must still run the batch's attempt
 (`check_fence`, which holds the job's row against a reclaim), the claim must still be this one's
-(a later claim bumped `claim`), then the videos and the outcome are stored and the running
-server is notified."""
+(a later claim bumped `claim`), then the videos (with their libraries' changes: `recorded.py`)
+and the outcome are stored and the running server is notified."""
 
 from __future__ import annotations
 
@@ -20,13 +20,14 @@ from psycopg.types.json import Jsonb
 
 from ..probe_queue import BatchOutcome, ClaimedBatch, WalkedFile
 from ..protocol import Fence, LeaseLost, VideoRow
-from ..videos import video_values
+from .changelog import ChangeLog
 from .database import PgDatabase
 from .fencing import check_fence
 from .jobs import LEASE_UNTIL
-from .library import upsert
 from .notify import BATCHES, notify
+from .recorded import RecordedWrites
 from .schema import RUNNING, Connection
+from .video_writes import upsert_recorded
 
 _CLAIM = (
     f"UPDATE probe_batches b SET node = %s, claim = b.claim + 1, lease_until = {LEASE_UNTIL} "
@@ -51,8 +52,9 @@ RENEW_CLAIMS = (
 class PostgresProbeQueue:
     """The shared batches of the scans, as this server queues, claims and finishes them."""
 
-    def __init__(self, db: PgDatabase, *, node: str, lease: float) -> None:
+    def __init__(self, db: PgDatabase, writes: RecordedWrites, *, node: str, lease: float) -> None:
         self._db = db
+        self._writes = writes  # a finish's videos record their libraries' changes
         self._node = node
         self._lease = lease
         self._queued = asyncio.Event()
@@ -174,10 +176,7 @@ class PostgresProbeQueue:
     async def finish(
         self, batch: ClaimedBatch, rows: Sequence[VideoRow], outcome: BatchOutcome
     ) -> None:
-        values = [video_values(row) for row in rows]
-
-        async def op(conn: Connection) -> None:
-            await check_fence(conn, batch.fence)
+        async def op(conn: Connection, log: ChangeLog) -> None:
             cursor = await conn.execute(
                 "SELECT 1 FROM probe_batches WHERE id = %s AND claim = %s AND node = %s "
                 "AND outcome IS NULL FOR UPDATE",
@@ -188,8 +187,8 @@ class PostgresProbeQueue:
                     f"job {batch.fence.job_id}: batch {batch.batch_id} was claimed by another "
                     "server (this server's claim expired) or dropped; its results are refused"
                 )
-            if values:
-                outcome.added, outcome.updated = await upsert(conn, values)
+            if rows:
+                outcome.added, outcome.updated = await upsert_recorded(conn, log, rows)
             await lock_finishes(conn, batch.fence.job_id)
             await conn.execute(
                 "UPDATE probe_batches SET outcome = %s, done_seq = nextval('probe_batches_done') "
@@ -198,7 +197,7 @@ class PostgresProbeQueue:
             )
             await notify(conn, BATCHES, batch.fence.job_id)
 
-        await self._db.commit(op)
+        await self._writes.write(op, fence=batch.fence)  # the job's attempt checked first
 
     async def release(self, batch: ClaimedBatch) -> None:
         async def op(conn: Connection) -> None:

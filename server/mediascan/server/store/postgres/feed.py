@@ -18,7 +18,8 @@ from .database import PgDatabase
 from .jobs import apply_change
 from .leases import LeaseKeeper
 from .listener import PgListener
-from .notify import BATCHES, CANCEL, EVENTS, PROBE, QUEUE, notify
+from .notify import BATCHES, CANCEL, EVENTS, LIBRARY, PROBE, QUEUE, notify
+from .recorded import RecordedWrites
 from .schema import QUEUED, RUNNING, Connection
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,15 @@ class PostgresFeed:
     """The notifications of one server, the listeners they go to, and the operations of
     `JobFeed`."""
 
-    def __init__(self, db: PgDatabase, *, node: str, lease: float = 15.0) -> None:
+    def __init__(
+        self, db: PgDatabase, writes: RecordedWrites, *, node: str, lease: float = 15.0
+    ) -> None:
         self._db = db
         self.leases = LeaseKeeper(db, node=node, lease=lease)
         #: The batches of files to probe that the servers share.
-        self.batches = PostgresProbeQueue(db, node=node, lease=lease)
+        self.batches = PostgresProbeQueue(db, writes, node=node, lease=lease)
+        #: The library listeners, told of every server's library changes.
+        self._libraries = writes
         self.leases.add_lost_listener(self.batches.claims_lost)
         self._node = node
         self._wakeup_listeners: list[Callable[[], None]] = []
@@ -47,6 +52,7 @@ class PostgresFeed:
                 EVENTS: self._events,
                 CANCEL: self._cancel,
                 BATCHES: self.batches.notified,
+                LIBRARY: writes.notified,
             },
             on_connected=self._resync,
             send_probe=self._probe,
@@ -111,6 +117,7 @@ class PostgresFeed:
         for listener in (*self._wakeup_listeners, *self._resync_listeners):
             listener()
         self.batches.resync()
+        self._libraries.resync()
 
     async def _probe(self, token: str) -> None:
         async def op(conn: Connection) -> None:

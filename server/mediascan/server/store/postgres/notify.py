@@ -27,10 +27,13 @@ CANCEL = "mediascan_cancel"  #: `job_id`: CancelJob asked to stop this RUNNING j
 PROBE = "mediascan_probe"  #: a LISTEN connection checking that notifications reach it
 #: "": batches of files to probe were queued (claim); a job id: batches of it were finished
 BATCHES = "mediascan_batches"
-CHANNELS = (QUEUE, EVENTS, CANCEL, PROBE, BATCHES)
+LIBRARY = "mediascan_library"  #: `library_id:last_sequence`: changes of a library were committed
+CHANNELS = (QUEUE, EVENTS, CANCEL, PROBE, BATCHES, LIBRARY)
 
 #: Most notifications of one job's events a second (state changes are never held back).
 EVENTS_INTERVAL = 0.25
+#: Most notifications of one library's changes a second, from one server.
+LIBRARY_INTERVAL = 0.25
 #: Most queue wake-ups a server sends a second (a burst of submits wakes the others once).
 QUEUE_INTERVAL = 0.1
 #: Keys kept before the idle ones are forgotten.

@@ -136,6 +136,44 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         f"CREATE INDEX videos_by_{column} ON videos ({column}, id)"
         for column in ("duration_ns", "size_bytes", "mtime_ns", "probe_ns")
     ),
+    # Libraries (`store/changes.py`), as SQLite's version 8: each a root, its settings and
+    # status (`body`, a serialized Library), its counts and its change feed
+    # (`library_changes`, by sequence, with no gaps: `changelog.py`); ids and roots compare
+    # byte by byte, as on SQLite. `owner` and `lease_until`: the server that holds the
+    # library's single-owner work (watching, schedules) and until when (`library_leases.py`).
+    7: (
+        "CREATE TABLE libraries ("
+        ' id text COLLATE "C" PRIMARY KEY,'
+        ' root text COLLATE "C" NOT NULL UNIQUE,'
+        " uid text NOT NULL,"
+        " body bytea NOT NULL,"
+        " video_count bigint NOT NULL DEFAULT 0,"
+        " total_size bigint NOT NULL DEFAULT 0,"
+        " last_sequence bigint NOT NULL DEFAULT 0,"
+        " first_kept bigint NOT NULL DEFAULT 1,"
+        " owner text NOT NULL DEFAULT '',"
+        " lease_until timestamptz)",
+        "CREATE TABLE library_changes ("
+        ' library_id text COLLATE "C" NOT NULL,'
+        " sequence bigint NOT NULL,"
+        " kind smallint NOT NULL,"
+        " video_id bigint NOT NULL,"
+        " path text NOT NULL,"
+        " old_path text NOT NULL,"
+        " fields text NOT NULL,"
+        " job_id text NOT NULL,"
+        " time_ns bigint NOT NULL,"
+        " status bytea NOT NULL,"
+        " PRIMARY KEY (library_id, sequence))",
+        # What every video write reads first (`changelog.py`), in one round trip: the table
+        # locked against creates and deletes of libraries, then (a new snapshot: a volatile
+        # function's statement sees what committed before the lock was granted) the roots.
+        "CREATE FUNCTION mediascan_library_roots() RETURNS TABLE (id text, root text) "
+        "LANGUAGE plpgsql VOLATILE AS $$ BEGIN "
+        "LOCK TABLE libraries IN ROW EXCLUSIVE MODE; "
+        "RETURN QUERY SELECT l.id, l.root FROM libraries l; "
+        "END $$",
+    ),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

@@ -2,10 +2,11 @@
 `LibraryStore`, shared by any number of servers.
 
 It composes the connection pool (`PgDatabase`) with the job queries (`PostgresJobs`), the
-library queries (`PostgresLibrary`) and the notifications between servers (`feed`, a
-`PostgresFeed` with its LISTEN connection), and adds the life cycle. Nothing here is SQLite's file
-lock or loss check: an unreachable database is a `StorageError` (UNAVAILABLE) and a failed
-`check` (NOT_SERVING) until it answers again."""
+library queries (`PostgresLibrary`), the libraries and their change feeds (`PostgresCatalog`,
+over the writes that record the changes, `RecordedWrites`) and the notifications between
+servers (`feed`, a `PostgresFeed` with its LISTEN connection), and adds the life cycle. Nothing
+here is SQLite's file lock or loss check: an unreachable database is a `StorageError`
+(UNAVAILABLE) and a failed `check` (NOT_SERVING) until it answers again."""
 
 from __future__ import annotations
 
@@ -13,18 +14,21 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+from ..changes import LibraryCatalog
 from ..protocol import JobFeed, JobStore, LibraryStore, StorageError
 from .batches import PostgresProbeQueue
+from .catalog import PostgresCatalog
 from .database import PgDatabase
 from .feed import PostgresFeed
 from .jobs import PostgresJobs
 from .library import PostgresLibrary
+from .recorded import RecordedWrites
 from .schema import QUEUED, Connection
 
 T = TypeVar("T")
 
 
-class PostgresStore(PostgresJobs, PostgresLibrary):
+class PostgresStore(PostgresJobs, PostgresLibrary, PostgresCatalog):
     """The PostgreSQL database behind the job engine and the library."""
 
     def __init__(
@@ -42,8 +46,11 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
         PostgresJobs.__init__(
             self, self.database, node=node, max_queued=max_queued, lease=lease, roots=roots
         )
-        PostgresLibrary.__init__(self, self.database)
-        self._feed = PostgresFeed(self.database, node=node, lease=lease)
+        #: The writes that record library changes, and the library listeners.
+        self.library_writes = RecordedWrites(self.database, self.notices)
+        PostgresLibrary.__init__(self, self.database, self.library_writes)
+        PostgresCatalog.__init__(self, self.database, self.library_writes)
+        self._feed = PostgresFeed(self.database, self.library_writes, node=node, lease=lease)
         self._queued: int | None = None
         #: Migrations this store applied when it opened (0: another server had, or none due).
         self.migrations_applied = 0
@@ -81,6 +88,7 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
 
     async def close(self) -> None:
         await self._feed.stop_listening()
+        await self.library_writes.close()
         self.notices.close()
         await self.database.close()
 
@@ -110,6 +118,21 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
     async def bounded(self, work: Awaitable[T]) -> T:
         return await self.database.bounded(work)
 
+    @property
+    def history(self) -> int:
+        """Changes kept per library (older ones are trimmed)."""
+        return self.library_writes.history
+
+    @history.setter
+    def history(self, changes: int) -> None:
+        self.library_writes.history = changes
+
+    def add_library_listener(self, listener: Callable[[str, int], None]) -> None:
+        """Called after library changes were committed: by this server at once, by any server
+        through `mediascan_library` notifications, and for every library after the LISTEN
+        connection came back."""
+        self.library_writes.add_listener(listener)
+
     def add_wakeup_listener(self, listener: Callable[[], None]) -> None:
         """Called when a job was queued or re-queued, by any server (a NOTIFY on the queue's
         channel), and after the LISTEN connection came back."""
@@ -118,5 +141,5 @@ class PostgresStore(PostgresJobs, PostgresLibrary):
 
 if TYPE_CHECKING:  # mypy checks here that PostgresStore is both protocols
 
-    def _satisfies(store: PostgresStore) -> tuple[JobStore, LibraryStore]:
-        return store, store
+    def _satisfies(store: PostgresStore) -> tuple[JobStore, LibraryStore, LibraryCatalog]:
+        return store, store, store

@@ -22,6 +22,7 @@ from ..changes import (
     attach,
     library_of_row,
     stored_body,
+    within_roots,
 )
 from ..videos import VIDEO_COLUMNS, below, video_of
 from .changelog import ChangeLog
@@ -143,17 +144,18 @@ class SqliteCatalog:
     async def lease_libraries(
         self, *, node: str, lease_s: float, roots: Sequence[str], limit: int
     ) -> list[str]:
-        """Every library: only this server uses the file."""
+        """Every library within `roots` (the first `limit` by id): one server uses the file,
+        so it holds them all, with no lease to keep."""
 
-        def op(conn: sqlite3.Connection) -> list[str]:
-            return [
-                r[0] for r in conn.execute("SELECT id FROM libraries ORDER BY id LIMIT ?", (limit,))
-            ]
+        def op(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return conn.execute("SELECT id, root FROM libraries ORDER BY id").fetchall()
 
-        return await self._catalog_db.read(op)
+        rows = await self._catalog_db.read(op)
+        held = [library_id for library_id, root in rows if within_roots(root, roots)]
+        return held[: max(limit, 0)]
 
     async def release_libraries(self, *, node: str, library_ids: Sequence[str]) -> None:
-        return None
+        """Nothing to let go: no other server could take them."""
 
     async def library_roots(self) -> LibraryRoots:
         def op(conn: sqlite3.Connection) -> LibraryRoots:

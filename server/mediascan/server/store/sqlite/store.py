@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ...dblock import DatabaseLock
 from ...supervisor import Supervise
+from ..changes import LibraryCatalog
 from ..protocol import JobStore, LibraryStore
 from .catalog import SqliteCatalog
 from .database import Database
@@ -113,5 +114,5 @@ class SqliteStore(SqliteJobs, SqliteLibrary, SqliteCatalog):
 
 if TYPE_CHECKING:  # mypy checks here that SqliteStore is both protocols
 
-    def _satisfies(store: SqliteStore) -> tuple[JobStore, LibraryStore]:
-        return store, store
+    def _satisfies(store: SqliteStore) -> tuple[JobStore, LibraryStore, LibraryCatalog]:
+        return store, store, store
