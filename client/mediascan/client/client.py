@@ -20,6 +20,7 @@ import grpc
 
 from mediascan.client.connection import Backoff, Connection
 from mediascan.client.errors import MediascanError
+from mediascan.client.libraries import LibraryMethods
 from mediascan.client.messages import Seconds, duration, videos_request
 from mediascan.v1 import scan_pb2
 
@@ -51,7 +52,7 @@ def _is_resync(event: scan_pb2.JobEvent) -> bool:
     return event.WhichOneof("kind") == "snapshot" and event.snapshot.resync
 
 
-class ScanClient:
+class ScanClient(LibraryMethods):
     """An asyncio client of the mediascan server, or of several servers that share one database.
 
     Use it as an async context manager, or call `close()` when done::
@@ -64,8 +65,11 @@ class ScanClient:
     addresses. With several, the client talks to one server at a time, starting with the first;
     when a call cannot reach it or it answers UNAVAILABLE (down, shutting down), the call moves
     on to the next address, round robin, and the client stays there. A call that is not safe to
-    repeat (`delete_job`) moves on only when it could not connect at all. `watch_job` resumes on
-    the next server after the last event it yielded.
+    repeat (`delete_job`, `create_library`, `delete_library`) moves on only when it could not
+    connect at all. `watch_job` and `follow_library` resume on the next server after the last
+    event or change they yielded.
+
+    The library methods (`create_library` ... `follow_library`) come from `LibraryMethods`.
 
     Security: `token` is sent as `authorization: Bearer TOKEN` on every call (streams too).
     `tls_ca` (a PEM file of the CA that signed the server's certificate) turns TLS on, as does
@@ -141,10 +145,13 @@ class ScanClient:
         priority: int = 0,
         full: bool = False,
         verify: scan_pb2.Verify = scan_pb2.VERIFY_UNSPECIFIED,
+        force: bool = False,
     ) -> scan_pb2.SubmitScanResponse:
         """Submit a scan of the folder `path` (absolute, on the server's file system).
 
-        `verify=scan_pb2.VERIFY_DECODE` also decodes the files to check their health.
+        `verify=scan_pb2.VERIFY_DECODE` also decodes the files to check their health. `force`
+        removes the videos whose files are gone even when they are more than a library's
+        `removal_limit` share of its videos.
 
         `timeout` (seconds or a timedelta) limits the whole scan; None takes the server's default.
         `request_id` is the idempotency key: a submit repeating an earlier one's id returns the
@@ -158,6 +165,7 @@ class ScanClient:
             priority=priority,
             full=full,
             verify=verify,
+            force=force,
             timeout=None if timeout is None else duration(timeout),
         )
         return await self._connection.call(lambda stub: stub.SubmitScan, request)
@@ -228,7 +236,8 @@ class ScanClient:
         those under `path_prefix` with `video_codec`, a duration in [min_duration,
         max_duration], a `health` or a `fingerprint`. The keywords and `fields` (container,
         audio_codec, min_width, rotation, truncated, order_by, ...; None leaves one unset) are
-        the `ListVideosRequest` fields of the same names."""
+        the `ListVideosRequest` fields of the same names; `library="films"` lists only the
+        videos of that library."""
         fields.update(video_codec=video_codec, health=health, fingerprint=fingerprint)
         request = videos_request(path_prefix, page_size, min_duration, max_duration, fields)
         async for page in self._connection.pages(lambda stub: stub.ListVideos, request):

@@ -19,11 +19,12 @@ from mediascan.client.stub import Stub
 
 _SERVICE = "mediascan.v1.ScanService"
 
-# The calls that are safe to repeat: reads, CancelJob (idempotent) and SubmitScan, whose
-# `request_id` makes a repeat return the job the first attempt created. gRPC retries them itself
-# on UNAVAILABLE (a connection that broke before the server answered), and the client then tries
-# the next server. DeleteJob is left out: a repeat of a delete that did happen would answer
-# NOT_FOUND; it moves to the next server only when it could not reach the first at all.
+# The calls that are safe to repeat: reads, CancelJob (idempotent), UpdateLibrary (the same
+# values again) and SubmitScan, whose `request_id` makes a repeat return the job the first
+# attempt created. gRPC retries them itself on UNAVAILABLE (a connection that broke before the
+# server answered), and the client then tries the next server. DeleteJob, CreateLibrary and
+# DeleteLibrary are left out: a repeat of one that did happen would answer NOT_FOUND or
+# ALREADY_EXISTS; they move to the next server only when they could not reach the first at all.
 RETRY_SAFE = (
     "SubmitScan",
     "GetJob",
@@ -32,6 +33,10 @@ RETRY_SAFE = (
     "ListFileErrors",
     "ListVideos",
     "GetVideo",
+    "ListDuplicates",
+    "GetLibrary",
+    "ListLibraries",
+    "UpdateLibrary",
 )
 
 _SERVICE_CONFIG = {

@@ -35,3 +35,19 @@ class Stub:
         self.ListDuplicates: _Unary[
             scan_pb2.ListDuplicatesRequest, scan_pb2.ListDuplicatesResponse
         ] = stub.ListDuplicates
+        self.CreateLibrary: _Unary[scan_pb2.CreateLibraryRequest, scan_pb2.Library] = (
+            stub.CreateLibrary
+        )
+        self.GetLibrary: _Unary[scan_pb2.GetLibraryRequest, scan_pb2.Library] = stub.GetLibrary
+        self.ListLibraries: _Unary[
+            scan_pb2.ListLibrariesRequest, scan_pb2.ListLibrariesResponse
+        ] = stub.ListLibraries
+        self.UpdateLibrary: _Unary[scan_pb2.UpdateLibraryRequest, scan_pb2.Library] = (
+            stub.UpdateLibrary
+        )
+        self.DeleteLibrary: _Unary[scan_pb2.DeleteLibraryRequest, empty_pb2.Empty] = (
+            stub.DeleteLibrary
+        )
+        self.WatchLibrary: _Stream[scan_pb2.WatchLibraryRequest, scan_pb2.LibraryChange] = (
+            stub.WatchLibrary
+        )
