@@ -33,7 +33,11 @@ class CuttableProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection(self._host, self._port)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(self._host, self._port)
+        except OSError:  # the server is down: so is this connection
+            writer.transport.abort()
+            return
         self._writers.update((writer, up_writer))
         for source, sink, answers in ((reader, up_writer, False), (up_reader, writer, True)):
             task = asyncio.create_task(self._pipe(source, sink, answers))

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import os
-from collections.abc import AsyncIterator
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import pytest
 from _library_helpers import real, tiny_video
 from _proxy import CuttableProxy
 
-from mediascan.client import MediascanError, ScanClient
+from mediascan.client import LibraryMirror, MediascanError, ScanClient
 from mediascan.v1 import scan_pb2
 
 TIMEOUT = 60.0
@@ -278,3 +280,320 @@ async def test_a_feed_resumes_across_a_server_restart(make_server: Any, tmp_path
     assert sorted(kinds(changes)[3:5]) == [ADDED, REMOVED] and changes[5].kind == UPDATED
     assert {c.library_uid for c in changes} == {library.uid}
     assert "size_bytes" in changes[5].changed_fields
+
+
+# -- LibraryMirror -----------------------------------------------------------------------------
+
+#: Video fields a rescan may write again without a change to the video (no UPDATED names them).
+UNCHANGED_BY_FEED = ("probe_time", "job_id", "prober_version")
+
+
+def content(videos: Any) -> dict[str, bytes]:
+    """{video id: the video without UNCHANGED_BY_FEED}, comparable as bytes."""
+    found = {}
+    for video_id, video in dict(videos).items():
+        copy = scan_pb2.Video()
+        copy.CopyFrom(video)
+        for name in UNCHANGED_BY_FEED:
+            copy.ClearField(name)  # type: ignore[arg-type]
+        found[video_id] = copy.SerializeToString(deterministic=True)
+    return found
+
+
+async def library_content(client: ScanClient, name: str) -> dict[str, bytes]:
+    return content({v.video_id: v async for v in client.list_videos(library=name)})
+
+
+async def changes_until(mirror: LibraryMirror, sequence: int) -> list[scan_pb2.LibraryChange]:
+    """Follow with `mirror` until it has applied change `sequence`."""
+    seen: list[scan_pb2.LibraryChange] = []
+    async with asyncio.timeout(TIMEOUT), contextlib.aclosing(mirror.changes()) as changes:
+        async for change in changes:
+            seen.append(change)
+            if mirror.sequence >= sequence:
+                break
+    return seen
+
+
+async def test_a_mirror_lists_the_library_then_applies_its_changes(
+    client: ScanClient, tmp_path: Path
+) -> None:
+    root = tmp_path / "lib"
+    for index in range(7):
+        tiny_video(root / f"v{index}.mp4", seconds=0.2 + index / 10)
+    tiny_video(tmp_path / "outside.mp4")
+    library = await client.create_library("lib", str(root), **QUIET_LIBRARY)
+    await scan(client, tmp_path)  # changes 1 to 7
+    mirror = LibraryMirror(client, "lib", page_size=2)  # the listing takes four pages
+    assert kinds(await changes_until(mirror, 7)) == [RESYNC]
+    assert (mirror.sequence, mirror.uid, mirror.resyncs) == (7, library.uid, 1)
+    assert len(mirror.videos) == 7
+    assert content(mirror.videos) == await library_content(client, "lib")
+
+    os.rename(root / "v0.mp4", root / "moved.mp4")
+    tiny_video(root / "v1.mp4", seconds=1.5)
+    os.unlink(root / "v2.mp4")
+    tiny_video(root / "new.mp4")
+    await scan(client, root)
+    seen = await changes_until(mirror, 11)
+    assert sorted(kinds(seen)) == [ADDED, UPDATED, MOVED, REMOVED]
+    assert mirror.resyncs == 1 and len(mirror.videos) == 7
+    assert content(mirror.videos) == await library_content(client, "lib")
+    assert {v.path for v in mirror.videos.values()} == {real(p) for p in root.glob("*.mp4")}
+
+    with pytest.raises(ValueError, match="does not follow change 11"):
+        mirror.apply(scan_pb2.LibraryChange(sequence=13, kind=ADDED))
+    with pytest.raises(ValueError, match="RESYNC"):
+        mirror.apply(scan_pb2.LibraryChange(sequence=12, kind=RESYNC))
+    assert mirror.sequence == 11
+
+
+async def test_a_mirror_carried_over_resumes_or_resyncs(client: ScanClient, tmp_path: Path) -> None:
+    """A mirror made from a saved copy resumes after its change; after the library was deleted
+    and created again (another uid), it lists it again."""
+    root = tmp_path / "lib"
+    tiny_video(root / "a.mp4")
+    await client.create_library("lib", str(root), **QUIET_LIBRARY)
+    await scan(client, root)
+    first = LibraryMirror(client, "lib")
+    await changes_until(first, 1)
+    saved = (list(first.videos.values()), first.sequence, first.uid)
+
+    tiny_video(root / "b.mp4", seconds=0.4)
+    await scan(client, root)
+    second = LibraryMirror(client, "lib", videos=saved[0], sequence=saved[1], uid=saved[2])
+    assert kinds(await changes_until(second, 2)) == [ADDED]
+    assert second.resyncs == 0 and len(second.videos) == 2
+
+    await client.delete_library("lib")
+    created = await client.create_library("lib", str(root), **QUIET_LIBRARY)
+    third = LibraryMirror(client, "lib", videos=second.videos.values(), sequence=2, uid=first.uid)
+    assert kinds(await changes_until(third, 0)) == [RESYNC]
+    assert third.uid == created.uid and third.resyncs == 1
+    assert content(third.videos) == await library_content(client, "lib")
+
+
+# -- the consumer test: random disconnects while the library changes ---------------------------
+
+#: The seeds of the runs: each makes other choices.
+SEEDS = (15, 16, 17)
+ROUNDS = 20
+
+
+@dataclasses.dataclass
+class Saved:
+    """What a consumer keeps over its restarts: its copy, and the change it is up to."""
+
+    videos: dict[str, scan_pb2.Video] = dataclasses.field(default_factory=dict)
+    sequence: int = 0
+    uid: str = ""
+
+
+class Consumer:
+    """A program that keeps a `LibraryMirror` of the library "lib" and saves its copy after each
+    change. The test stops it (cancels its task) at random moments and starts it again: in
+    the same mirror, or as a restarted program, in a new mirror made from what it saved (and
+    now and then from nothing, as if that had been lost)."""
+
+    def __init__(self, client: ScanClient, rng: random.Random) -> None:
+        self._client = client
+        self._rng = rng
+        self.saved = Saved()
+        self._mirror: LibraryMirror | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: Set after each change saved.
+        self._progressed = asyncio.Event()
+        self.starts = self.restarts = self.forgotten = self.resyncs = self.changes = 0
+        #: Stops before a start's first change: while connecting, listing the library, or
+        #: waiting for the next change.
+        self.early_stops = 0
+        self._began = 0
+
+    def start(self) -> None:
+        choice = self._rng.random()
+        if self._mirror is None or choice < 0.4:
+            if choice < 0.08:
+                self.saved = Saved()
+                self.forgotten += 1
+            saved = self.saved
+            self._mirror = LibraryMirror(
+                self._client,
+                "lib",
+                videos=saved.videos.values(),
+                sequence=saved.sequence,
+                uid=saved.uid,
+                page_size=self._rng.choice((2, 3, 1000)),
+                reconnect_timeout=TIMEOUT,
+            )
+            self.restarts += 1
+        self.starts += 1
+        self._began = self.changes
+        self._task = asyncio.create_task(self._follow(self._mirror))
+
+    async def _follow(self, mirror: LibraryMirror) -> None:
+        before = mirror.sequence
+        async with contextlib.aclosing(mirror.changes()) as changes:
+            async for change in changes:
+                if change.kind == RESYNC:
+                    # Only a copy without a sequence is listed again (after_sequence 0 asks
+                    # for a RESYNC): the others resume, even across a server restart.
+                    assert before == 0, (before, change)
+                    self.resyncs += 1
+                before = mirror.sequence
+                self.changes += 1
+                self.saved = Saved(dict(mirror.videos), mirror.sequence, mirror.uid)
+                self._progressed.set()
+
+    async def stop(self) -> None:
+        """Cancel the task wherever it is; raise what made it fail, if something did."""
+        assert self._task is not None
+        self.early_stops += self.changes == self._began
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def caught_up(self, sequence: int) -> None:
+        """Until the saved copy is up to change `sequence`."""
+        assert self._task is not None
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                self._progressed.clear()
+                if self.saved.sequence >= sequence:
+                    return
+                progressed = asyncio.ensure_future(self._progressed.wait())
+                await asyncio.wait({progressed, self._task}, return_when=asyncio.FIRST_COMPLETED)
+                progressed.cancel()
+                if self._task.done():
+                    self._task.result()
+                    raise AssertionError("the consumer stopped following")
+
+
+_CHANGES, _WEIGHTS = ("add", "rewrite", "rename", "delete"), (4, 2, 2, 3)
+
+
+class Files:
+    """The videos in the library's root, changed at random: added, rewritten (another size),
+    renamed and deleted."""
+
+    def __init__(self, root: Path, rng: random.Random) -> None:
+        self.root = root
+        self._rng = rng
+        self._made = 0
+        self.counts = {"add": 0, "rewrite": 0, "rename": 0, "delete": 0}
+
+    def names(self) -> list[str]:
+        return sorted(str(p.relative_to(self.root)) for p in self.root.rglob("*.mp4"))
+
+    def add(self) -> None:
+        self._made += 1
+        folder = self._rng.choice(("", "a", "a/b", "c"))
+        seconds = self._rng.choice((0.2, 0.3, 0.4, 0.5))
+        tiny_video(self.root / folder / f"n{self._made}.mp4", seconds=seconds)
+
+    def change(self) -> None:
+        names = self.names()
+        kind = self._rng.choices(_CHANGES, _WEIGHTS)[0] if names else "add"
+        self.counts[kind] += 1
+        if kind == "add":
+            self.add()
+            return
+        path = self.root / self._rng.choice(names)
+        if kind == "rewrite":
+            tiny_video(path, seconds=self._rng.choice((0.6, 0.7, 0.8)))
+        elif kind == "rename":
+            self._made += 1
+            path.rename(path.with_name(f"r{self._made}.mp4"))
+        else:
+            path.unlink()
+
+
+class Disruptions:
+    """What the test does to the consumer between two steps of the library's changes, at
+    random: stop it and start it again, or cut its connection, or nothing."""
+
+    def __init__(self, consumer: Consumer, proxy: CuttableProxy, rng: random.Random) -> None:
+        self._consumer = consumer
+        self._proxy = proxy
+        self._rng = rng
+        self.cuts = 0
+
+    async def __call__(self) -> None:
+        chance = self._rng.random()
+        if chance < 0.35:
+            await self._consumer.stop()
+            self._consumer.start()
+        elif chance < 0.5:
+            self._proxy.cut()
+            self.cuts += 1
+
+
+async def change_at_random(
+    producer: ScanClient,
+    files: Files,
+    disrupt: Disruptions,
+    restart_server: Callable[[], Awaitable[None]],
+    rng: random.Random,
+) -> None:
+    """ROUNDS rounds of a few file changes and a scan of the root to its end, the consumer
+    disrupted between any two steps; in two rounds the server restarts while the scan runs."""
+    restarts = set(rng.sample(range(2, ROUNDS - 1), 2))
+    for round_ in range(ROUNDS):
+        for _ in range(rng.randint(1, 4)):
+            files.change()
+            await disrupt()
+        submitted = await producer.submit_scan(str(files.root), force=True)
+        await disrupt()
+        if round_ in restarts:
+            await restart_server()
+        job = await producer.wait(submitted.job_id, timeout=TIMEOUT)
+        assert job.state == scan_pb2.JOB_STATE_SUCCEEDED, job
+        await disrupt()
+    final = await producer.wait((await producer.submit_scan(str(files.root))).job_id)
+    assert final.state == scan_pb2.JOB_STATE_SUCCEEDED, final
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+async def test_a_consumer_that_disconnects_at_random_ends_with_the_librarys_content(
+    make_server: Any, tmp_path: Path, seed: int
+) -> None:
+    """Files are added, rewritten, renamed and deleted in the root, and scans of it submitted,
+    while a consumer following the library with a LibraryMirror is stopped and started again
+    at random moments, its connection is cut, and the server restarts twice (on the same
+    address and database). At the end the consumer's copy is exactly what ListVideos of the
+    library lists, and the library is exactly the files in the root."""
+    rng = random.Random(seed)
+    servers = [await make_server(shutdown_grace=0)]
+    address = servers[0].address
+
+    async def restart_server() -> None:
+        await servers[-1].stop()
+        servers.append(await make_server(listen=address, shutdown_grace=0))
+
+    proxy = CuttableProxy(address)
+    await proxy.start()
+    files = Files(tmp_path / "lib", rng)
+    for _ in range(20):
+        files.add()
+    async with ScanClient(address) as producer, ScanClient(proxy.address) as client:
+        library = await producer.create_library("lib", str(files.root), **QUIET_LIBRARY)
+        consumer = Consumer(client, rng)
+        consumer.start()
+        disrupt = Disruptions(consumer, proxy, rng)
+        try:
+            await change_at_random(producer, files, disrupt, restart_server, rng)
+            last = (await producer.get_library("lib")).status.last_sequence
+            await consumer.caught_up(last)
+            await consumer.stop()
+            listed = await library_content(producer, "lib")
+            paths = sorted([v.path async for v in producer.list_videos(library="lib")])
+        finally:
+            await proxy.close()
+
+    assert content(consumer.saved.videos) == listed
+    assert (consumer.saved.sequence, consumer.saved.uid) == (last, library.uid)
+    assert paths == [real(files.root / name) for name in files.names()]
+    # What the run went through (the seed makes the choices; a run's timing, where they land).
+    assert min(files.counts.values()) >= 3, files.counts
+    assert consumer.starts >= 15 and consumer.restarts >= 5 and disrupt.cuts >= 3
+    assert consumer.early_stops >= 1 and consumer.resyncs >= 1
+    assert last >= 40 and consumer.changes >= 20 and len(servers) == 3
