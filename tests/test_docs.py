@@ -112,6 +112,10 @@ def _help_texts() -> str:
             ["mediascan", sub, "--help"]
             for sub in ("scan", "job", "watch", "cancel", "delete", "jobs", "videos", "duplicates")
         ),
+        *(
+            ["mediascan", "library", sub, "--help"]
+            for sub in ("add", "list", "show", "update", "remove", "watch")
+        ),
     ]
     bin_dir = Path(sys.executable).parent
     texts = [

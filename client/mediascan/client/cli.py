@@ -41,6 +41,7 @@ from mediascan.client.cli_kit import (
     show_list,
     take,
 )
+from mediascan.client.cli_library import LIBRARY
 from mediascan.client.client import DEFAULT_TARGET, ScanClient
 from mediascan.client.diagnose import ClientTls, diagnose_each
 from mediascan.client.errors import MediascanError
@@ -156,6 +157,12 @@ _SCAN_ARGS = (
     arg("--follow-symlinks", action="store_true", help="follow symbolic links"),
     arg("--full", action="store_true", help="probe every file again, even unchanged ones"),
     arg(
+        "--force",
+        action="store_true",
+        help="remove the videos whose files are gone even when they are more than a "
+        "library's --removal-limit share of its videos",
+    ),
+    arg(
         "--verify",
         choices=list(_VERIFY),
         default="none",
@@ -177,6 +184,12 @@ _VIDEOS_ARGS = (
         metavar="DIR",
         default="",
         help="only videos under this folder (relative to here, or absolute)",
+    ),
+    arg(
+        "--library",
+        metavar="NAME",
+        default="",
+        help="only videos of this library (below its root; --prefix then a folder in it)",
     ),
     arg("--codec", metavar="NAME", default="", help="only videos of this video codec, e.g. h264"),
     arg(
@@ -363,6 +376,7 @@ async def _scan(client: ScanClient, args: argparse.Namespace, out: Output) -> in
         request_id=args.request_id,
         priority=args.priority,
         full=args.full,
+        force=args.force,
         verify=_VERIFY[args.verify],
     )
     if out.json and not args.watch:
@@ -442,6 +456,7 @@ async def _videos(client: ScanClient, args: argparse.Namespace, out: Output) -> 
         truncated=args.truncated,
         variable_frame_rate=args.variable_frame_rate,
         order_by=_ORDERS[args.order_by] + (" desc" if args.desc else ""),
+        library=args.library,
     )
     taken = await take(listed, args.limit)
     nothing = "no videos" + _filters_text(prefix, args)
@@ -460,6 +475,8 @@ async def _duplicates(client: ScanClient, args: argparse.Namespace, out: Output)
 def _filters_text(prefix: str, args: argparse.Namespace) -> str:
     """` under /media/tv with codec h264 of at least 5m`: the filters of `videos`, as said."""
     words = [f" under {prefix}"] if prefix else []
+    if args.library:
+        words.append(f" in library {args.library}")
     if args.codec:
         words.append(f" with codec {args.codec}")
     if args.min_duration is not None:
@@ -543,6 +560,7 @@ _COMMAND_TABLE = (
         _duplicates,
         _DUPLICATES_ARGS,
     ),
+    LIBRARY,
 )
 
 

@@ -29,15 +29,15 @@ EXIT_INTERRUPTED = 130
 
 JSON_HELP = "print JSON (lowerCamelCase field names, the proto3 JSON mapping grpcurl prints)"
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 _T = TypeVar("_T")
 _M = TypeVar("_M", bound=Message)
 
 
 def parse_duration(text: str) -> float:
-    """`30s`, `5m`, `1h`, `250ms` or a bare number of seconds, in seconds."""
+    """`30s`, `5m`, `1h`, `7d`, `250ms` or a bare number of seconds, in seconds."""
     match = _DURATION_RE.match(text)
     if match is None:
         raise argparse.ArgumentTypeError(
