@@ -191,7 +191,7 @@ PARTIAL = {
 PARTIAL_VALUES = ("attempt-1", "attempt-2", "mp4-bytes", "mkv-bytes", "big-bytes")
 #: Byte counts: the encoder that makes the sample videos gives a file a byte or two more or less
 #: from one run to the next, and every size and byte total follows.
-BYTES = re.compile(r'("(?:bytesDone|bytesTotal|sizeBytes)": )"\d+"')
+BYTES = re.compile(r'("(?:bytesDone|bytesTotal|sizeBytes|totalSizeBytes)": )"\d+"')
 #: Content fingerprints follow those bytes.
 FINGERPRINT = re.compile(r'("fingerprint": )"\d+-[0-9a-f]{32}"')
 EXAMPLE_BLOCK = re.compile(r"(<!-- example: ([\w-]+) -->\n```[^\n]*\n)(.*?)(^```$)", re.S | re.M)
