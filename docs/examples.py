@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mediascan.server.testing import SLOW_PROBE, make_corpus, make_many
+from mediascan.server.testing import SLOW_PROBE, make_corpus, make_many, make_video
 
 BIN = Path(sys.executable).parent
 PAGE = Path(__file__).resolve().parent / "api.md"
@@ -230,10 +230,12 @@ class Runner:
         assert status == 0, out
 
     @contextlib.contextmanager
-    def stream(self, body: dict[str, Any]) -> Iterator[subprocess.Popen[str]]:
-        """A WatchJob run by grpcurl, read line by line."""
+    def stream(
+        self, body: dict[str, Any], method: str = "WatchJob"
+    ) -> Iterator[subprocess.Popen[str]]:
+        """A WatchJob (or another server stream) run by grpcurl, read line by line."""
         process = subprocess.Popen(
-            [str(BIN / "grpcurl"), *self.args("WatchJob", body)],
+            [str(BIN / "grpcurl"), *self.args(method, body)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -560,6 +562,131 @@ class Examples(Runner):
         finally:
             if self.server is not None and self.server.process.poll() is None:
                 self.server.stop(signal.SIGKILL)
+        libraries = LibraryExamples()
+        libraries.run()
+        self.blocks.update(libraries.blocks)
+        self.values.update(libraries.values)
+
+
+#: The library uid the page shows: each run makes another.
+SHOWN_UID = "5f1c2d3e4a5b6c7d"
+#: Fields of a library change that the feed's excerpts leave out: when, and the video.
+CHANGE_DETAILS = ("time", "video")
+
+
+class LibraryExamples(Runner):
+    """The examples of libraries, on a server of their own: the library RPCs, the change feed
+    of a library while scans change its folder, a resume, RESYNCs, and ListVideos of it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.films = ROOT / "films"
+        self.uid = ""
+
+    def shown_uid(self, text: str) -> str:
+        return text.replace(self.uid, SHOWN_UID) if self.uid else text
+
+    def call(self, method: str, body: dict[str, Any] | None = None) -> tuple[str, str, int]:
+        shown, out, status = super().call(method, body)
+        return self.shown_uid(shown), self.shown_uid(out), status
+
+    def watch(self, body: dict[str, Any], count: int, *hidden: str) -> tuple[str, str]:
+        """A WatchLibrary's first `count` changes (without the fields `hidden`), as shown."""
+        with self.stream(body, "WatchLibrary") as process:
+            changes = [self.read_object(process) for _ in range(count)]
+        shown = self.shown(self.args("WatchLibrary", body))
+        return self.shown_uid(shown), self.shown_uid("\n".join(drop(c, *hidden) for c in changes))
+
+    def video(self, name: str, seconds: float = 0.2) -> None:
+        make_video(self.films / name, width=64, height=48, seconds=seconds)
+
+    def scan(self) -> None:
+        """A scan of the library's folder, to its end, not shown."""
+        self.wait(self.submit({"path": str(self.films), "force": True}))
+
+    def run(self) -> None:
+        flags = ["--db", f"{ROOT}/libraries.db", "--workers", "1"]
+        self.server = Server("libraries", *flags)
+        self.values["libraries-flags"] = f"`{' '.join(flags)}`"
+        self.video("a.mp4")
+        (self.films / "extras").mkdir()
+        (ROOT / "shows").mkdir()
+        try:
+            self.resources()
+            self.feed()
+            self.follow_up()
+        finally:
+            self.server.stop()
+
+    def resources(self) -> None:
+        """CreateLibrary, its errors, ListLibraries and UpdateLibrary."""
+        films = {"root": str(self.films), "watch_mode": "WATCH_MODE_OFF", "quiet_window": "0.001s"}
+        create = super().call("CreateLibrary", {"library_id": "films", "library": films})
+        self.uid = json.loads(create[1])["uid"]
+        self.shell("library-create", (create[0], self.shown_uid(create[1])))
+        shows = {"library_id": "shows", "library": {"root": f"{ROOT}/shows"}}
+        assert self.call("CreateLibrary", shows)[2] == 0
+        overlap = {"library_id": "extras", "library": {"root": f"{self.films}/extras"}}
+        self.shell(
+            "library-errors",
+            self.call("CreateLibrary", overlap)[:2],
+            self.call("GetLibrary", {"name": "libraries/nope"})[:2],
+        )
+        first = self.call("ListLibraries", {"page_size": 1})
+        token = json.loads(first[1])["nextPageToken"]
+        rest = self.call("ListLibraries", {"page_size": 1, "page_token": token})
+        hidden = [f"libraries.{k}" for k in ("status", "uid", "createTime")]
+        self.shell(
+            "library-list", (first[0], drop(first[1], *hidden)), (rest[0], drop(rest[1], *hidden))
+        )
+        films = {"name": "libraries/films", "rescan_interval": "3600s", "full_rescan_every": 4}
+        films["watch_mode"] = "WATCH_MODE_POLL"
+        update = {
+            "library": films,
+            "update_mask": {"paths": ["rescan_interval", "full_rescan_every"]},
+        }
+        shown, out, _ = self.call("UpdateLibrary", update)
+        self.shell("library-update", (shown, drop(out, "status")))
+
+    def feed(self) -> None:
+        """A feed from the start while scans add, rewrite, move and remove videos, one a scan
+        (so that the order is the same at every run)."""
+        body = {"name": "libraries/films"}
+        with self.stream(body, "WatchLibrary") as process:
+            changes = [self.read_object(process)]
+            self.scan()  # a.mp4 added
+            self.video("b.mp4", seconds=0.4)
+            self.scan()
+            self.video("a.mp4", seconds=0.6)  # rewritten: another size and duration
+            self.scan()
+            os.rename(self.films / "b.mp4", self.films / "c.mp4")
+            self.scan()
+            os.unlink(self.films / "a.mp4")
+            self.scan()
+            changes += [self.read_object(process) for _ in range(5)]
+        shown = self.shown(self.args("WatchLibrary", body))
+        text = "\n".join(drop(change, *CHANGE_DETAILS) for change in changes)
+        self.shell("library-feed", (shown, self.shown_uid(text)))
+
+    def follow_up(self) -> None:
+        """A resume, RESYNCs, the listing of the library, its status, a deletion."""
+        body = {"name": "libraries/films", "after_sequence": 3, "library_uid": self.uid}
+        self.shell("library-resume", self.watch(body, 2, *CHANGE_DETAILS))
+        self.shell(
+            "library-resync",
+            self.watch({"name": "films", "after_sequence": 3, "library_uid": "0" * 16}, 1, "time"),
+            self.watch({"name": "films", "after_sequence": 99}, 1, "time"),
+        )
+        listed = self.call("ListVideos", {"library": "libraries/films"})
+        video = json.loads(listed[1])["videos"][0]
+        hidden = [f"videos.{key}" for key in video if key not in ("videoId", "path")]
+        self.shell("library-videos", (listed[0], drop(listed[1], *hidden)))
+        self.shell("library-get", self.call("GetLibrary", {"name": "libraries/films"})[:2])
+        self.shell(
+            "library-delete",
+            self.call("DeleteLibrary", {"name": "libraries/shows"})[:2],
+            self.call("GetLibrary", {"name": "libraries/shows"})[:2],
+        )
 
 
 def rewrite(page: str, blocks: dict[str, str], values: dict[str, str]) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import uuid
 from collections.abc import AsyncIterator
@@ -12,6 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
+from _proxy import CuttableProxy
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mediascan.client import TERMINAL_STATES, MediascanError, ScanClient
@@ -26,88 +26,6 @@ TIMEOUT = 60.0
 async def client(server: Any) -> AsyncIterator[ScanClient]:
     async with ScanClient(server.address) as client:
         yield client
-
-
-class CuttableProxy:
-    """A TCP proxy in front of a server whose connections the test can cut at will (the client
-    then sees UNAVAILABLE, as when a server or a network link goes away)."""
-
-    def __init__(self, upstream: str) -> None:
-        self._host, port = upstream.rsplit(":", 1)
-        self._port = int(port)
-        self._listener: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._pipes: set[asyncio.Task[None]] = set()
-        self.connections = 0
-        self._marker: bytes | None = None
-        self._withheld = b""
-        #: Set when the proxy vanished after withholding an answer (`vanish_after_answer`).
-        self.vanished = asyncio.Event()
-
-    @property
-    def address(self) -> str:
-        assert self._listener is not None
-        host, port = self._listener.sockets[0].getsockname()[:2]
-        return f"{host}:{port}"
-
-    async def start(self) -> None:
-        self._listener = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        up_reader, up_writer = await asyncio.open_connection(self._host, self._port)
-        self._writers.update((writer, up_writer))
-        for source, sink, answers in ((reader, up_writer, False), (up_reader, writer, True)):
-            task = asyncio.create_task(self._pipe(source, sink, answers))
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
-
-    async def _pipe(
-        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, answers: bool
-    ) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while data := await source.read(65536):
-                if answers and self._marker is not None:
-                    self._withhold(data)
-                    continue
-                sink.write(data)
-                await sink.drain()
-        sink.transport.abort()
-
-    def vanish_after_answer(self, marker: bytes) -> None:
-        """From now on, withhold what the server sends; once that holds `marker`, reset every
-        connection and refuse new ones: a server that did the work, then went away before its
-        answer reached the client."""
-        self._marker = marker
-
-    def _withhold(self, data: bytes) -> None:
-        assert self._marker is not None
-        self._withheld += data
-        if self._marker in self._withheld and not self.vanished.is_set():
-            self.vanished.set()
-            self.cut()
-            assert self._listener is not None
-            self._listener.close()
-
-    def cut(self) -> None:
-        """Reset every open connection (the listener stays open: reconnects succeed)."""
-        for writer in self._writers:
-            writer.transport.abort()
-        self._writers.clear()
-
-    async def stop_listening(self) -> None:
-        """Refuse new connections from now on."""
-        assert self._listener is not None
-        self._listener.close()
-        await self._listener.wait_closed()
-
-    async def close(self) -> None:
-        self.cut()
-        if self._listener is not None and self._listener.is_serving():
-            await self.stop_listening()
-        for task in list(self._pipes):
-            task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
 
 
 @pytest.fixture

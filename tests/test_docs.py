@@ -7,15 +7,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import difflib
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _library_helpers import real, tiny_video
+
+from mediascan.client import ScanClient
+from mediascan.v1 import scan_pb2
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 TIMEOUT = 90.0
@@ -30,7 +38,7 @@ def python_blocks(page: Path) -> list[str]:
 async def test_client_example_follows_a_scan_through_a_restart(
     spawn_server: Any, big_folder: Path, tmp_path: Path
 ) -> None:
-    (example,) = python_blocks(DOCS / "client.md")
+    example, _mirror = python_blocks(DOCS / "client.md")
     script = tmp_path / "example.py"
     script.write_text(example)
     first = await spawn_server("--shutdown-grace", "0")
@@ -61,6 +69,76 @@ async def test_client_example_follows_a_scan_through_a_restart(
     videos = sum(1 for _ in big_folder.iterdir())
     assert f"{videos} videos of at least 0.1 s under {big_folder}" in lines, lines
     assert lines[-1] == "as expected: NOT_FOUND", lines
+
+
+async def test_client_mirror_example_keeps_a_copy_over_its_restarts(
+    server: Any, tmp_path: Path
+) -> None:
+    """docs/client.md's LibraryMirror program follows a library into a file; killed, it misses
+    the changes made meanwhile, and started again, it resumes after its last change (no
+    RESYNC) and ends with exactly what ListVideos lists of the library."""
+    _example, mirror = python_blocks(DOCS / "client.md")
+    script = tmp_path / "mirror.py"
+    script.write_text(mirror)
+    root, saved = tmp_path / "films", tmp_path / "films.json"
+    tiny_video(root / "a.mp4")
+    async with ScanClient(server.address) as client:
+        library = await client.create_library(
+            "films", str(root), quiet_window=1e-9, watch_mode=scan_pb2.WATCH_MODE_OFF
+        )
+
+        async def scan() -> None:
+            job = await client.wait((await client.submit_scan(str(root))).job_id, timeout=TIMEOUT)
+            assert job.state == scan_pb2.JOB_STATE_SUCCEEDED, job
+
+        await scan()
+        async with _running(script, server.address, "films", str(saved)) as lines:
+            assert await anext(lines) == "1 RESYNC films: 1 videos"
+            tiny_video(root / "b.mp4", seconds=0.4)
+            await scan()
+            assert await anext(lines) == f"2 ADDED {real(root / 'b.mp4')}: 2 videos"
+        os.rename(root / "a.mp4", root / "c.mp4")
+        os.unlink(root / "b.mp4")
+        await scan()
+        async with _running(script, server.address, "films", str(saved)) as lines:
+            later = sorted([await anext(lines), await anext(lines)])
+        assert [line.split()[0] for line in later] == ["3", "4"]  # no RESYNC: a resume
+        assert sorted(line.split()[1] for line in later) == ["MOVED", "REMOVED"]
+        assert later[1].endswith(": 1 videos")
+        listed = {v.video_id: v.path async for v in client.list_videos(library="films")}
+    copy = json.loads(saved.read_text())
+    assert (copy["sequence"], copy["uid"]) == (4, library.uid)
+    assert {v["videoId"]: v["path"] for v in copy["videos"]} == listed
+    assert list(listed.values()) == [real(root / "c.mp4")]
+
+
+@contextlib.asynccontextmanager
+async def _running(script: Path, *args: str) -> AsyncIterator[AsyncIterator[str]]:
+    """The program running, its lines as they come; killed at the end (a crash)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+
+    async def lines() -> AsyncIterator[str]:
+        assert process.stdout is not None
+        while True:
+            async with asyncio.timeout(TIMEOUT):
+                line = await process.stdout.readline()
+            if not line:
+                assert process.stderr is not None
+                raise AssertionError((await process.stderr.read()).decode())
+            yield line.decode().rstrip("\n")
+
+    try:
+        yield lines()
+    finally:
+        process.kill()
+        await process.wait()
 
 
 # -- the docs name what exists ---------------------------------------------------------------
@@ -111,6 +189,10 @@ def _help_texts() -> str:
         *(
             ["mediascan", sub, "--help"]
             for sub in ("scan", "job", "watch", "cancel", "delete", "jobs", "videos", "duplicates")
+        ),
+        *(
+            ["mediascan", "library", sub, "--help"]
+            for sub in ("add", "list", "show", "update", "remove", "watch")
         ),
     ]
     bin_dir = Path(sys.executable).parent
@@ -187,7 +269,7 @@ PARTIAL = {
 PARTIAL_VALUES = ("attempt-1", "attempt-2", "mp4-bytes", "mkv-bytes", "big-bytes")
 #: Byte counts: the encoder that makes the sample videos gives a file a byte or two more or less
 #: from one run to the next, and every size and byte total follows.
-BYTES = re.compile(r'("(?:bytesDone|bytesTotal|sizeBytes)": )"\d+"')
+BYTES = re.compile(r'("(?:bytesDone|bytesTotal|sizeBytes|totalSizeBytes)": )"\d+"')
 #: Content fingerprints follow those bytes.
 FINGERPRINT = re.compile(r'("fingerprint": )"\d+-[0-9a-f]{32}"')
 EXAMPLE_BLOCK = re.compile(r"(<!-- example: ([\w-]+) -->\n```[^\n]*\n)(.*?)(^```$)", re.S | re.M)

@@ -1,4 +1,5 @@
-"""The Python client of mediascan: `ScanClient` (asyncio) and the `mediascan` command line.
+"""The Python client of mediascan: `ScanClient` (asyncio), `LibraryMirror` (a library's videos
+kept in sync with its change feed) and the `mediascan` command line.
 
 The names below are imported on first use, so that the command line (`mediascan.client.__main__`)
 can quiet gRPC's own logging before gRPC is loaded.
@@ -12,10 +13,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .client import TERMINAL_STATES, ScanClient
     from .errors import MediascanError
+    from .mirror import LibraryMirror
 
-__all__ = ["TERMINAL_STATES", "MediascanError", "ScanClient"]
+__all__ = ["TERMINAL_STATES", "LibraryMirror", "MediascanError", "ScanClient"]
 
-_HOMES = {"TERMINAL_STATES": ".client", "ScanClient": ".client", "MediascanError": ".errors"}
+_HOMES = {
+    "TERMINAL_STATES": ".client",
+    "ScanClient": ".client",
+    "MediascanError": ".errors",
+    "LibraryMirror": ".mirror",
+}
 
 
 def __getattr__(name: str) -> Any:

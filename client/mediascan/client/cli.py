@@ -10,33 +10,42 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import dataclasses
 import importlib.metadata
-import json
 import os
 import re
 import sys
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
-from google.protobuf import json_format
-from google.protobuf.message import Message
-from rich.console import Console
 
 from mediascan.client import display
+from mediascan.client.cli_kit import (
+    EXIT_CANCELLED,
+    EXIT_ERROR,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TIMED_OUT,
+    JSON_HELP,
+    Arg,
+    Command,
+    Output,
+    Runner,
+    arg,
+    json_arg,
+    limit_arg,
+    non_negative,
+    page_size,
+    parse_duration,
+    show_list,
+    take,
+)
+from mediascan.client.cli_library import LIBRARY
 from mediascan.client.client import DEFAULT_TARGET, ScanClient
 from mediascan.client.diagnose import ClientTls, diagnose_each
 from mediascan.client.errors import MediascanError
 from mediascan.v1 import scan_pb2
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_ERROR = 2
-EXIT_TIMED_OUT = 3
-EXIT_CANCELLED = 4
-EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = """\
 exit status:
@@ -85,253 +94,210 @@ _STATES = {
     "cancelled": scan_pb2.JOB_STATE_CANCELLED,
 }
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-_T = TypeVar("_T")
-_M = TypeVar("_M", bound=Message)
-
-
-def parse_duration(text: str) -> float:
-    """`30s`, `5m`, `1h`, `250ms` or a bare number of seconds, in seconds."""
-    match = _DURATION_RE.match(text)
-    if match is None:
-        raise argparse.ArgumentTypeError(
-            f"invalid duration {text!r}: use a number with a unit, e.g. 30s, 5m, 1h, 250ms"
-        )
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
-
-
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return value
-
-
-@dataclasses.dataclass(frozen=True)
-class _Arg:
-    """One argument of the command line: its names and the keywords of `add_argument`."""
-
-    names: tuple[str, ...]
-    settings: dict[str, Any]
-
-
-def _arg(*names: str, **settings: Any) -> _Arg:
-    return _Arg(names, settings)
-
-
 # Given before or after the subcommand.
 _CONNECTION_ARGS = (
-    _arg(
+    arg(
         "--server",
         metavar="ADDR",
         help="server address host:port, or several separated by commas (servers sharing one "
         "database: a call that cannot reach one goes on to the next) (env MEDIASCAN_SERVER, "
         f"default {DEFAULT_TARGET})",
     ),
-    _arg(
+    arg(
         "--token",
         metavar="TOKEN",
         help="bearer token for a server started with --auth-token-file (env MEDIASCAN_TOKEN, "
         "which unlike the flag other users cannot see in the process list)",
     ),
-    _arg("--token-file", metavar="FILE", help="read the bearer token from the first line of FILE"),
-    _arg(
+    arg("--token-file", metavar="FILE", help="read the bearer token from the first line of FILE"),
+    arg(
         "--tls-ca",
         metavar="FILE",
         help="connect with TLS, trusting the CA certificate(s) in this PEM file "
         "(env MEDIASCAN_TLS_CA)",
     ),
-    _arg(
+    arg(
         "--tls", action="store_true", help="connect with TLS, trusting the system's CA certificates"
     ),
-    _arg(
+    arg(
         "--tls-cert",
         metavar="FILE",
         help="client certificate (PEM) for a server that requires one (mutual TLS)",
     ),
-    _arg("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert"),
-    _arg(
+    arg("--tls-key", metavar="FILE", help="private key (PEM) of --tls-cert"),
+    arg(
         "--tls-server-name",
         metavar="NAME",
         help="expect this name in the server's certificate instead of the host of --server",
     ),
 )
 
-_JSON_HELP = "print JSON (lowerCamelCase field names, the proto3 JSON mapping grpcurl prints)"
 _JSON_LINES_HELP = (
     "JSON Lines: each event of the job as one compact JSON object on a line of its own"
 )
 
-
-def _json_arg(help: str = _JSON_HELP) -> _Arg:
-    return _arg("--json", action="store_true", default=argparse.SUPPRESS, help=help)
-
-
-_JOB_ID = _arg("job_id", metavar="ID", help="the job's id (j_..., as scan and jobs print it)")
-
-
-def _limit_arg(what: str, default: int) -> _Arg:
-    return _arg(
-        "--limit",
-        type=_non_negative,
-        default=default,
-        metavar="N",
-        help=f"at most N {what} (0: all; default {default})",
-    )
+_JOB_ID = arg("job_id", metavar="ID", help="the job's id (j_..., as scan and jobs print it)")
 
 
 _SCAN_ARGS = (
-    _arg("path", metavar="PATH", help="folder to scan (relative to here, or absolute)"),
-    _arg("--watch", action="store_true", help="follow the job until it ends, with a progress bar"),
-    _arg(
+    arg("path", metavar="PATH", help="folder to scan (relative to here, or absolute)"),
+    arg("--watch", action="store_true", help="follow the job until it ends, with a progress bar"),
+    arg(
         "--timeout",
         type=parse_duration,
         metavar="DURATION",
         help="time limit of the whole scan, e.g. 30s, 5m, 1h (default: the server's)",
     ),
-    _arg(
+    arg(
         "--no-recursive",
         dest="recursive",
         action="store_false",
         help="do not descend into subfolders",
     ),
-    _arg("--follow-symlinks", action="store_true", help="follow symbolic links"),
-    _arg("--full", action="store_true", help="probe every file again, even unchanged ones"),
-    _arg(
+    arg("--follow-symlinks", action="store_true", help="follow symbolic links"),
+    arg("--full", action="store_true", help="probe every file again, even unchanged ones"),
+    arg(
+        "--force",
+        action="store_true",
+        help="remove the videos whose files are gone even when they are more than a "
+        "library's --removal-limit share of its videos",
+    ),
+    arg(
         "--verify",
         choices=list(_VERIFY),
         default="none",
         help="decode: also decode every new or changed file, and every video never verified, "
         "and record its health (slow: about the videos' running time per core)",
     ),
-    _arg("--priority", type=int, default=0, metavar="N", help="-100..100, higher runs first"),
-    _arg(
+    arg("--priority", type=int, default=0, metavar="N", help="-100..100, higher runs first"),
+    arg(
         "--request-id",
         metavar="ID",
         help="idempotency key: a repeat with the same ID returns the first job",
     ),
-    _json_arg(f"print the submitted job as JSON; with --watch, {_JSON_LINES_HELP}"),
+    json_arg(f"print the submitted job as JSON; with --watch, {_JSON_LINES_HELP}"),
 )
 
 _VIDEOS_ARGS = (
-    _arg(
+    arg(
         "--prefix",
         metavar="DIR",
         default="",
         help="only videos under this folder (relative to here, or absolute)",
     ),
-    _arg("--codec", metavar="NAME", default="", help="only videos of this video codec, e.g. h264"),
-    _arg(
+    arg(
+        "--library",
+        metavar="NAME",
+        default="",
+        help="only videos of this library (below its root; --prefix then a folder in it)",
+    ),
+    arg("--codec", metavar="NAME", default="", help="only videos of this video codec, e.g. h264"),
+    arg(
         "--min-duration",
         type=parse_duration,
         metavar="DURATION",
         help="only videos at least this long, e.g. 90s, 5m",
     ),
-    _arg(
+    arg(
         "--max-duration",
         type=parse_duration,
         metavar="DURATION",
         help="only videos at most this long, e.g. 90s, 5m",
     ),
-    _arg("--health", choices=list(_HEALTH), help="only videos a DECODE scan found so"),
-    _arg(
+    arg("--health", choices=list(_HEALTH), help="only videos a DECODE scan found so"),
+    arg(
         "--fingerprint",
         metavar="FP",
         default="",
         help="only videos with this content fingerprint (the copies of one file)",
     ),
-    _arg(
+    arg(
         "--container",
         metavar="NAME",
         default="",
         help="only videos in this container, as FFmpeg names it, e.g. matroska,webm",
     ),
-    _arg(
+    arg(
         "--audio-codec",
         metavar="NAME",
         default="",
         help="only videos whose main audio stream has this codec, e.g. aac",
     ),
     *(
-        _arg(f"--{bound}-{side}", type=_non_negative, default=0, metavar="PIXELS", help=text)
+        arg(f"--{bound}-{side}", type=non_negative, default=0, metavar="PIXELS", help=text)
         for side, wide in (("width", "wide"), ("height", "high"))
         for bound, text in (
             ("min", f"only videos at least this {wide}"),
             ("max", f"only videos at most this {wide}"),
         )
     ),
-    _arg(
+    arg(
         "--rotation",
         type=int,
         choices=(0, 90, -90, 180),
         help="only videos rotated so (degrees counterclockwise)",
     ),
-    _arg("--hdr", choices=list(_HDR), help="only videos of this dynamic range"),
-    _arg(
+    arg("--hdr", choices=list(_HDR), help="only videos of this dynamic range"),
+    arg(
         "--truncated",
         action=argparse.BooleanOptionalAction,
         help="only truncated videos (--no-truncated: only whole ones)",
     ),
-    _arg(
+    arg(
         "--vfr",
         dest="variable_frame_rate",
         action=argparse.BooleanOptionalAction,
         help="only videos with a variable frame rate (--no-vfr: only constant ones)",
     ),
-    _arg(
+    arg(
         "--order-by",
         choices=list(_ORDERS),
         default="path",
         help="list in this order (default path; equal values in the order they were added)",
     ),
-    _arg("--desc", action="store_true", help="in descending order"),
-    _limit_arg("videos", 100),
-    _json_arg(),
+    arg("--desc", action="store_true", help="in descending order"),
+    limit_arg("videos", 100),
+    json_arg(),
 )
 
 _DUPLICATES_ARGS = (
-    _arg(
+    arg(
         "--prefix",
         metavar="DIR",
         default="",
         help="only videos under this folder (relative to here, or absolute)",
     ),
-    _arg(
+    arg(
         "--confirm",
         action="store_true",
         help="have the server read each file whole and compare content hashes (slow)",
     ),
-    _limit_arg("groups", 50),
-    _json_arg(),
+    limit_arg("groups", 50),
+    json_arg(),
 )
 
 _VIDEO_ARGS = (
-    _arg(
+    arg(
         "video",
         metavar="ID|PATH",
         help="the video's id (v_123, as videos --json shows it) or its file's path (relative "
         "to here, or absolute; write ./v_1 for a file named v_1)",
     ),
-    _json_arg(),
+    json_arg(),
 )
 
 
-def _add(add_argument: Callable[..., object], args: Sequence[_Arg]) -> None:
-    for arg in args:
-        add_argument(*arg.names, **arg.settings)
+def _add(add_argument: Callable[..., object], args: Sequence[Arg]) -> None:
+    for argument in args:
+        add_argument(*argument.names, **argument.settings)
 
 
 def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     """The connection options, as a group listed after the parser's own options. SUPPRESS keeps
     a subcommand's default from hiding a value given before the subcommand."""
     group = parser.add_argument_group("connection options")
-    for arg in _CONNECTION_ARGS:
-        group.add_argument(*arg.names, default=argparse.SUPPRESS, **arg.settings)
+    for argument in _CONNECTION_ARGS:
+        group.add_argument(*argument.names, default=argparse.SUPPRESS, **argument.settings)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -344,20 +310,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add(
         parser.add_argument,
-        [_json_arg(f"{_JSON_HELP}; watch and scan --watch print {_JSON_LINES_HELP}")],
+        [json_arg(f"{JSON_HELP}; watch and scan --watch print {_JSON_LINES_HELP}")],
     )
     parser.add_argument(
         "--version", action="version", version=f"%(prog)s {importlib.metadata.version('mediascan')}"
     )
     _add_connection_options(parser)
-    commands = parser.add_subparsers(
-        dest="command",
-        metavar="COMMAND",
-        required=True,
-        help="what to do (mediascan COMMAND --help shows its options)",
+    _add_commands(parser, _COMMAND_TABLE, "command", "mediascan COMMAND --help")
+    return parser
+
+
+def _add_commands(
+    parser: argparse.ArgumentParser, commands: Sequence[Command], dest: str, more: str
+) -> None:
+    """The subcommands of `parser` (each with the connection options; a group with its own
+    subcommands); the one given sets `run` in the parsed arguments."""
+    subparsers = parser.add_subparsers(
+        dest=dest, metavar="COMMAND", required=True, help=f"what to do ({more} shows its options)"
     )
-    for command in _COMMAND_TABLE:
-        subparser = commands.add_parser(
+    for command in commands:
+        subparser = subparsers.add_parser(
             command.name,
             help=command.help,
             description=command.help,
@@ -365,64 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         _add(subparser.add_argument, command.args)
+        if command.commands:
+            more = f"mediascan {command.name} COMMAND --help"
+            _add_commands(subparser, command.commands, f"{command.name}_command", more)
+        else:
+            subparser.set_defaults(run=command.run)
         _add_connection_options(subparser)
-    return parser
 
 
-class _Output:
-    """Where and how results are printed: JSON or rich text, with or without a live bar."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.json = as_json
-        #: Draws the live progress bar, on a terminal only.
-        self.console = Console(highlight=False)
-        self.live = self.console.is_terminal
-
-    @property
-    def width(self) -> int | None:
-        """The width tables must fit: the terminal's, or None (no limit) for a file or pipe."""
-        return self.console.width if self.live else None
-
-    def line(self, text: str) -> None:
-        print(text, flush=True)
-
-    def lines(self, texts: Sequence[str]) -> None:
-        """Print many lines with one write (a table of 50,000 rows among them)."""
-        sys.stdout.write("".join(text + "\n" for text in texts))
-        sys.stdout.flush()
-
-    def message(self, message: Message) -> None:
-        self.line(json_format.MessageToJson(message))
-
-    def messages(self, key: str, messages: Sequence[Message]) -> None:
-        document = {key: [json_format.MessageToDict(message) for message in messages]}
-        self.line(json.dumps(document, indent=2))
-
-    def event(self, event: scan_pb2.JobEvent) -> None:
-        """One line of JSON Lines: the event as compact JSON."""
-        self.line(json.dumps(json_format.MessageToDict(event), separators=(",", ":")))
-
-
-async def _take(items: AsyncGenerator[_T, None], limit: int) -> tuple[list[_T], bool]:
-    """The first `limit` items (all for 0), and whether there were more."""
-    taken: list[_T] = []
-    async with contextlib.aclosing(items) as iterator:
-        async for item in iterator:
-            if limit and len(taken) == limit:
-                return taken, True
-            taken.append(item)
-    return taken, False
-
-
-def _page_size(limit: int) -> int:
-    return min(limit + 1, 1000) if limit else 500
-
-
-async def _follow(client: ScanClient, job_id: str, out: _Output) -> int:
+async def _follow(client: ScanClient, job_id: str, out: Output) -> int:
     """Follow the job to its end, showing it as asked; the exit status for its final state."""
     try:
         if out.json:
-            job = await client.wait(job_id, on_event=out.event)
+            job = await client.wait(job_id, on_event=out.json_line)
         elif out.live:
             with display.LiveProgress(out.console) as live:
                 job = await client.wait(job_id, on_event=live.update)
@@ -440,7 +367,7 @@ async def _follow(client: ScanClient, job_id: str, out: _Output) -> int:
     return _EXIT_BY_STATE.get(job.state, EXIT_ERROR)
 
 
-async def _scan(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+async def _scan(client: ScanClient, args: argparse.Namespace, out: Output) -> int:
     response = await client.submit_scan(
         os.path.abspath(args.path),
         recursive=args.recursive,
@@ -449,6 +376,7 @@ async def _scan(client: ScanClient, args: argparse.Namespace, out: _Output) -> i
         request_id=args.request_id,
         priority=args.priority,
         full=args.full,
+        force=args.force,
         verify=_VERIFY[args.verify],
     )
     if out.json and not args.watch:
@@ -463,7 +391,7 @@ async def _scan(client: ScanClient, args: argparse.Namespace, out: _Output) -> i
     return EXIT_OK
 
 
-async def _job(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+async def _job(client: ScanClient, args: argparse.Namespace, out: Output) -> int:
     job = await client.get_job(args.job_id)
     if out.json:
         out.message(job)
@@ -473,20 +401,20 @@ async def _job(client: ScanClient, args: argparse.Namespace, out: _Output) -> in
     return EXIT_OK
 
 
-async def _errors(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
-    listed = client.list_file_errors(args.job_id, page_size=_page_size(args.limit))
-    taken = await _take(listed, args.limit)
-    return _show_list(out, "fileErrors", taken, display.file_error_lines, "no file errors")
+async def _errors(client: ScanClient, args: argparse.Namespace, out: Output) -> int:
+    listed = client.list_file_errors(args.job_id, page_size=page_size(args.limit))
+    taken = await take(listed, args.limit)
+    return show_list(out, "fileErrors", taken, display.file_error_lines, "no file errors")
 
 
-async def _watch(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+async def _watch(client: ScanClient, args: argparse.Namespace, out: Output) -> int:
     # A first plain call fails at once for an unknown job or a server that is not there;
     # watch_job would keep trying to reconnect to the latter.
     await client.get_job(args.job_id)
     return await _follow(client, args.job_id, out)
 
 
-async def _cancel(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+async def _cancel(client: ScanClient, args: argparse.Namespace, out: Output) -> int:
     job = await client.cancel_job(args.job_id)
     if out.json:
         out.message(job)
@@ -495,23 +423,23 @@ async def _cancel(client: ScanClient, args: argparse.Namespace, out: _Output) ->
     return EXIT_OK
 
 
-async def _delete(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+async def _delete(client: ScanClient, args: argparse.Namespace, out: Output) -> int:
     await client.delete_job(args.job_id)
     out.line("{}" if out.json else f"job {args.job_id} deleted")
     return EXIT_OK
 
 
-async def _jobs(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+async def _jobs(client: ScanClient, args: argparse.Namespace, out: Output) -> int:
     state = _STATES[args.state] if args.state else None
-    listed = client.list_jobs(state, page_size=_page_size(args.limit))
-    return _show_list(out, "jobs", await _take(listed, args.limit), display.jobs_table, "no jobs")
+    listed = client.list_jobs(state, page_size=page_size(args.limit))
+    return show_list(out, "jobs", await take(listed, args.limit), display.jobs_table, "no jobs")
 
 
-async def _videos(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+async def _videos(client: ScanClient, args: argparse.Namespace, out: Output) -> int:
     prefix = os.path.abspath(args.prefix) if args.prefix else ""
     listed = client.list_videos(
         prefix,
-        page_size=_page_size(args.limit),
+        page_size=page_size(args.limit),
         video_codec=args.codec,
         min_duration=args.min_duration,
         max_duration=args.max_duration,
@@ -528,47 +456,27 @@ async def _videos(client: ScanClient, args: argparse.Namespace, out: _Output) ->
         truncated=args.truncated,
         variable_frame_rate=args.variable_frame_rate,
         order_by=_ORDERS[args.order_by] + (" desc" if args.desc else ""),
+        library=args.library,
     )
-    taken = await _take(listed, args.limit)
+    taken = await take(listed, args.limit)
     nothing = "no videos" + _filters_text(prefix, args)
-    return _show_list(out, "videos", taken, display.videos_table, nothing)
+    return show_list(out, "videos", taken, display.videos_table, nothing)
 
 
-async def _duplicates(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+async def _duplicates(client: ScanClient, args: argparse.Namespace, out: Output) -> int:
     prefix = os.path.abspath(args.prefix) if args.prefix else ""
-    page = min(_page_size(args.limit), 50 if args.confirm else 500)
+    page = min(page_size(args.limit), 50 if args.confirm else 500)
     listed = client.list_duplicates(prefix, page, confirm=args.confirm)
-    taken = await _take(listed, args.limit)
+    taken = await take(listed, args.limit)
     nothing = "no duplicates" + (f" under {prefix}" if prefix else "")
-    return _show_list(out, "groups", taken, display.duplicate_lines, nothing)
-
-
-def _show_list(
-    out: _Output,
-    key: str,
-    taken: tuple[list[_M], bool],
-    table: Callable[[list[_M], int | None], list[str]],
-    nothing: str,
-) -> int:
-    """Print what `_take` took as JSON (`{key: [...]}`) or as a table; say so on stderr when
-    there was nothing, or more than the limit."""
-    items, more = taken
-    if out.json:
-        out.messages(key, items)
-        return EXIT_OK
-    if items:
-        out.lines(table(items, out.width))
-    else:
-        print(nothing, file=sys.stderr)
-    if more:
-        what = "errors" if key == "fileErrors" else key
-        print(f"(the first {len(items)} {what}; --limit 0 lists all)", file=sys.stderr)
-    return EXIT_OK
+    return show_list(out, "groups", taken, display.duplicate_lines, nothing)
 
 
 def _filters_text(prefix: str, args: argparse.Namespace) -> str:
     """` under /media/tv with codec h264 of at least 5m`: the filters of `videos`, as said."""
     words = [f" under {prefix}"] if prefix else []
+    if args.library:
+        words.append(f" in library {args.library}")
     if args.codec:
         words.append(f" with codec {args.codec}")
     if args.min_duration is not None:
@@ -600,7 +508,7 @@ def _filters_text(prefix: str, args: argparse.Namespace) -> str:
 _VIDEO_ID_RE = re.compile(r"v_\d+")
 
 
-async def _video(client: ScanClient, args: argparse.Namespace, out: _Output) -> int:
+async def _video(client: ScanClient, args: argparse.Namespace, out: Output) -> int:
     if _VIDEO_ID_RE.fullmatch(args.video):
         video = await client.get_video(video_id=args.video)
     else:
@@ -612,65 +520,48 @@ async def _video(client: ScanClient, args: argparse.Namespace, out: _Output) -> 
     return EXIT_OK
 
 
-_Runner = Callable[[ScanClient, argparse.Namespace, _Output], Awaitable[int]]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Command:
-    """A subcommand: its name, one-line help, what runs it, its arguments, and whether it exits
-    with a job's state (then its help lists the exit codes)."""
-
-    name: str
-    help: str
-    run: _Runner
-    args: tuple[_Arg, ...]
-    exit_codes: bool = False
-
-
 _COMMAND_TABLE = (
-    _Command(
+    Command(
         "scan", "submit a scan of a folder (and follow it with --watch)", _scan, _SCAN_ARGS, True
     ),
-    _Command("job", "show a job", _job, (_JOB_ID, _json_arg())),
-    _Command(
+    Command("job", "show a job", _job, (_JOB_ID, json_arg())),
+    Command(
         "errors",
         "list every file error of a job, in the order met",
         _errors,
-        (_JOB_ID, _limit_arg("errors", 0), _json_arg()),
+        (_JOB_ID, limit_arg("errors", 0), json_arg()),
     ),
-    _Command(
+    Command(
         "watch",
         "follow a job until it ends, with a progress bar",
         _watch,
-        (_JOB_ID, _json_arg(f"print {_JSON_LINES_HELP}")),
+        (_JOB_ID, json_arg(f"print {_JSON_LINES_HELP}")),
         True,
     ),
-    _Command("cancel", "cancel a queued or running job", _cancel, (_JOB_ID, _json_arg())),
-    _Command("delete", "forget a finished job", _delete, (_JOB_ID, _json_arg())),
-    _Command(
+    Command("cancel", "cancel a queued or running job", _cancel, (_JOB_ID, json_arg())),
+    Command("delete", "forget a finished job", _delete, (_JOB_ID, json_arg())),
+    Command(
         "jobs",
         "list jobs, newest first",
         _jobs,
         (
-            _arg("--state", choices=list(_STATES), help="only jobs in this state"),
-            _limit_arg("jobs", 50),
-            _json_arg(),
+            arg("--state", choices=list(_STATES), help="only jobs in this state"),
+            limit_arg("jobs", 50),
+            json_arg(),
         ),
     ),
-    _Command(
+    Command(
         "videos", "list the videos of the library, by path or --order-by", _videos, _VIDEOS_ARGS
     ),
-    _Command("video", "show one video of the library, by id or by path", _video, _VIDEO_ARGS),
-    _Command(
+    Command("video", "show one video of the library, by id or by path", _video, _VIDEO_ARGS),
+    Command(
         "duplicates",
         "list groups of identical videos (same content fingerprint)",
         _duplicates,
         _DUPLICATES_ARGS,
     ),
+    LIBRARY,
 )
-
-
-_RUNNERS = {command.name: command.run for command in _COMMAND_TABLE}
 
 
 async def _report(error: MediascanError, client: ScanClient, security: dict[str, Any]) -> None:
@@ -738,7 +629,7 @@ def _security(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _run(args: argparse.Namespace) -> int:
     target: str = getattr(args, "server", None) or os.environ.get("MEDIASCAN_SERVER") or ""
-    out = _Output(getattr(args, "json", False))
+    out = Output(getattr(args, "json", False))
     try:
         security = _security(args)
         client = ScanClient(target or DEFAULT_TARGET, **security)
@@ -747,7 +638,8 @@ async def _run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     async with client:
         try:
-            return await _RUNNERS[args.command](client, args, out)
+            run: Runner = args.run
+            return await run(client, args, out)
         except MediascanError as error:
             await _report(error, client, security)
             return EXIT_ERROR

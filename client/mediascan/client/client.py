@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import json
 import os
-import random
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar, cast
+from typing import Any, Self, cast
 
 import grpc
-from google.protobuf import duration_pb2
 
+from mediascan.client.connection import Backoff, Connection
 from mediascan.client.errors import MediascanError
-from mediascan.v1 import scan_pb2, scan_pb2_grpc
+from mediascan.client.libraries import LibraryMethods
+from mediascan.client.messages import Seconds, duration, videos_request
+from mediascan.v1 import scan_pb2
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -37,172 +36,6 @@ TERMINAL_STATES: frozenset[scan_pb2.JobState] = frozenset(
     }
 )
 
-_SERVICE = "mediascan.v1.ScanService"
-
-# The calls that are safe to repeat: reads, CancelJob (idempotent) and SubmitScan, whose
-# `request_id` makes a repeat return the job the first attempt created. gRPC retries them itself
-# on UNAVAILABLE (a connection that broke before the server answered), and the client then tries
-# the next server. DeleteJob is left out: a repeat of a delete that did happen would answer
-# NOT_FOUND; it moves to the next server only when it could not reach the first at all.
-_RETRY_SAFE = (
-    "SubmitScan",
-    "GetJob",
-    "CancelJob",
-    "ListJobs",
-    "ListFileErrors",
-    "ListVideos",
-    "GetVideo",
-)
-
-_SERVICE_CONFIG = {
-    "methodConfig": [
-        {
-            "name": [{"service": _SERVICE, "method": method} for method in _RETRY_SAFE],
-            "retryPolicy": {
-                "maxAttempts": 4,
-                "initialBackoff": "0.1s",
-                "maxBackoff": "1s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ]
-}
-
-_CHANNEL_OPTIONS: list[tuple[str, str | int]] = [
-    ("grpc.service_config", json.dumps(_SERVICE_CONFIG)),
-    # Reconnect quickly after a server restart (the defaults wait 1 s, growing to 2 minutes).
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-]
-
-_Request = TypeVar("_Request")
-_Response = TypeVar("_Response")
-
-
-class _PagedRequest(Protocol):
-    page_token: str
-
-
-class _Page(Protocol):
-    next_page_token: str
-
-
-_Paged = TypeVar("_Paged", bound=_PagedRequest)
-_PageT = TypeVar("_PageT", bound=_Page)
-
-
-class _Backoff:
-    """Exponential backoff delays with jitter: 0.05 s doubling up to 2 s."""
-
-    def __init__(self, first: float = 0.05, cap: float = 2.0) -> None:
-        self._first = first
-        self._cap = cap
-        self._next = first
-
-    def reset(self) -> None:
-        self._next = self._first
-
-    def delay(self) -> float:
-        """The next delay: between half and all of the current step, which then doubles."""
-        step = self._next
-        self._next = min(self._cap, step * 2)
-        return random.uniform(step / 2, step)
-
-
-class _Stub:
-    """The generated stub's methods, with the types the generated code does not declare."""
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        stub = scan_pb2_grpc.ScanServiceStub(channel)  # type: ignore[no-untyped-call]
-        self.SubmitScan: grpc.aio.UnaryUnaryMultiCallable[
-            scan_pb2.SubmitScanRequest, scan_pb2.SubmitScanResponse
-        ] = stub.SubmitScan
-        self.GetJob: grpc.aio.UnaryUnaryMultiCallable[scan_pb2.GetJobRequest, scan_pb2.Job] = (
-            stub.GetJob
-        )
-        self.WatchJob: grpc.aio.UnaryStreamMultiCallable[
-            scan_pb2.WatchJobRequest, scan_pb2.JobEvent
-        ] = stub.WatchJob
-        self.CancelJob: grpc.aio.UnaryUnaryMultiCallable[
-            scan_pb2.CancelJobRequest, scan_pb2.Job
-        ] = stub.CancelJob
-        self.ListJobs: grpc.aio.UnaryUnaryMultiCallable[
-            scan_pb2.ListJobsRequest, scan_pb2.ListJobsResponse
-        ] = stub.ListJobs
-        self.ListFileErrors: grpc.aio.UnaryUnaryMultiCallable[
-            scan_pb2.ListFileErrorsRequest, scan_pb2.ListFileErrorsResponse
-        ] = stub.ListFileErrors
-        self.DeleteJob: grpc.aio.UnaryUnaryMultiCallable[scan_pb2.DeleteJobRequest, object] = (
-            stub.DeleteJob
-        )
-        self.ListVideos: grpc.aio.UnaryUnaryMultiCallable[
-            scan_pb2.ListVideosRequest, scan_pb2.ListVideosResponse
-        ] = stub.ListVideos
-        self.GetVideo: grpc.aio.UnaryUnaryMultiCallable[
-            scan_pb2.GetVideoRequest, scan_pb2.Video
-        ] = stub.GetVideo
-        self.ListDuplicates: grpc.aio.UnaryUnaryMultiCallable[
-            scan_pb2.ListDuplicatesRequest, scan_pb2.ListDuplicatesResponse
-        ] = stub.ListDuplicates
-
-
-def _videos_request(
-    path_prefix: str,
-    page_size: int,
-    min_duration: float | datetime.timedelta | None,
-    max_duration: float | datetime.timedelta | None,
-    fields: dict[str, Any],
-) -> scan_pb2.ListVideosRequest:
-    """A ListVideosRequest: `fields` by name (None leaves one unset), durations converted."""
-    return scan_pb2.ListVideosRequest(
-        path_prefix=path_prefix,
-        page_size=page_size,
-        min_duration=None if min_duration is None else _duration(min_duration),
-        max_duration=None if max_duration is None else _duration(max_duration),
-        **{name: value for name, value in fields.items() if value is not None},
-    )
-
-
-def _duration(value: float | datetime.timedelta) -> duration_pb2.Duration:
-    duration = duration_pb2.Duration()
-    if isinstance(value, datetime.timedelta):
-        duration.FromTimedelta(value)
-    else:
-        duration.FromNanoseconds(round(value * 1e9))
-    return duration
-
-
-def _check_token(token: str) -> str:
-    token = token.strip()
-    if not token or any(c.isspace() for c in token) or not token.isprintable():
-        raise ValueError("a token is one word of printable characters, without spaces")
-    return token
-
-
-def _read(what: str, path: str | os.PathLike[str] | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        with open(path, "rb") as file:
-            return file.read()
-    except OSError as exc:
-        raise ValueError(f"cannot read the {what} {os.fspath(path)}: {exc.strerror}") from None
-
-
-def _tls_credentials(
-    ca: str | os.PathLike[str] | None,
-    cert: str | os.PathLike[str] | None,
-    key: str | os.PathLike[str] | None,
-) -> grpc.ChannelCredentials:
-    if (cert is None) != (key is None):
-        raise ValueError("tls_cert and tls_key go together: give both, or neither")
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read("CA certificate file", ca),
-        private_key=_read("client key file", key),
-        certificate_chain=_read("client certificate file", cert),
-    )
-
 
 def terminal_job(event: scan_pb2.JobEvent) -> scan_pb2.Job | None:
     """The final job if `event` shows the job terminal (a terminal state change, or a snapshot of
@@ -215,58 +48,11 @@ def terminal_job(event: scan_pb2.JobEvent) -> scan_pb2.Job | None:
     return None
 
 
-def _resumable(error: grpc.aio.AioRpcError) -> bool:
-    """A broken watch to resume elsewhere: UNAVAILABLE, or a CANCELLED this client did not
-    cause (its own cancel raises CancelledError instead): gRPC cancels a call that arrives just
-    as a server shuts down."""
-    return error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-
-
 def _is_resync(event: scan_pb2.JobEvent) -> bool:
     return event.WhichOneof("kind") == "snapshot" and event.snapshot.resync
 
 
-#: How gRPC words a call that could not connect, so that the request never left the client.
-_NOT_CONNECTED = ("failed to connect to all addresses", "DNS resolution failed", "errors resolving")
-
-
-def split_targets(target: str | Sequence[str]) -> tuple[str, ...]:
-    """The server addresses of `target`: one address, several separated by commas
-    (`"a:50051,b:50051"`), or a sequence of addresses. Raises ValueError for an empty one."""
-    targets = target.split(",") if isinstance(target, str) else list(target)
-    stripped = tuple(address.strip() for address in targets)
-    if not stripped or not all(stripped):
-        shown = target if isinstance(target, str) else ",".join(target)
-        raise ValueError(f"an empty server address in {shown!r}: give host:port[,host:port...]")
-    return stripped
-
-
-class _Node:
-    """One server address and the channel to it."""
-
-    def __init__(self, target: str, channel: grpc.aio.Channel) -> None:
-        self.target = target
-        self.channel = channel
-        self.stub = _Stub(channel)
-
-    def error(self, error: grpc.aio.AioRpcError) -> MediascanError:
-        """The call's failure as a MediascanError that names this node."""
-        not_connected = error.code() == grpc.StatusCode.UNAVAILABLE and (
-            (error.details() or "").startswith(_NOT_CONNECTED)
-            or self.channel.get_state() == grpc.ChannelConnectivity.TRANSIENT_FAILURE
-        )
-        return MediascanError.from_rpc_error(error, target=self.target, unreachable=not_connected)
-
-
-def _fails_over(error: grpc.aio.AioRpcError, retry_safe: bool) -> bool:
-    """Whether a unary call that failed this way goes on to the next server: on UNAVAILABLE if
-    it is safe to repeat, else only if it never reached a server."""
-    if error.code() != grpc.StatusCode.UNAVAILABLE:
-        return False
-    return retry_safe or (error.details() or "").startswith(_NOT_CONNECTED)
-
-
-class ScanClient:
+class ScanClient(LibraryMethods):
     """An asyncio client of the mediascan server, or of several servers that share one database.
 
     Use it as an async context manager, or call `close()` when done::
@@ -279,8 +65,11 @@ class ScanClient:
     addresses. With several, the client talks to one server at a time, starting with the first;
     when a call cannot reach it or it answers UNAVAILABLE (down, shutting down), the call moves
     on to the next address, round robin, and the client stays there. A call that is not safe to
-    repeat (`delete_job`) moves on only when it could not connect at all. `watch_job` resumes on
-    the next server after the last event it yielded.
+    repeat (`delete_job`, `create_library`, `delete_library`) moves on only when it could not
+    connect at all. `watch_job` and `follow_library` resume on the next server after the last
+    event or change they yielded.
+
+    The library methods (`create_library` ... `follow_library`) come from `LibraryMethods`.
 
     Security: `token` is sent as `authorization: Bearer TOKEN` on every call (streams too).
     `tls_ca` (a PEM file of the CA that signed the server's certificate) turns TLS on, as does
@@ -304,47 +93,31 @@ class ScanClient:
         tls_key: str | os.PathLike[str] | None = None,
         tls_server_name: str | None = None,
     ) -> None:
-        targets = split_targets(target)
-        self._owns_channel = channel is None
-        self._metadata: tuple[tuple[str, str], ...] = ()
-        if token is not None:
-            self._metadata = (("authorization", f"Bearer {_check_token(token)}"),)
-        uses_tls = tls or any(x is not None for x in (tls_ca, tls_cert, tls_key, tls_server_name))
-        if channel is not None:
-            if uses_tls:
-                raise TypeError("pass either a channel or TLS options, not both")
-            if len(targets) > 1:
-                raise TypeError("pass either a channel or several addresses, not both")
-            self._nodes = [_Node(targets[0], channel)]
-        elif uses_tls:
-            credentials = _tls_credentials(tls_ca, tls_cert, tls_key)
-            options = list(_CHANNEL_OPTIONS)
-            if tls_server_name:
-                options.append(("grpc.ssl_target_name_override", tls_server_name))
-            self._nodes = [
-                _Node(t, grpc.aio.secure_channel(t, credentials, options=options)) for t in targets
-            ]
-        else:
-            self._nodes = [
-                _Node(t, grpc.aio.insecure_channel(t, options=_CHANNEL_OPTIONS)) for t in targets
-            ]
-        #: The node calls go to; it moves on when a call cannot use it.
-        self._current = 0
+        self._connection = Connection(
+            target,
+            channel=channel,
+            token=token,
+            tls=tls,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_server_name=tls_server_name,
+        )
 
     @property
     def target(self) -> str:
         """The address of the server the client talks to now (the first until one fails)."""
-        return self._nodes[self._current].target
+        return self._connection.target
 
     @property
     def targets(self) -> tuple[str, ...]:
         """Every server address this client was given, in order."""
-        return tuple(node.target for node in self._nodes)
+        return self._connection.targets
 
     @property
     def channel(self) -> grpc.aio.Channel:
         """The gRPC channel to the server the client talks to now (see `target`)."""
-        return self._nodes[self._current].channel
+        return self._connection.channel
 
     async def __aenter__(self) -> Self:
         return self
@@ -359,59 +132,7 @@ class ScanClient:
 
     async def close(self) -> None:
         """Close the channels (unless passed in); calls still running are cancelled."""
-        if self._owns_channel:
-            for node in self._nodes:
-                await node.channel.close(None)
-
-    def _round(self) -> list[_Node]:
-        """Every node once, starting with the current one."""
-        start = self._current
-        return self._nodes[start:] + self._nodes[:start]
-
-    def _next(self, failed: _Node) -> _Node:
-        """The node after `failed`; it becomes the current one if `failed` still was (a call
-        running alongside may have moved on already)."""
-        index = (self._nodes.index(failed) + 1) % len(self._nodes)
-        if self._nodes[self._current] is failed:
-            self._current = index
-        return self._nodes[index]
-
-    async def _pages(
-        self,
-        method: Callable[[_Stub], grpc.aio.UnaryUnaryMultiCallable[_Paged, _PageT]],
-        request: _Paged,
-    ) -> AsyncGenerator[_PageT, None]:
-        """Every page of a List call (AIP-158), following `next_page_token` until it is
-        empty."""
-        while True:
-            page = await self._call(method, request)
-            yield page
-            if not page.next_page_token:
-                return
-            request.page_token = page.next_page_token
-
-    async def _call(
-        self,
-        method: Callable[[_Stub], grpc.aio.UnaryUnaryMultiCallable[_Request, _Response]],
-        request: _Request,
-        *,
-        retry_safe: bool = True,
-    ) -> _Response:
-        """One unary call, on the current node, moving on to the next node while it fails over
-        (the same request: a submit keeps its request_id)."""
-        earlier: list[MediascanError] = []
-        nodes = self._round()
-        for node in nodes:
-            try:
-                return await method(node.stub)(request, metadata=self._metadata)
-            except grpc.aio.AioRpcError as rpc_error:
-                error = node.error(rpc_error)
-                if node is nodes[-1] or not _fails_over(rpc_error, retry_safe):
-                    error.earlier = tuple(earlier)
-                    raise error from rpc_error
-                earlier.append(error)
-                self._next(node)
-        raise AssertionError("a client has at least one node")  # pragma: no cover
+        await self._connection.close()
 
     async def submit_scan(
         self,
@@ -419,15 +140,18 @@ class ScanClient:
         *,
         recursive: bool = True,
         follow_symlinks: bool = False,
-        timeout: float | datetime.timedelta | None = None,
+        timeout: Seconds | None = None,
         request_id: str | None = None,
         priority: int = 0,
         full: bool = False,
         verify: scan_pb2.Verify = scan_pb2.VERIFY_UNSPECIFIED,
+        force: bool = False,
     ) -> scan_pb2.SubmitScanResponse:
         """Submit a scan of the folder `path` (absolute, on the server's file system).
 
-        `verify=scan_pb2.VERIFY_DECODE` also decodes the files to check their health.
+        `verify=scan_pb2.VERIFY_DECODE` also decodes the files to check their health. `force`
+        removes the videos whose files are gone even when they are more than a library's
+        `removal_limit` share of its videos.
 
         `timeout` (seconds or a timedelta) limits the whole scan; None takes the server's default.
         `request_id` is the idempotency key: a submit repeating an earlier one's id returns the
@@ -441,23 +165,26 @@ class ScanClient:
             priority=priority,
             full=full,
             verify=verify,
-            timeout=None if timeout is None else _duration(timeout),
+            force=force,
+            timeout=None if timeout is None else duration(timeout),
         )
-        return await self._call(lambda stub: stub.SubmitScan, request)
+        return await self._connection.call(lambda stub: stub.SubmitScan, request)
 
     async def get_job(self, job_id: str) -> scan_pb2.Job:
         """A point-in-time snapshot of the job."""
-        return await self._call(lambda stub: stub.GetJob, scan_pb2.GetJobRequest(job_id=job_id))
+        return await self._connection.call(
+            lambda stub: stub.GetJob, scan_pb2.GetJobRequest(job_id=job_id)
+        )
 
     async def cancel_job(self, job_id: str) -> scan_pb2.Job:
         """Cancel a queued or running job (a finished job is returned unchanged)."""
-        return await self._call(
+        return await self._connection.call(
             lambda stub: stub.CancelJob, scan_pb2.CancelJobRequest(job_id=job_id)
         )
 
     async def delete_job(self, job_id: str) -> None:
         """Forget a finished job (FAILED_PRECONDITION while it is queued or running)."""
-        await self._call(
+        await self._connection.call(
             lambda stub: stub.DeleteJob,
             scan_pb2.DeleteJobRequest(job_id=job_id),
             retry_safe=False,
@@ -470,7 +197,7 @@ class ScanClient:
         if (video_id is None) == (path is None):
             raise TypeError("get_video() takes exactly one of video_id and path")
         request = scan_pb2.GetVideoRequest(video_id=video_id or "", path=path or "")
-        return await self._call(lambda stub: stub.GetVideo, request)
+        return await self._connection.call(lambda stub: stub.GetVideo, request)
 
     async def list_jobs(
         self, state: int | None = None, page_size: int = 100
@@ -480,7 +207,7 @@ class ScanClient:
             state=cast(scan_pb2.JobState, state or scan_pb2.JOB_STATE_UNSPECIFIED),
             page_size=page_size,
         )
-        async for page in self._pages(lambda stub: stub.ListJobs, request):
+        async for page in self._connection.pages(lambda stub: stub.ListJobs, request):
             for job in page.jobs:
                 yield job
 
@@ -489,7 +216,7 @@ class ScanClient:
     ) -> AsyncGenerator[scan_pb2.FileError, None]:
         """Every file error the job recorded, in the order met, page by page."""
         request = scan_pb2.ListFileErrorsRequest(job_id=job_id, page_size=page_size)
-        async for page in self._pages(lambda stub: stub.ListFileErrors, request):
+        async for page in self._connection.pages(lambda stub: stub.ListFileErrors, request):
             for error in page.file_errors:
                 yield error
 
@@ -499,8 +226,8 @@ class ScanClient:
         page_size: int = 100,
         *,
         video_codec: str = "",
-        min_duration: float | datetime.timedelta | None = None,
-        max_duration: float | datetime.timedelta | None = None,
+        min_duration: Seconds | None = None,
+        max_duration: Seconds | None = None,
         health: scan_pb2.Health = scan_pb2.HEALTH_UNSPECIFIED,
         fingerprint: str = "",
         **fields: Any,
@@ -509,10 +236,11 @@ class ScanClient:
         those under `path_prefix` with `video_codec`, a duration in [min_duration,
         max_duration], a `health` or a `fingerprint`. The keywords and `fields` (container,
         audio_codec, min_width, rotation, truncated, order_by, ...; None leaves one unset) are
-        the `ListVideosRequest` fields of the same names."""
+        the `ListVideosRequest` fields of the same names; `library="films"` lists only the
+        videos of that library."""
         fields.update(video_codec=video_codec, health=health, fingerprint=fingerprint)
-        request = _videos_request(path_prefix, page_size, min_duration, max_duration, fields)
-        async for page in self._pages(lambda stub: stub.ListVideos, request):
+        request = videos_request(path_prefix, page_size, min_duration, max_duration, fields)
+        async for page in self._connection.pages(lambda stub: stub.ListVideos, request):
             for video in page.videos:
                 yield video
 
@@ -525,7 +253,7 @@ class ScanClient:
         request = scan_pb2.ListDuplicatesRequest(
             path_prefix=path_prefix, page_size=page_size, confirm=confirm
         )
-        async for page in self._pages(lambda stub: stub.ListDuplicates, request):
+        async for page in self._connection.pages(lambda stub: stub.ListDuplicates, request):
             for group in page.groups:
                 yield group
 
@@ -545,45 +273,20 @@ class ScanClient:
         A snapshot with `resync` set means the server no longer kept the events asked for:
         discard what you derived from earlier events and start over from that snapshot.
         """
-        loop = asyncio.get_running_loop()
         last = after_sequence
-        backoff = _Backoff()
-        failing_since: float | None = None
-        #: Each node's latest failure since the stream last gave an event.
-        failures: dict[str, MediascanError] = {}
-        node = self._nodes[self._current]
-        while True:
-            call = node.stub.WatchJob(
-                scan_pb2.WatchJobRequest(job_id=job_id, after_sequence=last),
-                metadata=self._metadata,
-            )
-            try:
-                async for event in call:
-                    failing_since = None
-                    failures.clear()
-                    backoff.reset()
-                    if last and event.sequence <= last and not _is_resync(event):
-                        continue  # already yielded (a server replaying too much)
-                    last = event.sequence
-                    yield event
-                return
-            except grpc.aio.AioRpcError as rpc_error:
-                error = node.error(rpc_error)
-                if not _resumable(rpc_error):
-                    raise error from rpc_error
-                failures.pop(node.target, None)
-                now = loop.time()
-                if failing_since is None:
-                    failing_since = now
-                elif now - failing_since >= reconnect_timeout:
-                    error.earlier = tuple(failures.values())
-                    raise error from rpc_error
-                failures[node.target] = error
-                node = self._next(node)
-                delay = backoff.delay()
-                await asyncio.sleep(min(delay, failing_since + reconnect_timeout - now))
-            finally:
-                call.cancel()
+
+        def request() -> scan_pb2.WatchJobRequest:
+            return scan_pb2.WatchJobRequest(job_id=job_id, after_sequence=last)
+
+        events = self._connection.stream(
+            lambda stub: stub.WatchJob, request, reconnect_timeout=reconnect_timeout
+        )
+        async with contextlib.aclosing(events) as stream:
+            async for event in stream:
+                if last and event.sequence <= last and not _is_resync(event):
+                    continue  # already yielded (a server replaying too much)
+                last = event.sequence
+                yield event
 
     async def wait(
         self,
@@ -599,7 +302,7 @@ class ScanClient:
         """
         async with asyncio.timeout(timeout):
             last = 0
-            backoff = _Backoff()
+            backoff = Backoff()
             while True:
                 async with contextlib.aclosing(
                     self.watch_job(job_id, after_sequence=last)

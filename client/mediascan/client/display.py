@@ -344,14 +344,14 @@ def video_details(video: scan_pb2.Video) -> list[str]:
         ("video", video.video_id),
         ("path", video.path),
         ("size", f"{format_bytes(video.size_bytes)} ({video.size_bytes} bytes)"),
-        ("modified", _local(_stamp(video.modify_time))),
+        ("modified", format_time(video.modify_time)),
         ("container", video.container or "-"),
         ("duration", _video_duration(video)),
         ("bit rate", f"{video.bit_rate / 1000:.0f} kb/s" if video.bit_rate else "-"),
         ("video codec", video.video_codec or "-"),
         ("picture", picture),
         ("audio", audio),
-        ("probed", _local(_stamp(video.probe_time))),
+        ("probed", format_time(video.probe_time)),
         ("by job", video.job_id or "-"),
         ("fingerprint", video.fingerprint or "-"),
         ("health", _health(video)),
@@ -374,7 +374,7 @@ def _health(video: scan_pb2.Video) -> str:
     if name is None:
         return "not verified (scan with --verify decode)"
     report = video.health_report
-    when = f" (verified {_local(_stamp(report.verify_time))})"
+    when = f" (verified {format_time(report.verify_time)})"
     if not report.error_count:
         return name + when
     where = ""
@@ -401,6 +401,11 @@ def duplicate_lines(groups: list[scan_pb2.DuplicateGroup], width: int | None = N
         if group.file_count > len(group.files):
             lines.append(f"  ... and {group.file_count - len(group.files)} more")
     return lines
+
+
+def format_time(stamp: timestamp_pb2.Timestamp) -> str:
+    """`2026-12-02 16:54:33` in local time; `-` when unset."""
+    return _local(_stamp(stamp))
 
 
 def _stamp(stamp: timestamp_pb2.Timestamp) -> datetime.datetime | None:
