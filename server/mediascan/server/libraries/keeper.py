@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 
 #: Seconds between checks of an OFFLINE library's root.
 OFFLINE_CHECK = 5.0
+#: Seconds between checks of the root of a library that is not OFFLINE: some ways of losing it
+#: send no event (a bind mount unmounted, a folder mounted over it), and polling sends none.
+ROOT_CHECK = 5.0
+#: The start of the reason of a library DEGRADED because the kernel's event queue overflowed.
+OVERFLOWED = "the kernel's event queue overflowed"
+#: In the reason of a library DEGRADED because some of its folders have no watch.
+BLIND = "cannot be watched"
 #: At most this many folders in one targeted rescan; beyond, the whole library is rescanned.
 MAX_TARGETS = 1000
 
@@ -67,6 +74,9 @@ class Keeper:
         self._whole = False  #: rescan the whole library
         self._scheduled: bool | None = None  #: a scheduled rescan is due (True: full)
         self._blind: tuple[str, ...] = ()
+        self._blind_reason = ""
+        #: A whole rescan is owed to an overflow: the library is DEGRADED until one has run.
+        self._overflowed = False
         self._active: asyncio.Task[None] | None = None
         self._group: asyncio.TaskGroup | None = None
 
@@ -83,6 +93,11 @@ class Keeper:
         if problem is not None:
             raise RootOffline(problem)
         await self._mark(library)
+        status = library.status
+        degraded = status.state == scan_pb2.LIBRARY_STATE_DEGRADED
+        if degraded and status.reason.startswith(OVERFLOWED):  # its rescan may never have run
+            self._overflowed = True
+            self._rescan_whole()
         mode = await asyncio.to_thread(
             effective_mode, _MODES.get(library.watch_mode, WatchMode.AUTO), library.root
         )
@@ -92,18 +107,22 @@ class Keeper:
             if watcher is None:  # no inotify instance: polled instead, and said so
                 mode = WatchMode.POLL
         try:
-            # Said once watching has begun: a change made after this is seen.
+            # Said once watching has begun: a change made after this is seen. DEGRADED for
+            # blind folders (as an earlier keeper found them) ends here unless some still are.
             if problem:
                 log.warning("library %s: %s", library.name, problem)
                 await self._set(scan_pb2.LIBRARY_STATE_DEGRADED, problem, watching=_WATCHING[mode])
-            elif library.status.state == scan_pb2.LIBRARY_STATE_OFFLINE or (
-                library.status.watching != _WATCHING[mode]
+            elif (
+                status.state == scan_pb2.LIBRARY_STATE_OFFLINE
+                or status.watching != _WATCHING[mode]
+                or (degraded and BLIND in status.reason and not (watcher and watcher.blind))
             ):
                 await self._set(scan_pb2.LIBRARY_STATE_ACTIVE, watching=_WATCHING[mode])
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 group.create_task(self._submitter())
                 group.create_task(self._schedule())
+                group.create_task(self._check_root())
                 if watcher is not None:
                     group.create_task(self._watch(watcher))
                 elif mode is WatchMode.POLL:
@@ -140,12 +159,13 @@ class Keeper:
                 if isinstance(signal, Changed):
                     self._add(signal.folders, signal.trees)
                 elif isinstance(signal, Overflowed):
-                    log.warning("library %s: the kernel's event queue overflowed", library.name)
+                    log.warning("library %s: %s", library.name, OVERFLOWED)
                     await self._set(
                         scan_pb2.LIBRARY_STATE_DEGRADED,
-                        "the kernel's event queue overflowed (fs.inotify.max_queued_events): "
-                        "changes were missed, so the whole library is rescanned",
+                        f"{OVERFLOWED} (fs.inotify.max_queued_events): changes were missed, so "
+                        "the whole library is rescanned",
                     )
+                    self._overflowed = True
                     self._rescan_whole()
                 elif isinstance(signal, Blind):
                     blind_poll = await self._go_blind(signal, blind_poll)
@@ -154,7 +174,7 @@ class Keeper:
                         blind_poll.cancel()
                         blind_poll = None
                     self._blind = ()
-                    await self._set(scan_pb2.LIBRARY_STATE_ACTIVE)
+                    await self._recover(BLIND)
                 elif isinstance(signal, RootLost):
                     raise RootOffline(f"the root {library.root} was {signal.reason}")
         finally:
@@ -165,12 +185,12 @@ class Keeper:
         self, signal: Blind, poller: asyncio.Task[None] | None
     ) -> asyncio.Task[None]:
         reason = (
-            f"{len(signal.folders)} folders cannot be watched ({signal.reason}): they are "
+            f"{len(signal.folders)} folders {BLIND} ({signal.reason}): they are "
             f"polled every {seconds(self.library, 'poll_interval'):g}s instead"
         )
         log.warning("library %s: %s", self.library.name, reason)
         await self._set(scan_pb2.LIBRARY_STATE_DEGRADED, reason)
-        self._blind = signal.folders
+        self._blind, self._blind_reason = signal.folders, reason
         if poller is None:
             # Each blind folder tops a part of the tree never watched: walked whole.
             poller = asyncio.create_task(self._poll(lambda: self._add((), self._blind)))
@@ -181,6 +201,13 @@ class Keeper:
         while True:
             await asyncio.sleep(interval)
             due()
+
+    async def _check_root(self) -> None:
+        while True:
+            await asyncio.sleep(ROOT_CHECK)
+            problem = await asyncio.to_thread(root_problem, await self._fresh())
+            if problem is not None:
+                raise RootOffline(problem)
 
     async def _schedule(self) -> None:
         """Scheduled rescans: a run missed while no server held the library runs once, now."""
@@ -232,7 +259,10 @@ class Keeper:
             if problem is not None:
                 raise RootOffline(problem)
             assert self._group is not None
-            self._active = self._group.create_task(self._run_job(spec))
+            recovers = self._overflowed and not spec.folders and not spec.trees
+            if recovers:
+                self._overflowed = False  # another overflow from now on owes another
+            self._active = self._group.create_task(self._run_job(spec, recovers))
 
     def _next_spec(self) -> ScanSpec | None:
         library = self.library
@@ -265,11 +295,13 @@ class Keeper:
         self._folders.clear()
         self._trees.clear()
 
-    async def _run_job(self, spec: ScanSpec) -> None:
+    async def _run_job(self, spec: ScanSpec, recovers: bool = False) -> None:
+        """Run one scan; `recovers`: it is the whole rescan owed to an overflow."""
         loop = asyncio.get_running_loop()
         try:
             job = await self._jobs.run(spec)
         except MediascanError as exc:  # the store fails, the queue refuses: later
+            self._overflowed |= recovers
             log.warning(
                 "library %s: a %s scan could not run (%s); trying again in %gs",
                 self.library.name,
@@ -283,10 +315,13 @@ class Keeper:
             self._wake.set()  # whatever was noticed meanwhile goes next
         if job.result.deferred:  # files still changing: look again once they may be quiet
             loop.call_later(spec.quiet, self._again, spec)
-        if self.library.status.state == scan_pb2.LIBRARY_STATE_DEGRADED and not self._blind:
-            fresh = await self._fresh()
-            if fresh.status.reason.startswith("the kernel's event queue overflowed"):
-                await self._set(scan_pb2.LIBRARY_STATE_ACTIVE)
+        if not recovers:
+            return
+        if job.state == scan_pb2.JOB_STATE_SUCCEEDED:
+            await self._recover(OVERFLOWED)
+        else:  # what was missed may still be missing: another whole rescan, later
+            self._overflowed = True
+            loop.call_later(RETRY_SUBMIT, self._rescan_whole)
 
     def _again(self, spec: ScanSpec) -> None:
         if spec.folders or spec.trees:
@@ -306,6 +341,20 @@ class Keeper:
                 break
         log.info("library %s: its root is back; rescanning it", self.library.name)
         self._rescan_whole()
+
+    async def _recover(self, cause: str) -> None:
+        """The library is DEGRADED no more for `cause` (OVERFLOWED, BLIND): ACTIVE, or still
+        DEGRADED for the folders that have no watch; unchanged if it is DEGRADED for another
+        reason, or a whole rescan is still owed to an overflow."""
+        if self._overflowed:
+            return
+        status = (await self._fresh()).status
+        if status.state != scan_pb2.LIBRARY_STATE_DEGRADED or cause not in status.reason:
+            return
+        if self._blind:
+            await self._set(scan_pb2.LIBRARY_STATE_DEGRADED, self._blind_reason)
+        else:
+            await self._set(scan_pb2.LIBRARY_STATE_ACTIVE)
 
     async def _set(self, state: int, reason: str = "", *, watching: int | None = None) -> None:
         await st.update_status(

@@ -28,8 +28,9 @@ class Overflowed:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Blind:
-    """Folders that have no watch, so changes in them are not seen: poll each of them (its direct
-    entries) until `Sighted`. Sent each time this set changes while it is not empty, whole;
+    """Folders that have no watch, so changes in them are not seen: poll each of them whole (a
+    blind folder is not entered, so nothing below it is watched either) until `Sighted`. Sent
+    each time this set changes while it is not empty, whole;
     `reason` says why the latest ones could not be watched (the watch limit, permissions)."""
 
     folders: tuple[str, ...]
