@@ -23,6 +23,8 @@ from _proxy import CuttableProxy
 from mediascan.client import LibraryMirror, MediascanError, ScanClient
 from mediascan.v1 import scan_pb2
 
+pytestmark = pytest.mark.both_backends
+
 TIMEOUT = 60.0
 #: A quiet window of 1 ns: the files a test has just written are probed at once.
 QUIET = 1e-9
@@ -597,3 +599,31 @@ async def test_a_consumer_that_disconnects_at_random_ends_with_the_librarys_cont
     assert consumer.starts >= 15 and consumer.restarts >= 5 and disrupt.cuts >= 3
     assert consumer.early_stops >= 1 and consumer.resyncs >= 1
     assert last >= 40 and consumer.changes >= 20 and len(servers) == 3
+
+
+async def test_a_feed_goes_on_at_the_next_server_of_the_database(
+    backend: str, make_server: Any, tmp_path: Path
+) -> None:
+    """Two servers on one PostgreSQL database: the follower, given both, follows on the first;
+    when it stops, the follower resumes on the second after the last change it had, and gets
+    the changes the second makes, with no gap or repeat and no second RESYNC."""
+    if backend != "postgres":
+        pytest.skip("several servers share a PostgreSQL database only")
+    first, second = await make_server(shutdown_grace=0), await make_server(shutdown_grace=0)
+    root = tmp_path / "lib"
+    root.mkdir()
+    async with ScanClient([first.address, second.address]) as client:
+        await client.create_library("lib", str(root), **QUIET_LIBRARY)
+        follower = Follower(client, "lib", reconnect_timeout=TIMEOUT)
+        changes = [await follower.next()]
+        tiny_video(root / "a.mp4")
+        await scan(client, root)
+        changes.append(await follower.next())
+        await first.stop()
+        tiny_video(root / "b.mp4", seconds=0.4)
+        await scan(client, root)  # on the second server: the first is gone
+        changes.append(await follower.next())
+        assert client.target == second.address
+        await follower.close()
+    assert [(c.kind, c.sequence) for c in changes] == [(RESYNC, 0), (ADDED, 1), (ADDED, 2)]
+    assert changes[2].path == real(root / "b.mp4")
