@@ -40,6 +40,7 @@ from typing import Any
 import grpc
 import pytest
 from _library_helpers import (
+    HANG_MARK,
     all_videos,
     can_drop_file_permission_bypass,
     real,
@@ -54,6 +55,7 @@ from mediascan.server.libraries.keeper import OVERFLOWED
 from mediascan.server.libraries.rootcheck import MARKER
 from mediascan.server.store import SqliteStore
 from mediascan.server.testing import final_job
+from mediascan.server.testing_prober import HANG_SIGNAL, MODULE
 from mediascan.v1 import scan_pb2, scan_pb2_grpc
 
 #: The bound on any wait for the server: generous, for a busy machine and two test runs at once.
@@ -119,12 +121,19 @@ async def spawned(
     prefix: Sequence[str] = (),
     namespaces: Sequence[str] = (),
     name: str = "server",
+    hang: Path | None = None,
+    args: Sequence[str] = (),
 ) -> AsyncIterator[Server]:
     """`mediascan-server` started through `prefix` (e.g. unshare): stopped (and continued, if
-    paused) at the end, which ends its namespaces and whatever was mounted in them."""
+    paused) at the end, which ends its namespaces and whatever was mounted in them. `hang`: a
+    FIFO; the server's probers hang on files named HANG_MARK, and say so there first."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIASCAN_")}
     stderr_path = tmp_path / f"{name}.stderr"
-    command = [str(BIN / "mediascan-server"), "--listen", "127.0.0.1:0"]
+    command = [str(BIN / "mediascan-server")]
+    if hang is not None:  # the server's own main(), with the test prober (same process)
+        command = [sys.executable, "-m", MODULE, "server", f"hang:{HANG_MARK}", "--"]
+        env[HANG_SIGNAL] = str(hang)
+    command += ["--listen", "127.0.0.1:0", *args]
     with stderr_path.open("w") as stderr:
         process = await asyncio.create_subprocess_exec(
             *prefix,
@@ -639,6 +648,17 @@ async def scanned_before(stub: Any, root: Path, count: int) -> None:
     assert job.state == scan_pb2.JOB_STATE_SUCCEEDED and job.result.added == count, job
 
 
+async def hanging(fifo: Path) -> str:
+    """The path of the file whose probe hangs, once the test prober says so on `fifo`."""
+
+    def read() -> str:
+        with open(fifo) as said:
+            return said.readline().strip().partition(" ")[2]
+
+    async with asyncio.timeout(WAIT):
+        return await asyncio.to_thread(read)
+
+
 @pytest.mark.slow
 async def test_an_overflow_degrades_the_library_until_a_whole_rescan_brings_every_change(
     tmp_path: Path,
@@ -647,7 +667,8 @@ async def test_an_overflow_degrades_the_library_until_a_whole_rescan_brings_ever
     a burst of more events than the kernel queues (fs.inotify.max_queued_events, the
     machine's own: no namespace has a copy) follows; continued (SIGCONT), the library is
     DEGRADED for the overflow, one WATCH job of the whole library brings every change in, and
-    only then is it ACTIVE again."""
+    only then is it ACTIVE again: not when a WATCH job that was running before the overflow
+    ends (its probe hangs until it is cancelled)."""
     queued = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
     if queued > 1_000_000:
         pytest.skip(f"max_queued_events is {queued}: too long a burst")
@@ -655,10 +676,13 @@ async def test_an_overflow_degrades_the_library_until_a_whole_rescan_brings_ever
     root, staged = tmp_path / "lib", tmp_path / "staged"
     for index, name in enumerate(("gone", "replaced", "moved", "kept", "also-kept")):
         tiny_video(root / f"{name}.mp4", seconds=0.2 + index / 10)
-    (root / "sub").mkdir()
-    (root / "burst").mkdir()
+    for folder in ("sub", "burst", "slow"):
+        (root / folder).mkdir()
     new = [tiny_video(staged / f"new-{i}.mp4", seconds=0.8 + i / 10) for i in range(2)]
     replacement = tiny_video(staged / "replacement.mp4", seconds=1.2)
+    held = tiny_video(staged / f"{HANG_MARK}.mp4")
+    fifo = tmp_path / "hanging"
+    os.mkfifo(fifo)
 
     def changes_and_burst() -> None:
         os.rename(new[0], root / "new-0.mp4")
@@ -666,15 +690,22 @@ async def test_an_overflow_degrades_the_library_until_a_whole_rescan_brings_ever
         (root / "gone.mp4").unlink()
         os.rename(replacement, root / "replaced.mp4")
         os.rename(root / "moved.mp4", root / "sub" / "moved.mp4")
+        os.rename(root / "slow" / held.name, held)  # not to hang the whole rescan too
         for i in range(queued):  # each: IN_CREATE, IN_CLOSE_WRITE, IN_DELETE
             path = root / "burst" / f"{i}.tmp"
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
             path.unlink()
 
-    async with spawned(tmp_path) as server:
+    args = ("--probe-timeout", "120")
+    async with spawned(tmp_path, hang=fifo, args=args) as server:
         stub = server.stub
         follower = await watched(stub, root)
         await scanned(stub, root, 5)
+        os.rename(held, root / "slow" / held.name)
+        assert await hanging(fifo) == real(root / "slow" / held.name)
+        [running] = (await stub.ListJobs(scan_pb2.ListJobsRequest())).jobs[:1]
+        assert running.trigger == scan_pb2.TRIGGER_WATCH and running.options.folders, running
+        assert running.state == scan_pb2.JOB_STATE_RUNNING, running
         server.process.send_signal(signal.SIGSTOP)
         try:
             await stopped(server.pid)  # else it may read the first events of the burst
@@ -684,6 +715,8 @@ async def test_an_overflow_degrades_the_library_until_a_whole_rescan_brings_ever
         status = await follower.state(DEGRADED, "overflowed", "max_queued_events")
         assert follower.last_status_change().status == status
         assert "library libraries/lib: the kernel's event queue overflowed" in server.log()
+        cancelled = await stub.CancelJob(scan_pb2.CancelJobRequest(job_id=running.job_id))
+        assert cancelled.state == scan_pb2.JOB_STATE_CANCELLED, cancelled
         active = await follower.state(ACTIVE)
         jobs = (await stub.ListJobs(scan_pb2.ListJobsRequest())).jobs
         whole = [
