@@ -73,6 +73,24 @@ async def scan(stub: Any, path: Path | str, *, timeout: float = 60.0, **fields: 
     return await final_job(stub, response.job_id, timeout=timeout)
 
 
+async def first_rescan(stub: Any, name: str = "lib", timeout: float = 120.0) -> Any:
+    """The whole rescan (TRIGGER_WATCH) a server submits when it begins keeping library `name`,
+    followed to its end. Call it once the library's status says it is watched or polled: the
+    rescan is submitted before that status is stored."""
+    jobs = (await stub.ListJobs(scan_pb2.ListJobsRequest(page_size=1000))).jobs
+    whole = [
+        job
+        for job in jobs
+        if job.library == f"libraries/{name}"
+        and job.trigger == scan_pb2.TRIGGER_WATCH
+        and not job.options.folders
+        and not job.options.trees
+    ]
+    assert whole, [(job.job_id, job.library, job.trigger) for job in jobs]
+    first = min(whole, key=lambda job: job.create_time.ToNanoseconds())
+    return await final_job(stub, first.job_id, timeout=timeout)
+
+
 async def get_job(stub: Any, job_id: str) -> Any:
     return await stub.GetJob(scan_pb2.GetJobRequest(job_id=job_id))
 

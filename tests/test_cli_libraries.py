@@ -53,6 +53,8 @@ ADD_FILMS = (
     "4",
     "--removal-limit",
     "25%",
+    "--extensions",
+    "mkv,.WEBM",
     "--no-recursive",
 )
 
@@ -73,6 +75,7 @@ async def test_add_prints_the_library(server: Any, tmp_path: Path) -> None:
     assert shown["rescans"] == "every 168h, each 4th full"
     assert shown["removal limit"] == "25% of its videos a scan"
     assert shown["scan options"] == "not recursive, no symlinks"
+    assert shown["extensions"] == "mkv,.WEBM"
     assert shown["videos"] == "0 (0 B)" and shown["last change"] == "0"
     assert shown["uid"] and shown["created"]
     (tmp_path / "shows").mkdir()
@@ -82,6 +85,7 @@ async def test_add_prints_the_library(server: Any, tmp_path: Path) -> None:
     assert made.code == 0, made
     assert made.json()["name"] == "libraries/shows"
     assert made.json()["watchMode"] == "WATCH_MODE_AUTO"  # the server's default
+    assert "extensions" not in made.json()  # the server's set
 
 
 async def test_list_is_a_table_of_the_libraries(server: Any, tmp_path: Path) -> None:

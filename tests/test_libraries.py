@@ -119,6 +119,11 @@ async def test_bad_requests_get_clear_errors(stub: Any, tmp_path: Path) -> None:
         "library.poll_interval",
     )
     await expect_error(create(stub, "films", tmp_path / "missing"), grpc.StatusCode.NOT_FOUND)
+    for extensions in ("mp4,+mkv", "m p4", "x" * 2000):
+        details = await expect_error(
+            create(stub, "films", tmp_path / "a", extensions=extensions), bad, "library.extensions"
+        )
+        assert "extension" in details, details
     await create(stub, "films", tmp_path / "a")
     await expect_error(
         create(stub, "films", tmp_path / "a" / "b"), grpc.StatusCode.ALREADY_EXISTS, "library_id"
@@ -297,3 +302,39 @@ async def test_files_still_changing_are_deferred(stub: Any, tmp_path: Path) -> N
     )
     job = await scan(stub, root)
     assert (job.result.deferred, job.result.added) == (0, 1), job.result
+
+
+async def test_a_library_takes_its_own_extensions_in_every_scan(stub: Any, tmp_path: Path) -> None:
+    """`extensions` replaces the server's set or adds to it, for the library's scans and for a
+    user's scan of a folder under its root alike; the job says what it took."""
+    root = tmp_path / "lib"
+    tiny_video(root / "a.mp4")
+    tiny_video(root / "sub" / "b.mkv", container_format="matroska")
+    tiny_video(root / "c.vid", container_format="mp4")
+    await create(stub, "lib", root, extensions="MKV")
+    job = await scan(stub, root / "sub")
+    assert job.state == SUCCEEDED and job.options.extensions == "MKV", job
+    job = await scan(stub, root)
+    assert job.state == SUCCEEDED and job.options.extensions == "MKV", job
+    listed = await all_videos(stub, library="libraries/lib")
+    assert [v.path for v in listed] == [real(root / "sub" / "b.mkv")]
+    updated = await stub.UpdateLibrary(
+        scan_pb2.UpdateLibraryRequest(
+            library=scan_pb2.Library(name="libraries/lib", extensions="+vid"),
+            update_mask={"paths": ["extensions"]},
+        )
+    )
+    assert updated.extensions == "+vid"
+    job = await scan(stub, root)
+    assert job.state == SUCCEEDED and job.result.added == 2, job
+    listed = await all_videos(stub, library="libraries/lib")
+    assert sorted(v.path for v in listed) == [
+        real(root / "a.mp4"),
+        real(root / "c.vid"),
+        real(root / "sub" / "b.mkv"),
+    ]
+    outside = tmp_path / "outside"
+    tiny_video(outside / "d.vid", container_format="mp4")
+    job = await scan(stub, outside)  # no library: the server's set, which has no .vid
+    assert job.state == SUCCEEDED and job.options.extensions == "", job
+    assert job.result.files_total == 0, job

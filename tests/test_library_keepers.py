@@ -12,11 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _library_helpers import real, tiny_video
+from _library_helpers import (
+    HANG_MARK,
+    LONG_PROBE_TIMEOUT,
+    first_rescan,
+    real,
+    set_fault,
+    start_hung_blocker,
+    tiny_video,
+)
 from test_libraries import Feed, create
 
 from mediascan.server.libraries import status as st
 from mediascan.server.store import SqliteStore
+from mediascan.server.testing import final_job
 from mediascan.v1 import scan_pb2
 
 WAIT = 60.0
@@ -32,11 +41,14 @@ async def next_of(feed: Feed, kind: int) -> Any:
 
 
 async def watching(stub: Any, feed: Feed, name: str = "lib") -> int:
-    """Once the library's keeper watches (after the RESYNC of a new feed): its mode."""
+    """Once the library's keeper watches (after the RESYNC of a new feed) and its first whole
+    rescan has ended: its mode."""
     resync = await feed.next()
     assert resync.kind == scan_pb2.CHANGE_KIND_RESYNC
     if resync.sequence == 0:  # the keeper has not said it yet
         await next_of(feed, scan_pb2.CHANGE_KIND_STATUS)
+    first = await first_rescan(stub, name)
+    assert first.state == scan_pb2.JOB_STATE_SUCCEEDED, first
     library = await stub.GetLibrary(scan_pb2.GetLibraryRequest(name=name))
     return int(library.status.watching)
 
@@ -106,23 +118,58 @@ async def test_a_file_being_written_is_added_once_whole(stub: Any, tmp_path: Pat
 
 
 @pytest.mark.slow
-async def test_polling_finds_what_changed(stub: Any, tmp_path: Path) -> None:
-    root = tmp_path / "lib"
-    root.mkdir()
+async def test_polling_rescans_only_the_folders_that_changed(stub: Any, tmp_path: Path) -> None:
+    """WATCH_MODE_POLL: each change is found by a poll and rescanned as a targeted job (the
+    folder whose files changed, or the tree that appeared), and a poll that finds nothing makes
+    no job."""
+    root, staging = tmp_path / "lib", tmp_path / "staging"
+    (root / "sub").mkdir(parents=True)
+    tiny_video(root / "a.mp4", seconds=0.4)
     await create(
         stub,
         "lib",
         root,
         watch_mode=scan_pb2.WATCH_MODE_POLL,
         poll_interval={"seconds": 1},
+        quiet_window=QUIET,
     )
     feed = Feed(stub, "lib")
     assert await watching(stub, feed) == scan_pb2.WATCH_MODE_POLL
-    tiny_video(root / "a.mp4")
-    added = await next_of(feed, scan_pb2.CHANGE_KIND_ADDED)
-    job = await stub.GetJob(scan_pb2.GetJobRequest(job_id=added.job_id))
-    assert job.trigger == scan_pb2.TRIGGER_WATCH and not job.options.folders
+    first = await first_rescan(stub)
+    assert not first.options.folders and not first.options.trees, first
+    added = await next_of(feed, scan_pb2.CHANGE_KIND_ADDED)  # once quiet, if put off
+    assert added.path == real(root / "a.mp4")
+
+    async def targets_of(kind: int, path: Path) -> list[str]:
+        change = await next_of(feed, kind)
+        assert change.path == real(path), change
+        job = await stub.GetJob(scan_pb2.GetJobRequest(job_id=change.job_id))
+        assert job.trigger == scan_pb2.TRIGGER_WATCH, job
+        return [*job.options.folders, *(f"tree:{tree}" for tree in job.options.trees)]
+
+    os.rename(tiny_video(staging / "b.mp4"), root / "sub" / "b.mp4")
+    assert await targets_of(scan_pb2.CHANGE_KIND_ADDED, root / "sub" / "b.mp4") == [
+        real(root / "sub")
+    ]
+    tiny_video(staging / "new" / "deeper" / "c.mp4")
+    os.rename(staging / "new", root / "new")
+    assert await targets_of(scan_pb2.CHANGE_KIND_ADDED, root / "new" / "deeper" / "c.mp4") == [
+        f"tree:{real(root / 'new')}"
+    ]
+    os.rename(tiny_video(staging / "a.mp4", seconds=0.9), root / "a.mp4")
+    assert await targets_of(scan_pb2.CHANGE_KIND_UPDATED, root / "a.mp4") == [real(root)]
+    shutil.rmtree(root / "new")
+    assert await targets_of(scan_pb2.CHANGE_KIND_REMOVED, root / "new" / "deeper" / "c.mp4") == [
+        f"tree:{real(root / 'new')}"
+    ]
     feed.close()
+    jobs = (await stub.ListJobs(scan_pb2.ListJobsRequest())).jobs
+    assert len(jobs) >= 5, jobs
+    for listed in jobs:  # each found something, or put off a file still changing
+        job = await final_job(stub, listed.job_id, timeout=WAIT)
+        result = job.result
+        found = result.added + result.updated + result.removed + result.moved + result.deferred
+        assert job.job_id == first.job_id or found, job
 
 
 async def test_a_root_that_goes_away_is_offline_and_nothing_is_removed(
@@ -183,3 +230,34 @@ async def test_a_missed_schedule_runs_once_at_start(
     library = await stub.GetLibrary(scan_pb2.GetLibraryRequest(name="lib"))
     assert library.status.scheduled_runs == 1
     assert library.status.next_rescan_time.ToNanoseconds() > job.create_time.ToNanoseconds()
+
+
+@pytest.mark.slow
+async def test_a_scheduled_rescan_waits_for_a_users_scan_of_the_library(
+    make_server: Any, connect: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scheduled run that comes due while a user's scan of a folder holding the library is
+    running is submitted only once that scan has ended."""
+    set_fault(monkeypatch, "hang", HANG_MARK)
+    server = await make_server(probe_timeout=LONG_PROBE_TIMEOUT)
+    stub = await connect(server.address)
+    outer = tmp_path / "outer"
+    tiny_video(outer / "lib" / "a.mp4")
+    user_job = await start_hung_blocker(stub, outer)  # a scan of outer, the library's parent
+    every_second = {"seconds": 1}
+    await create(stub, "lib", outer / "lib", rescan_interval=every_second)
+    get = scan_pb2.GetLibraryRequest(name="lib")
+    async with asyncio.timeout(WAIT):  # no stream says a run came due: read the status
+        while (await stub.GetLibrary(get)).status.scheduled_runs < 1:
+            await asyncio.sleep(0.1)
+    jobs = (await stub.ListJobs(scan_pb2.ListJobsRequest())).jobs
+    assert [j.trigger for j in jobs] == [scan_pb2.TRIGGER_USER], jobs
+    cancelled = await stub.CancelJob(scan_pb2.CancelJobRequest(job_id=user_job))
+    assert cancelled.state == scan_pb2.JOB_STATE_CANCELLED
+    feed = Feed(stub, "lib")
+    added = await next_of(feed, scan_pb2.CHANGE_KIND_ADDED)
+    feed.close()
+    scheduled = await final_job(stub, added.job_id, timeout=WAIT)
+    assert scheduled.trigger == scan_pb2.TRIGGER_SCHEDULE, scheduled
+    ended = cancelled.end_time.ToNanoseconds()
+    assert scheduled.create_time.ToNanoseconds() >= ended, (scheduled, cancelled)

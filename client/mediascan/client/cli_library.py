@@ -96,6 +96,12 @@ _SETTINGS = (
         "the library DEGRADED until a scan with --force",
     ),
     arg(
+        "--extensions",
+        metavar="LIST",
+        help='the file name extensions that are videos here: "mp4,mkv" (only those), "+vid,+dv" '
+        "(the server's and those), or \"\" (the server's set, the default)",
+    ),
+    arg(
         "--recursive",
         action=argparse.BooleanOptionalAction,
         help="descend into subfolders (the default), or not (--no-recursive)",
@@ -113,6 +119,7 @@ _SETTING_NAMES = (
     "rescan_interval",
     "full_rescan_every",
     "removal_limit",
+    "extensions",
     "recursive",
     "follow_symlinks",
 )

@@ -90,6 +90,7 @@ def library_details(library: scan_pb2.Library) -> list[str]:
         ("rescans", _rescans(library)),
         ("removal limit", f"{library.removal_limit:.0%} of its videos a scan"),
         ("scan options", ", ".join(flags)),
+        ("extensions", library.extensions or "the server's"),
         ("videos", f"{status.video_count} ({format_bytes(status.total_size_bytes)})"),
         ("last change", str(status.last_sequence)),
         ("last scan", last_scan),

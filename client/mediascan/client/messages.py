@@ -35,6 +35,9 @@ class LibrarySettings(TypedDict, total=False):
     full_rescan_every: int
     #: The largest share of the library's videos one scan may remove (default 0.5).
     removal_limit: float
+    #: The file name extensions that are videos in the library: "mp4,mkv" replaces the server's
+    #: set, "+vid,+dv" adds to it; "" (the default) is the server's set.
+    extensions: str
 
 
 def duration(value: Seconds) -> duration_pb2.Duration:

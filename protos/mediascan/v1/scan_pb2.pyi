@@ -188,7 +188,7 @@ class SubmitScanResponse(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., job: _Optional[_Union[Job, _Mapping]] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
 
 class ScanOptions(_message.Message):
-    __slots__ = ("recursive", "follow_symlinks", "timeout", "priority", "full", "verify", "force", "folders", "trees", "quiet_window")
+    __slots__ = ("recursive", "follow_symlinks", "timeout", "priority", "full", "verify", "force", "folders", "trees", "quiet_window", "extensions")
     RECURSIVE_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_SYMLINKS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +199,7 @@ class ScanOptions(_message.Message):
     FOLDERS_FIELD_NUMBER: _ClassVar[int]
     TREES_FIELD_NUMBER: _ClassVar[int]
     QUIET_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     recursive: bool
     follow_symlinks: bool
     timeout: _duration_pb2.Duration
@@ -209,7 +210,8 @@ class ScanOptions(_message.Message):
     folders: _containers.RepeatedScalarFieldContainer[str]
     trees: _containers.RepeatedScalarFieldContainer[str]
     quiet_window: _duration_pb2.Duration
-    def __init__(self, recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ..., verify: _Optional[_Union[Verify, str]] = ..., force: _Optional[bool] = ..., folders: _Optional[_Iterable[str]] = ..., trees: _Optional[_Iterable[str]] = ..., quiet_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
+    extensions: str
+    def __init__(self, recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., timeout: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., priority: _Optional[int] = ..., full: _Optional[bool] = ..., verify: _Optional[_Union[Verify, str]] = ..., force: _Optional[bool] = ..., folders: _Optional[_Iterable[str]] = ..., trees: _Optional[_Iterable[str]] = ..., quiet_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., extensions: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("job_id", "state", "path", "options", "progress", "result", "error", "create_time", "start_time", "end_time", "attempt", "last_sequence", "request_id", "node", "trigger", "library")
@@ -702,7 +704,7 @@ class ListDuplicatesResponse(_message.Message):
     def __init__(self, groups: _Optional[_Iterable[_Union[DuplicateGroup, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class Library(_message.Message):
-    __slots__ = ("name", "root", "recursive", "follow_symlinks", "watch_mode", "poll_interval", "quiet_window", "rescan_interval", "full_rescan_every", "removal_limit", "status", "uid", "create_time")
+    __slots__ = ("name", "root", "recursive", "follow_symlinks", "watch_mode", "poll_interval", "quiet_window", "rescan_interval", "full_rescan_every", "removal_limit", "status", "uid", "create_time", "extensions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ROOT_FIELD_NUMBER: _ClassVar[int]
     RECURSIVE_FIELD_NUMBER: _ClassVar[int]
@@ -716,6 +718,7 @@ class Library(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXTENSIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     root: str
     recursive: bool
@@ -729,7 +732,8 @@ class Library(_message.Message):
     status: LibraryStatus
     uid: str
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., root: _Optional[str] = ..., recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., watch_mode: _Optional[_Union[WatchMode, str]] = ..., poll_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., quiet_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., rescan_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., full_rescan_every: _Optional[int] = ..., removal_limit: _Optional[float] = ..., status: _Optional[_Union[LibraryStatus, _Mapping]] = ..., uid: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    extensions: str
+    def __init__(self, name: _Optional[str] = ..., root: _Optional[str] = ..., recursive: _Optional[bool] = ..., follow_symlinks: _Optional[bool] = ..., watch_mode: _Optional[_Union[WatchMode, str]] = ..., poll_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., quiet_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., rescan_interval: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., full_rescan_every: _Optional[int] = ..., removal_limit: _Optional[float] = ..., status: _Optional[_Union[LibraryStatus, _Mapping]] = ..., uid: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., extensions: _Optional[str] = ...) -> None: ...
 
 class LibraryStatus(_message.Message):
     __slots__ = ("state", "reason", "since", "watching", "last_job_id", "last_scan_end_time", "video_count", "total_size_bytes", "last_sequence", "node", "next_rescan_time", "marker", "scheduled_runs")

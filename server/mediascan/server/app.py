@@ -701,7 +701,7 @@ def _start_keepers(
         return None
     keepers = LibraryKeepers(
         store,
-        LibraryJobs(queue, config.effective_default_timeout),
+        LibraryJobs(queue, config.effective_default_timeout, config.video_suffixes),
         node=config.effective_node_name,
         roots=roots.paths,
         lease=config.lease,

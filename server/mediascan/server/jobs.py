@@ -151,6 +151,8 @@ class ScanSpec:
     trees: tuple[str, ...] = ()
     #: Seconds a file must have been unchanged to be probed (0: no quiet window).
     quiet: float = 0.0
+    #: The library's `extensions` (over the server's set); "": the server's set.
+    extensions: str = ""
 
     @property
     def decode(self) -> bool:
@@ -169,6 +171,8 @@ class ScanSpec:
             flags += f"t{self.trigger}"
         if self.folders or self.trees:
             flags += f"{self.folders!r}{self.trees!r}"
+        if self.extensions:
+            flags += f"e{self.extensions!r}"
         return f"{flags}:{self.timeout!r}:{self.priority}:{self.path}"
 
     def new_job(self) -> scan_pb2.Job:
@@ -189,6 +193,7 @@ class ScanSpec:
                 folders=self.folders,
                 trees=self.trees,
                 quiet_window=seconds_to_duration(self.quiet) if self.quiet else None,
+                extensions=self.extensions,
             ),
             progress=scan_pb2.Progress(),
             create_time=now_timestamp(),
@@ -224,6 +229,7 @@ def spec_of(job: scan_pb2.Job) -> ScanSpec:
         folders=tuple(job.options.folders),
         trees=tuple(job.options.trees),
         quiet=job.options.quiet_window.ToNanoseconds() / 1e9,
+        extensions=job.options.extensions,
     )
 
 

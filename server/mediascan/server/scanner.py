@@ -45,7 +45,7 @@ from .shared_scan import SharedProbes
 from .store import Fence, HealthUpdate, LibraryStore, VideoRow
 from .store.probe_queue import BatchOutcome, ProbeQueue
 from .verify import Verifier, health_update, verify_file, with_health
-from .videonames import VIDEO_SUFFIXES
+from .videonames import VIDEO_SUFFIXES, parse_extensions
 from .walker import Batch, FoundFile, Item, Walker
 
 _WALK_QUEUE = 8  # batches in flight between the walker and the loop
@@ -160,7 +160,7 @@ class _ScanRun:
         self._prober = parts.prober
         self._walk_executor = parts.walk_executor
         self._roots = parts.roots
-        self._suffixes = parts.suffixes
+        self._suffixes = parse_extensions(spec.extensions, parts.suffixes)
         self._spec = spec
         self._fence = fence
         self._job_id = fence.job_id

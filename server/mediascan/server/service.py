@@ -340,6 +340,7 @@ class ScanService(scan_pb2_grpc.ScanServiceServicer):  # type: ignore[misc]
         return ScanSpec(
             library=library.name if library is not None else "",
             quiet=seconds(library, "quiet_window") if library is not None else 0.0,
+            extensions=library.extensions if library is not None else "",
             force=request.force,
             path=path,
             recursive=request.recursive if request.HasField("recursive") else True,

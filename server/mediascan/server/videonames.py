@@ -43,18 +43,19 @@ VIDEO_SUFFIXES: frozenset[str] = frozenset("." + extension for extension in VIDE
 _EXTENSION = re.compile(r"[a-z0-9][a-z0-9_-]{0,15}")
 
 
-def parse_extensions(text: str) -> frozenset[str]:
-    """The suffixes (".mp4", ...) `--extensions` names: "" is the default set; "mp4,mkv"
-    replaces it; "+vid,+dv" adds to it (every item with "+", or none). Case and a leading dot
-    do not matter. ValueError says what is wrong."""
+def parse_extensions(text: str, base: frozenset[str] = VIDEO_SUFFIXES) -> frozenset[str]:
+    """The suffixes (".mp4", ...) `text` names (`--extensions`, a library's `extensions`): ""
+    is `base` (the default set; for a library, the server's); "mp4,mkv" replaces it; "+vid,+dv"
+    adds to it (every item with "+", or none). Case and a leading dot do not matter. ValueError
+    says what is wrong."""
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items:
-        return VIDEO_SUFFIXES
+        return base
     adding = [item.startswith("+") for item in items]
     if any(adding) and not all(adding):
         raise ValueError(
             f"mixes added and replacing extensions ({text!r}): prefix every one with + to add "
-            "to the default set, or none to replace it"
+            "to the set, or none to replace it"
         )
     names = {item.lstrip("+").lstrip(".").lower() for item in items}
     bad = sorted(name for name in names if not _EXTENSION.fullmatch(name))
@@ -64,7 +65,7 @@ def parse_extensions(text: str) -> frozenset[str]:
             "e.g. mp4 or .mkv)"
         )
     chosen = {"." + name for name in names}
-    return VIDEO_SUFFIXES | chosen if all(adding) else frozenset(chosen)
+    return base | chosen if all(adding) else frozenset(chosen)
 
 
 def is_video_name(name: str, suffixes: frozenset[str] = VIDEO_SUFFIXES) -> bool:

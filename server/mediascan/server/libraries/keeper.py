@@ -9,17 +9,20 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from mediascan.v1 import scan_pb2
 
 from ..engine import AsyncJobQueue
-from ..errors import MediascanError, Unavailable
+from ..errors import MediascanError, NotFound, Unavailable
 from ..jobs import ScanSpec, is_terminal
 from ..store.changes import LibraryCatalog
+from ..videonames import VIDEO_SUFFIXES, parse_extensions
 from ..watching import FolderWatcher, WatchMode, effective_mode
+from ..watching.poll import FolderPoller
 from ..watching.signals import Blind, Changed, Overflowed, RootLost, Sighted
 from . import status as st
+from .polling import PollLoop
 from .rootcheck import root_problem, write_marker
 from .settings import seconds
 
@@ -97,7 +100,6 @@ class Keeper:
         degraded = status.state == scan_pb2.LIBRARY_STATE_DEGRADED
         if degraded and status.reason.startswith(OVERFLOWED):  # its rescan may never have run
             self._overflowed = True
-            self._rescan_whole()
         mode = await asyncio.to_thread(
             effective_mode, _MODES.get(library.watch_mode, WatchMode.AUTO), library.root
         )
@@ -106,9 +108,19 @@ class Keeper:
             watcher, problem = await self._start_watcher(library)
             if watcher is None:  # no inotify instance: polled instead, and said so
                 mode = WatchMode.POLL
+        poll = None
+        if mode is WatchMode.POLL:
+            poll = self._poll_loop((library.root,))
+            await poll.baseline()
+        # What changed while no server kept the library (it was down, the root was offline,
+        # another server held it, the settings changed) is found by one whole rescan, submitted
+        # once watching or polling has begun (no change falls between the two) and before the
+        # status says so.
+        first = await self._submit_first() if mode is not WatchMode.OFF else None
         try:
-            # Said once watching has begun: a change made after this is seen. DEGRADED for
-            # blind folders (as an earlier keeper found them) ends here unless some still are.
+            # Said once watching has begun (a STATUS change, even when nothing else changed, e.g.
+            # at another server after a takeover): a change made after this is seen. DEGRADED
+            # for blind folders (as an earlier keeper found them) ends here unless some still are.
             if problem:
                 log.warning("library %s: %s", library.name, problem)
                 await self._set(scan_pb2.LIBRARY_STATE_DEGRADED, problem, watching=_WATCHING[mode])
@@ -118,15 +130,21 @@ class Keeper:
                 or (degraded and BLIND in status.reason and not (watcher and watcher.blind))
             ):
                 await self._set(scan_pb2.LIBRARY_STATE_ACTIVE, watching=_WATCHING[mode])
+            elif mode is not WatchMode.OFF:
+                await self._set(
+                    status.state, status.reason, watching=_WATCHING[mode], announce=True
+                )
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 group.create_task(self._submitter())
                 group.create_task(self._schedule())
                 group.create_task(self._check_root())
+                if first is not None:
+                    self._launch(*first)
                 if watcher is not None:
                     group.create_task(self._watch(watcher))
-                elif mode is WatchMode.POLL:
-                    group.create_task(self._poll(lambda: self._rescan_whole()))
+                elif poll is not None:
+                    group.create_task(poll.run())
         finally:
             if watcher is not None:
                 watcher.close()
@@ -191,16 +209,24 @@ class Keeper:
         log.warning("library %s: %s", self.library.name, reason)
         await self._set(scan_pb2.LIBRARY_STATE_DEGRADED, reason)
         self._blind, self._blind_reason = signal.folders, reason
-        if poller is None:
-            # Each blind folder tops a part of the tree never watched: walked whole.
-            poller = asyncio.create_task(self._poll(lambda: self._add((), self._blind)))
-        return poller
+        if poller is not None:
+            poller.cancel()
+        # Each blind folder tops a part of the tree that no watch covers: walked whole once
+        # (after the baseline of its polls), then polled.
+        poll = self._poll_loop(signal.folders)
+        await poll.baseline()
+        self._add((), signal.folders)
+        return asyncio.create_task(poll.run())
 
-    async def _poll(self, due: Callable[[], None]) -> None:
-        interval = seconds(self.library, "poll_interval")
-        while True:
-            await asyncio.sleep(interval)
-            due()
+    def _poll_loop(self, tops: Iterable[str]) -> PollLoop:
+        library = self.library
+        poller = FolderPoller(
+            tops,
+            recursive=library.recursive,
+            follow_symlinks=library.follow_symlinks,
+            suffixes=parse_extensions(library.extensions, self._jobs.suffixes),
+        )
+        return PollLoop(poller, seconds(library, "poll_interval"), self._add)
 
     async def _check_root(self) -> None:
         while True:
@@ -258,11 +284,26 @@ class Keeper:
             problem = await asyncio.to_thread(root_problem, library)
             if problem is not None:
                 raise RootOffline(problem)
-            assert self._group is not None
-            recovers = self._overflowed and not spec.folders and not spec.trees
-            if recovers:
-                self._overflowed = False  # another overflow from now on owes another
-            self._active = self._group.create_task(self._run_job(spec, recovers))
+            self._launch(spec)
+
+    async def _submit_first(self) -> tuple[ScanSpec, str] | None:
+        """The whole rescan that starts keeping the library, submitted: its spec and job id."""
+        self._rescan_whole()
+        spec = self._next_spec()
+        assert spec is not None
+        try:
+            return spec, await self._jobs.submit(spec)
+        except MediascanError as exc:  # the store fails, the queue refuses: later
+            self._retry_later(spec, exc)
+            return None
+
+    def _launch(self, spec: ScanSpec, job_id: str = "") -> None:
+        """Run `spec` (already submitted as `job_id`, if given) as the library's active job."""
+        assert self._group is not None
+        recovers = self._overflowed and not spec.folders and not spec.trees
+        if recovers:
+            self._overflowed = False  # another overflow from now on owes another
+        self._active = self._group.create_task(self._run_job(spec, recovers, job_id))
 
     def _next_spec(self) -> ScanSpec | None:
         library = self.library
@@ -276,6 +317,7 @@ class Keeper:
             library=library.name,
             quiet=seconds(library, "quiet_window"),
             trigger=scan_pb2.TRIGGER_WATCH,
+            extensions=library.extensions,
         )
         if self._scheduled is not None:
             full, self._scheduled = self._scheduled, None
@@ -295,21 +337,17 @@ class Keeper:
         self._folders.clear()
         self._trees.clear()
 
-    async def _run_job(self, spec: ScanSpec, recovers: bool = False) -> None:
-        """Run one scan; `recovers`: it is the whole rescan owed to an overflow."""
+    async def _run_job(self, spec: ScanSpec, recovers: bool, job_id: str) -> None:
+        """Run one scan (submitted as `job_id`, or now); `recovers`: it is the whole rescan
+        owed to an overflow."""
         loop = asyncio.get_running_loop()
         try:
-            job = await self._jobs.run(spec)
+            if spec.trigger == scan_pb2.TRIGGER_SCHEDULE:
+                await self._jobs.wait_for_others(self.library.root)
+            job = await self._jobs.run(spec, job_id)
         except MediascanError as exc:  # the store fails, the queue refuses: later
             self._overflowed |= recovers
-            log.warning(
-                "library %s: a %s scan could not run (%s); trying again in %gs",
-                self.library.name,
-                scan_pb2.Trigger.Name(spec.trigger),  # type: ignore[arg-type]
-                exc,
-                RETRY_SUBMIT,
-            )
-            loop.call_later(RETRY_SUBMIT, self._again, spec)
+            self._retry_later(spec, exc)
             return
         finally:
             self._wake.set()  # whatever was noticed meanwhile goes next
@@ -322,6 +360,16 @@ class Keeper:
         else:  # what was missed may still be missing: another whole rescan, later
             self._overflowed = True
             loop.call_later(RETRY_SUBMIT, self._rescan_whole)
+
+    def _retry_later(self, spec: ScanSpec, exc: MediascanError) -> None:
+        log.warning(
+            "library %s: a %s scan could not run (%s); trying again in %gs",
+            self.library.name,
+            scan_pb2.Trigger.Name(spec.trigger),  # type: ignore[arg-type]
+            exc,
+            RETRY_SUBMIT,
+        )
+        asyncio.get_running_loop().call_later(RETRY_SUBMIT, self._again, spec)
 
     def _again(self, spec: ScanSpec) -> None:
         if spec.folders or spec.trees:
@@ -356,10 +404,11 @@ class Keeper:
         else:
             await self._set(scan_pb2.LIBRARY_STATE_ACTIVE)
 
-    async def _set(self, state: int, reason: str = "", *, watching: int | None = None) -> None:
-        await st.update_status(
-            self._catalog, self.library_id, st.set_state(state, reason, watching=watching)
-        )
+    async def _set(
+        self, state: int, reason: str = "", *, watching: int | None = None, announce: bool = False
+    ) -> None:
+        edit = st.set_state(state, reason, watching=watching)
+        await st.update_status(self._catalog, self.library_id, edit, announce=announce)
         self.library.status.state = state  # type: ignore[assignment]
 
     async def _mark(self, library: scan_pb2.Library) -> None:
@@ -382,17 +431,56 @@ class LibraryJobs:
     """How keepers run scans: submitted through the engine, followed to their end (on any
     server: the job's events reach every server)."""
 
-    def __init__(self, queue: AsyncJobQueue, timeout: float) -> None:
+    def __init__(
+        self, queue: AsyncJobQueue, timeout: float, suffixes: frozenset[str] = VIDEO_SUFFIXES
+    ) -> None:
         self._queue = queue
         #: The time limit of the libraries' scans (the server's default).
         self.timeout = timeout
+        #: The server's video names (--extensions), which a library's `extensions` start from.
+        self.suffixes = suffixes
 
-    async def run(self, spec: ScanSpec) -> scan_pb2.Job:
-        outcome = await self._queue.submit(spec)
-        job_id = outcome.job.job_id
+    async def submit(self, spec: ScanSpec) -> str:
+        """The id of the job submitted for `spec`."""
+        return (await self._queue.submit(spec)).job.job_id
+
+    async def run(self, spec: ScanSpec, job_id: str = "") -> scan_pb2.Job:
+        """The end of `spec`'s job: `job_id`, or one submitted now."""
+        job_id = job_id or await self.submit(spec)
         async for _event in self._queue.watch(job_id, 0):
             pass  # the stream ends after the event that makes the job terminal
         job = await self._queue.get(job_id)
         if not is_terminal(job.state):
             raise Unavailable(f"job {job_id} did not end")
         return job
+
+    async def wait_for_others(self, root: str) -> None:
+        """Until no job is queued or running, on any server, that scans `root`, a folder below
+        it, or a tree that holds it: a scheduled rescan does not start meanwhile."""
+        while others := await self._others(root):
+            for job in others:
+                try:
+                    async for _event in self._queue.watch(job.job_id, job.last_sequence):
+                        pass
+                except NotFound:  # deleted meanwhile: it ended
+                    pass
+
+    async def _others(self, root: str) -> list[scan_pb2.Job]:
+        found: list[scan_pb2.Job] = []
+        for state in (scan_pb2.JOB_STATE_QUEUED, scan_pb2.JOB_STATE_RUNNING):
+            token = ""
+            while True:
+                jobs, token = await self._queue.list_jobs(
+                    state=state, page_size=500, page_token=token
+                )
+                found.extend(job for job in jobs if _overlaps(job, root))
+                if not token:
+                    break
+        return found
+
+
+def _overlaps(job: scan_pb2.Job, root: str) -> bool:
+    """Whether `job` scans files of the library at `root`."""
+    inside = job.path == root or job.path.startswith(root.rstrip("/") + "/")
+    holds = root.startswith(job.path.rstrip("/") + "/") and job.options.recursive
+    return inside or holds

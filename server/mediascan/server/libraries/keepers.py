@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from mediascan.v1 import scan_pb2
@@ -69,16 +70,21 @@ class LibraryKeepers:
 
     async def run(self) -> None:
         """Hold libraries and keep their keepers running, until cancelled."""
+        renewed = time.monotonic()  #: when the leases were last renewed (asked for)
         try:
             while True:
                 self._wake.clear()
+                asked = time.monotonic()
                 try:
                     held = await self._catalog.lease_libraries(
                         node=self._node, lease_s=self._lease, roots=self._roots, limit=MAX_HELD
                     )
+                    renewed = asked
                     await self._reconcile(held)
                 except StorageError as exc:  # the database fails: keep what runs, try again
                     log.warning("could not renew the leases of the libraries: %s", exc)
+                    if self._keepers and time.monotonic() - renewed > self._lease / 2:
+                        await self._give_up()
                 try:
                     async with asyncio.timeout(self._lease / 3):
                         await self._wake.wait()
@@ -86,6 +92,16 @@ class LibraryKeepers:
                     pass
         finally:
             await self._stop_all()
+
+    async def _give_up(self) -> None:
+        """Stop every keeper before the leases run out and another server takes the libraries
+        over: never two keepers of one library. They start again once a renewal succeeds."""
+        log.warning(
+            "the leases of %d libraries cannot be renewed: their keepers stop until the "
+            "database answers again",
+            len(self._keepers),
+        )
+        await self._stop_all(release=False)
 
     async def _reconcile(self, held: Sequence[str]) -> None:
         for library_id in set(self._keepers) - set(held):
@@ -126,7 +142,7 @@ class LibraryKeepers:
         if kept is not None:
             kept[1].cancel()
 
-    async def _stop_all(self) -> None:
+    async def _stop_all(self, *, release: bool = True) -> None:
         ids = sorted(self._keepers)
         tasks = [task for _, task in self._keepers.values()]
         for task in tasks:
@@ -134,7 +150,7 @@ class LibraryKeepers:
         self._keepers.clear()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        if ids:
+        if ids and release:
             await self._catalog.release_libraries(node=self._node, library_ids=ids)
 
 

@@ -11,6 +11,7 @@ from mediascan.v1 import scan_pb2
 
 from ..errors import InvalidArgument
 from ..video_filters import duration_seconds
+from ..videonames import parse_extensions
 
 _ID = re.compile(r"[a-z][a-z0-9-]{0,62}")
 PREFIX = "libraries/"
@@ -32,7 +33,10 @@ SETTABLE = (
     "rescan_interval",
     "full_rescan_every",
     "removal_limit",
+    "extensions",
 )
+#: The longest `extensions` text.
+MAX_EXTENSIONS = 1024
 _READ_ONLY = ("name", "root", "status", "uid", "create_time")
 
 
@@ -93,6 +97,18 @@ def settle(library: scan_pb2.Library, field: str = "library") -> None:
         )
     if library.removal_limit == 0:
         library.removal_limit = DEFAULT_REMOVAL_LIMIT
+    _check_extensions(library.extensions, f"{field}.extensions")
+
+
+def _check_extensions(text: str, field: str) -> None:
+    if len(text) > MAX_EXTENSIONS or "\0" in text:
+        raise InvalidArgument(
+            field, f"longer than {MAX_EXTENSIONS} characters or holding NUL: name extensions"
+        )
+    try:
+        parse_extensions(text)
+    except ValueError as exc:
+        raise InvalidArgument(field, f'{exc}, e.g. "mp4,mkv" or "+vid,+dv"') from None
 
 
 def mask_paths(mask: field_mask_pb2.FieldMask) -> tuple[str, ...]:

@@ -1,6 +1,6 @@
 """Changes to a library's stored status (through `LibraryCatalog.update_library`): a change of
-state, reason or watching mode is recorded in the library's feed (STATUS); the bookkeeping
-(last job, next rescan, marker) is stored without a change."""
+state, reason or watching mode is recorded in the library's feed (STATUS), and so is a keeper's
+start, announced; the bookkeeping (last job, next rescan, marker) is stored without a change."""
 
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from ..store.changes import LibraryCatalog
 Edit = Callable[[scan_pb2.LibraryStatus], None]
 
 
-async def update_status(catalog: LibraryCatalog, library_id: str, edit: Edit) -> bool:
-    """Apply `edit` to the stored status; True when the library exists."""
+async def update_status(
+    catalog: LibraryCatalog, library_id: str, edit: Edit, *, announce: bool = False
+) -> bool:
+    """Apply `edit` to the stored status; True when the library exists. `announce`: record a
+    STATUS change even if state, reason and watching stay as they were."""
 
     def change(library: scan_pb2.Library) -> bool:
         status = library.status
@@ -25,7 +28,7 @@ async def update_status(catalog: LibraryCatalog, library_id: str, edit: Edit) ->
         after = (status.state, status.reason, status.watching)
         if after[0] != before[0]:
             status.since.GetCurrentTime()
-        return after != before
+        return announce or after != before
 
     return await catalog.update_library(library_id, change) is not None
 
