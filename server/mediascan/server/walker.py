@@ -132,7 +132,7 @@ class Walker:
         self._suffixes = suffixes  # of the names that are videos (`videonames`)
         self._mounts = mounts or Mounts()
         self._roots = roots
-        self._hand_over = hand_over
+        self._outbox = _Outbox(hand_over)
         self._stop = stop
         self._root = root
         self._open = files
@@ -148,14 +148,6 @@ class Walker:
         )
         self._seen: set[tuple[int, int]] = set()  # folders entered, when following links
         self._stack: list[tuple[_Folder, str]] = []  # (parent, name) of folders to open
-        # What the next hand-over carries.
-        self._files: list[FoundFile] = []
-        self._errors: list[WalkError] = []
-        self._undated: list[tuple[int, str]] = []
-        self._unchanged = 0
-        self._unchanged_bytes = 0
-        self._last_unchanged = ""
-        self._handed_at = time.monotonic()
 
     def run(self) -> None:
         """The walk, in the calling thread. Whatever ends it, the scan is told (the last
@@ -170,18 +162,18 @@ class Walker:
             self.missing = missing_videos(self.index, self.listed, self.met, self._spec)
             if self._targets is not None and self._spec.recursive:
                 self.missing += self._targets.gone_videos(self.index, self.listed)
-            if self._files or self._errors or self._unchanged:
-                self._send()
+            if self._outbox.holds():
+                self._outbox.send()
         except BaseException:
             log.exception("the walker of %s died; its scan fails", self._spec.path)
             raise
         finally:
             while self._stack:  # the walk stopped early: close the folders still held open
                 self._leave(self._stack.pop()[0])
-            for found in self._files:  # opened, never handed over
+            for found in self._outbox.files:  # opened, never handed over
                 self._open.close(found.fd)
             if not self._stop.is_set():
-                self._hand_over(None)
+                self._outbox.end()
 
     def _walk(self, root: _Folder) -> bool:
         if self._spec.follow_symlinks:
@@ -313,7 +305,7 @@ class Walker:
                     found = []
                     add = found.append
         except OSError as exc:
-            self._errors.append(folder_error(folder.path, exc))
+            self._outbox.errors.append(folder_error(folder.path, exc))
         else:
             if complete:
                 self.listed[folder.path] = device
@@ -344,7 +336,7 @@ class Walker:
                     unchanged_bytes += size
                     last = name
                     if undated and prefix + name in undated:  # stored without its device
-                        self._undated.append((dev, prefix + name))
+                        self._outbox.undated.append((dev, prefix + name))
                     continue
             elif not encodes(prefix + name):  # never in the library: its paths are UTF-8
                 if not self._error(not_utf8(prefix + name)):
@@ -357,10 +349,8 @@ class Walker:
             if not self._open_file(folder, name, moved_from, verify_only=verified is not None):
                 return False
         if unchanged:
-            self._unchanged += unchanged
-            self._unchanged_bytes += unchanged_bytes
-            self._last_unchanged = prefix + last
-        return self._send_if_due()
+            self._outbox.tally(unchanged, unchanged_bytes, prefix + last)
+        return self._outbox.send_if_due()
 
     def _open_file(
         self, folder: _Folder, name: str, moved_from: str = "", *, verify_only: bool = False
@@ -370,7 +360,7 @@ class Walker:
         if not self._open.reserve(self._stop, wait=False):
             # Every descriptor of the scan is taken: hand over what is held, so that probes
             # can go on and close theirs, and wait for some.
-            if self._files and not self._send():
+            if self._outbox.files and not self._outbox.send():
                 return False
             if not self._open.reserve(self._stop, wait=True):
                 return False
@@ -395,7 +385,7 @@ class Walker:
         if not self._open.add(fd):
             return False
         verify_only = verify_only and not self._spec.full
-        self._files.append(
+        return self._outbox.file(
             FoundFile(
                 path,
                 info.st_size,
@@ -407,7 +397,6 @@ class Walker:
                 max(info.st_mtime_ns, info.st_ctime_ns),
             )
         )
-        return len(self._files) < WALK_BATCH or self._send()
 
     def _visit(self, entry: os.DirEntry[str], folder: _Folder) -> os.stat_result | WalkError | None:
         """One folder entry: descend (None), a video file (its stat), a reported oddity, or
@@ -456,36 +445,72 @@ class Walker:
         return None
 
     def _error(self, error: WalkError) -> bool:
-        self._errors.append(error)
-        return len(self._errors) < WALK_BATCH or self._send()
+        return self._outbox.error(error)
 
-    def _send_if_due(self) -> bool:
+
+class _Outbox:
+    """What the walker holds for its next hand-over (`Batch`) to the scan, and when to send it:
+    once WALK_BATCH files or errors are held, or enough was counted or time went by."""
+
+    def __init__(self, hand_over: Callable[[Item], bool]) -> None:
+        self._hand_over = hand_over
+        self.files: list[FoundFile] = []
+        self.errors: list[WalkError] = []
+        self.undated: list[tuple[int, str]] = []
+        self._unchanged = 0
+        self._unchanged_bytes = 0
+        self._last_unchanged = ""
+        self._handed_at = time.monotonic()
+
+    def holds(self) -> bool:
+        return bool(self.files or self.errors or self._unchanged)
+
+    def file(self, found: FoundFile) -> bool:
+        """Hold a file to probe; False when the scan is over."""
+        self.files.append(found)
+        return len(self.files) < WALK_BATCH or self.send()
+
+    def error(self, error: WalkError) -> bool:
+        self.errors.append(error)
+        return len(self.errors) < WALK_BATCH or self.send()
+
+    def tally(self, unchanged: int, unchanged_bytes: int, last: str) -> None:
+        """Count unchanged files; `last`: the path of the newest of them."""
+        self._unchanged += unchanged
+        self._unchanged_bytes += unchanged_bytes
+        self._last_unchanged = last
+
+    def send_if_due(self) -> bool:
         """Hand over what is held if enough was counted or enough time went by since the last
         hand-over, so that progress moves during a long unchanged walk and probing starts
         early; False when the scan is over."""
-        if not (self._files or self._errors or self._unchanged):
+        if not self.holds():
             return True
         if (
             self._unchanged >= TALLY_BATCH
             or time.monotonic() - self._handed_at >= HAND_OVER_INTERVAL
         ):
-            return self._send()
+            return self.send()
         return True
 
-    def _send(self) -> bool:
+    def send(self) -> bool:
         batch = Batch(
-            self._files,
-            self._errors,
+            self.files,
+            self.errors,
             self._unchanged,
             self._unchanged_bytes,
             self._last_unchanged,
-            self._undated,
+            self.undated,
         )
-        self._files, self._errors, self._undated = [], [], []
+        self.files, self.errors, self.undated = [], [], []
         self._unchanged = self._unchanged_bytes = 0
         ok = self._hand_over(batch)
         self._handed_at = time.monotonic()
         return ok
+
+    def end(self) -> None:
+        """Tell the scan the walk is over (None)."""
+        self._hand_over(None)
 
 
 def missing_videos(

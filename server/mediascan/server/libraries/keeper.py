@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import time
 from collections.abc import Iterable
 
 from mediascan.v1 import scan_pb2
@@ -17,13 +16,13 @@ from ..engine import AsyncJobQueue
 from ..errors import MediascanError, NotFound, Unavailable
 from ..jobs import ScanSpec, is_terminal
 from ..store.changes import LibraryCatalog
-from ..videonames import VIDEO_SUFFIXES, parse_extensions
+from ..videonames import VIDEO_SUFFIXES
 from ..watching import FolderWatcher, WatchMode, effective_mode
-from ..watching.poll import FolderPoller
 from ..watching.signals import Blind, Changed, Overflowed, RootLost, Sighted
 from . import status as st
-from .polling import PollLoop
+from .polling import PollLoop, poll_loop
 from .rootcheck import root_problem, write_marker
+from .schedule import run_schedule
 from .settings import seconds
 
 log = logging.getLogger(__name__)
@@ -219,14 +218,7 @@ class Keeper:
         return asyncio.create_task(poll.run())
 
     def _poll_loop(self, tops: Iterable[str]) -> PollLoop:
-        library = self.library
-        poller = FolderPoller(
-            tops,
-            recursive=library.recursive,
-            follow_symlinks=library.follow_symlinks,
-            suffixes=parse_extensions(library.extensions, self._jobs.suffixes),
-        )
-        return PollLoop(poller, seconds(library, "poll_interval"), self._add)
+        return poll_loop(self.library, tops, self._jobs.suffixes, self._add)
 
     async def _check_root(self) -> None:
         while True:
@@ -236,27 +228,11 @@ class Keeper:
                 raise RootOffline(problem)
 
     async def _schedule(self) -> None:
-        """Scheduled rescans: a run missed while no server held the library runs once, now."""
-        interval_ns = round(seconds(self.library, "rescan_interval") * 1e9)
-        if not interval_ns:
-            return
-        while True:
-            status = (await self._fresh()).status
-            due_ns = time.time_ns() + interval_ns
-            if status.HasField("next_rescan_time"):
-                due_ns = min(due_ns, status.next_rescan_time.ToNanoseconds())
-            else:
-                edit = st.next_rescan(due_ns, status.scheduled_runs)
-                await st.update_status(self._catalog, self.library_id, edit)
-            wait = (due_ns - time.time_ns()) / 1e9
-            if wait > 0:
-                await asyncio.sleep(wait)
-            runs = status.scheduled_runs + 1
-            every = self.library.full_rescan_every
-            self._scheduled = bool(every) and runs % every == 0
-            self._wake.set()
-            edit = st.next_rescan(time.time_ns() + interval_ns, runs)
-            await st.update_status(self._catalog, self.library_id, edit)
+        await run_schedule(self.library, self._catalog, self._due)
+
+    def _due(self, full: bool) -> None:
+        self._scheduled = full
+        self._wake.set()
 
     # -- scanning ------------------------------------------------------------------------------
 

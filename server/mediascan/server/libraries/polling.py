@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
+from mediascan.v1 import scan_pb2
+
+from ..videonames import parse_extensions
 from ..watching.poll import FolderPoller
+from .settings import seconds
 
 #: What a keeper does with changed folders: `changed(folders, trees)`.
 OnChange = Callable[[Iterable[str], Iterable[str]], None]
@@ -33,3 +37,17 @@ class PollLoop:
                     self._changed(found.folders, found.trees)
         finally:
             self._poller.close()
+
+
+def poll_loop(
+    library: scan_pb2.Library, tops: Iterable[str], suffixes: frozenset[str], changed: OnChange
+) -> PollLoop:
+    """The polls of the folders `tops` of `library` (and below them, if it is recursive), every
+    `poll_interval`; `suffixes`: the server's video names, which `extensions` start from."""
+    poller = FolderPoller(
+        tops,
+        recursive=library.recursive,
+        follow_symlinks=library.follow_symlinks,
+        suffixes=parse_extensions(library.extensions, suffixes),
+    )
+    return PollLoop(poller, seconds(library, "poll_interval"), changed)
