@@ -19,6 +19,9 @@ class CuttableProxy:
         self.connections = 0
         self._marker: bytes | None = None
         self._withheld = b""
+        self._refusing = False
+        self._flowing = asyncio.Event()  #: cleared while stalled (`stall`)
+        self._flowing.set()
         #: Set when the proxy vanished after withholding an answer (`vanish_after_answer`).
         self.vanished = asyncio.Event()
 
@@ -33,6 +36,11 @@ class CuttableProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self._refusing:  # reached, then reset at once (`refuse`)
+            writer.transport.abort()
+            return
+        self._writers.add(writer)
+        await self._flowing.wait()  # stalled: the connection is made, then nothing comes
         try:
             up_reader, up_writer = await asyncio.open_connection(self._host, self._port)
         except OSError:  # the server is down: so is this connection
@@ -49,6 +57,7 @@ class CuttableProxy:
     ) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await source.read(65536):
+                await self._flowing.wait()  # stalled: held until `admit`
                 if answers and self._marker is not None:
                     self._withhold(data)
                     continue
@@ -76,6 +85,24 @@ class CuttableProxy:
         for writer in self._writers:
             writer.transport.abort()
         self._writers.clear()
+
+    def refuse(self) -> None:
+        """Reset every open connection, and each new one as soon as it is made, until `admit`:
+        a server cut off (the port stays the same, so the client reconnects by itself once
+        admitted)."""
+        self._refusing = True
+        self.cut()
+
+    def stall(self) -> None:
+        """Forward nothing more, either way, and leave every connection open, new ones too,
+        until `admit`: a server that stops answering (a partition), not one that refuses."""
+        self._flowing.clear()
+
+    def admit(self) -> None:
+        """Pass connections through again, after `refuse` or `stall` (what a stall held is
+        forwarded then)."""
+        self._refusing = False
+        self._flowing.set()
 
     async def stop_listening(self) -> None:
         """Refuse new connections from now on."""

@@ -76,13 +76,17 @@ class LibraryKeepers:
                 self._wake.clear()
                 asked = time.monotonic()
                 try:
-                    held = await self._catalog.lease_libraries(
-                        node=self._node, lease_s=self._lease, roots=self._roots, limit=MAX_HELD
-                    )
+                    # Bounded: a database that stops answering (a partition) must not hold
+                    # the round past the point where the keepers are to stop.
+                    async with asyncio.timeout(self._lease / 4):
+                        held = await self._catalog.lease_libraries(
+                            node=self._node, lease_s=self._lease, roots=self._roots, limit=MAX_HELD
+                        )
                     renewed = asked
                     await self._reconcile(held)
-                except StorageError as exc:  # the database fails: keep what runs, try again
-                    log.warning("could not renew the leases of the libraries: %s", exc)
+                except (StorageError, TimeoutError) as exc:  # keep what runs, try again
+                    reason = str(exc) or f"no answer within {self._lease / 4:g}s"
+                    log.warning("could not renew the leases of the libraries: %s", reason)
                     if self._keepers and time.monotonic() - renewed > self._lease / 2:
                         await self._give_up()
                 try:

@@ -192,7 +192,7 @@ def stored_body(library: scan_pb2.Library) -> bytes:
     body.ClearField("name")
     body.ClearField("root")
     body.ClearField("uid")
-    for name in ("video_count", "total_size_bytes", "last_sequence"):
+    for name in ("video_count", "total_size_bytes", "last_sequence", "node"):
         body.status.ClearField(name)
     return body.SerializeToString(deterministic=True)
 

@@ -100,13 +100,11 @@ class PostgresCatalog:
         self, library_id: str, change: StatusChange
     ) -> scan_pb2.Library | None:
         async def op(conn: Connection, log: ChangeLog) -> bool:
-            cursor = await conn.execute(
-                f"SELECT {_COLUMNS} FROM libraries WHERE id = %s FOR UPDATE", (library_id,)
-            )
+            cursor = await conn.execute(f"{_READ} WHERE id = %s FOR UPDATE", (library_id,))
             row = await cursor.fetchone()
             if row is None:
                 return False
-            library = library_of_row(_row(row))
+            library = _library(row)  # a STATUS change names the holder
             status_changed = change(library)
             await conn.execute(
                 "UPDATE libraries SET body = %s WHERE id = %s", (stored_body(library), library_id)
