@@ -12,14 +12,18 @@ WatchLibrary feed, what watching a large library costs at rest, and how fast pol
   file, 100 to a folder in 1,000 folders) already in the library (`library.py`'s rows with the
   placeholders' paths, size, time and device, written straight into the database, none probed)
   of a library in WATCH_MODE_EVENTS; the server's VmRSS and its CPU
-  over an idle window once every folder has its inotify watch (counted in /proc/PID/fdinfo).
+  over an idle window once every folder has its inotify watch (counted in /proc/PID/fdinfo)
+  and the whole rescan the server starts keeping the library with has ended.
   The CPU is the time its threads ran (/proc/PID/task/*/schedstat, in ns): utime + stime of
   /proc/PID/stat, sampled at each 10 ms clock tick, count an idle server's few milliseconds as
   0 or 10 (they are in the note). Baseline: the same server on a copy of the same database made
   before the library was created (the same videos, no library).
-- **poll**: the same library switched to WATCH_MODE_POLL: files/s of each poll's job (its
-  create_time to its end_time: nothing changed, nothing probed) against
-  `find DIR -type f -printf '%s %T@\\n'` over the same tree, run as each poll's job ends.
+- **poll**: files/s of a poll of the same tree by the server's own poller (`FolderPoller`, run
+  here as the server runs it in a worker thread: every video file stat'ed, every folder's digest
+  compared, nothing changed) against `find DIR -type f -printf '%s %T@\\n'` over the same tree,
+  one after the other; then the library switched to WATCH_MODE_POLL on a server: its CPU per
+  poll interval once the whole rescan it starts with has ended, and the jobs its polls made
+  (none, as nothing changed).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from mediascan.server.testing import make_video
+from mediascan.server.videonames import VIDEO_SUFFIXES
+from mediascan.server.watching.poll import FolderPoller
 from mediascan.v1 import scan_pb2
 
 from .common import (
@@ -73,6 +79,7 @@ def figures(sizes: Sizes) -> list[str]:
         f"{files} watched files: idle server RSS (MiB)",
         f"{files} watched files: idle server CPU (% of a core)",
         f"{files}-file poll: files/s",
+        f"{files}-file polled library: server CPU per poll (ms)",
     ]
     return names
 
@@ -340,6 +347,7 @@ async def _idle(ctx: Context, root: Path, db: Path, bare_db: Path) -> list[Row]:
     files = f"{sizes.watch_library_files:,}"
     watches = statistics.median(d["library"]["watches"] for d in details)
     watching = statistics.median(d["library"]["watching_s"] for d in details)
+    first_rescan = statistics.median(d["library"]["first_rescan_s"] for d in details)
     ticks = [
         statistics.median(d[side]["utime_stime_share"] * 100 for d in details)
         for side in ("library", "no_library")
@@ -352,9 +360,11 @@ async def _idle(ctx: Context, root: Path, db: Path, bare_db: Path) -> list[Row]:
             baseline_name="no library",
             unit="MiB",
             note=f"{files} files in {folders:,} folders, {watches:,.0f} inotify watches, all in "
-            f"place {watching:.2f} s after the server listened (median); VmRSS of the server "
-            f"process (not its probers) after {sizes.watch_idle_seconds:g} s idle; baseline: "
-            "the same server and videos without the library",
+            f"place {watching:.2f} s after the server listened, and the whole rescan the "
+            f"server starts keeping a library with took {first_rescan:.2f} s (medians); VmRSS "
+            f"of the server process (not its probers) after {sizes.watch_idle_seconds:g} s idle "
+            "from the end of that rescan; baseline: the same server and videos without the "
+            "library",
             details=details,
         ),
         paired(
@@ -371,16 +381,24 @@ async def _idle(ctx: Context, root: Path, db: Path, bare_db: Path) -> list[Row]:
 
 
 async def _idle_server(ctx: Context, name: str, db: Path, watches: int) -> dict[str, float]:
-    """Start a server on `db`, wait until it has `watches` inotify watches (and a moment more),
-    then read its RSS and CPU over the idle window."""
+    """Start a server on `db`, wait until it has `watches` inotify watches and the whole rescan
+    a keeper starts with has ended (and a moment more), then read its RSS and CPU over the idle
+    window."""
     sizes = ctx.sizes
     server, _ = mediascan_server(ctx, name, "--db", str(db))
+    first_rescan = 0.0
     try:
         listening = time.monotonic()
         async with asyncio.timeout(WAIT):
             while (found := inotify_watches(server.pid)) < watches:
                 await asyncio.sleep(0.05)
         watching = time.monotonic() - listening
+        if watches:
+            async with Client(server.address) as client:
+                job = await _next_job(client, set())
+            if job.trigger != scan_pb2.TRIGGER_WATCH or job.options.folders:
+                raise RuntimeError(f"{name}: not the keeper's first rescan: {job}")
+            first_rescan = (job.end_time.ToNanoseconds() - job.create_time.ToNanoseconds()) / 1e9
         await asyncio.sleep(sizes.watch_idle_settle)
         ran, ticked = run_ns(server.pid) or 0, cpu_seconds(server.pid) or 0.0
         started = time.monotonic()
@@ -400,6 +418,7 @@ async def _idle_server(ctx: Context, name: str, db: Path, watches: int) -> dict[
         "utime_stime_share": ticked / elapsed,
         "watches": found,
         "watching_s": watching,
+        "first_rescan_s": first_rescan,
     }
 
 
@@ -422,11 +441,57 @@ def inotify_watches(pid: int) -> int:
 
 
 async def _poll(ctx: Context, root: Path, db: Path) -> list[Row]:
+    rows = [await asyncio.to_thread(_poll_walks, ctx, root)]
+    rows.append(await _polled_server(ctx, db))
+    return rows
+
+
+def _poll_walks(ctx: Context, root: Path) -> Row:
+    """Polls of the large tree by the server's own poller (`FolderPoller`, in this process, as
+    the server runs it in a worker thread), each against `find -printf` of the same tree."""
     sizes = ctx.sizes
     files = sizes.watch_library_files
-    server, _ = mediascan_server(ctx, "watch-poll", "--db", str(db))
+    poller = FolderPoller(
+        (str(root),), recursive=True, follow_symlinks=False, suffixes=VIDEO_SUFFIXES
+    )
+    poller.poll()  # the baseline
     pairs: list[tuple[float | None, float | None]] = []
     details = []
+    for number in range(1, sizes.watch_poll_runs + 1):
+        cpu = time.thread_time()
+        start = time.perf_counter()
+        found = poller.poll()
+        seconds = time.perf_counter() - start
+        cpu = time.thread_time() - cpu
+        if found is not None or poller.files != files:
+            raise RuntimeError(f"the poll found changes, or {poller.files} files: {found}")
+        find, find_cpu = find_printf(root)
+        pairs.append((files / seconds, files / find))
+        details.append({"poll_cpu_s": cpu, "find_cpu_s": find_cpu})
+        ctx.log(
+            f"{BENCH}: poll {number}/{sizes.watch_poll_runs}: {files / seconds:,.0f} vs "
+            f"find {files / find:,.0f} files/s"
+        )
+    cpu_ms = statistics.median(d["poll_cpu_s"] for d in details) * 1000
+    find_cpu_ms = statistics.median(d["find_cpu_s"] for d in details) * 1000
+    return paired(
+        BENCH,
+        f"{files:,}-file poll: files/s",
+        pairs,
+        baseline_name="find -printf",
+        note=f"{sizes.watch_poll_runs} polls of {files:,} unchanged files in "
+        f"{files // PER_FOLDER:,} folders by the server's poller (each video file stat'ed, "
+        f"each folder's digest compared); CPU per poll (median): poller {cpu_ms:,.0f} ms, "
+        f"find {find_cpu_ms:,.0f} ms",
+        details=details,
+    )
+
+
+async def _polled_server(ctx: Context, db: Path) -> Row:
+    """The large library switched to WATCH_MODE_POLL on a server: its CPU per poll once the
+    whole rescan it starts with has ended, and the jobs its polls make (none: nothing changes)."""
+    sizes = ctx.sizes
+    server, _ = mediascan_server(ctx, "watch-poll", "--db", str(db))
     try:
         async with Client(server.address) as client:
             seen = {job.job_id for job in (await client.stub.ListJobs(_JOBS)).jobs}
@@ -438,47 +503,29 @@ async def _poll(ctx: Context, root: Path, db: Path) -> list[Row]:
                 ),
                 timeout=30,
             )
+            first = await _next_job(client, seen)  # the whole rescan a keeper starts with
+            polls = sizes.watch_poll_runs
             cpu_before = cpu_seconds(server.pid) or 0.0
-            for number in range(1, sizes.watch_poll_runs + 1):
-                job = await _next_poll(client, seen)
-                cpu_after = cpu_seconds(server.pid) or 0.0
-                if job.result.unchanged != files or job.result.added or job.result.updated:
-                    raise RuntimeError(f"the poll found changes: {job.result}")
-                seconds = (job.end_time.ToNanoseconds() - job.create_time.ToNanoseconds()) / 1e9
-                find, find_cpu = await asyncio.to_thread(find_printf, root)
-                pairs.append((files / seconds, files / find))
-                details.append({"server_cpu_s": cpu_after - cpu_before, "find_cpu_s": find_cpu})
-                cpu_before = cpu_after
-                ctx.log(
-                    f"{BENCH}: poll {number}/{sizes.watch_poll_runs}: {files / seconds:,.0f} vs "
-                    f"find {files / find:,.0f} files/s"
-                )
+            await asyncio.sleep(polls * sizes.watch_poll_interval)  # polls, and nothing else
+            cpu = (cpu_seconds(server.pid) or 0.0) - cpu_before
+            jobs = (await client.stub.ListJobs(_JOBS, timeout=30)).jobs
+            made = [job.job_id for job in jobs if job.job_id not in seen]
     finally:
         await asyncio.to_thread(server.stop)
-    cpu_ms = statistics.median(d["server_cpu_s"] for d in details) * 1000
-    find_cpu_ms = statistics.median(d["find_cpu_s"] for d in details) * 1000
-    first = pairs[0][0] or 0.0
-    return [
-        paired(
-            BENCH,
-            f"{files:,}-file poll: files/s",
-            pairs,
-            baseline_name="find -printf",
-            note=f"WATCH_MODE_POLL every {sizes.watch_poll_interval:g} s, "
-            f"{sizes.watch_poll_runs} polls of {files:,} unchanged files (create_time to "
-            f"end_time of each poll's job); the first ran at {first:,.0f} files/s; CPU per poll "
-            f"(median; the server's from one poll's end to the next's, the first's from the "
-            f"switch to polling): server {cpu_ms:,.0f} ms, find {find_cpu_ms:,.0f} ms",
-            details=details,
-        )
-    ]
+    rescan = (first.end_time.ToNanoseconds() - first.create_time.ToNanoseconds()) / 1e9
+    files = sizes.watch_library_files
+    return Row(
+        bench=BENCH,
+        figure=f"{files:,}-file polled library: server CPU per poll (ms)",
+        value=cpu * 1000 / polls,
+        note=f"WATCH_MODE_POLL every {sizes.watch_poll_interval:g} s, {polls} intervals once "
+        f"the first whole rescan had ended ({files / rescan:,.0f} files/s); jobs the polls "
+        f"made: {len(made)}",
+    )
 
 
-_JOBS = scan_pb2.ListJobsRequest(page_size=20)
-
-
-async def _next_poll(client: Client, seen: set[str]) -> Any:
-    """The next WATCH job of the poll that was not seen yet, once it has ended."""
+async def _next_job(client: Client, seen: set[str]) -> Any:
+    """The next job not seen yet, once it has ended."""
     async with asyncio.timeout(WAIT):
         while True:
             jobs = (await client.stub.ListJobs(_JOBS, timeout=30)).jobs
@@ -486,7 +533,8 @@ async def _next_poll(client: Client, seen: set[str]) -> Any:
             if fresh:
                 job = fresh[-1]  # newest first: the oldest one not seen
                 seen.add(job.job_id)
-                if job.trigger != scan_pb2.TRIGGER_WATCH:
-                    raise RuntimeError(f"job {job.job_id} was not the poll's: {job}")
                 return await client.wait(job.job_id, WAIT)
             await asyncio.sleep(0.05)
+
+
+_JOBS = scan_pb2.ListJobsRequest(page_size=20)
