@@ -374,7 +374,7 @@ async def _idle(ctx: Context, root: Path, db: Path, bare_db: Path) -> list[Row]:
             baseline_name="no library",
             unit="%",
             note=f"the time the server's threads ran (schedstat) over "
-            f"{sizes.watch_idle_seconds:g} s, from once every folder was watched; by utime + "
+            f"{sizes.watch_idle_seconds:g} s, as for the RSS; by utime + "
             f"stime (10 ms ticks): {ticks[0]:.3f} vs {ticks[1]:.3f}% of a core (medians)",
         ),
     ]
