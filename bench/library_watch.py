@@ -441,9 +441,9 @@ def inotify_watches(pid: int) -> int:
 
 
 async def _poll(ctx: Context, root: Path, db: Path) -> list[Row]:
-    rows = [await asyncio.to_thread(_poll_walks, ctx, root)]
-    rows.append(await _polled_server(ctx, db))
-    return rows
+    walks = await asyncio.to_thread(_poll_walks, ctx, root)
+    find_cpu_ms = statistics.median(d["find_cpu_s"] for d in walks.runs) * 1000
+    return [walks, await _polled_server(ctx, db, find_cpu_ms)]
 
 
 def _poll_walks(ctx: Context, root: Path) -> Row:
@@ -487,9 +487,10 @@ def _poll_walks(ctx: Context, root: Path) -> Row:
     )
 
 
-async def _polled_server(ctx: Context, db: Path) -> Row:
+async def _polled_server(ctx: Context, db: Path, find_cpu_ms: float) -> Row:
     """The large library switched to WATCH_MODE_POLL on a server: its CPU per poll once the
-    whole rescan it starts with has ended, and the jobs its polls make (none: nothing changes)."""
+    whole rescan it starts with has ended, and the jobs its polls make (none: nothing changes);
+    against the CPU of one `find -printf` of the same tree."""
     sizes = ctx.sizes
     server, _ = mediascan_server(ctx, "watch-poll", "--db", str(db))
     try:
@@ -514,10 +515,13 @@ async def _polled_server(ctx: Context, db: Path) -> Row:
         await asyncio.to_thread(server.stop)
     rescan = (first.end_time.ToNanoseconds() - first.create_time.ToNanoseconds()) / 1e9
     files = sizes.watch_library_files
-    return Row(
-        bench=BENCH,
-        figure=f"{files:,}-file polled library: server CPU per poll (ms)",
-        value=cpu * 1000 / polls,
+    per_poll = cpu * 1000 / polls
+    return paired(
+        BENCH,
+        f"{files:,}-file polled library: server CPU per poll (ms)",
+        [(per_poll, find_cpu_ms)],
+        baseline_name="find -printf's CPU",
+        unit="ms",
         note=f"WATCH_MODE_POLL every {sizes.watch_poll_interval:g} s, {polls} intervals once "
         f"the first whole rescan had ended ({files / rescan:,.0f} files/s); jobs the polls "
         f"made: {len(made)}",
