@@ -23,6 +23,7 @@ from _library_helpers import (
 )
 from test_libraries import Feed, create
 
+from mediascan.server.libraries import keeper
 from mediascan.server.libraries import status as st
 from mediascan.server.store import SqliteStore
 from mediascan.server.testing import final_job
@@ -261,3 +262,75 @@ async def test_a_scheduled_rescan_waits_for_a_users_scan_of_the_library(
     assert scheduled.trigger == scan_pb2.TRIGGER_SCHEDULE, scheduled
     ended = cancelled.end_time.ToNanoseconds()
     assert scheduled.create_time.ToNanoseconds() >= ended, (scheduled, cancelled)
+
+
+@pytest.mark.slow
+async def test_a_watch_job_that_fails_is_run_again(
+    make_server: Any, connect: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch reports a change once: a WATCH job that fails (here, its time limit passes on
+    a probe that hangs) is submitted again for the same folders, with no new change."""
+    monkeypatch.setattr(keeper, "RETRY_SUBMIT", 0.5)
+    set_fault(monkeypatch, "hang", HANG_MARK)
+    server = await make_server(probe_timeout=LONG_PROBE_TIMEOUT, default_timeout=2.0)
+    stub = await connect(server.address)
+    root = tmp_path / "lib"
+    (root / "sub").mkdir(parents=True)
+    await create(stub, "lib", root, watch_mode=scan_pb2.WATCH_MODE_EVENTS, quiet_window=QUIET)
+    feed = Feed(stub, "lib")
+    assert await watching(stub, feed) == scan_pb2.WATCH_MODE_EVENTS
+    feed.close()
+    hangs = tiny_video(tmp_path / "staging" / f"{HANG_MARK}.mp4")
+    os.rename(hangs, root / "sub" / hangs.name)
+
+    async def targeted() -> list[Any]:
+        jobs = (await stub.ListJobs(scan_pb2.ListJobsRequest())).jobs
+        return [j for j in jobs if list(j.options.folders) == [real(root / "sub")]]
+
+    async with asyncio.timeout(WAIT):  # no stream lists new jobs: ListJobs, read again
+        while len(found := await targeted()) < 2:
+            await asyncio.sleep(0.1)
+    again, failed = found[:2]  # newest first
+    failed = await final_job(stub, failed.job_id, timeout=WAIT)
+    assert failed.state == scan_pb2.JOB_STATE_TIMED_OUT, failed
+    assert again.create_time.ToNanoseconds() >= failed.end_time.ToNanoseconds(), (again, failed)
+
+
+@pytest.mark.slow
+async def test_a_restarted_keeper_does_not_take_a_running_rescan_for_its_first(
+    make_server: Any, connect: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keeper that starts again (here, its settings changed) while a whole rescan of the
+    library is running does not count that rescan as its first (its walk may have passed what
+    changed meanwhile): once it ends, a new one runs at once."""
+    set_fault(monkeypatch, "hang", HANG_MARK)
+    server = await make_server(probe_timeout=LONG_PROBE_TIMEOUT)
+    stub = await connect(server.address)
+    root = tmp_path / "lib"
+    tiny_video(root / f"{HANG_MARK}.mp4")  # a whole rescan hangs on it until cancelled
+    await create(stub, "lib", root, watch_mode=scan_pb2.WATCH_MODE_EVENTS, quiet_window=QUIET)
+
+    async def whole() -> list[Any]:
+        jobs = (await stub.ListJobs(scan_pb2.ListJobsRequest())).jobs
+        return [j for j in jobs if j.trigger == scan_pb2.TRIGGER_WATCH and not j.options.folders]
+
+    async with asyncio.timeout(WAIT):  # no stream lists new jobs: ListJobs, read again
+        while not (running := await whole()) or running[0].state != scan_pb2.JOB_STATE_RUNNING:
+            await asyncio.sleep(0.1)
+    first = running[0]
+    feed = Feed(stub, "lib")
+    await feed.next()  # RESYNC
+    await stub.UpdateLibrary(
+        scan_pb2.UpdateLibraryRequest(
+            library=scan_pb2.Library(name="libraries/lib", quiet_window={"nanos": 400_000_000}),
+            update_mask={"paths": ["quiet_window"]},
+        )
+    )
+    await next_of(feed, scan_pb2.CHANGE_KIND_STATUS)  # the new keeper watches
+    feed.close()
+    before = len(await whole())
+    cancelled = await stub.CancelJob(scan_pb2.CancelJobRequest(job_id=first.job_id))
+    async with asyncio.timeout(keeper.RETRY_SUBMIT / 2):  # not the retry of a failed job
+        while len(found := await whole()) <= before:
+            await asyncio.sleep(0.1)
+    assert found[0].create_time.ToNanoseconds() >= cancelled.end_time.ToNanoseconds(), found

@@ -107,32 +107,19 @@ class Keeper:
             watcher, problem = await self._start_watcher(library)
             if watcher is None:  # no inotify instance: polled instead, and said so
                 mode = WatchMode.POLL
-        poll = None
-        if mode is WatchMode.POLL:
-            poll = self._poll_loop((library.root,))
-            await poll.baseline()
-        # What changed while no server kept the library (it was down, the root was offline,
-        # another server held it, the settings changed) is found by one whole rescan, submitted
-        # once watching or polling has begun (no change falls between the two) and before the
-        # status says so.
-        first = await self._submit_first() if mode is not WatchMode.OFF else None
         try:
-            # Said once watching has begun (a STATUS change, even when nothing else changed, e.g.
-            # at another server after a takeover): a change made after this is seen. DEGRADED
-            # for blind folders (as an earlier keeper found them) ends here unless some still are.
-            if problem:
-                log.warning("library %s: %s", library.name, problem)
-                await self._set(scan_pb2.LIBRARY_STATE_DEGRADED, problem, watching=_WATCHING[mode])
-            elif (
-                status.state == scan_pb2.LIBRARY_STATE_OFFLINE
-                or status.watching != _WATCHING[mode]
-                or (degraded and BLIND in status.reason and not (watcher and watcher.blind))
-            ):
-                await self._set(scan_pb2.LIBRARY_STATE_ACTIVE, watching=_WATCHING[mode])
-            elif mode is not WatchMode.OFF:
-                await self._set(
-                    status.state, status.reason, watching=_WATCHING[mode], announce=True
-                )
+            poll = None
+            if mode is WatchMode.POLL:
+                poll = self._poll_loop((library.root,))
+                await poll.baseline()
+            # What changed while no server kept the library (it was down, the root was offline,
+            # another server held it, the settings changed) is found by one whole rescan,
+            # submitted once watching or polling has begun (no change falls between the two)
+            # and before the status says so.
+            first = None
+            if mode is not WatchMode.OFF or self._overflowed:
+                first = await self._submit_first()
+            await self._say_kept(status, mode, problem, watcher)
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 group.create_task(self._submitter())
@@ -147,6 +134,33 @@ class Keeper:
         finally:
             if watcher is not None:
                 watcher.close()
+
+    async def _say_kept(
+        self,
+        status: scan_pb2.LibraryStatus,
+        mode: WatchMode,
+        problem: str,
+        watcher: FolderWatcher | None,
+    ) -> None:
+        """Said once watching has begun (a STATUS change, even when nothing else changed, e.g.
+        at another server after a takeover): a change made after this is seen. DEGRADED for
+        blind folders (as an earlier keeper found them) ends here unless some still are."""
+        watching = _WATCHING[mode]
+        degraded = status.state == scan_pb2.LIBRARY_STATE_DEGRADED
+        announce = mode is not WatchMode.OFF
+        if problem:
+            log.warning("library %s: %s", self.library.name, problem)
+            await self._set(
+                scan_pb2.LIBRARY_STATE_DEGRADED, problem, watching=watching, announce=announce
+            )
+        elif (
+            status.state == scan_pb2.LIBRARY_STATE_OFFLINE
+            or status.watching != watching
+            or (degraded and BLIND in status.reason and not (watcher and watcher.blind))
+        ):
+            await self._set(scan_pb2.LIBRARY_STATE_ACTIVE, watching=watching)
+        elif announce:
+            await self._set(status.state, status.reason, watching=watching, announce=True)
 
     # -- noticing ------------------------------------------------------------------------------
 
@@ -210,12 +224,15 @@ class Keeper:
         self._blind, self._blind_reason = signal.folders, reason
         if poller is not None:
             poller.cancel()
-        # Each blind folder tops a part of the tree that no watch covers: walked whole once
-        # (after the baseline of its polls), then polled.
-        poll = self._poll_loop(signal.folders)
+        return asyncio.create_task(self._poll_blind(signal.folders))
+
+    async def _poll_blind(self, tops: tuple[str, ...]) -> None:
+        """Each blind folder tops a part of the tree that no watch covers: walked whole once
+        (after the baseline of its polls, taken here, off the watch's loop), then polled."""
+        poll = self._poll_loop(tops)
         await poll.baseline()
-        self._add((), signal.folders)
-        return asyncio.create_task(poll.run())
+        self._add((), tops)
+        await poll.run()
 
     def _poll_loop(self, tops: Iterable[str]) -> PollLoop:
         return poll_loop(self.library, tops, self._jobs.suffixes, self._add)
@@ -263,12 +280,13 @@ class Keeper:
             self._launch(spec)
 
     async def _submit_first(self) -> tuple[ScanSpec, str] | None:
-        """The whole rescan that starts keeping the library, submitted: its spec and job id."""
-        self._rescan_whole()
-        spec = self._next_spec()
-        assert spec is not None
+        """The whole rescan that starts keeping the library, submitted: its spec and job id.
+        A scheduled run still owed stays owed (it waits for other scans; this does not)."""
+        self._clear()  # this rescan covers whatever was noticed so far
+        spec = self._spec()
         try:
-            return spec, await self._jobs.submit(spec)
+            # "" if an identical rescan is running: a new one is submitted once it has ended.
+            return spec, await self._jobs.submit(spec, follow_running=False)
         except MediascanError as exc:  # the store fails, the queue refuses: later
             self._retry_later(spec, exc)
             return None
@@ -281,9 +299,10 @@ class Keeper:
             self._overflowed = False  # another overflow from now on owes another
         self._active = self._group.create_task(self._run_job(spec, recovers, job_id))
 
-    def _next_spec(self) -> ScanSpec | None:
+    def _spec(self) -> ScanSpec:
+        """A whole rescan of the library (TRIGGER_WATCH)."""
         library = self.library
-        spec = ScanSpec(
+        return ScanSpec(
             path=library.root,
             recursive=library.recursive,
             follow_symlinks=library.follow_symlinks,
@@ -295,6 +314,9 @@ class Keeper:
             trigger=scan_pb2.TRIGGER_WATCH,
             extensions=library.extensions,
         )
+
+    def _next_spec(self) -> ScanSpec | None:
+        spec = self._spec()
         if self._scheduled is not None:
             full, self._scheduled = self._scheduled, None
             self._clear()
@@ -329,13 +351,20 @@ class Keeper:
             self._wake.set()  # whatever was noticed meanwhile goes next
         if job.result.deferred:  # files still changing: look again once they may be quiet
             loop.call_later(spec.quiet, self._again, spec)
-        if not recovers:
-            return
-        if job.state == scan_pb2.JOB_STATE_SUCCEEDED:
+        if recovers and job.state == scan_pb2.JOB_STATE_SUCCEEDED:
             await self._recover(OVERFLOWED)
-        else:  # what was missed may still be missing: another whole rescan, later
-            self._overflowed = True
-            loop.call_later(RETRY_SUBMIT, self._rescan_whole)
+        elif job.state != scan_pb2.JOB_STATE_SUCCEEDED:
+            # Failed, timed out or cancelled: what it was to look at may still be unseen (a
+            # poll or a watch reports a change once), so it is looked at again, later.
+            self._overflowed |= recovers
+            log.warning(
+                "library %s: job %s ended %s; its scan runs again in %gs",
+                self.library.name,
+                job.job_id,
+                scan_pb2.JobState.Name(job.state),
+                RETRY_SUBMIT,
+            )
+            loop.call_later(RETRY_SUBMIT, self._again, spec)
 
     def _retry_later(self, spec: ScanSpec, exc: MediascanError) -> None:
         log.warning(
@@ -348,7 +377,10 @@ class Keeper:
         asyncio.get_running_loop().call_later(RETRY_SUBMIT, self._again, spec)
 
     def _again(self, spec: ScanSpec) -> None:
-        if spec.folders or spec.trees:
+        if spec.trigger == scan_pb2.TRIGGER_SCHEDULE:  # still scheduled: waits, and may be full
+            self._scheduled = spec.full or bool(self._scheduled)
+            self._wake.set()
+        elif spec.folders or spec.trees:
             self._add(frozenset(spec.folders), frozenset(spec.trees))
         else:
             self._rescan_whole()
@@ -416,9 +448,23 @@ class LibraryJobs:
         #: The server's video names (--extensions), which a library's `extensions` start from.
         self.suffixes = suffixes
 
-    async def submit(self, spec: ScanSpec) -> str:
-        """The id of the job submitted for `spec`."""
-        return (await self._queue.submit(spec)).job.job_id
+    async def submit(self, spec: ScanSpec, *, follow_running: bool = True) -> str:
+        """The id of the job submitted for `spec`: a new one, or an identical one still
+        queued. An identical job already running is not joined (its walk may have passed what
+        the keeper saw change): it is followed to its end and then a new one submitted; or,
+        without `follow_running`, "" is returned at once."""
+        while True:
+            outcome = await self._queue.submit(spec)
+            job = outcome.job
+            if not outcome.deduplicated or job.state == scan_pb2.JOB_STATE_QUEUED:
+                return job.job_id
+            if not follow_running:
+                return ""
+            if is_terminal(job.state):  # just ended: the engine lets go of it in a moment
+                await asyncio.sleep(0.05)
+                continue
+            async for _event in self._queue.watch(job.job_id, job.last_sequence):
+                pass
 
     async def run(self, spec: ScanSpec, job_id: str = "") -> scan_pb2.Job:
         """The end of `spec`'s job: `job_id`, or one submitted now."""

@@ -25,7 +25,11 @@ class PollLoop:
     async def baseline(self) -> None:
         """The first poll: what later polls compare with. Take it before the rescan that brings
         the library up to date, so that a change made after that rescan's walk is seen."""
-        await asyncio.to_thread(self._poller.poll)
+        try:
+            await asyncio.to_thread(self._poller.poll)
+        except asyncio.CancelledError:
+            self._poller.close()  # the walk in its thread stops at its next folder
+            raise
 
     async def run(self) -> None:
         """Poll until cancelled (a poll running then is told to stop)."""
