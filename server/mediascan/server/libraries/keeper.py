@@ -35,7 +35,7 @@ ROOT_CHECK = 5.0
 #: The start of the reason of a library DEGRADED because the kernel's event queue overflowed.
 OVERFLOWED = "the kernel's event queue overflowed"
 #: In the reason of a library DEGRADED because some of its folders have no watch.
-BLIND = "cannot be watched"
+BLIND = st.BLIND
 #: At most this many folders in one targeted rescan; beyond, the whole library is rescanned.
 MAX_TARGETS = 1000
 
@@ -142,25 +142,14 @@ class Keeper:
         problem: str,
         watcher: FolderWatcher | None,
     ) -> None:
-        """Said once watching has begun (a STATUS change, even when nothing else changed, e.g.
-        at another server after a takeover): a change made after this is seen. DEGRADED for
-        blind folders (as an earlier keeper found them) ends here unless some still are."""
-        watching = _WATCHING[mode]
-        degraded = status.state == scan_pb2.LIBRARY_STATE_DEGRADED
-        announce = mode is not WatchMode.OFF
+        """Said once watching has begun: a change made after this is seen."""
         if problem:
             log.warning("library %s: %s", self.library.name, problem)
-            await self._set(
-                scan_pb2.LIBRARY_STATE_DEGRADED, problem, watching=watching, announce=announce
-            )
-        elif (
-            status.state == scan_pb2.LIBRARY_STATE_OFFLINE
-            or status.watching != watching
-            or (degraded and BLIND in status.reason and not (watcher and watcher.blind))
-        ):
-            await self._set(scan_pb2.LIBRARY_STATE_ACTIVE, watching=watching)
-        elif announce:
-            await self._set(status.state, status.reason, watching=watching, announce=True)
+        still_blind = bool(watcher and watcher.blind)
+        said = st.kept(status, _WATCHING[mode], problem, still_blind, mode is not WatchMode.OFF)
+        if said is not None:
+            state, reason, announce = said
+            await self._set(state, reason, watching=_WATCHING[mode], announce=announce)
 
     # -- noticing ------------------------------------------------------------------------------
 
@@ -300,20 +289,7 @@ class Keeper:
         self._active = self._group.create_task(self._run_job(spec, recovers, job_id))
 
     def _spec(self) -> ScanSpec:
-        """A whole rescan of the library (TRIGGER_WATCH)."""
-        library = self.library
-        return ScanSpec(
-            path=library.root,
-            recursive=library.recursive,
-            follow_symlinks=library.follow_symlinks,
-            timeout=self._jobs.timeout,
-            priority=0,
-            full=False,
-            library=library.name,
-            quiet=seconds(library, "quiet_window"),
-            trigger=scan_pb2.TRIGGER_WATCH,
-            extensions=library.extensions,
-        )
+        return self._jobs.whole_rescan(self.library)
 
     def _next_spec(self) -> ScanSpec | None:
         spec = self._spec()
@@ -447,6 +423,21 @@ class LibraryJobs:
         self.timeout = timeout
         #: The server's video names (--extensions), which a library's `extensions` start from.
         self.suffixes = suffixes
+
+    def whole_rescan(self, library: scan_pb2.Library) -> ScanSpec:
+        """A whole rescan of `library` (TRIGGER_WATCH), with its settings."""
+        return ScanSpec(
+            path=library.root,
+            recursive=library.recursive,
+            follow_symlinks=library.follow_symlinks,
+            timeout=self.timeout,
+            priority=0,
+            full=False,
+            library=library.name,
+            quiet=seconds(library, "quiet_window"),
+            trigger=scan_pb2.TRIGGER_WATCH,
+            extensions=library.extensions,
+        )
 
     async def submit(self, spec: ScanSpec, *, follow_running: bool = True) -> str:
         """The id of the job submitted for `spec`: a new one, or an identical one still

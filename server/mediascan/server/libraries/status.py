@@ -12,6 +12,9 @@ from mediascan.v1 import scan_pb2
 
 from ..store.changes import LibraryCatalog
 
+#: In the reason of a library DEGRADED because some of its folders have no watch.
+BLIND = "cannot be watched"
+
 Edit = Callable[[scan_pb2.LibraryStatus], None]
 
 
@@ -41,6 +44,28 @@ def set_state(state: int, reason: str = "", *, watching: int | None = None) -> E
             status.watching = watching  # type: ignore[assignment]
 
     return edit
+
+
+def kept(
+    status: scan_pb2.LibraryStatus, watching: int, problem: str, still_blind: bool, announce: bool
+) -> tuple[int, str, bool] | None:
+    """What a keeper that has begun watching says (state, reason, announce), or None: DEGRADED
+    for `problem` (it cannot watch); ACTIVE if the library was OFFLINE, watched otherwise, or
+    DEGRADED for blind folders (as an earlier keeper found them) that are watched now;
+    else the state as it was, announced (a STATUS change even when nothing else changed, e.g.
+    at another server after a takeover) unless `announce` is false (nothing is watched)."""
+    degraded = status.state == scan_pb2.LIBRARY_STATE_DEGRADED
+    if problem:
+        return scan_pb2.LIBRARY_STATE_DEGRADED, problem, announce
+    if (
+        status.state == scan_pb2.LIBRARY_STATE_OFFLINE
+        or status.watching != watching
+        or (degraded and BLIND in status.reason and not still_blind)
+    ):
+        return scan_pb2.LIBRARY_STATE_ACTIVE, "", False
+    if announce:
+        return status.state, status.reason, True
+    return None
 
 
 def job_ended(job: scan_pb2.Job) -> Edit:
