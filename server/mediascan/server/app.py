@@ -697,6 +697,7 @@ def _start_keepers(
 ) -> asyncio.Task[None] | None:
     """The keepers of this server's libraries (watching, polling, schedules), on a store that
     keeps libraries; their jobs' ends are recorded in the libraries' status."""
+    shared = store.feed is not None  # other servers use the database
     if service.libraries is None or not isinstance(store, LibraryCatalog):
         return None
     keepers = LibraryKeepers(
@@ -705,6 +706,7 @@ def _start_keepers(
         node=config.effective_node_name,
         roots=roots.paths,
         lease=config.lease,
+        shared=shared,
     )
     service.libraries.observe(keepers.library_changed)
     queue.state_listeners.append(keepers.job_changed)

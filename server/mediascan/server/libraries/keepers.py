@@ -38,12 +38,16 @@ class LibraryKeepers:
         node: str,
         roots: Sequence[str],
         lease: float,
+        shared: bool = True,
     ) -> None:
+        """`shared`: other servers use the database and may take a library over once its
+        lease runs out (PostgreSQL); without, no lease is kept and keepers never give up."""
         self._catalog = catalog
         self._jobs = jobs
         self._node = node
         self._roots = tuple(roots)
         self._lease = lease
+        self._shared = shared
         self._keepers: dict[str, tuple[bytes, asyncio.Task[None]]] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -78,7 +82,7 @@ class LibraryKeepers:
                 self._wake.clear()
                 asked = time.monotonic()
                 bound = self._lease / 4
-                if self._keepers:
+                if self._shared and self._keepers:
                     bound = min(bound, max(renewed + self._lease / 2 - asked, 0.0))
                 try:
                     async with asyncio.timeout(bound):
@@ -91,7 +95,8 @@ class LibraryKeepers:
                 except (StorageError, TimeoutError) as exc:  # keep what runs, try again
                     reason = str(exc) or f"no answer within {bound:g}s"
                     log.warning("could not renew the leases of the libraries: %s", reason)
-                    if self._keepers and time.monotonic() - renewed >= self._lease / 2:
+                    late = time.monotonic() - renewed >= self._lease / 2
+                    if self._shared and self._keepers and late:
                         await self._give_up()
                 pause = self._lease / 3
                 if self._keepers and renewed != asked:  # failed: try again by the deadline
