@@ -472,18 +472,3 @@ async def test_a_channel_catches_up_on_what_it_lacks_and_restarts_on_a_gap() -> 
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
 
-
-async def test_a_watch_resumed_at_the_last_event_of_a_job_just_ended_ends() -> None:
-    """A job that has just ended keeps its channel a moment (its watchers drain): a watch that
-    resumes there after the terminal event gets nothing more, and ends (it waited for ever)."""
-    hub = EventHub(None, ring_size=4, log_size=4, budget=StreamBudget(1 << 20))  # type: ignore[arg-type]  # no store needed
-    job_id = "j_" + "2" * 26
-    channel = hub.open(scan_pb2.Job(job_id=job_id, state=RUNNING, last_sequence=1))
-    ended = scan_pb2.JobEvent(job_id=job_id, sequence=2)
-    ended.state_change.from_state = RUNNING
-    ended.state_change.to_state = SUCCEEDED
-    channel.publish(scan_pb2.Job(job_id=job_id, state=SUCCEEDED, last_sequence=2), [ended])
-    async with asyncio.timeout(10):
-        assert [event async for event in hub.watch(job_id, 2)] == []
-        assert [event.sequence async for event in hub.watch(job_id, 1)] == [2]
-    hub.release(job_id)

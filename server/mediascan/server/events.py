@@ -363,8 +363,6 @@ class EventHub:
             # Follow the ring: per event, a comparison and the send; one wake-up per publish.
             while True:
                 if channel.last_sequence <= cursor:
-                    if channel.end_sequence and cursor >= channel.end_sequence:
-                        return  # resumed at the job's end: nothing more
                     if channel.closed:
                         await self._shut_down(cursor)
                     await channel.changed()
