@@ -471,4 +471,3 @@ async def test_a_channel_catches_up_on_what_it_lacks_and_restarts_on_a_gap() -> 
     assert final.snapshot.job.state == SUCCEEDED
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
-
