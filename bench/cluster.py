@@ -399,6 +399,11 @@ async def _recovery_rows(ctx: Context, cluster: PostgresCluster, slow: Path) -> 
     ]
 
 
+def _state_of(job: Any) -> str:
+    """A job's state, attempt and node, for an error message."""
+    return f"{scan_pb2.JobState.Name(job.state)} (attempt {job.attempt} on {job.node or '-'})"
+
+
 async def _recovery(
     ctx: Context, cluster: PostgresCluster, slow: Path, how: signal.Signals
 ) -> float:
@@ -430,6 +435,9 @@ async def _recovery(
                         started = event.event_time.ToNanoseconds() / 1e9
                         call.cancel()
                         return (started - sent) * 1000
-        raise RuntimeError("the scan did not run again")
+            job = await on_second.stub.GetJob(scan_pb2.GetJobRequest(job_id=job.job_id))
+        raise RuntimeError(
+            f"the scan did not run again: its stream ended with the job {_state_of(job)}"
+        )
     finally:
         await _stop(servers)
