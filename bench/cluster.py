@@ -399,6 +399,19 @@ async def _recovery_rows(ctx: Context, cluster: PostgresCluster, slow: Path) -> 
     ]
 
 
+def _second_start(event: scan_pb2.JobEvent) -> float | None:
+    """When attempt 2 started running (epoch seconds), if `event` says so."""
+    if event.HasField("state_change"):
+        change = event.state_change
+        if change.to_state == scan_pb2.JOB_STATE_RUNNING and change.job.attempt == 2:
+            return event.event_time.ToNanoseconds() / 1e9
+    elif event.HasField("snapshot"):
+        job = event.snapshot.job
+        if job.attempt >= 2 and job.HasField("start_time"):
+            return job.start_time.ToNanoseconds() / 1e9
+    return None
+
+
 def _state_of(job: Any) -> str:
     """A job's state, attempt and node, for an error message."""
     return f"{scan_pb2.JobState.Name(job.state)} (attempt {job.attempt} on {job.node or '-'})"
@@ -422,17 +435,14 @@ async def _recovery(
             sent = time.time()
             first.popen.send_signal(how)
             # Every stored event (not a snapshot): attempt 2 may be running before it attaches.
+            # A stream that falls behind gets a snapshot instead of the events it missed: then
+            # the second attempt's start is its job's start_time.
             request = scan_pb2.WatchJobRequest(job_id=job.job_id, after_sequence=1)
             call = on_second.stub.WatchJob(request)
             async with asyncio.timeout(120):
                 async for event in call:
-                    change = event.state_change
-                    if (
-                        event.HasField("state_change")
-                        and change.to_state == scan_pb2.JOB_STATE_RUNNING
-                        and change.job.attempt == 2
-                    ):
-                        started = event.event_time.ToNanoseconds() / 1e9
+                    started = _second_start(event)
+                    if started is not None:
                         call.cancel()
                         return (started - sent) * 1000
             job = await on_second.stub.GetJob(scan_pb2.GetJobRequest(job_id=job.job_id))
