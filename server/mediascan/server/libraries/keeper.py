@@ -277,7 +277,7 @@ class Keeper:
             # "" if an identical rescan is running: a new one is submitted once it has ended.
             return spec, await self._jobs.submit(spec, follow_running=False)
         except MediascanError as exc:  # the store fails, the queue refuses: later
-            self._retry_later(spec, exc)
+            self._retry_later(spec, f"it could not be submitted: {exc}")
             return None
 
     def _launch(self, spec: ScanSpec, job_id: str = "") -> None:
@@ -320,8 +320,7 @@ class Keeper:
                 await self._jobs.wait_for_others(self.library.root)
             job = await self._jobs.run(spec, job_id)
         except MediascanError as exc:  # the store fails, the queue refuses: later
-            self._overflowed |= recovers
-            self._retry_later(spec, exc)
+            self._retry_later(spec, f"it could not run: {exc}", recovers=recovers)
             return
         finally:
             self._wake.set()  # whatever was noticed meanwhile goes next
@@ -332,23 +331,19 @@ class Keeper:
         elif job.state != scan_pb2.JOB_STATE_SUCCEEDED:
             # Failed, timed out or cancelled: what it was to look at may still be unseen (a
             # poll or a watch reports a change once), so it is looked at again, later.
-            self._overflowed |= recovers
-            log.warning(
-                "library %s: job %s ended %s; its scan runs again in %gs",
-                self.library.name,
-                job.job_id,
-                scan_pb2.JobState.Name(job.state),
-                RETRY_SUBMIT,
-            )
-            loop.call_later(RETRY_SUBMIT, self._again, spec)
+            state = scan_pb2.JobState.Name(job.state)  # type: ignore[arg-type]
+            self._retry_later(spec, f"job {job.job_id} ended {state}", recovers=recovers)
 
-    def _retry_later(self, spec: ScanSpec, exc: MediascanError) -> None:
+    def _retry_later(self, spec: ScanSpec, why: str, *, recovers: bool = False) -> None:
+        """Look at what `spec` was to scan again in RETRY_SUBMIT seconds; `recovers`: it was
+        the whole rescan owed to an overflow, still owed."""
+        self._overflowed |= recovers
         log.warning(
-            "library %s: a %s scan could not run (%s); trying again in %gs",
+            "library %s: a %s scan runs again in %gs (%s)",
             self.library.name,
             scan_pb2.Trigger.Name(spec.trigger),  # type: ignore[arg-type]
-            exc,
             RETRY_SUBMIT,
+            why,
         )
         asyncio.get_running_loop().call_later(RETRY_SUBMIT, self._again, spec)
 
