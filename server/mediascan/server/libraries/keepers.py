@@ -76,31 +76,34 @@ class LibraryKeepers:
         """Hold libraries and keep their keepers running, until cancelled. Keepers run only
         while the leases were renewed less than half a lease ago: each renewal is bounded by
         that deadline, and a failed one waits no longer than it."""
-        renewed = time.monotonic()  #: when the leases were last renewed (asked for)
+        #: When the keepers must stop unless the leases are renewed (half a lease after the
+        #: last renewal was asked for).
+        deadline = time.monotonic() + self._lease / 2
         try:
             while True:
                 self._wake.clear()
                 asked = time.monotonic()
                 bound = self._lease / 4
                 if self._shared and self._keepers:
-                    bound = min(bound, max(renewed + self._lease / 2 - asked, 0.0))
+                    bound = min(bound, max(deadline - asked, 0.0))
+                renewed = False
                 try:
                     async with asyncio.timeout(bound):
                         held = await self._catalog.lease_libraries(
                             node=self._node, lease_s=self._lease, roots=self._roots, limit=MAX_HELD
                         )
-                    renewed = asked
+                    renewed = True
+                    deadline = asked + self._lease / 2
                     async with asyncio.timeout(self._lease / 3):
                         await self._reconcile(held)
                 except (StorageError, TimeoutError) as exc:  # keep what runs, try again
                     reason = str(exc) or f"no answer within {bound:g}s"
                     log.warning("could not renew the leases of the libraries: %s", reason)
-                    late = time.monotonic() - renewed >= self._lease / 2
-                    if self._shared and self._keepers and late:
+                    if self._shared and self._keepers and time.monotonic() >= deadline:
                         await self._give_up()
                 pause = self._lease / 3
-                if self._keepers and renewed != asked:  # failed: try again by the deadline
-                    pause = min(pause, max(renewed + self._lease / 2 - time.monotonic(), 0.0))
+                if self._keepers and not renewed:  # failed: try again by the deadline
+                    pause = min(pause, max(deadline - time.monotonic(), 0.0))
                 try:
                     async with asyncio.timeout(pause):
                         await self._wake.wait()
