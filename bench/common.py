@@ -333,14 +333,18 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (seconds)."""
+def cpu_seconds(pid: int, *, children: bool = False) -> float | None:
+    """User + system CPU time of a process so far (seconds); with `children`, also that of
+    the children it waited for (a rescan's `find`)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def run_ns(pid: int) -> int | None:

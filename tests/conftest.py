@@ -127,6 +127,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     ):
         params = [pytest.param(name, marks=_BACKEND_MARKS.get(name, ())) for name in BACKENDS]
         metafunc.parametrize("backend", params, indirect=True)
+    if "walk" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_walks"):
+        metafunc.parametrize("walk", WALKS, indirect=True)
+
+
+#: The walks of a rescan: the Python walk, and `find` first (`find_walk.py`, from one video in
+#: the library on); a test module marked `both_walks` runs on each.
+WALKS = ("python", "find")
+
+
+@pytest.fixture
+def walk(request: pytest.FixtureRequest) -> str:
+    """The walk `make_server` gives its servers: "default" (the server's) unless parametrized."""
+    return str(getattr(request, "param", "default"))
 
 
 @pytest.fixture
@@ -145,13 +158,15 @@ def database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Pa
 
 
 @pytest.fixture
-async def make_server(database: Path | str) -> AsyncIterator[ServerFactory]:
+async def make_server(database: Path | str, walk: str) -> AsyncIterator[ServerFactory]:
     """`await make_server(**overrides)` starts an in-process MediascanServer on 127.0.0.1:0 with
-    the test's `database` (both overridable); all are stopped at teardown."""
+    the test's `database` and `walk` (all overridable); all are stopped at teardown."""
     servers: list[MediascanServer] = []
 
     async def factory(**overrides: Any) -> MediascanServer:
         values: dict[str, Any] = {"listen": "127.0.0.1:0", "db": database}
+        if walk != "default":
+            values["find_walk_min"] = 1 if walk == "find" else 0
         values.update(overrides)
         server = MediascanServer(Config(**values))
         servers.append(server)

@@ -40,6 +40,8 @@ from _library_helpers import (
 from mediascan.server.testing import final_job, wait_for_event
 from mediascan.v1 import scan_pb2
 
+pytestmark = pytest.mark.both_walks
+
 #: A scan that meets a FIFO must not hang on it: bound every scan well below the test timeout.
 SCAN_TIMEOUT = 30.0
 

@@ -38,7 +38,7 @@ from mediascan.server.store.postgres.store import PostgresStore
 from mediascan.server.store.protocol import LibraryStore
 from mediascan.v1 import scan_pb2
 
-pytestmark = pytest.mark.both_backends
+pytestmark = [pytest.mark.both_backends, pytest.mark.both_walks]
 
 TIMEOUT = 30.0
 ADDED = scan_pb2.CHANGE_KIND_ADDED

@@ -19,7 +19,7 @@ from mediascan.server.store import library_key
 from mediascan.server.testing import field_violations, make_video
 from mediascan.v1 import scan_pb2
 
-pytestmark = pytest.mark.both_backends
+pytestmark = [pytest.mark.both_backends, pytest.mark.both_walks]
 
 
 def fingerprint_of(path: Path) -> str:

@@ -57,6 +57,8 @@ from mediascan.server.testing import (
 )
 from mediascan.v1 import scan_pb2
 
+pytestmark = pytest.mark.both_walks
+
 
 async def get_video(stub: Any, path: Path) -> Any:
     return await stub.GetVideo(scan_pb2.GetVideoRequest(path=real(path)))
@@ -204,14 +206,16 @@ async def test_a_vanished_subfolder_keeps_its_videos(stub: Any, tmp_path: Path) 
     reason="running as root without util-linux setpriv: chmod 000 cannot lock the server out "
     "(test_a_vanished_subfolder_keeps_its_videos covers the vanished case)",
 )
-async def test_an_unreadable_subfolder_keeps_its_videos(tmp_path: Path) -> None:
-    """A real permission error: the server runs without root's permission bypass."""
+async def test_an_unreadable_subfolder_keeps_its_videos(tmp_path: Path, walk: str) -> None:
+    """A real permission error: the server runs without root's permission bypass. With the
+    find walk, `find` meets the error and the Python walk reports it."""
     lib = tmp_path / "lib"
     top = tiny_video(lib / "top.mp4")
     gone = tiny_video(lib / "open" / "gone.mp4")
     locked_dir = lib / "locked"
     locked = [tiny_video(locked_dir / "a.mp4"), tiny_video(locked_dir / "deeper" / "b.mp4")]
-    async with unprivileged_server(tmp_path / "mediascan.db") as (stub, _):
+    args = ("--find-walk-min", "1" if walk == "find" else "0")
+    async with unprivileged_server(tmp_path / "mediascan.db", *args) as (stub, _):
         assert (await scan(stub, lib)).result.added == 4
         gone.unlink()
         unreadable_file = tiny_video(lib / "open" / "unreadable.mp4")

@@ -542,6 +542,7 @@ def _scanner(
         queue=store.probe_queue,
         verifier=verifier,
         fingerprinter=functools.partial(pool.run, op="fingerprint", parse=str),
+        find_walk_min=config.find_walk_min,
     )
 
 

@@ -68,6 +68,10 @@ class Config:
     #: The file name extensions scans take for videos: "" the default set (videonames.py),
     #: "mp4,mkv" only those, "+vid,+dv" the default set and those.
     extensions: str = ""
+    #: A whole rescan of a folder with at least this many videos in the library lists the
+    #: folder with GNU find, and walks in Python only the folders where something changed
+    #: (`find_walk.py`); 0: never.
+    find_walk_min: int = 20_000
     #: Longest wait for the database an RPC makes before it answers UNAVAILABLE (seconds).
     db_timeout: float = 5.0
     #: On SIGTERM/SIGINT, how long running jobs may go on before they are interrupted (seconds).
@@ -141,6 +145,7 @@ class Config:
             (self.max_timeout > 0, "--max-timeout must be positive"),
             (self.shutdown_grace >= 0, "--shutdown-grace must not be negative"),
             (self.db_timeout > 0, "--db-timeout must be positive"),
+            (self.find_walk_min >= 0, "--find-walk-min must not be negative"),
             (self.retention > 0, "--retention must be positive"),
             (self.probe_workers >= 1, "--probe-workers must be at least 1"),
             (self.probe_concurrency >= 1, "--probe-concurrency must be at least 1"),
@@ -288,6 +293,11 @@ _FLAGS = (
         "extensions",
         "file name extensions scans take for videos, separated by commas: mp4,mkv replaces "
         "the default set, +vid,+dv adds to it (case does not matter)",
+    ),
+    _Flag(
+        "find_walk_min",
+        "videos in the library below a rescanned folder from which GNU find lists it (0: never)",
+        "int",
     ),
     _Flag("db_timeout", "longest wait for the database before UNAVAILABLE, e.g. 5s", "duration"),
     _Flag("shutdown_grace", "how long running jobs may finish on SIGTERM, e.g. 10s", "duration"),

@@ -27,13 +27,16 @@ import contextlib
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from mediascan.v1 import scan_pb2
 
+from . import find_walk
 from .decode_check import DecodeReport
 from .errors import Code
 from .escaping import escaped
+from .find_walk import LISTING_PART, FindWalk, ListingSource
 from .jobs import ScanSpec
 from .libraries.guard import within_removal_limits
 from .moves import Fingerprinter, Moves
@@ -47,6 +50,8 @@ from .store.probe_queue import BatchOutcome, ProbeQueue
 from .verify import Verifier, health_update, verify_file, with_health
 from .videonames import VIDEO_SUFFIXES, parse_extensions
 from .walker import Batch, FoundFile, Item, Walker
+
+Walk = Walker | FindWalk
 
 _WALK_QUEUE = 8  # batches in flight between the walker and the loop
 _WRITE_BATCH = 128  # probed files per library transaction
@@ -99,6 +104,7 @@ class Scanner:
         queue: ProbeQueue | None = None,
         verifier: Verifier | None = None,
         fingerprinter: Fingerprinter | None = None,
+        find_walk_min: int = 0,
     ) -> None:
         """`queue`: a shared store's batches, through which every server probes each scan
         (None: this server probes its scans itself)."""
@@ -113,6 +119,7 @@ class Scanner:
             queue=queue,
             verifier=verifier,
             fingerprinter=fingerprinter,
+            find_walk_min=find_walk_min,
         )
 
     @property
@@ -150,6 +157,8 @@ class _Parts:
     queue: ProbeQueue | None
     verifier: Verifier | None  #: DECODE verification; None: DECODE scans verify nothing
     fingerprinter: Fingerprinter | None  #: a prober's fingerprint of a file; None: no moves
+    #: Videos in the library below a rescanned folder from which `find` lists it; 0: never.
+    find_walk_min: int
 
 
 class _ScanRun:
@@ -177,6 +186,7 @@ class _ScanRun:
         self._probes: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None  # the first probe task that failed
         self._stop = threading.Event()
+        self._find_walk_min = parts.find_walk_min
         self._started_ns = time.time_ns()
         #: A file that changed after this is still changing: deferred (`_defer`).
         self._quiet_after = self._started_ns - round(spec.quiet * 1e9) if spec.quiet else 1 << 62
@@ -200,19 +210,7 @@ class _ScanRun:
         items: asyncio.Queue[Item] = asyncio.Queue(_WALK_QUEUE)
         self._progress.phase = scan_pb2.SCAN_PHASE_DISCOVERING
         self._reporter.changed()
-        index = await self._store.library_index(self._spec.path, recursive=self._spec.recursive)
-        if self._shared is not None:
-            await self._shared.start()
-        walk = Walker(
-            self._spec,
-            self._roots,
-            lambda item: self._hand_over(loop, items, item),
-            self._stop,
-            index,
-            root=root.take,
-            files=self._open,
-            suffixes=self._suffixes,
-        )
+        walk = await self._walk(lambda item: self._hand_over(loop, items, item), root)
         walker = loop.run_in_executor(self._walk_executor, walk.run)
         try:
             while (batch := await items.get()) is not None:
@@ -249,6 +247,59 @@ class _ScanRun:
             finally:
                 self._open.close_all()  # the files handed over and never probed
 
+    async def _walk(self, hand_over: Callable[[Item], bool], root: RootFolder) -> Walk:
+        """The walk of this scan: with `find` (`find_walk.py`) for a whole rescan of a folder
+        with at least `find_walk_min` videos in the library, else the Python walk of
+        `walker.py` with the library's index of the folder."""
+        spec = self._spec
+        store = self._store
+        if self._find_walk_min and find_walk.eligible(spec):
+            count = await store.library_count(spec.path, limit=self._find_walk_min)
+            pseudo = ""
+            if count >= self._find_walk_min:
+                pseudo = await asyncio.to_thread(find_walk.pseudo_mount_below, spec.path)
+            if count >= self._find_walk_min and not pseudo:
+                if self._shared is not None:
+                    await self._shared.start()
+                listing = self._listing_source(asyncio.get_running_loop())
+                return FindWalk(
+                    spec,
+                    self._roots,
+                    hand_over,
+                    self._stop,
+                    listing,
+                    root=root.take,
+                    files=self._open,
+                    suffixes=self._suffixes,
+                )
+        index = await store.library_index(spec.path, recursive=spec.recursive)
+        if self._shared is not None:
+            await self._shared.start()
+        return Walker(
+            spec,
+            self._roots,
+            hand_over,
+            self._stop,
+            index,
+            root=root.take,
+            files=self._open,
+            suffixes=self._suffixes,
+        )
+
+    def _listing_source(self, loop: asyncio.AbstractEventLoop) -> ListingSource:
+        """The library's listing of the scanned folder, for a find walk's thread."""
+        store, path = self._store, self._spec.path
+
+        def bounds() -> concurrent.futures.Future[list[str]]:
+            read = store.library_bounds(path, every=LISTING_PART)
+            return asyncio.run_coroutine_threadsafe(read, loop)
+
+        def part(after: str, upto: str) -> find_walk.Part:
+            read = store.library_listing(path, after=after, upto=upto)
+            return asyncio.run_coroutine_threadsafe(read, loop)
+
+        return ListingSource(bounds, part)
+
     def _hand_over(
         self, loop: asyncio.AbstractEventLoop, items: asyncio.Queue[Item], item: Item
     ) -> bool:
@@ -276,12 +327,13 @@ class _ScanRun:
                 progress.files_found += 1
                 progress.files_done += 1
                 progress.failed += 1
-        if batch.unchanged:
+        if batch.unchanged or batch.unchanged_bytes:
             progress.files_found += batch.unchanged
             progress.files_done += batch.unchanged
             progress.unchanged += batch.unchanged
             progress.bytes_done += batch.unchanged_bytes
-            progress.current_path = batch.last_unchanged
+            if batch.last_unchanged:
+                progress.current_path = batch.last_unchanged
             self._update_fraction()
         progress.files_found += len(batch.files)
         if batch.undated:
@@ -355,7 +407,7 @@ class _ScanRun:
             duration_ns = result.duration_ns
         return await verify_file(self._verifier, found, duration_ns, self._reporter)
 
-    async def _remove_missing(self, walk: Walker) -> None:
+    async def _remove_missing(self, walk: Walk) -> None:
         """Settle the files held as moved (`moves.py`), then forget the library's videos under
         the scanned folder that the walk did not meet and that did not move (`Walker.missing`):
         only after a complete walk, never on cancel or timeout."""

@@ -96,6 +96,12 @@ class _Folder:
         self.prefix = path if path.endswith("/") else path + "/"
         self.users = 1  # its listing, then one per subfolder still to open
 
+    def leave(self) -> None:
+        """One user is done with it: the last closes it."""
+        self.users -= 1
+        if self.users == 0:
+            os.close(self.fd)
+
 
 class Walker:
     """Depth-first walk of a scan's folder, run in a worker thread.
@@ -127,12 +133,16 @@ class Walker:
         files: OpenFiles,
         mounts: Mounts | None = None,
         suffixes: frozenset[str] = VIDEO_SUFFIXES,
+        counted: Callable[[str, int, int], bool] | None = None,
+        gone_loses: bool = True,
     ) -> None:
         self._spec = spec
+        self._counted = counted  # a file not in `index` counted already (`find_walk.py`)
+        self._gone_loses = gone_loses  # gone target folders lose their videos (a watch's)
         self._suffixes = suffixes  # of the names that are videos (`videonames`)
         self._mounts = mounts or Mounts()
         self._roots = roots
-        self._outbox = _Outbox(hand_over)
+        self._outbox = Outbox(hand_over)
         self._stop = stop
         self._root = root
         self._open = files
@@ -160,7 +170,7 @@ class Walker:
                 return
             # The walk is complete: what it did not meet may be removed.
             self.missing = missing_videos(self.index, self.listed, self.met, self._spec)
-            if self._targets is not None and self._spec.recursive:
+            if self._targets is not None and self._spec.recursive and self._gone_loses:
                 self.missing += self._targets.gone_videos(self.index, self.listed)
             if self._outbox.holds():
                 self._outbox.send()
@@ -169,7 +179,7 @@ class Walker:
             raise
         finally:
             while self._stack:  # the walk stopped early: close the folders still held open
-                self._leave(self._stack.pop()[0])
+                self._stack.pop()[0].leave()
             for found in self._outbox.files:  # opened, never handed over
                 self._open.close(found.fd)
             if not self._stop.is_set():
@@ -186,15 +196,10 @@ class Walker:
                 return False
             parent, name = self._stack.pop()
             folder = self._open_folder(parent, name)
-            self._leave(parent)
+            parent.leave()
             if folder is not None and not self._list(folder):
                 return False
         return True
-
-    def _leave(self, folder: _Folder) -> None:
-        folder.users -= 1
-        if folder.users == 0:
-            os.close(folder.fd)
 
     def _open_folder(self, parent: _Folder, name: str) -> _Folder | None:
         """Open a subfolder relative to its parent; None (reported) if it cannot be walked."""
@@ -206,10 +211,10 @@ class Walker:
             if self._targets is not None:  # a target gone since the watch saw it
                 self._targets.gone(path, parent.dev)
             else:
-                self._error(folder_error(path, exc, follow=follow))
+                self._outbox.error(folder_error(path, exc, follow=follow))
             return None
         except OSError as exc:
-            self._error(folder_error(path, exc, follow=follow))
+            self._outbox.error(folder_error(path, exc, follow=follow))
             return None
         try:
             problem = self._check_folder(fd, path, parent)
@@ -217,7 +222,7 @@ class Walker:
             problem = folder_error(path, exc, follow=follow)
         if problem is not None:
             os.close(fd)
-            self._error(problem)
+            self._outbox.error(problem)
             return None
         return _Folder(fd, path)
 
@@ -249,7 +254,7 @@ class Walker:
                 return self._toward(folder, targets)
             return self._read(folder)
         finally:
-            self._leave(folder)
+            folder.leave()
 
     def _toward(self, folder: _Folder, targets: Targets) -> bool:
         """A folder on the way to a target: not listed; only the subfolders toward the
@@ -294,7 +299,7 @@ class Walker:
                             continue
                         if isinstance(item, WalkError):
                             complete = complete and item.complete
-                            if not self._error(item):
+                            if not self._outbox.error(item):
                                 return False
                         else:
                             add((name, item.st_size, item.st_mtime_ns, item.st_dev))
@@ -339,8 +344,10 @@ class Walker:
                         self._outbox.undated.append((dev, prefix + name))
                     continue
             elif not encodes(prefix + name):  # never in the library: its paths are UTF-8
-                if not self._error(not_utf8(prefix + name)):
+                if not self._outbox.error(not_utf8(prefix + name)):
                     return False
+                continue
+            elif self._counted is not None and self._counted(prefix + name, size, mtime_ns):
                 continue
             elif met is not None:
                 met.add(prefix + name)
@@ -370,7 +377,7 @@ class Walker:
             fd = os.open(name, _FILE_FLAGS | nofollow(follow), dir_fd=folder.fd)
         except OSError as exc:
             self._open.release()
-            return self._error(file_error(path, exc, follow=follow))
+            return self._outbox.error(file_error(path, exc, follow=follow))
         try:
             info = os.fstat(fd)
             problem = not_regular(path, info.st_mode)
@@ -381,7 +388,7 @@ class Walker:
         if problem is not None:
             os.close(fd)
             self._open.release()
-            return self._error(problem)
+            return self._outbox.error(problem)
         if not self._open.add(fd):
             return False
         verify_only = verify_only and not self._spec.full
@@ -444,11 +451,8 @@ class Walker:
         self._stack.append((folder, entry.name))
         return None
 
-    def _error(self, error: WalkError) -> bool:
-        return self._outbox.error(error)
 
-
-class _Outbox:
+class Outbox:
     """What the walker holds for its next hand-over (`Batch`) to the scan, and when to send it:
     once WALK_BATCH files or errors are held, or enough was counted or time went by."""
 
@@ -463,7 +467,7 @@ class _Outbox:
         self._handed_at = time.monotonic()
 
     def holds(self) -> bool:
-        return bool(self.files or self.errors or self._unchanged)
+        return bool(self.files or self.errors or self._unchanged or self._unchanged_bytes)
 
     def file(self, found: FoundFile) -> bool:
         """Hold a file to probe; False when the scan is over."""

@@ -249,6 +249,22 @@ class LibraryIndex:
         return LibraryIndex(dict(self.keys), set(self.undated))
 
 
+@dataclasses.dataclass(slots=True)
+class LibraryListing:
+    """The library's videos below a folder, at any depth, as GNU find lists files
+    (`find_walk.py`), in UTF-8: the key of a video is `relative/path/size/seconds.nanoseconds0`,
+    its path relative to the folder and its time as `find -printf %T@` writes it (nine digits
+    of nanoseconds and a 0). A line of `find` that is one of these keys is an unchanged video.
+
+    Videos that no line may match have a time no line has: `-1` (read by an older prober: to
+    probe again), `u` and the nanoseconds (stored without a device), or the nanoseconds alone
+    (a time before 1970); the walk compares those itself. `keys_bytes` is the sum of the sizes
+    of all. A listing is read in parts (ranges of paths, `library_bounds`), several at once."""
+
+    keys: list[bytes]
+    keys_bytes: int
+
+
 def library_key(path: str, size_bytes: int, mtime_ns: int) -> str:
     """`path/size/mtime`: the digits at the end never contain a '/', so this names one
     (path, size, mtime) only. The scanner builds the same string inline."""
@@ -398,6 +414,20 @@ class LibraryStore(Protocol):
     """The video library: what the scanner and the service need."""
 
     async def library_index(self, folder: str, *, recursive: bool) -> LibraryIndex: ...
+
+    async def library_count(self, folder: str, *, limit: int) -> int:
+        """The library's videos below `folder`, at any depth, counted up to `limit`."""
+        ...
+
+    async def library_bounds(self, folder: str, *, every: int) -> list[str]:
+        """The path of every `every`-th video below `folder`, at any depth, in path order: the
+        bounds of the parts of its listing."""
+        ...
+
+    async def library_listing(self, folder: str, *, after: str, upto: str) -> LibraryListing:
+        """The library's videos below `folder`, at any depth, as `find` lists files: those
+        whose path follows `after` ("": from the first) up to `upto` ("": to the last)."""
+        ...
 
     async def set_devices(
         self, devices: Sequence[tuple[int, str]], *, fence: Fence | None = None

@@ -14,6 +14,7 @@ from ..protocol import (
     Fence,
     HealthUpdate,
     LibraryIndex,
+    LibraryListing,
     MovedVideo,
     VideoQuery,
     VideoRow,
@@ -61,6 +62,58 @@ class PostgresLibrary:
                 if no_dev:
                     undated.add(path)
             return LibraryIndex(keys, undated)
+
+        return await self._db.read(op)
+
+    async def library_count(self, folder: str, *, limit: int) -> int:
+        """The videos below `folder`, at any depth, counted up to `limit`."""
+        low, high = below(folder)
+        sql = (
+            b"SELECT count(*) FROM (SELECT 1 FROM videos WHERE path > %s AND path < %s LIMIT %s) v"
+        )
+
+        async def op(conn: Connection) -> int:
+            cursor = await conn.execute(sql, (low, high, limit))
+            row = await cursor.fetchone()
+            return int(row[0]) if row is not None else 0
+
+        return await self._db.read(op)
+
+    async def library_bounds(self, folder: str, *, every: int) -> list[str]:
+        """The path of every `every`-th video below `folder` (on the path index)."""
+        low, high = below(folder)
+        sql = (
+            b"SELECT path FROM (SELECT path, row_number() OVER (ORDER BY path) AS n FROM videos "
+            b"WHERE path > %s AND path < %s) v WHERE n %% %s = 0 ORDER BY path"
+        )
+
+        async def op(conn: Connection) -> list[str]:
+            cursor = await conn.execute(sql, (low, high, every))
+            return [str(row[0]) for row in await cursor.fetchall()]
+
+        return await self._db.read(op)
+
+    async def library_listing(self, folder: str, *, after: str, upto: str) -> LibraryListing:
+        """The videos below `folder` from after `after` up to `upto`, as `find` lists files
+        (`LibraryListing`): PostgreSQL builds their keys, joined by NUL bytes, as one bytea."""
+        low, high = below(folder)
+        key = (
+            f"substr(path, {len(low) + 1}) || '/' || size_bytes || '/' || "
+            f"CASE WHEN prober_version < {PROBER_VERSION} THEN '-1' "
+            "WHEN fs_key = 0 THEN 'u' || mtime_ns WHEN mtime_ns < 0 THEN mtime_ns::text "
+            "ELSE (mtime_ns / 1000000000) || '.' || lpad(mod(mtime_ns, 1000000000)::text, 9, '0') "
+            "|| '0' END"
+        )
+        sql = (
+            f"SELECT string_agg(convert_to({key}, 'UTF8'), '\\x00'::bytea), sum(size_bytes) "
+            f"FROM videos WHERE path > %s AND path {'<=' if upto else '<'} %s"
+        )
+
+        async def op(conn: Connection) -> LibraryListing:
+            cursor = await conn.execute(sql.encode(), (after or low, upto or high))
+            row = await cursor.fetchone()
+            keys, size = row if row is not None else (None, 0)
+            return LibraryListing(bytes(keys).split(b"\0") if keys else [], int(size or 0))
 
         return await self._db.read(op)
 

@@ -16,7 +16,7 @@ from ..protocol import SchemaTooNew
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -72,6 +72,15 @@ Step = str | Callable[[sqlite3.Connection], None]
 
 #: The sort keys of ListVideos besides the path (`VIDEO_ORDERS`), each indexed with the id.
 ORDERED_COLUMNS = ("duration_ns", "size_bytes", "mtime_ns", "probe_ns")
+
+#: The end of a video's key in a listing (`LibraryListing`): `/size/seconds.nanoseconds0` as
+#: `find -printf %T@` writes the time; `/size/u` and the nanoseconds for a video stored without
+#: a device; `/size/` and the nanoseconds for a time before 1970.
+LISTED = (
+    "CASE WHEN dev = 0 THEN '/' || size_bytes || '/u' || mtime_ns "
+    "WHEN mtime_ns < 0 THEN '/' || size_bytes || '/' || mtime_ns "
+    "ELSE printf('/%d/%d.%09d0', size_bytes, mtime_ns / 1000000000, mtime_ns % 1000000000) END"
+)
 
 #: Forward migrations: the statements (or functions) that take a database from version N-1 to N.
 _MIGRATIONS: dict[int, tuple[Step, ...]] = {
@@ -144,7 +153,24 @@ _MIGRATIONS: dict[int, tuple[Step, ...]] = {
         "job_id TEXT NOT NULL, time_ns INTEGER NOT NULL, status BLOB NOT NULL, "
         "PRIMARY KEY (library_id, sequence)) WITHOUT ROWID",
     ),
+    # The find walk (`find_walk.py`): each video's `listed`, the end of its key as `find`
+    # lists files (`LibraryListing`), computed by SQLite (a virtual column) and kept in an
+    # index with the path, so that a listing reads one index and formats no number.
+    9: (lambda conn: _add_listed(conn),),
 }
+
+
+def _add_listed(conn: sqlite3.Connection) -> None:
+    """Schema 9: the virtual column `listed` and its index (`LISTED`)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_xinfo(videos)")}
+    if "dev" not in columns:  # a database made by hand, without version 2's column
+        conn.execute("ALTER TABLE videos ADD COLUMN dev INTEGER NOT NULL DEFAULT 0")
+    if "listed" not in columns:
+        conn.execute(f"ALTER TABLE videos ADD COLUMN listed TEXT GENERATED ALWAYS AS ({LISTED})")
+    conn.execute(
+        "CREATE INDEX IF NOT EXISTS videos_listed ON videos "
+        "(path, listed, size_bytes, prober_version)"
+    )
 
 
 def connect(path: Path) -> sqlite3.Connection:
