@@ -25,7 +25,8 @@ explain, the walk covers the whole folder, still passing over what `find` counte
 
 Only a whole, recursive, ordinary rescan of a folder with at least `--find-walk-min` videos in
 the library goes this way (`eligible`), on a system with GNU find and /proc, and never when a
-pseudo file system (`mounts.py`) is mounted below the folder; the rest take the Python walk.
+pseudo file system (`mounts.py`) is mounted below the folder (`usable`); the rest take the
+Python walk.
 """
 
 from __future__ import annotations
@@ -99,11 +100,16 @@ def gnu_find() -> str | None:
 def eligible(spec: ScanSpec) -> bool:
     """A scan the find walk can do: a whole, recursive rescan that neither follows links nor
     probes or verifies what did not change."""
-    return (
-        spec.recursive
-        and not (spec.follow_symlinks or spec.full or spec.decode or spec.folders or spec.trees)
-        and gnu_find() is not None
+    return spec.recursive and not (
+        spec.follow_symlinks or spec.full or spec.decode or spec.folders or spec.trees
     )
+
+
+def usable(folder: str) -> bool:
+    """Whether the find walk can list `folder` here: GNU find and /proc are there, and no
+    pseudo file system is mounted below it (the Python walk does not enter one). Blocks: run
+    it in a thread."""
+    return gnu_find() is not None and not pseudo_mount_below(folder)
 
 
 def pseudo_mount_below(folder: str, mountinfo: str | None = None) -> str:
@@ -202,7 +208,7 @@ class FindWalk:
         """Run `find` on the folder `fd` and compare its lines with the listing as they come;
         None when the scan is over."""
         find = gnu_find()
-        assert find is not None  # `eligible`
+        assert find is not None  # `usable`
         with tempfile.TemporaryFile() as errors:
             process = subprocess.Popen(
                 [*_buffered(), find, "-H", f"/proc/self/fd/{fd}", *FIND_ARGS],

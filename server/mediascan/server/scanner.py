@@ -255,10 +255,9 @@ class _ScanRun:
         store = self._store
         if self._find_walk_min and find_walk.eligible(spec):
             count = await store.library_count(spec.path, limit=self._find_walk_min)
-            pseudo = ""
-            if count >= self._find_walk_min:
-                pseudo = await asyncio.to_thread(find_walk.pseudo_mount_below, spec.path)
-            if count >= self._find_walk_min and not pseudo:
+            if count >= self._find_walk_min and await asyncio.to_thread(
+                find_walk.usable, spec.path
+            ):
                 if self._shared is not None:
                     await self._shared.start()
                 listing = self._listing_source(asyncio.get_running_loop())
