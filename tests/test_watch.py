@@ -471,3 +471,23 @@ async def test_a_channel_catches_up_on_what_it_lacks_and_restarts_on_a_gap() -> 
     assert final.snapshot.job.state == SUCCEEDED
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
+
+
+async def test_a_resume_at_the_terminal_event_ends_before_the_channel_is_released() -> None:
+    """A client that got a job's terminal event and resumes after it, while the job's channel
+    is still held (the moment between the end and the release), gets an OK end and no event,
+    as it does once the job is read from the store: it must not wait for events that never
+    come."""
+    hub = EventHub(None, ring_size=8, log_size=8, budget=StreamBudget(1 << 20))  # type: ignore[arg-type]  # no store needed
+    job_id = "j_" + "2" * 26
+    channel = hub.open(scan_pb2.Job(job_id=job_id, state=RUNNING, last_sequence=2))
+    end = scan_pb2.JobEvent(job_id=job_id, sequence=3)
+    end.state_change.from_state = RUNNING
+    end.state_change.to_state = SUCCEEDED
+    channel.publish(scan_pb2.Job(job_id=job_id, state=SUCCEEDED, last_sequence=3), [end])
+    assert channel.end_sequence == 3
+    for after in (3, 2):
+        async with asyncio.timeout(5):
+            got = [event.sequence async for event in hub.watch(job_id, after)]
+        assert got == ([] if after == 3 else [3])
+    hub.release(job_id)

@@ -362,6 +362,8 @@ class EventHub:
                         cursor = event.sequence
             # Follow the ring: per event, a comparison and the send; one wake-up per publish.
             while True:
+                if channel.end_sequence and cursor >= channel.end_sequence:
+                    return  # resumed at (or after) the terminal event: nothing follows it
                 if channel.last_sequence <= cursor:
                     if channel.closed:
                         await self._shut_down(cursor)
