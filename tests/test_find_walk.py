@@ -150,6 +150,89 @@ async def test_a_video_dated_before_1970_is_compared_by_the_python_walk(
     assert _left_to_python(caplog) == ["of 1 folders"]
 
 
+async def test_videos_no_longer_named_as_videos_are_removed(
+    make_server: Any, connect: Any, tmp_path: Path
+) -> None:
+    """A server whose --extensions leave out names the library holds: the find walk must not
+    count those as unchanged (a line of find matches their keys), it must remove them as the
+    Python walk does."""
+    lib = tmp_path / "lib"
+    kept = make_many(lib / "a", 2)
+    dropped = make_many(lib / "b", 2, suffix=".mkv")
+    first = await make_server(find_walk_min=1)
+    assert (await scan(await connect(first.address), lib)).result.added == 4
+    await first.stop()
+    narrow = await make_server(find_walk_min=1, extensions="mp4")
+    stub = await connect(narrow.address)
+
+    again = await scan(stub, lib)
+
+    assert counts(again) == dict(
+        files_total=2, added=0, updated=0, unchanged=2, removed=2, failed=0
+    )
+    assert set(await library(stub, real(lib))) == set(map(real, kept))
+    assert all(path.exists() for path in dropped)
+
+
+async def test_a_folder_replaced_by_a_file_or_a_link_is_passed_over_as_by_the_python_walk(
+    make_server: Any, connect: Any, tmp_path: Path
+) -> None:
+    lib = tmp_path / "lib"
+    make_many(lib / "a", 2)
+    make_many(lib / "s", 1)
+    make_many(lib / "k", 1)
+    stubs = {}
+    for walk, minimum in (("find", 1), ("python", 0)):
+        server = await make_server(db=tmp_path / f"{walk}.db", find_walk_min=minimum)
+        stubs[walk] = await connect(server.address)
+        assert (await scan(stubs[walk], lib)).result.added == 4
+    shutil.rmtree(lib / "s")
+    (lib / "s").write_text("a file now")
+    (lib / "k").rename(tmp_path / "moved")
+    (lib / "k").symlink_to(tmp_path / "moved")
+
+    for walk, stub in stubs.items():
+        again = await scan(stub, lib)
+        assert again.state == SUCCEEDED, (walk, again.error)
+        assert (again.result.unchanged, again.result.removed) == (2, 0), walk
+        assert list(again.result.file_errors) == [], walk
+
+
+async def test_a_video_dated_one_nanosecond_before_1970_is_unchanged(
+    make_server: Any, connect: Any, tmp_path: Path
+) -> None:
+    lib = tmp_path / "lib"
+    video = tiny_video(lib / "a" / "v.mp4")
+    os.utime(video, ns=(-1, -1))
+    server = await make_server(find_walk_min=1)
+    stub = await connect(server.address)
+    assert (await scan(stub, lib)).result.added == 1
+    for _ in range(2):
+        again = await scan(stub, lib)
+        assert (again.result.unchanged, again.result.updated) == (1, 0)
+
+
+async def test_a_find_walk_with_descriptors_above_1023(
+    make_server: Any, connect: Any, tmp_path: Path
+) -> None:
+    """The server holds many descriptors (scans, clients): find's pipe is one above 1023,
+    which select() cannot wait on."""
+    lib = tmp_path / "lib"
+    make_many(lib / "a", 2)
+    server = await make_server(find_walk_min=1)
+    stub = await connect(server.address)
+    assert (await scan(stub, lib)).result.added == 2
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert max(held) > 1024
+        again = await scan(stub, lib)
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert again.state == SUCCEEDED, again.error
+    assert again.result.unchanged == 2
+
+
 # -- the comparison ----------------------------------------------------------------------------
 
 
@@ -170,7 +253,7 @@ def test_lines_and_keys_match_in_either_order_and_the_rest_is_planned() -> None:
     same = b"a/x.mp4/10/1.0000000010"
     match.lines([same, b"a/new.mp4/5/2.0000000000", b"b/notes.txt/3/2.0000000000"], outbox)
     listing = LibraryListing(
-        [same, b"c/gone.mp4/7/3.0000000000", b"d/old.mp4/4/-1", b"e/undated.mp4/6/u5"], 27
+        [same, b"c/gone.mp4/7/3.0000000000", b"d/old.mp4/4/s", b"e/undated.mp4/6/u5"], 27
     )
     match.keys(listing, outbox)
     match.lines([b"f/late.mp4/2/4.0000000000"], outbox)
@@ -188,6 +271,8 @@ def test_lines_and_keys_match_in_either_order_and_the_rest_is_planned() -> None:
     }
     assert index.undated == {"/lib/e/undated.mp4"}
     assert match.counted("/lib/a/x.mp4", 10, 1_000_000_001)
+    # Changed after find counted it: counted as it was then, not again (nor probed).
+    assert match.counted("/lib/a/x.mp4", 11, 9_000_000_000)
     assert not match.counted("/lib/a/new.mp4", 5, 2_000_000_000)  # a line, no key
     assert not match.counted("/lib/c/gone.mp4", 7, 3_000_000_000)  # a key, no line
     assert not match.counted("/lib/a/later.mp4", 1, 1)  # neither: came after find

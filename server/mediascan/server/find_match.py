@@ -28,15 +28,21 @@ def time_text(mtime_ns: int) -> str:
 
 @dataclasses.dataclass(slots=True)
 class Plan:
-    """What `find` left to the Python walk."""
+    """What `find` left to the Python walk: folders to list, trees to walk whole (folders
+    `find` could not read), or everything."""
 
     folders: set[str] = dataclasses.field(default_factory=set)
+    trees: set[str] = dataclasses.field(default_factory=set)
     everything: bool = False  #: walk the whole folder instead
 
-    def add(self, folder: str) -> None:
+    def add(self, folder: str, *, tree: bool = False) -> None:
         if not self.everything:
-            self.folders.add(folder)
-            self.everything = len(self.folders) > MAX_TARGETS
+            (self.trees if tree else self.folders).add(folder)
+            self.everything = len(self.folders) + len(self.trees) > MAX_TARGETS
+
+    def __bool__(self) -> bool:
+        """Whether anything is left to the Python walk."""
+        return bool(self.folders or self.trees or self.everything)
 
 
 class FindMatch:
@@ -52,7 +58,9 @@ class FindMatch:
         self._lines: set[bytes] = set()  #: the lines no key matched (yet)
         self._left: set[bytes] = set()  #: the keys no line matched (yet)
         self._parts: list[list[bytes]] = []  #: the listing's keys, part by part
-        self._keys: set[bytes] | None = None  #: all of them, once `counted` asks
+        #: The relative paths of the videos counted in what the Python walk lists, once
+        #: `counted` asks (bytes, as `find` wrote them).
+        self._counted: set[bytes] | None = None
         self._key_count = 0
         self._keys_bytes = 0  #: the listing's `keys_bytes`, so far
         self._tallied_bytes = 0
@@ -133,14 +141,35 @@ class FindMatch:
         return LibraryIndex(keys, undated)
 
     def counted(self, path: str, size: int, mtime_ns: int) -> bool:
-        """Whether `find` counted this file as an unchanged video (`Walker`'s `counted`)."""
-        if mtime_ns < 0 or not path.startswith(self._prefix):
+        """Whether `find` counted the file at `path` as an unchanged video (`Walker`'s
+        `counted`), whatever it is now: a file that changed after `find` saw it unchanged was
+        counted as it was then (as a change after the Python walk's `stat` would be), and is
+        neither counted again nor probed."""
+        if not path.startswith(self._prefix):
             return False
-        key = f"{path[len(self._prefix) :]}/{size}/{time_text(mtime_ns)}"
-        line = key.encode("utf-8", "surrogateescape")
-        if self._keys is None:  # asked for the files of a few folders: worth a set
-            self._keys = set(itertools.chain.from_iterable(self._parts))
-        return line in self._keys and line not in self._left
+        if self._counted is None:
+            self._counted = self._counted_paths()
+        return path[len(self._prefix) :].encode("utf-8", "surrogateescape") in self._counted
+
+    def _counted_paths(self) -> set[bytes]:
+        """The relative paths of the keys a line matched, in the plan's folders (directly) and
+        trees (at any depth), or in all of the folder: one pass over the keys."""
+        plan, cut = self.plan, len(self._prefix)
+        trees = tuple(path[cut:].encode("utf-8", "surrogateescape") + b"/" for path in plan.trees)
+        folders = {path[cut:].encode("utf-8", "surrogateescape") for path in plan.folders}
+        if plan.everything or b"/" in trees:  # a tree that is the folder itself
+            trees = (b"",)
+        starts = trees + tuple(folder + b"/" if folder else b"" for folder in folders)
+        keys = itertools.chain.from_iterable(self._parts)
+        left, found = self._left, set()
+        for key in [key for key in keys if key.startswith(starts)]:  # few, but for the root
+            if key in left:
+                continue
+            relative = key.rsplit(b"/", 2)[0]
+            slash = relative.rfind(b"/")
+            if (relative[:slash] if slash >= 0 else b"") in folders or relative.startswith(trees):
+                found.add(relative)
+        return found
 
 
 def _relative_path(line: bytes) -> str:
@@ -150,7 +179,7 @@ def _relative_path(line: bytes) -> str:
 
 def _library_key(path: str, size: int, when: bytes) -> str:
     """The `library_key` of a video of the listing, from the time of its key there."""
-    if when == b"-1":  # read by an older prober
+    if when == b"s":  # read by an older prober, or not a video's name for this scan
         return stale_key(path)
     if b"." not in when:  # nanoseconds
         return library_key(path, size, int(when))

@@ -9,19 +9,21 @@ listing. What is left over decides what the Python walk (`walker.py`) still has 
 
 - lines that match no key and name a video (by extension): new or changed files, whose folders
   the walk lists (anything else in them, a FIFO named like a video, is the walk's to report);
-- keys no line matched: videos changed or gone, whose folders the walk lists too;
-- paths `find` could not read (its error lines name them): the walk goes to them and reports
-  the error as a walk of everything would.
+- keys no line matched: videos changed or gone, or named with none of the scan's extensions,
+  whose folders the walk lists too;
+- paths `find` could not read (its error lines name them): the walk goes through them whole
+  (as trees) and reports the errors as a walk of everything would.
 
 So the walk is a targeted rescan (`targets.py`) of those folders, with the keys no line matched
-as its index, and it passes over a file that `find` counted (`counted`). Unlike a watch's
-targeted rescan, a target folder that is gone removes nothing: as in a walk of everything, only
-the videos of folders listed completely are removed (an unmounted disk keeps its videos). The
-walk opens every file it probes with its usual rules (relative to its folder's descriptor,
-`O_NOFOLLOW`). `find` opens no file, follows no link (`-P`), starts from the scan's own
-descriptor of the folder (`/proc/self/fd/N`) and only tells the scan which folders to look at.
-When more than MAX_TARGETS folders are left, or `find` failed in a way its error lines do not
-explain, the walk covers the whole folder, still passing over what `find` counted.
+as its index, and it passes over a file that `find` counted (`counted`, by path). Unlike a
+watch's targeted rescan, a target that is gone, or is now a file or a link, removes nothing and
+is no error: as in a walk of everything, only the videos of folders listed completely are
+removed (an unmounted disk keeps its videos). The walk opens every file it probes with its
+usual rules (relative to its folder's descriptor, `O_NOFOLLOW`). `find` opens no file, starts
+from the scan's own descriptor of the folder (`-H /proc/self/fd/N`: that link is followed, no
+other) and only tells the scan which folders to look at. When more than MAX_TARGETS folders are
+left, or `find` failed in a way its error lines do not explain, the walk covers the whole
+folder, still passing over what `find` counted.
 
 Only a whole, recursive, ordinary rescan of a folder with at least `--find-walk-min` videos in
 the library goes this way (`eligible`), on a system with GNU find and /proc, and never when a
@@ -41,6 +43,7 @@ import os
 import re
 import select
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -170,9 +173,12 @@ class FindWalk:
                 self.how = "the Python walk of everything"
             else:
                 self.how = f"the Python walk of {len(plan.folders)} folders"
-                spec = dataclasses.replace(spec, folders=tuple(sorted(plan.folders)), trees=())
+                if plan.trees:
+                    self.how += f" and {len(plan.trees)} trees"
+                folders, trees = tuple(sorted(plan.folders)), tuple(sorted(plan.trees))
+                spec = dataclasses.replace(spec, folders=folders, trees=trees)
             log.debug("find walk of %s: then %s", spec.path, self.how)
-            if not plan.folders and not plan.everything:
+            if not plan:
                 if outbox.holds():
                     outbox.send()
                 return
@@ -244,12 +250,14 @@ class FindWalk:
         match = FindMatch(self._prefix, self._suffixes)
         parts = _Parts(self._listing)
         read: _Lines | None = _Lines()  # None once `find` ended
+        readable = select.poll()  # not select(): the pipe's descriptor may be above 1023
+        readable.register(pipe, select.POLLIN)
         try:
             while not self._stop.is_set():
                 listing = parts.take(wait=read is None)
                 if listing is not None:
                     match.keys(listing, outbox)
-                elif read is not None and select.select([pipe], [], [], HAND_OVER_INTERVAL)[0]:
+                elif read is not None and readable.poll(HAND_OVER_INTERVAL * 1000):
                     chunk = os.read(pipe, READ_SIZE)
                     if not chunk or read.add(chunk):
                         match.lines(read.take(), outbox)
@@ -265,8 +273,9 @@ class FindWalk:
             parts.cancel()
 
     def _find_failed(self, fd: int, status: int, output: bytes, plan: Plan) -> None:
-        """`find` met errors: the folders its error lines name go to the Python walk, which
-        reports them; if a line names nothing below the folder, the walk covers everything."""
+        """`find` met errors: what its error lines name goes to the Python walk, a folder as a
+        tree (`find` saw nothing below it), a file with its folder; if a line names nothing
+        below the folder, the Python walk covers everything. Either reports the errors."""
         relatives = error_paths(output, f"/proc/self/fd/{fd}".encode())
         if relatives is None:
             log.info("find exited %d on %s: %r", status, self._spec.path, output[:300])
@@ -274,11 +283,14 @@ class FindWalk:
             return
         for relative in relatives:
             path = self._prefix + os.fsdecode(relative)
-            try:
-                is_folder = os.path.isdir(path) and not os.path.islink(path)
-            except (OSError, ValueError):
-                is_folder = False
-            plan.add(path if is_folder else os.path.dirname(path))
+            try:  # relative to the scan's descriptor of the folder, no link followed
+                mode = os.stat(relative, dir_fd=fd, follow_symlinks=False).st_mode
+            except OSError:
+                mode = 0
+            if stat.S_ISDIR(mode):
+                plan.add(path, tree=True)
+            else:
+                plan.add(os.path.dirname(path), tree=True)
 
 
 def error_paths(output: bytes, start: bytes) -> list[bytes] | None:

@@ -288,13 +288,14 @@ class _ScanRun:
     def _listing_source(self, loop: asyncio.AbstractEventLoop) -> ListingSource:
         """The library's listing of the scanned folder, for a find walk's thread."""
         store, path = self._store, self._spec.path
+        extensions = sorted(self._suffixes)  # a name with none of them is no video here
 
         def bounds() -> concurrent.futures.Future[list[str]]:
             read = store.library_bounds(path, every=LISTING_PART)
             return asyncio.run_coroutine_threadsafe(read, loop)
 
         def part(after: str, upto: str) -> find_walk.Part:
-            read = store.library_listing(path, after=after, upto=upto)
+            read = store.library_listing(path, after=after, upto=upto, extensions=extensions)
             return asyncio.run_coroutine_threadsafe(read, loop)
 
         return ListingSource(bounds, part)

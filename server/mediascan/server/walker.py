@@ -207,14 +207,17 @@ class Walker:
         follow = self._spec.follow_symlinks
         try:
             fd = os.open(name, DIR_FLAGS | nofollow(follow), dir_fd=parent.fd)
-        except FileNotFoundError as exc:
-            if self._targets is not None:  # a target gone since the watch saw it
-                self._targets.gone(path, parent.dev)
+        except OSError as exc:
+            # A target gone since the watch saw it; for a find walk also one now a file or a
+            # link, on the way to a target (the walk of everything passes over those).
+            swapped = exc.errno in (errno.ENOTDIR, errno.ELOOP) and not self._gone_loses
+            targets = self._targets
+            if targets is not None and (
+                isinstance(exc, FileNotFoundError) or (swapped and not targets.lists(parent.path))
+            ):
+                targets.gone(path, parent.dev)
             else:
                 self._outbox.error(folder_error(path, exc, follow=follow))
-            return None
-        except OSError as exc:
-            self._outbox.error(folder_error(path, exc, follow=follow))
             return None
         try:
             problem = self._check_folder(fd, path, parent)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from mediascan.v1 import scan_pb2
@@ -256,9 +256,10 @@ class LibraryListing:
     its path relative to the folder and its time as `find -printf %T@` writes it (nine digits
     of nanoseconds and a 0). A line of `find` that is one of these keys is an unchanged video.
 
-    Videos that no line may match have a time no line has: `-1` (read by an older prober: to
-    probe again), `u` and the nanoseconds (stored without a device), or the nanoseconds alone
-    (a time before 1970); the walk compares those itself. `keys_bytes` is the sum of the sizes
+    Videos that no line may match have a time no line has: `s` (read by an older prober, to
+    probe again, or named with none of the scan's extensions, to remove), `u` and the
+    nanoseconds (stored without a device), or the nanoseconds alone (a time before 1970); the
+    walk compares those itself. `keys_bytes` is the sum of the sizes
     of all. A listing is read in parts (ranges of paths, `library_bounds`), several at once."""
 
     keys: list[bytes]
@@ -424,9 +425,13 @@ class LibraryStore(Protocol):
         bounds of the parts of its listing."""
         ...
 
-    async def library_listing(self, folder: str, *, after: str, upto: str) -> LibraryListing:
+    async def library_listing(
+        self, folder: str, *, after: str, upto: str, extensions: Collection[str]
+    ) -> LibraryListing:
         """The library's videos below `folder`, at any depth, as `find` lists files: those
-        whose path follows `after` ("": from the first) up to `upto` ("": to the last)."""
+        whose path follows `after` ("": from the first) up to `upto` ("": to the last). A video
+        whose name has none of `extensions` (lower case, with the dot) gets a key no line
+        matches."""
         ...
 
     async def set_devices(

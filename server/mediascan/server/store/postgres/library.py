@@ -5,7 +5,7 @@ write is a recorded write (`recorded.py`): fenced first, then the statements of
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 from mediascan.v1 import scan_pb2
 
@@ -93,13 +93,16 @@ class PostgresLibrary:
 
         return await self._db.read(op)
 
-    async def library_listing(self, folder: str, *, after: str, upto: str) -> LibraryListing:
+    async def library_listing(
+        self, folder: str, *, after: str, upto: str, extensions: Collection[str]
+    ) -> LibraryListing:
         """The videos below `folder` from after `after` up to `upto`, as `find` lists files
         (`LibraryListing`): PostgreSQL builds their keys, joined by NUL bytes, as one bytea."""
         low, high = below(folder)
         key = (
             f"substr(path, {len(low) + 1}) || '/' || size_bytes || '/' || "
-            f"CASE WHEN prober_version < {PROBER_VERSION} THEN '-1' "
+            f"CASE WHEN prober_version < {PROBER_VERSION} OR NOT coalesce("
+            "lower(substring(path from '\\.[^./]*$')) = ANY(%s), false) THEN 's' "
             "WHEN fs_key = 0 THEN 'u' || mtime_ns WHEN mtime_ns < 0 THEN mtime_ns::text "
             "ELSE (mtime_ns / 1000000000) || '.' || lpad(mod(mtime_ns, 1000000000)::text, 9, '0') "
             "|| '0' END"
@@ -108,9 +111,10 @@ class PostgresLibrary:
             f"SELECT string_agg(convert_to({key}, 'UTF8'), '\\x00'::bytea), sum(size_bytes) "
             f"FROM videos WHERE path > %s AND path {'<=' if upto else '<'} %s"
         )
+        values = (list(extensions), after or low, upto or high)
 
         async def op(conn: Connection) -> LibraryListing:
-            cursor = await conn.execute(sql.encode(), (after or low, upto or high))
+            cursor = await conn.execute(sql.encode(), values)
             row = await cursor.fetchone()
             keys, size = row if row is not None else (None, 0)
             return LibraryListing(bytes(keys).split(b"\0") if keys else [], int(size or 0))

@@ -82,6 +82,13 @@ LISTED = (
     "ELSE printf('/%d/%d.%09d0', size_bytes, mtime_ns / 1000000000, mtime_ns % 1000000000) END"
 )
 
+#: The file name's extension, lower case (ASCII), with its dot ("" without one): what a
+#: listing checks against the scan's extensions (`videonames.is_video_name`).
+EXTENSION = (
+    "CASE WHEN instr(substr(path, length(rtrim(path, replace(path, '/', ''))) + 1), '.') "
+    "THEN lower(substr(path, length(rtrim(path, replace(path, '.', ''))))) ELSE '' END"
+)
+
 #: Forward migrations: the statements (or functions) that take a database from version N-1 to N.
 _MIGRATIONS: dict[int, tuple[Step, ...]] = {
     # The device a video lives on: a folder now on another device (an unmounted disk's empty
@@ -154,22 +161,27 @@ _MIGRATIONS: dict[int, tuple[Step, ...]] = {
         "PRIMARY KEY (library_id, sequence)) WITHOUT ROWID",
     ),
     # The find walk (`find_walk.py`): each video's `listed`, the end of its key as `find`
-    # lists files (`LibraryListing`), computed by SQLite (a virtual column) and kept in an
-    # index with the path, so that a listing reads one index and formats no number.
+    # lists files (`LibraryListing`), and its `extension`, computed by SQLite (virtual
+    # columns) and kept in an index with the path, so that a listing reads one index and
+    # formats no number.
     9: (lambda conn: _add_listed(conn),),
 }
 
 
 def _add_listed(conn: sqlite3.Connection) -> None:
-    """Schema 9: the virtual column `listed` and its index (`LISTED`)."""
+    """Schema 9: the virtual columns `listed` (`LISTED`) and `extension` (`EXTENSION`), and
+    their index."""
     columns = {row[1] for row in conn.execute("PRAGMA table_xinfo(videos)")}
     if "dev" not in columns:  # a database made by hand, without version 2's column
         conn.execute("ALTER TABLE videos ADD COLUMN dev INTEGER NOT NULL DEFAULT 0")
-    if "listed" not in columns:
-        conn.execute(f"ALTER TABLE videos ADD COLUMN listed TEXT GENERATED ALWAYS AS ({LISTED})")
+    for name, expression in (("listed", LISTED), ("extension", EXTENSION)):
+        if name not in columns:
+            conn.execute(
+                f"ALTER TABLE videos ADD COLUMN {name} TEXT GENERATED ALWAYS AS ({expression})"
+            )
     conn.execute(
         "CREATE INDEX IF NOT EXISTS videos_listed ON videos "
-        "(path, listed, size_bytes, prober_version)"
+        "(path, listed, extension, size_bytes, prober_version)"
     )
 
 
