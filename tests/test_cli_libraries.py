@@ -191,6 +191,14 @@ class Watch:
         return code, stderr.decode()
 
 
+def _interruptible() -> None:
+    """In the child, before the CLI starts: Ctrl-C (SIGINT) back to its default. A test run
+    started as a shell's background job ignores SIGINT (POSIX shells do that to background
+    commands), every process it starts inherits that, and Python then installs no
+    KeyboardInterrupt handler: the CLI would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.asynccontextmanager
 async def watching(*args: str) -> AsyncIterator[Watch]:
     process = await asyncio.create_subprocess_exec(
@@ -202,6 +210,7 @@ async def watching(*args: str) -> AsyncIterator[Watch]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=_env(),
+        preexec_fn=_interruptible,
     )
     try:
         yield Watch(process)
