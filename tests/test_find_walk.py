@@ -6,6 +6,7 @@ run every case both ways, and these tests check what is the find walk's own."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -13,14 +14,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _library_helpers import SUCCEEDED, counts, library, real, scan, tiny_video
+from _library_helpers import (
+    CANCELLED,
+    SUCCEEDED,
+    cancel,
+    counts,
+    library,
+    real,
+    scan,
+    submit,
+    tiny_video,
+)
 
 from mediascan.server import find_match
 from mediascan.server.find_match import FindMatch, time_text
-from mediascan.server.find_walk import error_paths, pseudo_mount_below
+from mediascan.server.find_walk import error_paths, gnu_find, pseudo_mount_below
 from mediascan.server.store import LibraryListing
 from mediascan.server.store.protocol import stale_key
-from mediascan.server.testing import make_many
+from mediascan.server.testing import final_job, make_many
 from mediascan.server.walker import Batch, Item, Outbox
 
 FIND_LOG = "mediascan.server.find_walk"
@@ -231,6 +242,43 @@ async def test_a_find_walk_with_descriptors_above_1023(
             os.close(fd)
     assert again.state == SUCCEEDED, again.error
     assert again.result.unchanged == 2
+
+
+async def test_a_cancelled_find_walk_kills_its_find_and_keeps_the_library(
+    make_server: Any, connect: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `find` that never ends (a hung file system): the cancel reaches the walk, which kills
+    and reaps `find`, and the scan ends CANCELLED, the library as it was."""
+    lib = tmp_path / "lib"
+    videos = make_many(lib / "a", 2)
+    server = await make_server(find_walk_min=1)
+    stub = await connect(server.address)
+    assert (await scan(stub, lib)).result.added == 2
+    started = tmp_path / "started"  # a FIFO: the fake find writes its pid into it
+    os.mkfifo(started)
+    fake = tmp_path / "bin" / "find"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = --version ]; then echo "find (GNU findutils) 4.9.0"; exit 0; fi\n'
+        f"echo $$ > {started}\n"
+        "exec sleep 600\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    gnu_find.cache_clear()
+    try:
+        job_id = (await submit(stub, lib)).job_id
+        async with asyncio.timeout(30):
+            pid = int(await asyncio.to_thread(started.read_text))
+        assert Path(f"/proc/{pid}").exists()
+        await cancel(stub, job_id)
+        ended = await final_job(stub, job_id, timeout=30)
+    finally:
+        gnu_find.cache_clear()
+    assert ended.state == CANCELLED
+    assert not Path(f"/proc/{pid}").exists(), "find was left running (or unreaped)"
+    assert set(await library(stub, real(lib))) == set(map(real, videos))
 
 
 # -- the comparison ----------------------------------------------------------------------------

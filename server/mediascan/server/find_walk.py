@@ -228,7 +228,8 @@ class FindWalk:
             _widen(process.stdout.fileno())
             try:
                 match = self._read(process, outbox)
-                status = process.wait()
+                # find has closed its output: it is ending (stopped early: killed below)
+                status = process.wait() if match is not None else -1
             finally:
                 if process.poll() is None:
                     process.kill()
