@@ -152,8 +152,6 @@ class FindWalk:
         self._prefix = spec.path.rstrip("/") + "/"
         #: Once the walk is over: (path, device of its folder) of the videos to remove.
         self.missing: list[tuple[str, int]] = []
-        #: What `find` left, once it ended ("the Python walk of 2 folders"): for the logs.
-        self.how = ""
 
     def run(self) -> None:
         """The walk, in the calling thread; the scan is told when it ends (None), however."""
@@ -170,19 +168,15 @@ class FindWalk:
             plan = match.plan
             spec = self._spec
             if plan.everything:
-                self.how = "the Python walk of everything"
+                how = "everything"
             else:
-                self.how = f"the Python walk of {len(plan.folders)} folders"
+                how = f"{len(plan.folders)} folders"
                 if plan.trees:
-                    self.how += f" and {len(plan.trees)} trees"
+                    how += f" and {len(plan.trees)} trees"
                 folders, trees = tuple(sorted(plan.folders)), tuple(sorted(plan.trees))
                 spec = dataclasses.replace(spec, folders=folders, trees=trees)
-            log.debug("find walk of %s: then %s", spec.path, self.how)
-            if not plan:
-                if outbox.holds():
-                    outbox.send()
-                return
-            if outbox.holds() and not outbox.send():
+            log.debug("find walk of %s: then the Python walk of %s", spec.path, how)
+            if (outbox.holds() and not outbox.send()) or not plan:
                 return
             taken, fd = fd, None
             walker = Walker(
@@ -224,18 +218,18 @@ class FindWalk:
                 pass_fds=(fd,),
                 env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
             )
-            assert process.stdout is not None
-            _widen(process.stdout.fileno())
+            output = process.stdout
+            assert output is not None
+            _widen(output.fileno())
             try:
-                match = self._read(process, outbox)
+                match = self._read(output.fileno(), outbox)
                 # find has closed its output: it is ending (stopped early: killed below)
                 status = process.wait() if match is not None else -1
             finally:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
-                assert process.stdout is not None
-                process.stdout.close()
+                output.close()
             if match is None:
                 return None
             if status != 0 or os.fstat(errors.fileno()).st_size:
@@ -243,11 +237,9 @@ class FindWalk:
                 self._find_failed(fd, status, errors.read(MAX_ERROR_OUTPUT + 1), match.plan)
         return match
 
-    def _read(self, process: subprocess.Popen[bytes], outbox: Outbox) -> FindMatch | None:
-        """Compare `find`'s lines with the listing's parts as either comes; None when the scan
-        is over."""
-        assert process.stdout is not None
-        pipe = process.stdout.fileno()
+    def _read(self, pipe: int, outbox: Outbox) -> FindMatch | None:
+        """Compare `find`'s lines (from `pipe`) with the listing's parts as either comes; None
+        when the scan is over."""
         match = FindMatch(self._prefix, self._suffixes)
         parts = _Parts(self._listing)
         read: _Lines | None = _Lines()  # None once `find` ended

@@ -253,27 +253,26 @@ class _ScanRun:
         `walker.py` with the library's index of the folder."""
         spec = self._spec
         store = self._store
+        by_find = False
         if self._find_walk_min and find_walk.eligible(spec):
             count = await store.library_count(spec.path, limit=self._find_walk_min)
-            if count >= self._find_walk_min and await asyncio.to_thread(
+            by_find = count >= self._find_walk_min and await asyncio.to_thread(
                 find_walk.usable, spec.path
-            ):
-                if self._shared is not None:
-                    await self._shared.start()
-                listing = self._listing_source(asyncio.get_running_loop())
-                return FindWalk(
-                    spec,
-                    self._roots,
-                    hand_over,
-                    self._stop,
-                    listing,
-                    root=root.take,
-                    files=self._open,
-                    suffixes=self._suffixes,
-                )
-        index = await store.library_index(spec.path, recursive=spec.recursive)
+            )
+        index = None if by_find else await store.library_index(spec.path, recursive=spec.recursive)
         if self._shared is not None:
             await self._shared.start()
+        if index is None:
+            return FindWalk(
+                spec,
+                self._roots,
+                hand_over,
+                self._stop,
+                self._listing_source(asyncio.get_running_loop()),
+                root=root.take,
+                files=self._open,
+                suffixes=self._suffixes,
+            )
         return Walker(
             spec,
             self._roots,
