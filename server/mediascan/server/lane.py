@@ -123,7 +123,7 @@ class BlockingLane:
             async with asyncio.timeout(self.timeout):
                 return await future
         except TimeoutError:
-            self._check_stuck(worker)
+            self._check_stuck(worker, future)
             raise Unavailable(
                 f"the server's file system did not answer within {self.timeout:g} s "
                 "(a slow or hung mount?); retry later"
@@ -154,12 +154,15 @@ class BlockingLane:
             self._worker = _Worker(asyncio.get_running_loop(), f"{self.name}-lane")
         return self._worker
 
-    def _check_stuck(self, worker: _Worker) -> None:
+    def _check_stuck(self, worker: _Worker, timed_out: asyncio.Future[Any]) -> None:
+        """The worker is stuck if it is running the call that timed out (it started that call
+        a little after it was queued, so it has run for a little less than `timeout`), or has
+        run its current call for `timeout` already."""
         started = worker.started
         if worker is not self._worker or started is None:
             return
         hung = time.monotonic() - started
-        if hung >= self.timeout:
+        if worker.current is timed_out or hung >= self.timeout:
             log.warning(
                 "%s lane: a call has hung for %.1f s; the next calls get a new thread",
                 self.name,
