@@ -78,6 +78,7 @@ class Database:
             supervise=self._supervise,
         )
         self._readers = Readers(self.path, self._reader_threads)
+        await asyncio.to_thread(self._readers.start)
 
     async def close(self) -> None:
         """Finish the queued writes, then close every connection."""
