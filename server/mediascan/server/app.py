@@ -161,15 +161,8 @@ class MediascanServer:
         except BaseException:
             await self._abandon_start()  # nothing half-started may keep running
             raise
-        log.info(
-            "serving on %s as node %s (db %s, %d workers, %s, %s)",
-            self.address,
-            config.effective_node_name,
-            self._store.where if self._store is not None else config.db,
-            config.workers,
-            "mutual TLS" if security.mutual_tls else "TLS" if config.tls else "plaintext",
-            "token auth" if security.tokens else "no token auth",
-        )
+        where = self._store.where if self._store is not None else config.db
+        log.info("serving on %s %s", self.address, _described(config, where, security))
         if self.metrics is not None:
             log.info("metrics on http://%s/metrics", self.metrics_address)
 
@@ -444,6 +437,16 @@ class MediascanServer:
             self._queue.stop_accepting()
         log.critical("stopping: %s", why)
         self._failed.set()
+
+
+def _described(config: Config, where: object, security: Security) -> str:
+    """The rest of the "serving on" line: node, database, workers, transport and auth."""
+    transport = "mutual TLS" if security.mutual_tls else "TLS" if config.tls else "plaintext"
+    auth = "token auth" if security.tokens else "no token auth"
+    return (
+        f"as node {config.effective_node_name} (db {where}, {config.workers} workers, "
+        f"{transport}, {auth})"
+    )
 
 
 def _start_batch_worker(
