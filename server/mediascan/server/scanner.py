@@ -45,8 +45,9 @@ from .probe import ProbeError, Prober
 from .probed import ProbeResult
 from .roots import AllowedRoots, open_root
 from .shared_scan import SharedProbes
-from .store import Fence, HealthUpdate, LibraryStore, VideoRow
+from .store import Fence, HealthUpdate, LibraryIndex, LibraryStore, VideoRow
 from .store.probe_queue import BatchOutcome, ProbeQueue
+from .targets import index_tops
 from .verify import Verifier, health_update, verify_file, with_health
 from .videonames import VIDEO_SUFFIXES, parse_extensions
 from .walker import Batch, FoundFile, Item, Walker
@@ -259,7 +260,7 @@ class _ScanRun:
             by_find = count >= self._find_walk_min and await asyncio.to_thread(
                 find_walk.usable, spec.path
             )
-        index = None if by_find else await store.library_index(spec.path, recursive=spec.recursive)
+        index = None if by_find else await library_index(store, spec)
         if self._shared is not None:
             await self._shared.start()
         if index is None:
@@ -505,3 +506,21 @@ def video_row(
         job_id=job_id,
         dev=dev,
     )
+
+
+async def library_index(store: LibraryStore, spec: ScanSpec) -> LibraryIndex:
+    """The library's index of what the scan compares: for a targeted rescan, the videos below
+    its target folders and trees only (a watch's rescan of one folder does not read the whole
+    library's); else everything below the scanned folder."""
+    tops = index_tops(spec.path, spec.folders, spec.trees) if spec.recursive else None
+    if tops is None:
+        return await store.library_index(spec.path, recursive=spec.recursive)
+    parts = [await store.library_index(top, recursive=True) for top in tops]
+    if len(parts) == 1:
+        return parts[0]  # shared, as the store's: the walk copies it
+    keys: dict[str, bool] = {}
+    undated: set[str] = set()
+    for part in parts:
+        keys.update(part.keys)
+        undated.update(part.undated)
+    return LibraryIndex(keys, undated)

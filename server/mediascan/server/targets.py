@@ -94,3 +94,30 @@ class Targets:
             ):
                 return listed[folder]
         return None
+
+
+#: Most target paths whose indexes a targeted rescan reads one by one; past it, the whole
+#: folder's index is read at once.
+MAX_INDEX_READS = 256
+
+
+def index_tops(root: str, folders: Iterable[str], trees: Iterable[str]) -> list[str] | None:
+    """The topmost of the target folders and trees of a targeted rescan of `root`: the library
+    index it needs is the videos below these (at any depth: a target folder's gone subfolders
+    lose theirs), nothing else. None when that is the whole index anyway (a target is `root`,
+    or there are more than MAX_INDEX_READS)."""
+    every = {path.rstrip("/") or "/" for path in (*folders, *trees)}
+    tops = sorted(path for path in every if not _below_any(path, every))
+    if not tops or root in tops or len(tops) > MAX_INDEX_READS:
+        return None
+    return tops
+
+
+def _below_any(path: str, paths: set[str]) -> bool:
+    """Some folder above `path` is one of `paths`."""
+    parent = os.path.dirname(path)
+    while parent != path:
+        if parent in paths:
+            return True
+        path, parent = parent, os.path.dirname(parent)
+    return False
