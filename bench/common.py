@@ -110,6 +110,7 @@ class Sizes:
     watch_idle_seconds: float = 30.0
     watch_poll_runs: int = 5
     watch_poll_interval: float = 3.0
+    watch_large_files: int = 8  #: written into that library, each to its ADDED change
 
 
 FULL = Sizes(
@@ -167,6 +168,7 @@ QUICK = Sizes(
     watch_idle_seconds=1.0,
     watch_poll_runs=2,
     watch_poll_interval=1.0,
+    watch_large_files=2,
 )
 
 

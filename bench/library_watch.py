@@ -66,6 +66,8 @@ PER_FOLDER = 100
 PLACEHOLDER = b"not a video, already in the library\n"
 #: Seconds to wait for a change, a job or a watcher.
 WAIT = 120.0
+#: The quiet window of the large library while files are written into it.
+LARGE_WINDOW = 0.5
 
 
 def figures(sizes: Sizes) -> list[str]:
@@ -76,6 +78,7 @@ def figures(sizes: Sizes) -> list[str]:
         names.append(f"{label}: past the window p50 (ms)")
     files = f"{sizes.watch_library_files:,}"
     names += [
+        f"{files} watched files, {_label(LARGE_WINDOW)}: write to ADDED p50 (s)",
         f"{files} watched files: idle server RSS (MiB)",
         f"{files} watched files: idle server CPU (% of a core)",
         f"{files}-file poll: files/s",
@@ -93,6 +96,7 @@ async def run(ctx: Context) -> list[Row]:
     root, db, bare_db = await _large_library(ctx)
     rows += await _idle(ctx, root, db, bare_db)
     rows += await _poll(ctx, root, db)
+    rows += await _large_latency(ctx, root, db)
     return rows
 
 
@@ -264,9 +268,16 @@ class Feed:
 
     async def added(self, path: str) -> Any:
         """The ADDED change of `path` (other changes are passed over)."""
+        return await self._change(scan_pb2.CHANGE_KIND_ADDED, path)
+
+    async def removed(self, path: str) -> Any:
+        """The REMOVED change of `path` (other changes are passed over)."""
+        return await self._change(scan_pb2.CHANGE_KIND_REMOVED, path)
+
+    async def _change(self, kind: int, path: str) -> Any:
         while True:
             change = await self.next()
-            if change.kind == scan_pb2.CHANGE_KIND_ADDED and change.path == path:
+            if change.kind == kind and change.path == path:
                 return change
 
     def close(self) -> None:
@@ -541,4 +552,106 @@ async def _next_job(client: Client, seen: set[str]) -> Any:
             await asyncio.sleep(0.05)
 
 
+async def _no_jobs_running(client: Client) -> None:
+    """Until no job is queued or running."""
+    active = (scan_pb2.JOB_STATE_QUEUED, scan_pb2.JOB_STATE_RUNNING)
+    async with asyncio.timeout(WAIT):
+        while any(
+            job.state in active for job in (await client.stub.ListJobs(_JOBS, timeout=30)).jobs
+        ):
+            await asyncio.sleep(0.05)
+
+
 _JOBS = scan_pb2.ListJobsRequest(page_size=20)
+
+
+# -- write to ADDED in the large library ----------------------------------------------------------
+
+
+async def _large_latency(ctx: Context, root: Path, db: Path) -> list[Row]:
+    """Files written one at a time into folders of the large library (back in WATCH_MODE_EVENTS,
+    with a short quiet window), each to its ADDED change, as in the small library of `_latency`;
+    the files are removed again at the end (their REMOVED changes awaited)."""
+    seed = ctx.scratch / "watch-seed.mp4"
+    content = seed.read_bytes()
+    files = ctx.sizes.watch_large_files
+    server, _ = mediascan_server(ctx, "watch-large", "--db", str(db))
+    written: list[Path] = []
+    try:
+        async with Client(server.address) as client:
+            seen = {job.job_id for job in (await client.stub.ListJobs(_JOBS)).jobs}
+            library = scan_pb2.Library(name="large", watch_mode=scan_pb2.WATCH_MODE_EVENTS)
+            library.quiet_window.FromNanoseconds(round(LARGE_WINDOW * 1e9))
+            mask = {"paths": ["watch_mode", "quiet_window"]}
+            feed = Feed(client, "large")
+            try:
+                await client.stub.UpdateLibrary(
+                    scan_pb2.UpdateLibraryRequest(library=library, update_mask=mask), timeout=30
+                )
+                await feed.watching(scan_pb2.WATCH_MODE_EVENTS)
+                await _next_job(client, seen)  # the whole rescan a keeper starts with
+                await _no_jobs_running(client)
+                samples = await _large_files(ctx, client, feed, root, files, content, written)
+                for path in written:
+                    path.unlink()
+                    await feed.removed(os.path.realpath(path))
+            finally:
+                feed.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+        for path in written:
+            path.unlink(missing_ok=True)
+    count = f"{ctx.sizes.watch_library_files:,}"
+    return [
+        paired(
+            BENCH,
+            f"{count} watched files, {_label(LARGE_WINDOW)}: write to ADDED p50 (s)",
+            [(s["seconds"], LARGE_WINDOW) for s in samples],
+            baseline_name="the quiet window",
+            unit="s",
+            target=("<=", LARGE_WINDOW + 1.0),
+            target_on="value",
+            note=f"into folders of the {count}-file library; " + _breakdown(samples, len(content)),
+            details=samples,
+        )
+    ]
+
+
+async def _large_files(
+    ctx: Context,
+    client: Client,
+    feed: Feed,
+    root: Path,
+    files: int,
+    content: bytes,
+    written: list[Path],
+) -> list[dict[str, float]]:
+    """Write `files` files (after one unmeasured) into folders of the large library, one at a
+    time, each to its ADDED change; their timings (seconds)."""
+    folders = max(1, ctx.sizes.watch_library_files // PER_FOLDER)
+    samples = []
+    for number in range(files + 1):
+        path = root / f"f{number * 37 % folders:05d}" / f"new-{number:03d}.mp4"
+        written.append(path)
+        with open(path, "wb") as out:
+            out.write(content)
+        at = time.time_ns()
+        change = await feed.added(os.path.realpath(path))
+        received = time.time_ns()
+        job = await client.wait(change.job_id, WAIT)
+        if job.state != scan_pb2.JOB_STATE_SUCCEEDED or job.result.added != 1:
+            raise RuntimeError(f"the watch job of {path} did not add it alone: {job}")
+        if number == 0:
+            continue
+        samples.append(
+            {
+                "seconds": (received - at) / 1e9,
+                "to_job": (job.create_time.ToNanoseconds() - at) / 1e9,
+                "queued": (job.start_time.ToNanoseconds() - job.create_time.ToNanoseconds()) / 1e9,
+                "to_change": (change.time.ToNanoseconds() - job.start_time.ToNanoseconds()) / 1e9,
+                "to_client": (received - change.time.ToNanoseconds()) / 1e9,
+            }
+        )
+        ctx.log(f"{BENCH}: large library, file {number}/{files}: {samples[-1]['seconds']:.3f} s")
+        await asyncio.sleep(0.2)
+    return samples
