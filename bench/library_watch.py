@@ -140,24 +140,10 @@ async def _files_added(
         await feed.watching(scan_pb2.WATCH_MODE_EVENTS)
         for number in range(files + 1):  # the first warms the probers up
             path = root / f"d{number % 4}" / f"new-{number:03d}.mp4"
-            with open(path, "wb") as out:
-                out.write(content)
-            written = time.time_ns()
-            change = await feed.added(os.path.realpath(path))
-            received = time.time_ns()
-            job = await client.wait(change.job_id, WAIT)
-            if job.state != scan_pb2.JOB_STATE_SUCCEEDED or job.result.added != 1:
-                raise RuntimeError(f"the watch job of {path} did not add it alone: {job}")
+            sample = await _write_to_added(client, feed, path, content)
             if number == 0:
                 continue
-            sample = {
-                "seconds": (received - written) / 1e9,
-                "to_job": (job.create_time.ToNanoseconds() - written) / 1e9,
-                "queued": (job.start_time.ToNanoseconds() - job.create_time.ToNanoseconds()) / 1e9,
-                "to_change": (change.time.ToNanoseconds() - job.start_time.ToNanoseconds()) / 1e9,
-                "to_client": (received - change.time.ToNanoseconds()) / 1e9,
-                "ffprobe": await asyncio.to_thread(_ffprobe, path),
-            }
+            sample["ffprobe"] = await asyncio.to_thread(_ffprobe, path)
             samples.append(sample)
             ctx.log(
                 f"{BENCH}: {_label(window)}, file {number}/{files}: {sample['seconds']:.3f} s "
@@ -167,6 +153,28 @@ async def _files_added(
     finally:
         feed.close()
     return samples
+
+
+async def _write_to_added(
+    client: Client, feed: Feed, path: Path, content: bytes
+) -> dict[str, float]:
+    """Write `content` to `path` in one write, then wait for its ADDED change on `feed` and
+    for its watch job's end; the timings (seconds) from the file's close."""
+    with open(path, "wb") as out:
+        out.write(content)
+    written = time.time_ns()
+    change = await feed.added(os.path.realpath(path))
+    received = time.time_ns()
+    job = await client.wait(change.job_id, WAIT)
+    if job.state != scan_pb2.JOB_STATE_SUCCEEDED or job.result.added != 1:
+        raise RuntimeError(f"the watch job of {path} did not add it alone: {job}")
+    return {
+        "seconds": (received - written) / 1e9,
+        "to_job": (job.create_time.ToNanoseconds() - written) / 1e9,
+        "queued": (job.start_time.ToNanoseconds() - job.create_time.ToNanoseconds()) / 1e9,
+        "to_change": (change.time.ToNanoseconds() - job.start_time.ToNanoseconds()) / 1e9,
+        "to_client": (received - change.time.ToNanoseconds()) / 1e9,
+    }
 
 
 def _latency_rows(window: float, samples: list[dict[str, float]], content: bytes) -> list[Row]:
@@ -633,25 +641,10 @@ async def _large_files(
     for number in range(files + 1):
         path = root / f"f{number * 37 % folders:05d}" / f"new-{number:03d}.mp4"
         written.append(path)
-        with open(path, "wb") as out:
-            out.write(content)
-        at = time.time_ns()
-        change = await feed.added(os.path.realpath(path))
-        received = time.time_ns()
-        job = await client.wait(change.job_id, WAIT)
-        if job.state != scan_pb2.JOB_STATE_SUCCEEDED or job.result.added != 1:
-            raise RuntimeError(f"the watch job of {path} did not add it alone: {job}")
+        sample = await _write_to_added(client, feed, path, content)
         if number == 0:
             continue
-        samples.append(
-            {
-                "seconds": (received - at) / 1e9,
-                "to_job": (job.create_time.ToNanoseconds() - at) / 1e9,
-                "queued": (job.start_time.ToNanoseconds() - job.create_time.ToNanoseconds()) / 1e9,
-                "to_change": (change.time.ToNanoseconds() - job.start_time.ToNanoseconds()) / 1e9,
-                "to_client": (received - change.time.ToNanoseconds()) / 1e9,
-            }
-        )
-        ctx.log(f"{BENCH}: large library, file {number}/{files}: {samples[-1]['seconds']:.3f} s")
+        samples.append(sample)
+        ctx.log(f"{BENCH}: large library, file {number}/{files}: {sample['seconds']:.3f} s")
         await asyncio.sleep(0.2)
     return samples

@@ -107,17 +107,17 @@ def index_tops(root: str, folders: Iterable[str], trees: Iterable[str]) -> list[
     lose theirs), nothing else. None when that is the whole index anyway (a target is `root`,
     or there are more than MAX_INDEX_READS)."""
     every = {path.rstrip("/") or "/" for path in (*folders, *trees)}
-    tops = sorted(path for path in every if not _below_any(path, every))
+    tops = sorted(path for path in every if not below_any(path, every))
     if not tops or root in tops or len(tops) > MAX_INDEX_READS:
         return None
     return tops
 
 
-def _below_any(path: str, paths: set[str]) -> bool:
-    """Some folder above `path` is one of `paths`."""
+def below_any(path: str, folders: set[str]) -> bool:
+    """Whether a folder strictly above `path` is in `folders`."""
     parent = os.path.dirname(path)
     while parent != path:
-        if parent in paths:
+        if parent in folders:
             return True
         path, parent = parent, os.path.dirname(parent)
     return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import os
 
+from ..targets import below_any
 from .signals import Changed
 
 
@@ -68,7 +69,7 @@ class QuietSet:
                 folders.add(folder)
         if not folders and not trees:
             return None
-        trees = {tree for tree in trees if not _below_any(tree, trees)}
+        trees = {tree for tree in trees if not below_any(tree, trees)}
         kept = frozenset(folder for folder in folders if not _within_any(folder, trees))
         return Changed(folders=kept, trees=frozenset(trees))
 
@@ -88,15 +89,5 @@ class QuietSet:
         return None
 
 
-def _below_any(path: str, trees: set[str]) -> bool:
-    """Whether a folder strictly above `path` is in `trees`."""
-    parent = os.path.dirname(path)
-    while parent != path:
-        if parent in trees:
-            return True
-        path, parent = parent, os.path.dirname(parent)
-    return False
-
-
 def _within_any(path: str, trees: set[str]) -> bool:
-    return path in trees or _below_any(path, trees)
+    return path in trees or below_any(path, trees)
