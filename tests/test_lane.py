@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,42 @@ async def test_a_hung_call_gives_unavailable_and_the_next_calls_a_new_thread() -
     finally:
         release.set()
         second.set()
+        lane.close()
+
+
+@pytest.mark.slow
+async def test_a_hang_that_started_late_is_still_found_stuck() -> None:
+    # The hung call waits 0.5 s behind a slow one, so when it times out it has run for 1.5 s,
+    # less than the timeout: its thread is stuck all the same, and the next call gets a new
+    # one (it used to be queued behind the hang, and time out too).
+    lane = BlockingLane("late", timeout=HANG_TIMEOUT, max_stuck=1)
+    release = threading.Event()
+    try:
+        # gather starts the calls in this order: the slow one is queued first.
+        slow, hung = await asyncio.gather(
+            lane.call(time.sleep, 0.5), lane.call(release.wait), return_exceptions=True
+        )
+        assert slow is None and isinstance(hung, Unavailable), (slow, hung)
+        assert await asyncio.wait_for(lane.call(sum, [1, 2]), 30) == 3
+        assert len(lane_threads("late-lane")) == 2  # the stuck one, and the new one
+    finally:
+        release.set()
+        lane.close()
+
+
+@pytest.mark.slow
+async def test_a_call_that_waited_behind_slow_ones_leaves_the_thread_in_place() -> None:
+    # Slow calls, no hang: the second waits 1.5 s behind the first and has run for 0.5 s when
+    # it times out. That is no sign of a hung thread: no new thread, nothing refused.
+    lane = BlockingLane("busy", timeout=HANG_TIMEOUT, max_stuck=0)
+    try:
+        first, second = await asyncio.gather(
+            lane.call(time.sleep, 1.5), lane.call(time.sleep, 1.5), return_exceptions=True
+        )
+        assert first is None and isinstance(second, Unavailable), (first, second)
+        assert await asyncio.wait_for(lane.call(sum, [2, 2]), 30) == 4
+        assert len(lane_threads("busy-lane")) == 1
+    finally:
         lane.close()
 
 

@@ -4,12 +4,14 @@ a disk or a hung network mount.
 `asyncio.to_thread` would do, at a cost: each call is a thread pool submission, a wake-up of a
 pool thread, a chained future and a wake-up of the loop, and under load several pool threads
 take turns at the GIL. A lane is one thread fed by a queue: it takes every call waiting when it
-wakes and hands all their results back to the loop at once, so a busy server pays one wake-up
+wakes and hands their results back to the loop together (after HAND_BACK_AFTER seconds of
+calls at most, so that no result waits behind a slow call), so a busy server pays one wake-up
 per batch, not per call (the same scheme as the store's writer thread).
 
 A call that has not finished after `timeout` seconds fails with UNAVAILABLE. If the lane's
-thread is itself stuck in such a call (a hung mount), the lane starts a fresh thread for the
-calls that follow and leaves the stuck one behind. Once more than `max_stuck` threads hang,
+thread is itself stuck in such a call (a hung mount: when a call times out, the call the thread
+runs has run for at least half the timeout), the lane starts a fresh thread for the calls that
+follow and leaves the stuck one behind. Once more than `max_stuck` threads hang,
 calls fail at once until one of them comes back.
 
 A lane thread that dies (not a call that raises: the thread itself) is logged with its
@@ -33,6 +35,14 @@ from .errors import Unavailable
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Seconds a lane thread's batch of calls may run before it hands their results back (the
+#: rest of the batch goes on): cheap calls share one wake-up of the loop, and a call that
+#: finished is never held back by a later one that hangs.
+HAND_BACK_AFTER = 0.002
+#: The share of the timeout a lane thread's current call must have run for, when a call times
+#: out, for the thread to count as stuck.
+STUCK_SHARE = 0.5
 
 _Call = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
 _Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
@@ -83,6 +93,7 @@ class _Worker:
         while True:
             call = self.calls.get()
             outcomes: list[_Outcome] = []
+            handed = time.monotonic()
             while call is not None:
                 function, args, future = call
                 self.current = future
@@ -93,14 +104,22 @@ class _Worker:
                     outcomes.append((future, None, exc))
                 self.started = None
                 self.current = None
+                if time.monotonic() - handed >= HAND_BACK_AFTER:
+                    # Not held for the rest of the batch: a later call may hang.
+                    self._hand_back(outcomes)
+                    outcomes, handed = [], time.monotonic()
                 try:
                     call = self.calls.get_nowait()
                 except queue.Empty:
                     break
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                self._loop.call_soon_threadsafe(_resolve_all, outcomes)
+            self._hand_back(outcomes)
             if call is None:
                 return
+
+    def _hand_back(self, outcomes: list[_Outcome]) -> None:
+        if outcomes:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                self._loop.call_soon_threadsafe(_resolve_all, outcomes)
 
 
 class BlockingLane:
@@ -123,7 +142,7 @@ class BlockingLane:
             async with asyncio.timeout(self.timeout):
                 return await future
         except TimeoutError:
-            self._check_stuck(worker, future)
+            self._check_stuck(worker)
             raise Unavailable(
                 f"the server's file system did not answer within {self.timeout:g} s "
                 "(a slow or hung mount?); retry later"
@@ -154,15 +173,16 @@ class BlockingLane:
             self._worker = _Worker(asyncio.get_running_loop(), f"{self.name}-lane")
         return self._worker
 
-    def _check_stuck(self, worker: _Worker, timed_out: asyncio.Future[Any]) -> None:
-        """The worker is stuck if it is running the call that timed out (it started that call
-        a little after it was queued, so it has run for a little less than `timeout`), or has
-        run its current call for `timeout` already."""
+    def _check_stuck(self, worker: _Worker) -> None:
+        """A call timed out: the worker is stuck if its current call has run for at least
+        half the timeout. Not the whole timeout: the call that timed out started a moment
+        after it was queued, so it has run for a little less. Not less than half: a call that
+        waited behind slow ones and has only just started is no sign of a hang."""
         started = worker.started
         if worker is not self._worker or started is None:
             return
         hung = time.monotonic() - started
-        if worker.current is timed_out or hung >= self.timeout:
+        if hung >= self.timeout * STUCK_SHARE:
             log.warning(
                 "%s lane: a call has hung for %.1f s; the next calls get a new thread",
                 self.name,
