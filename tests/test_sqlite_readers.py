@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import threading
 from pathlib import Path
 
-from mediascan.server.store import SqliteStore
+import pytest
+
+from mediascan.server.store import SqliteStore, StorageError
+from mediascan.server.store.sqlite import readers as readers_module
+from mediascan.server.store.sqlite import schema
 
 
 def database_fds(path: Path) -> list[str]:
@@ -47,3 +52,30 @@ async def test_the_reader_threads_and_their_files_are_open_from_the_start(
         await store.close()
     assert readers() == []
     assert database_fds(path) == []
+
+
+async def test_a_reader_that_cannot_open_fails_the_open_and_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second reader's connection fails (as when the process is out of descriptors): the
+    # open fails with StorageError, and no thread, descriptor or lock of it is left: the
+    # same file opens at once afterwards.
+    path = tmp_path / "library.db"
+    opened: list[Path] = []
+
+    def connect_once(where: Path) -> sqlite3.Connection:
+        if opened:
+            raise sqlite3.OperationalError("unable to open database file")
+        opened.append(where)
+        return schema.connect(where)
+
+    monkeypatch.setattr(readers_module, "connect", connect_once)
+    store = SqliteStore(path)
+    with pytest.raises(StorageError, match="unable to open database file"):
+        await store.open()
+    assert [t.name for t in threading.enumerate() if t.name.startswith("sqlite-")] == []
+    assert database_fds(path) == []
+    monkeypatch.undo()
+    again = SqliteStore(path)
+    await again.open()  # not DatabaseLocked: the failed open released the lock
+    await again.close()

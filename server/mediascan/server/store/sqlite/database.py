@@ -69,7 +69,17 @@ class Database:
         except BaseException:
             self.lock.release()
             raise
-        self._identity = await asyncio.to_thread(identity, self.path)
+        readers = Readers(self.path, self._reader_threads)
+        try:
+            self._identity = await asyncio.to_thread(identity, self.path)
+            await asyncio.to_thread(readers.start)
+        except BaseException:  # nothing of a store that did not open may stay behind
+            await asyncio.to_thread(readers.close)
+            self._write_conn.close()
+            self._write_conn = None
+            self.lock.release()
+            raise
+        self._readers = readers
         self._writer = Writer(
             self._write_conn,
             self._loop,
@@ -77,8 +87,6 @@ class Database:
             refuse=self._refusal,
             supervise=self._supervise,
         )
-        self._readers = Readers(self.path, self._reader_threads)
-        await asyncio.to_thread(self._readers.start)
 
     async def close(self) -> None:
         """Finish the queued writes, then close every connection."""

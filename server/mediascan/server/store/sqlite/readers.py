@@ -46,8 +46,12 @@ class Readers:
         futures = [self._pool.submit(open_one) for _ in range(self._threads)]
         errors = [error for future in futures if (error := future.exception()) is not None]
         failed = [error for error in errors if not isinstance(error, threading.BrokenBarrierError)]
-        if failed or errors:
-            raise (failed or errors)[0]
+        if failed:
+            raise failed[0]
+        if errors:
+            raise StorageError(
+                f"the database's reader threads did not all start within {timeout:g} s"
+            ) from errors[0]
 
     def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Run `op` on a reader thread's connection; sqlite3 errors become StorageError."""
