@@ -77,6 +77,10 @@ def test_index_tops_keeps_the_topmost_targets_and_gives_up_past_its_cap() -> Non
         "/lib/a-b",
     ]
     assert index_tops(ROOT, ["/lib/a"], ["/lib"]) is None
+    assert index_tops("/lib/", ["/lib/a", "/lib/"], []) is None
+    # A target outside the root (none is made so) reads nothing of another library.
+    assert index_tops(ROOT, ["/lib/a", "/other/b", "/library"], []) == ["/lib/a"]
+    assert index_tops("/", ["/x/y", "/x"], []) == ["/x"]
     assert index_tops(ROOT, [], []) is None
     many = [f"/lib/f{n}" for n in range(MAX_INDEX_READS + 1)]
     assert index_tops(ROOT, many, []) is None

@@ -104,11 +104,18 @@ MAX_INDEX_READS = 256
 def index_tops(root: str, folders: Iterable[str], trees: Iterable[str]) -> list[str] | None:
     """The topmost of the target folders and trees of a targeted rescan of `root`: the library
     index it needs is the videos below these (at any depth: a target folder's gone subfolders
-    lose theirs), nothing else. None when that is the whole index anyway (a target is `root`,
-    or there are more than MAX_INDEX_READS)."""
+    lose theirs), nothing else; a target outside `root` needs none (the walk never lists it).
+    None when that is the whole index anyway (a target is `root`, or more than
+    MAX_INDEX_READS remain) or no target is inside `root`.
+
+    A folder on the way to a target that is found gone loses only the videos below the
+    targets: the watch reports its parent's change too, and that rescan removes the rest."""
+    root = root.rstrip("/") or "/"
     every = {path.rstrip("/") or "/" for path in (*folders, *trees)}
-    tops = sorted(path for path in every if not below_any(path, every))
-    if not tops or root in tops or len(tops) > MAX_INDEX_READS:
+    if root in every:
+        return None
+    tops = sorted(path for path in every if _inside(path, root) and not below_any(path, every))
+    if not tops or len(tops) > MAX_INDEX_READS:
         return None
     return tops
 
