@@ -267,6 +267,14 @@ _MAKERS: dict[str, Callable[[Path], Made]] = {
     "thumbnail-first.mp4": _two_tracks(
         "thumbnail-first.mp4", "testsrc=size=160x90:rate=1:duration=1"
     ),
+    "thumbnail-first.mkv": _two_tracks(  # Matroska counts no frames: the codec tells
+        "thumbnail-first.mkv",
+        "testsrc=size=160x120:rate=1:duration=1",
+        "-c:v:0",
+        "mjpeg",
+        "-pix_fmt:v:0",
+        "yuvj420p",
+    ),
     "preview-first.mkv": _two_tracks(
         "preview-first.mkv",
         "testsrc=size=160x90:rate=5:duration=2",

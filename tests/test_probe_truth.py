@@ -27,7 +27,8 @@ import pytest
 from _library_helpers import SUCCEEDED, real, scan
 from _media_cases import Made, make_cases
 
-from mediascan.server import mp4_header, probe_picture, probe_streams
+from mediascan.server import decode_check, mp4_header, probe_picture, probe_streams
+from mediascan.server.decode_check import decode_file
 from mediascan.server.probed import ProbeResult, result_to_json
 from mediascan.server.testing import library_rows, store_videos
 from mediascan.v1 import scan_pb2
@@ -292,7 +293,7 @@ async def test_hdr_kinds_and_static_metadata_match_ffprobes_first_frame(
 async def test_the_main_streams_skip_a_thumbnail_track_and_follow_the_default_audio(
     library: dict[str, scan_pb2.Video],
 ) -> None:
-    for name in ("thumbnail-first.mp4", "preview-first.mkv"):
+    for name in ("thumbnail-first.mp4", "thumbnail-first.mkv", "preview-first.mkv"):
         video = library[name]
         assert (video.video_stream_index, video.width, video.frame_rate) == (1, 320, 25.0), name
     audio = library["default-audio-second.mkv"]
@@ -311,6 +312,18 @@ async def test_the_main_streams_skip_a_thumbnail_track_and_follow_the_default_au
     assert audio.creation_time.ToJsonString() == "2024-05-06T07:08:09Z"
     assert [c.title for c in audio.chapters] == ["Chapter 000 ", "Chapter 001 ", "Chapter 002 "]
     assert library["timecode.mov"].timecode == "01:02:03:04"
+
+
+async def test_a_decode_check_decodes_the_main_video_not_a_thumbnail_first(
+    cases: dict[str, Made],
+) -> None:
+    """DECODE verifies the stream the probe chose as the video: a one-frame thumbnail track
+    first (marked default) made these files CORRUPT, "decoded up to 0.000s", while `ffmpeg
+    -v error -f null` finds nothing wrong in them."""
+    for name in ("thumbnail-first.mp4", "thumbnail-first.mkv", "preview-first.mkv"):
+        report = await asyncio.to_thread(decode_file, str(cases[name].path))
+        assert (report.health, report.error_count) == (decode_check.OK, 0), (name, report)
+        assert report.decoded_ns >= 1_900_000_000, (name, report)  # the 2 s video, decoded
 
 
 async def test_recordings_without_a_duration_are_measured(

@@ -21,6 +21,8 @@ import re
 
 import av
 
+from .probe_streams import main_audio, main_video
+
 #: The contract's `Health` values (a prober does not load the generated code).
 OK = 1
 WARNINGS = 2
@@ -110,12 +112,12 @@ def _decode(
         return False, 0, 0, 0
     with container:
         claimed = max(0, int(container.duration or 0) * 1000)  # microseconds
-        video = _main(list(container.streams.video))
+        video = main_video(container)  # the probe's choice: never a thumbnail track
         if video is None:
             tally.add("no video stream", 0)
             return False, 0, 0, claimed
         video.codec_context.thread_type = "AUTO"
-        audio = _main(list(container.streams.audio))
+        audio = main_audio(container)
         streams = [video] if audio is None else [video, audio]
         packets = container.demux(streams)
         while True:
@@ -143,16 +145,6 @@ def _drain(logs: list[tuple[int, str, str]], tally: _Tally, at_ns: int) -> None:
     for _, name, message in logs:
         tally.add(f"[{name}] {message}", at_ns)
     logs.clear()
-
-
-def _main(streams: list[av.stream.Stream]) -> av.stream.Stream | None:
-    """The stream with the default disposition, else the first; never an attached picture."""
-    flags = av.stream.Disposition
-    usable = [s for s in streams if not (s.disposition & flags.attached_pic)]
-    for stream in usable:
-        if stream.disposition & flags.default:
-            return stream
-    return usable[0] if usable else None
 
 
 def _reason(exc: av.error.FFmpegError) -> str:

@@ -44,6 +44,10 @@ _PICTURE = int(
     | av.stream.Disposition.still_image
 )
 
+#: Codecs of still pictures: a track of them beside a larger video of another codec is a
+#: thumbnail or a preview (Motion JPEG alone is still a video).
+_PICTURE_CODECS = frozenset({"mjpeg", "png", "bmp", "webp", "tiff", "jpeg2000", "qoi"})
+
 
 def codec_name(stream: Any) -> str:
     context = stream.codec_context
@@ -59,8 +63,9 @@ def is_picture(stream: Any) -> bool:
 
 def main_video(container: Any) -> Any | None:
     """The video stream that is the video. Not a cover picture nor a thumbnail track, nor a
-    preview: a stream another outdoes in both frame count (where the file says) and area (a
-    camera's one-frame thumbnail track comes first and is often the one marked default). Of
+    preview: a stream another outdoes in both frame count and area, or, where the file does not
+    count frames, in area while it is coded as still pictures (a camera's one-frame thumbnail
+    track comes first and is often the one marked default). Of
     the rest, those with the default disposition (all when none has it); of those, the one with
     the most frames, then the largest area, then the first."""
     videos = [s for s in container.streams.video if not is_picture(s)]
@@ -72,7 +77,15 @@ def main_video(container: Any) -> Any | None:
 
 
 def _outdoes(one: Any, other: Any) -> bool:
-    return int(one.frames or 0) > int(other.frames or 0) > 0 and _area(one) > _area(other)
+    """`one` is the video and `other` a thumbnail or preview beside it: `one` is larger, and
+    has more frames; or, where the file does not count frames (Matroska), `other` is coded
+    as still pictures and `one` is not."""
+    if _area(one) <= _area(other):
+        return False
+    frames, others = int(one.frames or 0), int(other.frames or 0)
+    if frames and others:
+        return frames > others
+    return codec_name(other) in _PICTURE_CODECS and codec_name(one) not in _PICTURE_CODECS
 
 
 def main_audio(container: Any) -> Any | None:
