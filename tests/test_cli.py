@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from mediascan.client.display import format_seconds
+from mediascan.client.display import counts_line, format_seconds
 from mediascan.server.testing import Corpus, library_rows, store_videos
+from mediascan.v1 import scan_pb2
 
 BIN = Path(sys.executable).parent
 MEDIASCAN = BIN / "mediascan"
@@ -619,3 +620,20 @@ async def test_a_table_on_a_narrow_terminal_folds_its_paths(
     assert len(lines) == 2 * len(rows)
     folded = "".join(line[:width].rstrip() for line in lines)
     assert folded == "".join(sorted(row.path for row in rows))
+
+
+def test_the_counts_line_adds_up_to_the_files_with_moved_and_deferred() -> None:
+    # A library's scan holds back a file still being written (deferred): the line names it,
+    # so that its counts add up to the files found.
+    job = scan_pb2.Job(
+        result=scan_pb2.ScanResult(files_total=28, unchanged=26, moved=1, deferred=1)
+    )
+    assert counts_line(job) == (
+        "28 files: 0 added, 0 updated, 26 unchanged, 0 removed, 1 moved, 0 failed, 1 deferred"
+    )
+    running = scan_pb2.Job(progress=scan_pb2.Progress(files_total=3, added=2, deferred=1))
+    assert counts_line(running).endswith(
+        "2 added, 0 updated, 0 unchanged, 0 removed, 0 failed, 1 deferred"
+    )
+    plain = scan_pb2.Job(result=scan_pb2.ScanResult(files_total=2, added=2))
+    assert counts_line(plain) == "2 files: 2 added, 0 updated, 0 unchanged, 0 removed, 0 failed"

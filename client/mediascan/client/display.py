@@ -98,7 +98,8 @@ def _local(moment: datetime.datetime | None) -> str:
 
 
 def counts_line(job: scan_pb2.Job) -> str:
-    """`12 files: 10 added, 0 updated, 0 unchanged, 0 removed, 2 failed`."""
+    """`12 files: 10 added, 0 updated, 0 unchanged, 0 removed, 2 failed` (with `N moved`
+    before `failed`, and `N deferred` last, when there are any)."""
     if job.HasField("result"):
         result = job.result
         total: int | None = result.files_total
@@ -116,9 +117,11 @@ def counts_line(job: scan_pb2.Job) -> str:
     names = ("added", "updated", "unchanged", "removed", "failed")
     files = f"{total} files" if total is not None else f"{job.progress.files_done} files so far"
     words = [f"{n} {name}" for n, name in zip(counts, names, strict=True)]
-    moved = job.result.moved if job.HasField("result") else job.progress.moved
-    if moved:
-        words.insert(4, f"{moved} moved")
+    state = job.result if job.HasField("result") else job.progress
+    if state.moved:
+        words.insert(4, f"{state.moved} moved")
+    if state.deferred:  # still being written (a library's quiet window): not probed yet
+        words.append(f"{state.deferred} deferred")
     return files + ": " + ", ".join(words)
 
 
